@@ -1,0 +1,71 @@
+# ipa — see README.md. `make` lists the targets.
+SHELL := /bin/bash
+DEPS := $(CURDIR)/.deps
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+FUZZTIME ?= 30s
+
+# Native paths for cgo and the tests: ONNX Runtime is loaded at run time,
+# HiGHS is linked statically through pkg-config.
+export IPA_ORT_LIB := $(DEPS)/lib/libonnxruntime.so.1
+export IPA_RAW_DIR := $(DEPS)/raw
+export IPA_MODELS_DIR := $(DEPS)/models
+export PKG_CONFIG_PATH := $(DEPS)/highs/lib/pkgconfig
+export CGO_ENABLED := 1
+
+GO ?= go
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: help deps models build test bench fuzz lint check golden demo docker clean distclean proto
+
+help: ## list targets (default)
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+deps: ## idempotent: ONNX Runtime, HiGHS, raw models into .deps/ (with progress)
+	@bash scripts/deps.sh
+
+bin/ipa: deps $(shell find . -name '*.go' -not -path './.deps/*') go.mod go.sum
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ipa .
+
+build: bin/ipa ## deps + go build -o bin/ipa
+
+models: bin/ipa ## build the model repository in .deps/models from the raw models (self-checked)
+	./bin/ipa models build --raw $(IPA_RAW_DIR) --out $(IPA_MODELS_DIR)
+
+test: models ## deps + go test -race -shuffle=on ./... (the README's test command; CI calls it)
+	$(GO) test -race -shuffle=on -timeout 30m ./...
+
+bench: models ## benchmarks, baselines in the same run; then the served/raw ratios
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+	./bin/ipa bench
+
+fuzz: ## each Fuzz* target for $(FUZZTIME)
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; done
+
+lint: ## gofmt -l, go vet
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+
+check: lint test ## lint + test + tidy check
+	$(GO) mod tidy && git diff --exit-code go.mod go.sum
+
+golden: ## regenerate golden files (then review the diff)
+	$(GO) test ./... -update
+
+demo: models ## build + serve the classify stage on 127.0.0.1:8080
+	./bin/ipa stage --models.dir $(IPA_MODELS_DIR) --stage classify
+
+docker: ## multi-stage image (needs a Docker engine)
+	docker build -t ipa:$(VERSION) .
+
+proto: ## regenerate models/onnxpb from onnx.proto (needs protoc)
+	bash models/onnxpb/regen.sh
+
+clean: ## remove bin/ and test caches
+	rm -rf bin/
+	$(GO) clean -testcache
+
+distclean: clean ## also remove .deps/
+	rm -rf .deps/
