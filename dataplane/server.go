@@ -1,0 +1,498 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/models"
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// ServerConfig configures the HTTP server. Tags are kong's.
+type ServerConfig struct {
+	ListenAddr  string        `name:"listen-addr" default:"127.0.0.1:8080" help:"Address to serve the Open Inference Protocol, admin API and /metrics on."`
+	MaxBodySize int           `name:"max-body-size" default:"67108864" help:"Largest request body in bytes; larger requests get 413."`
+	ReadTimeout time.Duration `name:"read-timeout" default:"30s" help:"Time to read a whole request."`
+	IdleTimeout time.Duration `name:"idle-timeout" default:"120s" help:"Keep-alive connections idle longer than this are closed."`
+	Timeout     time.Duration `name:"timeout" default:"0s" help:"Default deadline for requests that carry none (0: none)."`
+}
+
+// AdminConfig guards the admin API.
+type AdminConfig struct {
+	Token string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls (empty: no check)."`
+}
+
+// Server serves stages over the Open Inference Protocol (KServe V2) REST API.
+// It is safe for concurrent use.
+type Server struct {
+	cfg     ServerConfig
+	admin   AdminConfig
+	stages  map[string]*Stage
+	names   []string
+	log     *slog.Logger
+	version string
+	srv     *fasthttp.Server
+}
+
+// Header names of the deadline a request may carry: Ipa-Timeout is relative
+// to arrival (Go duration, e.g. "250ms"), Ipa-Deadline absolute (Unix
+// nanoseconds or RFC 3339). The earliest of these and the request's
+// "timeout"/"deadline" parameters wins.
+const (
+	HeaderTimeout   = "Ipa-Timeout"
+	HeaderDeadline  = "Ipa-Deadline"
+	headerHeaderLen = "Inference-Header-Content-Length"
+)
+
+// NewServer returns a server for the given stages.
+func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.Logger, version string) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, admin: admin, stages: map[string]*Stage{}, log: log, version: version}
+	for _, st := range stages {
+		s.stages[st.Name()] = st
+		s.names = append(s.names, st.Name())
+	}
+	s.srv = &fasthttp.Server{
+		Handler:            s.Handle,
+		Name:               "ipa",
+		MaxRequestBodySize: cfg.MaxBodySize,
+		ReadTimeout:        cfg.ReadTimeout,
+		IdleTimeout:        cfg.IdleTimeout,
+		CloseOnShutdown:    true,
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			status := fasthttp.StatusBadRequest
+			msg := fmt.Sprintf("cannot read request: %v", err)
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				status = fasthttp.StatusRequestEntityTooLarge
+				msg = fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize)
+			}
+			writeError(ctx, status, msg)
+		},
+	}
+	return s
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for open requests.
+func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
+
+// Handle routes one request.
+func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	method := string(ctx.Method())
+	switch {
+	case path == "/metrics":
+		ctx.SetContentType("text/plain; version=0.0.4")
+		metrics.WritePrometheus(ctx, true)
+		return
+	case path == "/v2/health/live":
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		return
+	case path == "/v2/health/ready":
+		for _, st := range s.stages {
+			if !st.Ready() {
+				writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("stage %q is not ready", st.Name()))
+				return
+			}
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+		return
+	case path == "/v2" || path == "/v2/":
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{
+			"name": "ipa", "version": s.version,
+			"extensions": []string{"binary_tensor_data", "model_repository", "ipa_admin"},
+		})
+		return
+	case path == "/v2/repository/index":
+		if method != fasthttp.MethodPost && method != fasthttp.MethodGet {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
+			return
+		}
+		s.repositoryIndex(ctx)
+		return
+	case strings.HasPrefix(path, "/v2/models/"):
+		s.model(ctx, method, strings.TrimPrefix(path, "/v2/models/"))
+		return
+	case strings.HasPrefix(path, "/admin/stages/"):
+		s.adminStage(ctx, method, strings.TrimPrefix(path, "/admin/stages/"))
+		return
+	}
+	writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2, /v2/models/{model}/infer, /v2/repository/index, /admin/stages/{stage}, /metrics", method, path))
+}
+
+// model serves /v2/models/{m}[/versions/{v}][/ready|/infer].
+func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
+	parts := strings.Split(rest, "/")
+	name, version, action := parts[0], "", ""
+	parts = parts[1:]
+	if len(parts) >= 2 && parts[0] == "versions" {
+		version, parts = parts[1], parts[2:]
+	}
+	switch len(parts) {
+	case 0:
+	case 1:
+		action = parts[0]
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
+		return
+	}
+	st, ok := s.stages[name]
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q; this server serves %v", name, s.names))
+		return
+	}
+	if version != "" && st.Meta().Variant(version) == nil {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q has no version %q; versions are its variants %v", name, version, st.Meta().VariantNames()))
+		return
+	}
+	switch action {
+	case "":
+		s.modelMetadata(ctx, st, version)
+	case "ready":
+		if !st.Ready() || (version != "" && st.Meta().Variant(version) == nil) {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q is not ready", name))
+			return
+		}
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case "infer":
+		if method != fasthttp.MethodPost {
+			writeError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
+			return
+		}
+		if version != "" && version != st.Config().Variant {
+			writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %q of model %q is loaded but not active (active: %q); switch with POST /admin/stages/%s or omit the version", version, name, st.Config().Variant, name))
+			return
+		}
+		s.infer(ctx, st)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
+	}
+}
+
+type tensorMeta struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+}
+
+func tensorMetas(specs []models.TensorSpec) []tensorMeta {
+	out := make([]tensorMeta, len(specs))
+	for i, s := range specs {
+		out[i] = tensorMeta{s.Name, s.DataType.String(), s.Shape}
+	}
+	return out
+}
+
+func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version string) {
+	in, out := st.Interface()
+	cfg := st.Config()
+	params := map[string]any{"active_variant": cfg.Variant, "config": configJSON(cfg)}
+	if version != "" {
+		v := st.Meta().Variant(version)
+		in, out = v.Inputs, v.Outputs
+		params = map[string]any{"variant": v, "active": version == cfg.Variant}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{
+		"name":       st.Name(),
+		"versions":   st.Meta().VariantNames(),
+		"platform":   "onnxruntime_onnx",
+		"inputs":     tensorMetas(in),
+		"outputs":    tensorMetas(out),
+		"parameters": params,
+	})
+}
+
+func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
+	type entry struct {
+		Name    string `json:"name"`
+		Version string `json:"version"`
+		State   string `json:"state"`
+		Reason  string `json:"reason,omitempty"`
+		Active  bool   `json:"active"`
+	}
+	var list []entry
+	for _, name := range s.names {
+		st := s.stages[name]
+		state := "READY"
+		if !st.Ready() {
+			state = "UNAVAILABLE"
+		}
+		active := st.Config().Variant
+		for _, v := range st.Meta().Variants {
+			list = append(list, entry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
+		}
+	}
+	writeJSON(ctx, fasthttp.StatusOK, list)
+}
+
+// inferState is the per-request scratch of the infer handler, pooled.
+type inferState struct {
+	req  InferRequest
+	resp InferResponse
+	buf  []byte
+}
+
+var inferPool = sync.Pool{New: func() any { return new(inferState) }}
+
+func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
+	is := inferPool.Get().(*inferState)
+	defer inferPool.Put(is)
+	headerLen := -1
+	if h := ctx.Request.Header.Peek(headerHeaderLen); len(h) > 0 {
+		n, err := strconv.Atoi(string(h))
+		if err != nil || n < 0 {
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", headerHeaderLen, h))
+			return
+		}
+		headerLen = n
+	}
+	// The decoded tensors may point into the request body: it stays valid
+	// until this handler returns, and Infer returns before that.
+	if err := DecodeInferRequest(ctx.PostBody(), headerLen, &is.req); err != nil {
+		st.m.outcome(outcomeBadRequest)
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	now := time.Now()
+	deadline, err := s.deadline(ctx, &is.req, now)
+	if err != nil {
+		st.m.outcome(outcomeBadRequest)
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		return
+	}
+	_, outSpecs := st.Interface()
+	for _, o := range is.req.Outputs {
+		if !hasSpec(outSpecs, o.Name) {
+			st.m.outcome(outcomeBadRequest)
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no output %q (outputs are %v)", st.Name(), o.Name, specNames(outSpecs)))
+			return
+		}
+	}
+	res, err := st.Infer(context.Background(), is.req.Inputs, deadline)
+	if err != nil {
+		status, msg := statusOf(err)
+		if status == fasthttp.StatusTooManyRequests {
+			ctx.Response.Header.Set("Retry-After", "1")
+		}
+		writeError(ctx, status, msg)
+		return
+	}
+	defer res.Release()
+	r := &is.resp
+	r.ModelName, r.ModelVersion, r.ID = st.Name(), res.Variant, is.req.ID
+	r.Outputs, r.Binary = r.Outputs[:0], r.Binary[:0]
+	r.Parameters = ResponseParameters{QueueTime: res.QueueWait, InferTime: res.Compute, BatchSize: res.Batch}
+	for _, t := range res.Outputs {
+		binary := is.req.BinaryOutputs
+		if len(is.req.Outputs) > 0 {
+			i := indexRequested(is.req.Outputs, t.Name)
+			if i < 0 {
+				continue
+			}
+			binary = binary || is.req.Outputs[i].Binary
+		}
+		r.Outputs = append(r.Outputs, t)
+		r.Binary = append(r.Binary, binary)
+	}
+	var jsonLen int
+	is.buf, jsonLen = AppendInferResponse(is.buf[:0], r)
+	if jsonLen < len(is.buf) {
+		ctx.Response.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+		ctx.SetContentType("application/octet-stream")
+	} else {
+		ctx.SetContentType("application/json")
+	}
+	ctx.SetBody(is.buf)
+}
+
+func hasSpec(specs []models.TensorSpec, name string) bool {
+	for _, s := range specs {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+func indexRequested(outs []RequestedOutput, name string) int {
+	for i := range outs {
+		if outs[i].Name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+// deadline combines the server default, the headers and the parameters.
+func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *InferRequest, now time.Time) (time.Time, error) {
+	var d time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	if s.cfg.Timeout > 0 {
+		earliest(now.Add(s.cfg.Timeout))
+	}
+	if h := ctx.Request.Header.Peek(HeaderTimeout); len(h) > 0 {
+		t, err := time.ParseDuration(string(h))
+		if err != nil || t <= 0 {
+			return d, fmt.Errorf("header %s: %q is not a positive duration such as 250ms", HeaderTimeout, h)
+		}
+		earliest(now.Add(t))
+	}
+	if h := ctx.Request.Header.Peek(HeaderDeadline); len(h) > 0 {
+		t, err := parseDeadline(string(h))
+		if err != nil {
+			return d, fmt.Errorf("header %s: %w", HeaderDeadline, err)
+		}
+		earliest(t)
+	}
+	if req.Timeout > 0 {
+		earliest(now.Add(req.Timeout))
+	}
+	earliest(req.Deadline)
+	return d, nil
+}
+
+// parseDeadline accepts Unix nanoseconds or RFC 3339.
+func parseDeadline(s string) (time.Time, error) {
+	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.Unix(0, n), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("%q is neither Unix nanoseconds nor RFC 3339", s)
+	}
+	return t, nil
+}
+
+// statusOf maps an error to its HTTP status; the one place that does.
+func statusOf(err error) (int, string) {
+	switch {
+	case errors.Is(err, ErrBadRequest), errors.Is(err, mlrt.ErrInvalidInput):
+		return fasthttp.StatusBadRequest, err.Error()
+	case errors.Is(err, models.ErrNotFound):
+		return fasthttp.StatusNotFound, err.Error()
+	case errors.Is(err, batcher.ErrQueueFull):
+		return fasthttp.StatusTooManyRequests, err.Error()
+	case errors.Is(err, ErrDeadline), errors.Is(err, context.DeadlineExceeded):
+		return fasthttp.StatusGatewayTimeout, err.Error()
+	case errors.Is(err, ErrUnavailable):
+		return fasthttp.StatusServiceUnavailable, err.Error()
+	}
+	return fasthttp.StatusInternalServerError, err.Error()
+}
+
+func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(AppendError(ctx.Response.Body()[:0], msg))
+}
+
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		writeError(ctx, fasthttp.StatusInternalServerError, "BUG: cannot encode response: "+err.Error())
+		return
+	}
+	ctx.SetStatusCode(status)
+	ctx.SetContentType("application/json")
+	ctx.SetBody(b)
+}
+
+// configJSON is a StageConfig as the admin API shows it.
+type configView struct {
+	Variant  string `json:"variant"`
+	MaxBatch int    `json:"max_batch"`
+	MaxWait  string `json:"max_wait"`
+	Replicas int    `json:"replicas"`
+	Cores    int    `json:"cores"`
+}
+
+func configJSON(c models.StageConfig) configView {
+	return configView{c.Variant, c.MaxBatch, c.MaxWait.String(), c.Replicas, c.Cores}
+}
+
+// adminStage serves GET and POST /admin/stages/{stage}.
+func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
+	if s.admin.Token != "" {
+		auth := ctx.Request.Header.Peek("Authorization")
+		if !bytes.Equal(auth, []byte("Bearer "+s.admin.Token)) {
+			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
+			writeError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (--admin.token)")
+			return
+		}
+	}
+	st, ok := s.stages[name]
+	if !ok {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown stage %q; this server serves %v", name, s.names))
+		return
+	}
+	switch method {
+	case fasthttp.MethodGet:
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()), "variants": st.Meta().VariantNames()})
+	case fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodPut:
+		patch, err := ParseConfigPatch(ctx.PostBody())
+		if err != nil {
+			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+		start := time.Now()
+		cfg := patch.Apply(st.Config())
+		pause, err := st.Reconfigure(cfg)
+		if err != nil {
+			status := fasthttp.StatusBadRequest
+			if errors.Is(err, ErrUnavailable) {
+				status = fasthttp.StatusServiceUnavailable
+			}
+			writeError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
+			return
+		}
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()),
+			"seconds": time.Since(start).Seconds(), "pause_seconds": pause.Seconds()})
+	default:
+		writeError(ctx, fasthttp.StatusMethodNotAllowed, "use GET or POST /admin/stages/{stage}")
+	}
+}
+
+// ParseConfigPatch decodes an admin patch such as
+// {"variant":"resnet50","max_batch":4,"max_wait":"5ms","replicas":2,"cores":1}.
+// Unknown fields are an error, so a typo does not pass silently.
+func ParseConfigPatch(b []byte) (ConfigPatch, error) {
+	var raw struct {
+		ConfigPatch
+		MaxWait *string `json:"max_wait,omitempty"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&raw); err != nil {
+		return ConfigPatch{}, fmt.Errorf("bad admin patch (fields: variant, max_batch, max_wait, replicas, cores): %v", err)
+	}
+	p := raw.ConfigPatch
+	if raw.MaxWait != nil {
+		d, err := time.ParseDuration(*raw.MaxWait)
+		if err != nil {
+			return ConfigPatch{}, fmt.Errorf("bad admin patch: max_wait %q is not a duration such as 2ms", *raw.MaxWait)
+		}
+		p.MaxWait = &d
+	}
+	return p, nil
+}

@@ -1,0 +1,163 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// work is a replica's loop: pull a batch, run it on the active variant,
+// answer its calls. It exits when ctx is cancelled or the batcher closes; a
+// batch it already holds is always finished.
+func (s *Stage) work(ctx context.Context, r *replica) {
+	defer close(r.done)
+	for {
+		batch, err := s.b.Next(ctx, r.batch[:0])
+		if err != nil {
+			return
+		}
+		r.batch = batch
+		cfg := s.cfg.Load()
+		eng := r.engines[cfg.Variant]
+		now := s.clock.Now()
+		live := r.group[:0]
+		for _, c := range batch {
+			if !c.state.CompareAndSwap(statePending, stateRunning) {
+				// Abandoned by its caller while queued: nobody waits for it.
+				releaseCall(c)
+				continue
+			}
+			if !c.deadline.IsZero() && !now.Before(c.deadline) {
+				s.m.outcome(outcomeExpired)
+				s.finish(c, ErrDeadline)
+				continue
+			}
+			c.res.QueueWait = now.Sub(c.enqueued)
+			s.m.queueWait.Update(c.res.QueueWait.Seconds())
+			live = append(live, c)
+		}
+		r.group = live
+		// Calls with different non-batch shapes (e.g. text crops of other
+		// widths) cannot share a tensor: run each shape as its own group.
+		for len(live) > 0 {
+			n := partitionSameShape(live)
+			s.runGroup(r, eng, live[:n])
+			live = live[n:]
+		}
+		clear(r.batch)
+		clear(r.group)
+	}
+}
+
+// partitionSameShape moves the calls whose inputs have the shape of live[0]
+// (ignoring dimension 0) to the front, keeping FIFO order among them, and
+// returns how many there are.
+func partitionSameShape(live []*call) int {
+	n := 1
+	for i := 1; i < len(live); i++ {
+		if sameShapes(live[0].in, live[i].in) {
+			c := live[i]
+			copy(live[n+1:i+1], live[n:i])
+			live[n] = c
+			n++
+		}
+	}
+	return n
+}
+
+func sameShapes(a, b []mlrt.Tensor) bool {
+	for i := range a {
+		if !slices.Equal(a[i].Shape[1:], b[i].Shape[1:]) {
+			return false
+		}
+	}
+	return true
+}
+
+// runGroup runs calls of identical shapes as one batch and answers them.
+func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
+	rows := 0
+	for _, c := range group {
+		rows += c.rows
+	}
+	in := group[0].in
+	if len(group) > 1 {
+		in = r.concat(group, rows)
+	}
+	variant := eng.Variant().Name
+	start := s.clock.Now()
+	out, err := eng.Run(context.Background(), in)
+	dur := s.clock.Now().Sub(start)
+	s.m.batch(variant, rows, dur)
+	if err == nil {
+		for i := range out {
+			if out[i].Batch() != rows {
+				err = fmt.Errorf("output %q has batch %d for %d input rows", out[i].Name, out[i].Batch(), rows)
+				break
+			}
+		}
+	}
+	if err != nil {
+		if !errors.Is(err, mlrt.ErrInvalidInput) {
+			err = fmt.Errorf("stage %q variant %q: %w", s.meta.Name, variant, err)
+			s.m.engineError(variant)
+		}
+		for _, c := range group {
+			s.m.outcome(outcomeError)
+			s.finish(c, err)
+		}
+		return
+	}
+	row := 0
+	for _, c := range group {
+		c.setOutputs(out, row, rows)
+		c.res.Variant, c.res.Compute, c.res.Batch = variant, dur, rows
+		row += c.rows
+		s.m.outcome(outcomeOK)
+		s.finish(c, nil)
+	}
+}
+
+// concat joins the inputs of group along dimension 0 into r's buffers.
+func (r *replica) concat(group []*call, rows int) []mlrt.Tensor {
+	first := group[0].in
+	if len(r.inBuf) < len(first) {
+		r.inBuf = make([][]byte, len(first))
+		r.shapes = make([][]int64, len(first))
+	}
+	r.in = r.in[:0]
+	for i, t := range first {
+		buf := r.inBuf[i][:0]
+		for _, c := range group {
+			buf = append(buf, c.in[i].Data...)
+		}
+		r.inBuf[i] = buf
+		shape := append(r.shapes[i][:0], t.Shape...)
+		shape[0] = int64(rows)
+		r.shapes[i] = shape
+		r.in = append(r.in, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: buf})
+	}
+	return r.in
+}
+
+// setOutputs copies c's rows [row, row+c.rows) of the batch outputs into c.
+func (c *call) setOutputs(out []mlrt.Tensor, row, rows int) {
+	if len(c.outBuf) < len(out) {
+		c.outBuf = append(c.outBuf, make([][]byte, len(out)-len(c.outBuf))...)
+	}
+	c.res.Outputs = c.res.Outputs[:0]
+	for i, t := range out {
+		per := len(t.Data) / rows
+		c.outBuf[i] = append(c.outBuf[i][:0], t.Data[row*per:(row+c.rows)*per]...)
+		var shape []int64
+		if i < cap(c.res.Outputs) {
+			shape = c.res.Outputs[:i+1][i].Shape[:0]
+		}
+		shape = append(shape, t.Shape...)
+		shape[0] = int64(c.rows)
+		c.res.Outputs = append(c.res.Outputs, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: c.outBuf[i]})
+	}
+}
