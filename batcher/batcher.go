@@ -382,7 +382,7 @@ func (b *Batcher[T]) popBatchLocked(dst []T) []T {
 	total := 0
 	for b.q.n > 0 {
 		size := b.q.at(0).size
-		if total+size > b.cfg.MaxBatch {
+		if total > 0 && total+size > b.cfg.MaxBatch {
 			break
 		}
 		dst = append(dst, b.q.pop().v)

@@ -74,6 +74,7 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		ReadTimeout:        cfg.ReadTimeout,
 		IdleTimeout:        cfg.IdleTimeout,
 		CloseOnShutdown:    true,
+		Logger:             fasthttpLogger{log},
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			status := fasthttp.StatusBadRequest
 			msg := fmt.Sprintf("cannot read request: %v", err)
@@ -85,6 +86,14 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		},
 	}
 	return s
+}
+
+// fasthttpLogger sends fasthttp's connection errors (oversized bodies,
+// broken connections) to the debug log: the client already got its answer.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http: " + fmt.Sprintf(format, args...))
 }
 
 // Serve accepts connections on ln until Shutdown.

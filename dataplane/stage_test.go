@@ -208,6 +208,9 @@ func TestFullQueueRejectsWithErrQueueFull(t *testing.T) {
 			}
 			results <- err
 		}()
+		if i == 0 {
+			waitRunning(t, r, 1)
+		}
 	}
 	waitFor(t, 5*time.Second, func() error {
 		if s.QueueLen() != 2 {

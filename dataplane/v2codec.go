@@ -86,9 +86,11 @@ type RequestedOutput struct {
 // It owns every byte it holds (nothing aliases the body passed to
 // DecodeInferRequest), and it keeps its buffers across calls, so a pooled
 // InferRequest decodes a request of the same shape again without allocating.
-// Tensor Data and Shape slices are valid until the next Decode or Reset.
-// An InferRequest must not be copied after first use and is not safe for
-// concurrent use.
+// Decoding overwrites the Data and Shape buffers of earlier Inputs, also
+// beyond len(Inputs): do not put buffers you do not own there, and do not
+// keep Data or Shape past the next decode. After an error the fields hold
+// whatever was decoded so far. An InferRequest must not be copied after
+// first use and is not safe for concurrent use.
 type InferRequest struct {
 	ID string
 	// Inputs holds the tensors in request order. Data holds little-endian
@@ -129,10 +131,12 @@ type ResponseParameters struct {
 
 // InferResponse is a V2 inference response.
 //
-// For encoding, fill the exported fields. DecodeInferResponse reuses the
-// buffers of a response it decoded into before, so a pooled InferResponse
-// decodes without allocating; decoded Data and Shape slices are valid until
-// the next decode into it. It is not safe for concurrent use.
+// For encoding, fill the exported fields; AppendInferResponse only reads
+// them. DecodeInferResponse overwrites the Data and Shape buffers of the
+// Outputs it finds (also beyond len(Outputs)), so a pooled InferResponse
+// decodes without allocating; never decode into one whose Outputs hold
+// buffers you do not own, such as an engine's. It is not safe for
+// concurrent use.
 type InferResponse struct {
 	ModelName    string
 	ModelVersion string
@@ -466,7 +470,7 @@ func (d *decoder) tensors(v *fastjson.Value, ts []runtime.Tensor, binPart []byte
 		}
 		if n := d.slots[i].binSize; n >= 0 {
 			if !haveHeaderLen {
-				return ts, d.errorf("%s %q has parameters.binary_data_size but the request has no Inference-Header-Content-Length header; set it to the JSON header's length", d.what, t.Name)
+				return ts, d.errorf("%s %q has parameters.binary_data_size but there is no Inference-Header-Content-Length header; set it to the JSON header's length", d.what, t.Name)
 			}
 			if n > len(binPart)-binTotal {
 				return ts, d.errorf("%s %q: parameters.binary_data_size is %d but only %d of the %d bytes after the JSON header are left for it; check the sizes and Inference-Header-Content-Length",
@@ -595,7 +599,7 @@ func (d *decoder) tensorHeader(v *fastjson.Value, i int, t *runtime.Tensor, s *t
 			if bv.Type() == fastjson.TypeNumber {
 				n, ok = parseInt64(d.rawNumber(bv))
 			}
-			if !ok || n < 0 || n > math.MaxInt32*int64(2) {
+			if !ok || n < 0 || uint64(n) > math.MaxInt {
 				return d.errorf("%s %q: parameters.binary_data_size is %s; it must be a non-negative integer number of bytes", d.what, t.Name, d.text(bv))
 			}
 			if data != nil {

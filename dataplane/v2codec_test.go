@@ -443,7 +443,7 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 	fp32x3 := func(params string) string {
 		return `{"inputs":[{"name":"x","datatype":"FP32","shape":[3],"parameters":` + params + `}]}`
 	}
-	b(fp32x3(`{"binary_data_size":12}`), -1, "", `input "x" has parameters.binary_data_size but the request has no Inference-Header-Content-Length header`)
+	b(fp32x3(`{"binary_data_size":12}`), -1, "", `input "x" has parameters.binary_data_size but there is no Inference-Header-Content-Length header`)
 	b(fp32x3(`{"binary_data_size":12}`), 1000, "", `Inference-Header-Content-Length is 1000 but the body has only 92 bytes`)
 	b(fp32x3(`{"binary_data_size":12}`), -2, "", `Inference-Header-Content-Length is -2`)
 	b(fp32x3(`{"binary_data_size":12}`), 0, "12345678", `input "x": parameters.binary_data_size is 12 but only 8 of the 8 bytes after the JSON header are left for it`)
@@ -777,5 +777,59 @@ func TestParseFloatMatchesStrconv(t *testing.T) {
 			}
 		}
 		f(b.String())
+	}
+}
+
+// TestFP16JSONRoundTripsEveryValue sends every binary16 value through JSON
+// and back: the shortest decimal chosen by the encoder must decode to the
+// same value (NaNs to a NaN).
+func TestFP16JSONRoundTripsEveryValue(t *testing.T) {
+	vals := make([]uint16, 1<<16)
+	for i := range vals {
+		vals[i] = uint16(i)
+	}
+	resp := InferResponse{ModelName: "m", Outputs: []runtime.Tensor{tensorOf("h", models.FP16, []int64{1 << 16}, vals...)}}
+	body, _ := AppendInferResponse(nil, &resp)
+	var back InferResponse
+	if err := DecodeInferResponse(body, -1, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !equivalentTensors(resp.Outputs[0], back.Outputs[0], true) {
+		for i := range vals {
+			got := binary.LittleEndian.Uint16(back.Outputs[0].Data[2*i:])
+			if got != vals[i] && (vals[i]&0x7fff <= 0x7c00 || got&0x7fff <= 0x7c00) {
+				t.Fatalf("%#04x came back as %#04x", vals[i], got)
+			}
+		}
+		t.Fatal("the data came back changed")
+	}
+	// And the decimals are short: 0.1 is "0.1", 65504 is "65500" (5 digits
+	// are not needed to tell it from 65472 and Inf).
+	for _, c := range []struct {
+		h    uint16
+		want string
+	}{{0x2e66, "0.1"}, {0x7bff, "65500"}, {0x3c00, "1"}, {0x0001, "6e-8"}, {0xbc01, "-1.001"}, {0x8000, "-0"}} {
+		if got := string(appendHalf(nil, c.h)); got != c.want {
+			t.Fatalf("appendHalf(%#04x) = %s, want %s", c.h, got, c.want)
+		}
+	}
+}
+
+func TestLongNamesKeepErrorsShort(t *testing.T) {
+	var req InferRequest
+	long := strings.Repeat("n", 5000)
+	outs := make([]string, 20)
+	for i := range outs {
+		outs[i] = fmt.Sprintf(`{"name":"o%d"}`, i%19)
+	}
+	for body, want := range map[string]string{
+		`{"inputs":[{"name":"` + long + `","datatype":"FP32","shape":[1],"data":[]}]}`:                         `input "nnnn`,
+		`{"inputs":[{"name":"x","datatype":"FP32","shape":[` + strings.Repeat("1,", 3000) + `2],"data":[1]}]}`: `input "x": shape [1,1,1`,
+		`{"outputs":[` + strings.Join(outs, ",") + `],"inputs":[]}`:                                            `output "o0" is requested twice (outputs[0] and outputs[19])`,
+	} {
+		err := DecodeInferRequest([]byte(body), -1, &req)
+		if err == nil || !strings.HasPrefix(err.Error(), want) || len(err.Error()) > maxErrorLen || !utf8.ValidString(err.Error()) {
+			t.Fatalf("got error %.200q (%d bytes); want a short one starting %q", err, len(err.Error()), want)
+		}
 	}
 }

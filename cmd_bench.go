@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/models"
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// BenchCmd measures the stage server against a raw ONNX Runtime loop on the
+// same model, threads and batch, in one run, and prints ratios (this machine
+// is noisy: compare, don't quote absolute times).
+type BenchCmd struct {
+	Models   RepoFlags     `embed:"" prefix:"models."`
+	Stage    string        `default:"classify" help:"Stage to measure."`
+	Variants []string      `default:"resnet50,squeezenet" help:"Variants to measure."`
+	Threads  int           `default:"1" help:"Intra-op threads (cores) of the one replica."`
+	Duration time.Duration `default:"3s" help:"Length of each measurement."`
+	Rounds   int           `default:"3" help:"Alternating raw/served rounds; medians are compared."`
+	Switch   []string      `default:"squeezenet,shufflenet" help:"Two variants to switch between under load."`
+	Switches int           `default:"40" help:"Variant switches under load."`
+}
+
+type benchRig struct {
+	dir  string
+	st   *models.Stage
+	addr string
+}
+
+// Run prints the ratios the stage server's performance targets are stated in.
+func (c *BenchCmd) Run(g *Globals) error {
+	if err := g.InitORT(); err != nil {
+		return err
+	}
+	repo, err := c.Models.Open()
+	if err != nil {
+		return err
+	}
+	meta, err := repo.Stage(c.Stage)
+	if err != nil {
+		return err
+	}
+	rig := &benchRig{dir: c.Models.Dir, st: meta}
+	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
+
+	type row struct {
+		variant                    string
+		raw, served, ratio         float64
+		rawP50, servedP50, added   time.Duration
+		b1, b4, gain               float64
+	}
+	var rows []row
+	for _, name := range c.Variants {
+		v := meta.Variant(name)
+		if v == nil {
+			return fmt.Errorf("stage %q has no variant %q (have %v)", meta.Name, name, meta.VariantNames())
+		}
+		progress("%s: opening raw session and stage server", name)
+		eng, err := mlrt.Open(rig.path(v), v, mlrt.Options{Threads: c.Threads})
+		if err != nil {
+			return err
+		}
+		in1 := benchInputs(v, 1)
+		stage, srv, addr, err := rig.serve(v.Name, 1, c.Threads)
+		if err != nil {
+			eng.Close()
+			return err
+		}
+		client := &fasthttp.HostClient{Addr: addr, MaxConns: 64}
+		body1, hlen1 := binaryRequest(in1)
+		var raws, serveds []float64
+		for r := 0; r < c.Rounds; r++ {
+			progress("%s: round %d/%d raw loop (%s)", name, r+1, c.Rounds, c.Duration)
+			raws = append(raws, rawThroughput(eng, in1, c.Duration))
+			progress("%s: round %d/%d served, saturated, binary tensors (%s)", name, r+1, c.Rounds, c.Duration)
+			n, _ := load(client, body1, hlen1, 4, c.Duration, nil)
+			serveds = append(serveds, float64(n)/c.Duration.Seconds())
+		}
+		progress("%s: latency at low load (one request in flight)", name)
+		var rawLat, servedLat []time.Duration
+		for r := 0; r < c.Rounds; r++ {
+			rawLat = append(rawLat, rawLatencies(eng, in1, c.Duration/2)...)
+			servedLat = append(servedLat, sequentialLatencies(client, body1, hlen1, c.Duration/2)...)
+		}
+		progress("%s: batching gain, max batch 4 vs 1", name)
+		thr := map[int]float64{}
+		for _, mb := range []int{1, 4, 1, 4} {
+			mb := mb
+			if _, err := stage.Reconfigure(withBatch(stage.Config(), mb)); err != nil {
+				return err
+			}
+			n, _ := load(client, body1, hlen1, 2*mb+2, c.Duration, nil)
+			thr[mb] = math.Max(thr[mb], float64(n)/c.Duration.Seconds())
+		}
+		rw := row{variant: name, raw: median(raws), served: median(serveds),
+			rawP50: pct(rawLat, 50), servedP50: pct(servedLat, 50), b1: thr[1], b4: thr[4]}
+		rw.ratio = rw.served / rw.raw
+		rw.added = rw.servedP50 - rw.rawP50
+		rw.gain = rw.b4 / rw.b1
+		rows = append(rows, rw)
+		srv.Shutdown(context.Background())
+		stage.Close()
+		eng.Close()
+	}
+
+	progress("switching %v under load (%d switches)", c.Switch, c.Switches)
+	sw, err := rig.switchUnderLoad(c.Switch, c.Switches, c.Threads)
+	if err != nil {
+		return err
+	}
+
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(w, "variant\traw items/s\tserved items/s\tserved÷raw\traw p50\tserved p50\tadded p50\tb4 items/s\tb1 items/s\tgain b4÷b1\t\n")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%.1f\t%.1f\t%.3f\t\n", r.variant, r.raw, r.served, r.ratio,
+			r.rawP50.Round(time.Microsecond), r.servedP50.Round(time.Microsecond), r.added.Round(time.Microsecond), r.b4, r.b1, r.gain)
+	}
+	w.Flush()
+	fmt.Printf("\nstage %s, 1 replica × %d thread(s), batch 1, binary tensors over loopback HTTP; medians of %d rounds of %s.\n", meta.Name, c.Threads, c.Rounds, c.Duration)
+	fmt.Printf("targets: served÷raw ≥ 0.95 (resnet50), ≥ 0.85 (squeezenet); added p50 ≤ 100µs.\n\n")
+	fmt.Printf("variant switch under load (%s ↔ %s, 4 clients): %d switches, %d requests, %d failed; max switch pause %s; "+
+		"max gap between completions while switching %s vs %s without switching\n",
+		c.Switch[0], c.Switch[1], sw.switches, sw.requests, sw.failed, sw.maxPause, sw.gapSwitching.Round(time.Microsecond), sw.gapBaseline.Round(time.Microsecond))
+	return nil
+}
+
+func withBatch(c models.StageConfig, mb int) models.StageConfig {
+	c.MaxBatch, c.MaxWait = mb, 2*time.Millisecond
+	return c
+}
+
+func (r *benchRig) path(v *models.Variant) string {
+	return r.dir + "/" + r.st.Dir + "/" + v.Name + "/" + v.File
+}
+
+// serve starts a stage with one replica and an HTTP server on a loopback port.
+func (r *benchRig) serve(variant string, maxBatch, threads int) (*dataplane.Stage, *dataplane.Server, string, error) {
+	cfg := models.StageConfig{Variant: variant, MaxBatch: maxBatch, MaxWait: 2 * time.Millisecond, Replicas: 1, Cores: threads}
+	st, err := dataplane.NewStage(r.st, cfg, dataplane.StageOptions{MaxQueue: 1024}, ortOpener(r.dir, r.st))
+	if err != nil {
+		return nil, nil, "", err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		st.Close()
+		return nil, nil, "", err
+	}
+	srv := dataplane.NewServer(dataplane.ServerConfig{MaxBodySize: 64 << 20, ReadTimeout: time.Minute, IdleTimeout: time.Minute}, dataplane.AdminConfig{}, []*dataplane.Stage{st}, nil, version)
+	go srv.Serve(ln)
+	return st, srv, ln.Addr().String(), nil
+}
+
+// benchInputs returns random inputs of batch b for v (dynamic dims: 32).
+func benchInputs(v *models.Variant, b int) []mlrt.Tensor {
+	in := mlrt.ZeroInputs(v, b)
+	rng := rand.New(rand.NewPCG(7, 7))
+	for i := range in {
+		if in[i].DataType == models.FP32 {
+			for j := 0; j+4 <= len(in[i].Data); j += 4 {
+				binary.LittleEndian.PutUint32(in[i].Data[j:], math.Float32bits(rng.Float32()))
+			}
+		}
+	}
+	return in
+}
+
+// binaryRequest encodes in as a V2 request with binary inputs and outputs.
+func binaryRequest(in []mlrt.Tensor) ([]byte, int) {
+	return dataplane.AppendInferRequest(nil, &dataplane.InferRequest{Inputs: in, BinaryOutputs: true}, true)
+}
+
+func rawThroughput(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) float64 {
+	start := time.Now()
+	n := 0
+	for time.Since(start) < d {
+		if _, err := eng.Run(context.Background(), in); err != nil {
+			panic(err)
+		}
+		n += in[0].Batch()
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+func rawLatencies(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) []time.Duration {
+	var lat []time.Duration
+	for start := time.Now(); time.Since(start) < d; {
+		t := time.Now()
+		if _, err := eng.Run(context.Background(), in); err != nil {
+			panic(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	return lat
+}
+
+func post(client *fasthttp.HostClient, body []byte, hlen int, req *fasthttp.Request, resp *fasthttp.Response) error {
+	req.SetRequestURI("http://" + client.Addr + "/v2/models/classify/infer")
+	req.Header.SetMethod(fasthttp.MethodPost)
+	req.Header.Set("Inference-Header-Content-Length", fmt.Sprint(hlen))
+	req.SetBody(body)
+	if err := client.Do(req, resp); err != nil {
+		return err
+	}
+	if resp.StatusCode() != fasthttp.StatusOK {
+		return fmt.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+	}
+	return nil
+}
+
+func sequentialLatencies(client *fasthttp.HostClient, body []byte, hlen int, d time.Duration) []time.Duration {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	var lat []time.Duration
+	for start := time.Now(); time.Since(start) < d; {
+		t := time.Now()
+		if err := post(client, body, hlen, req, resp); err != nil {
+			panic(err)
+		}
+		lat = append(lat, time.Since(t))
+	}
+	return lat
+}
+
+// load keeps conc requests in flight for d and returns the completed and
+// failed counts; done, if set, receives each completion time.
+func load(client *fasthttp.HostClient, body []byte, hlen, conc int, d time.Duration, done func(time.Time, error)) (ok, failed int64) {
+	var nOK, nFail atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(d)
+	for i := 0; i < conc; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			for time.Now().Before(stop) {
+				err := post(client, body, hlen, req, resp)
+				if err != nil {
+					nFail.Add(1)
+				} else {
+					nOK.Add(1)
+				}
+				if done != nil {
+					done(time.Now(), err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return nOK.Load(), nFail.Load()
+}
+
+type switchResult struct {
+	switches, requests, failed int64
+	maxPause                   time.Duration
+	gapSwitching, gapBaseline  time.Duration
+}
+
+// switchUnderLoad measures failures and pauses while the active variant flips.
+func (r *benchRig) switchUnderLoad(variants []string, switches, threads int) (switchResult, error) {
+	var res switchResult
+	if len(variants) != 2 {
+		return res, fmt.Errorf("--switch takes two variants")
+	}
+	v := r.st.Variant(variants[0])
+	if v == nil || r.st.Variant(variants[1]) == nil {
+		return res, fmt.Errorf("stage %q lacks one of %v", r.st.Name, variants)
+	}
+	stage, srv, addr, err := r.serve(variants[0], 4, threads)
+	if err != nil {
+		return res, err
+	}
+	defer stage.Close()
+	defer srv.Shutdown(context.Background())
+	client := &fasthttp.HostClient{Addr: addr, MaxConns: 64}
+	body, hlen := binaryRequest(benchInputs(v, 1))
+	period := 50 * time.Millisecond
+	window := time.Duration(switches) * period
+	maxGap := func(switching bool) (time.Duration, int64, int64) {
+		var mu sync.Mutex
+		var times []time.Time
+		stopSwitch := make(chan struct{})
+		var wg sync.WaitGroup
+		if switching {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t := time.NewTicker(period)
+				defer t.Stop()
+				for i := 0; ; i++ {
+					select {
+					case <-stopSwitch:
+						return
+					case <-t.C:
+					}
+					cfg := stage.Config()
+					cfg.Variant = variants[(i+1)%2]
+					p, err := stage.Reconfigure(cfg)
+					if err != nil {
+						panic(err)
+					}
+					res.switches++
+					res.maxPause = max(res.maxPause, p)
+				}
+			}()
+		}
+		ok, failed := load(client, body, hlen, 4, window, func(t time.Time, _ error) {
+			mu.Lock()
+			times = append(times, t)
+			mu.Unlock()
+		})
+		close(stopSwitch)
+		wg.Wait()
+		slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+		var gap time.Duration
+		for i := 1; i < len(times); i++ {
+			gap = max(gap, times[i].Sub(times[i-1]))
+		}
+		return gap, ok, failed
+	}
+	res.gapBaseline, _, _ = maxGap(false)
+	var ok int64
+	res.gapSwitching, ok, res.failed = maxGap(true)
+	res.requests = ok + res.failed
+	return res, nil
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[int(float64(len(s)-1)*p/100)]
+}

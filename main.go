@@ -1,0 +1,118 @@
+// Command ipa serves multi-stage ML inference pipelines and adapts them
+// online. One binary; the role is chosen by subcommand. main only composes:
+// it parses flags, builds the components in dependency order and stops them
+// in reverse.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/alecthomas/kong"
+
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+var version = "dev"
+
+// Globals are the flags every command takes.
+type Globals struct {
+	Log struct {
+		Level  string `default:"info" enum:"debug,info,warn,error" help:"Log level: ${enum}."`
+		Format string `default:"text" enum:"text,json" help:"Log format: ${enum}."`
+	} `embed:"" prefix:"log."`
+	ORT struct {
+		Lib string `name:"lib" env:"IPA_ORT_LIB" placeholder:"PATH" help:"Path of libonnxruntime.so (default: .deps/lib next to the binary or the working directory, then the system's library path)."`
+	} `embed:"" prefix:"ort."`
+
+	logger *slog.Logger
+}
+
+// Logger returns the logger the flags ask for.
+func (g *Globals) Logger() *slog.Logger {
+	if g.logger == nil {
+		var lvl slog.Level
+		_ = lvl.UnmarshalText([]byte(g.Log.Level))
+		opts := &slog.HandlerOptions{Level: lvl}
+		var h slog.Handler = slog.NewTextHandler(os.Stderr, opts)
+		if g.Log.Format == "json" {
+			h = slog.NewJSONHandler(os.Stderr, opts)
+		}
+		g.logger = slog.New(h)
+	}
+	return g.logger
+}
+
+// InitORT loads ONNX Runtime from --ort.lib or the default places.
+func (g *Globals) InitORT() error {
+	if g.ORT.Lib != "" {
+		return mlrt.Init(g.ORT.Lib)
+	}
+	var candidates []string
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		candidates = append(candidates, filepath.Join(dir, "../.deps/lib/libonnxruntime.so.1"), filepath.Join(dir, "libonnxruntime.so.1"))
+	}
+	candidates = append(candidates, ".deps/lib/libonnxruntime.so.1", "/usr/local/lib/libonnxruntime.so.1", "/usr/lib/libonnxruntime.so.1")
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return mlrt.Init(c)
+		}
+	}
+	return fmt.Errorf("cannot find libonnxruntime.so.1 (looked in %s); run `make deps` or pass --ort.lib", strings.Join(candidates, ", "))
+}
+
+// CLI is the command line of ipa.
+type CLI struct {
+	Globals `embed:""`
+
+	Stage   StageCmd   `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
+	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
+	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
+	Version VersionCmd `cmd:"" help:"Print the version and exit."`
+}
+
+// VersionCmd prints the version.
+type VersionCmd struct{}
+
+// Run prints the version of ipa and its native parts.
+func (VersionCmd) Run(g *Globals) error {
+	fmt.Printf("ipa %s\n", version)
+	if err := g.InitORT(); err == nil {
+		fmt.Printf("onnxruntime %s\n", mlrt.Version())
+	}
+	return nil
+}
+
+// signalContext returns a context cancelled by the first SIGINT or SIGTERM;
+// a second one exits the process with status 1.
+func signalContext(log *slog.Logger) context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 2)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		s := <-ch
+		log.Info("shutting down; send the signal again to exit now", "signal", s.String())
+		cancel()
+		<-ch
+		os.Exit(1)
+	}()
+	return ctx
+}
+
+func main() {
+	var cli CLI
+	kctx := kong.Parse(&cli,
+		kong.Name("ipa"),
+		kong.Description("Serve multi-stage ML inference pipelines and adapt them online."),
+		kong.UsageOnError(),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	kctx.FatalIfErrorf(kctx.Run(&cli.Globals))
+}
