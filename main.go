@@ -28,7 +28,7 @@ type Globals struct {
 		Format string `default:"text" enum:"text,json" help:"Log format: ${enum}."`
 	} `embed:"" prefix:"log."`
 	ORT struct {
-		Lib string `name:"lib" env:"IPA_ORT_LIB" placeholder:"PATH" help:"Path of libonnxruntime.so (default: .deps/lib next to the binary or the working directory, then the system's library path)."`
+		Lib string `name:"lib" env:"IPA_ORT_LIB" placeholder:"PATH" help:"Path of libonnxruntime.so.1 (default: .deps/lib/ next to the binary or in the working directory, then /usr/local/lib, /usr/lib)."`
 	} `embed:"" prefix:"ort."`
 
 	logger *slog.Logger

@@ -43,7 +43,8 @@ type options struct {
 	onExpire any // a func(T, error) for the Batcher's T; New checks the type
 }
 
-// WithClock makes the Batcher take time from c instead of SystemClock.
+// WithClock makes the Batcher take time from c instead of SystemClock. A nil
+// c means SystemClock.
 func WithClock(c Clock) Option {
 	return func(o *options) { o.clock = c }
 }
@@ -162,10 +163,11 @@ func New[T any](cfg Config, opts ...Option) (*Batcher[T], error) {
 // A zero deadline means none; otherwise v is never returned by Next after
 // deadline, but handed to the OnExpire callback instead.
 //
-// Submit does not block. It returns ErrClosed after Close, ErrExpired if
-// deadline has already passed, and an error wrapping ErrQueueFull if the
-// queue has rows and v would push them past MaxQueue. In all three cases v
-// was not queued and the caller still owns it.
+// Submit does not wait for room. It returns ErrClosed after Close, ErrExpired
+// if deadline has already passed, and an error wrapping ErrQueueFull if the
+// queue has rows and v would push them past MaxQueue. On any error v was not
+// queued. On success v belongs to the Batcher until exactly one of Next,
+// Drain or the OnExpire callback hands it back.
 func (b *Batcher[T]) Submit(v T, size int, deadline time.Time) error {
 	if size < 1 {
 		return fmt.Errorf("cannot queue an item of %d rows: size must be at least 1", size)

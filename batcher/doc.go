@@ -22,7 +22,8 @@
 //
 // Only one Next caller at a time waits for a batch to form; the others queue
 // behind it in arrival order. That keeps batches disjoint without any
-// per-call state, and it means a free replica always takes the oldest work.
+// per-call state, and the replica that has been idle longest gets the next
+// batch.
 //
 // # Deadlines
 //
