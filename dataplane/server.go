@@ -272,8 +272,10 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		}
 		headerLen = n
 	}
-	// The decoded tensors may point into the request body: it stays valid
-	// until this handler returns, and Infer returns before that.
+	// Binary inputs point into the request body: it stays valid until this
+	// handler returns, and Infer returns before that (a call whose worker
+	// already reads its inputs cannot be abandoned; see Stage.Infer).
+	is.req.AliasBinary = true
 	if err := DecodeInferRequest(ctx.PostBody(), headerLen, &is.req); err != nil {
 		st.m.outcome(outcomeBadRequest)
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -315,7 +317,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 			if i < 0 {
 				continue
 			}
-			binary = binary || is.req.Outputs[i].Binary
+			binary = is.req.Outputs[i].Binary
 		}
 		r.Outputs = append(r.Outputs, t)
 		r.Binary = append(r.Binary, binary)

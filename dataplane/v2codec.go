@@ -105,6 +105,13 @@ type InferRequest struct {
 	// Deadline is parameters.deadline; the zero Time means none.
 	Deadline time.Time
 
+	// AliasBinary makes the next decodes point binary input data into the
+	// body instead of copying it (a 600 KB image costs ~60 µs to copy). The
+	// caller must then keep the body unchanged for as long as it uses
+	// Inputs. The decoder never writes into aliased memory: a slot whose
+	// Data aliased a body gets a fresh buffer when it is decoded again.
+	AliasBinary bool
+
 	dec decoder
 }
 
@@ -160,6 +167,10 @@ type decoder struct {
 	// last holds the last ID (and model name and version), so that
 	// decoding the same one again does not allocate.
 	last [3]string
+	// alias makes binaryData point into the body; aliased[i] records that
+	// tensor i's Data does, so that its buffer is never reused.
+	alias   bool
+	aliased []bool
 }
 
 // tensorSlot remembers where a tensor's data is: a JSON value, or binSize
@@ -189,6 +200,7 @@ func (d *decoder) errorf(format string, args ...any) error {
 func DecodeInferRequest(body []byte, headerLen int, req *InferRequest) error {
 	req.Reset()
 	d := &req.dec
+	d.alias = req.AliasBinary
 	d.kind = ErrBadRequest
 	d.what = "input"
 	jsonPart, binPart, err := d.split(body, headerLen)
@@ -464,6 +476,9 @@ func (d *decoder) tensors(v *fastjson.Value, ts []runtime.Tensor, binPart []byte
 			ts = append(ts, runtime.Tensor{})
 		}
 		t := &ts[i]
+		if i < len(d.aliased) && d.aliased[i] {
+			t.Data, d.aliased[i] = nil, false // points into an old body
+		}
 		d.slots = append(d.slots, tensorSlot{binSize: -1})
 		if err := d.tensorHeader(tv, i, t, &d.slots[i]); err != nil {
 			return ts, err
@@ -493,6 +508,13 @@ func (d *decoder) tensors(v *fastjson.Value, ts []runtime.Tensor, binPart []byte
 		t, s := &ts[i], &d.slots[i]
 		if s.binSize >= 0 {
 			err = d.binaryData(t, binPart[off:off+s.binSize])
+			if err == nil && d.alias {
+				t.Data = binPart[off : off+s.binSize : off+s.binSize]
+				for len(d.aliased) <= i {
+					d.aliased = append(d.aliased, false)
+				}
+				d.aliased[i] = true
+			}
 			off += s.binSize
 		} else {
 			err = d.jsonData(t, s.data)
@@ -640,7 +662,9 @@ func (d *decoder) binaryData(t *runtime.Tensor, b []byte) error {
 			}
 		}
 	}
-	t.Data = append(t.Data[:0], b...)
+	if !d.alias { // else tensors points t.Data into the body
+		t.Data = append(t.Data[:0], b...)
+	}
 	return nil
 }
 

@@ -833,3 +833,27 @@ func TestLongNamesKeepErrorsShort(t *testing.T) {
 		}
 	}
 }
+
+func TestAliasedBinaryInputsPointIntoTheBodyAndAreNeverWrittenLater(t *testing.T) {
+	in := []runtime.Tensor{{Name: "a", DataType: models.UINT8, Shape: []int64{1, 4}, Data: []byte{1, 2, 3, 4}}}
+	body, jsonLen := AppendInferRequest(nil, &InferRequest{Inputs: in}, true)
+	var req InferRequest
+	req.AliasBinary = true
+	if err := DecodeInferRequest(body, jsonLen, &req); err != nil {
+		t.Fatal(err)
+	}
+	if &req.Inputs[0].Data[0] != &body[jsonLen] {
+		t.Fatal("binary input was copied although AliasBinary is set")
+	}
+	saved := append([]byte(nil), body...)
+	// The same slot decoded again from JSON must not write into the old body.
+	if err := DecodeInferRequest([]byte(`{"inputs":[{"name":"a","datatype":"UINT8","shape":[1,4],"data":[9,9,9,9]}]}`), -1, &req); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(body, saved) {
+		t.Fatal("decoding into a slot that aliased a body wrote into that body")
+	}
+	if !bytes.Equal(req.Inputs[0].Data, []byte{9, 9, 9, 9}) {
+		t.Fatalf("JSON decode after an aliased one: %v", req.Inputs[0].Data)
+	}
+}
