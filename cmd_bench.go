@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -58,10 +59,11 @@ func (c *BenchCmd) Run(g *Globals) error {
 	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
 
 	type row struct {
-		variant                    string
-		raw, served, ratio         float64
-		rawP50, servedP50, added   time.Duration
-		b1, b4, gain               float64
+		variant                  string
+		raw, served, ratio       float64
+		rawP50, servedP50, added time.Duration
+		overP50, overP99, ctlP50 time.Duration
+		b1, b4, gain             float64
 	}
 	var rows []row
 	for _, name := range c.Variants {
@@ -91,10 +93,11 @@ func (c *BenchCmd) Run(g *Globals) error {
 			serveds = append(serveds, float64(n)/c.Duration.Seconds())
 		}
 		progress("%s: latency at low load (one request in flight)", name)
-		var rawLat, servedLat []time.Duration
-		for r := 0; r < c.Rounds; r++ {
-			rawLat = append(rawLat, rawLatencies(eng, in1, c.Duration/2)...)
-			servedLat = append(servedLat, sequentialLatencies(client, body1, hlen1, c.Duration/2)...)
+		rawLat, servedLat, overhead := pairedLatencies(eng, in1, client, body1, hlen1, time.Duration(c.Rounds)*c.Duration)
+		progress("%s: control: bare fasthttp handler running the raw session inline", name)
+		ctlOverhead, err := controlOverhead(eng, in1, body1, hlen1, time.Duration(c.Rounds)*c.Duration)
+		if err != nil {
+			return err
 		}
 		progress("%s: batching gain, max batch 4 vs 1", name)
 		thr := map[int]float64{}
@@ -107,7 +110,8 @@ func (c *BenchCmd) Run(g *Globals) error {
 			thr[mb] = math.Max(thr[mb], float64(n)/c.Duration.Seconds())
 		}
 		rw := row{variant: name, raw: median(raws), served: median(serveds),
-			rawP50: pct(rawLat, 50), servedP50: pct(servedLat, 50), b1: thr[1], b4: thr[4]}
+			rawP50: pct(rawLat, 50), servedP50: pct(servedLat, 50), b1: thr[1], b4: thr[4],
+			overP50: pct(overhead, 50), overP99: pct(overhead, 99), ctlP50: pct(ctlOverhead, 50)}
 		rw.ratio = rw.served / rw.raw
 		rw.added = rw.servedP50 - rw.rawP50
 		rw.gain = rw.b4 / rw.b1
@@ -124,13 +128,18 @@ func (c *BenchCmd) Run(g *Globals) error {
 	}
 
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(w, "variant\traw items/s\tserved items/s\tserved÷raw\traw p50\tserved p50\tadded p50\tb4 items/s\tb1 items/s\tgain b4÷b1\t\n")
+	fmt.Fprintf(w, "variant\traw items/s\tserved items/s\tserved÷raw\traw p50\tserved p50\tserved−raw p50\toverhead p50\toverhead p99\tcontrol p50\tadded by ipa p50\tb4 items/s\tb1 items/s\tgain b4÷b1\t\n")
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%.1f\t%.1f\t%.3f\t\n", r.variant, r.raw, r.served, r.ratio,
-			r.rawP50.Round(time.Microsecond), r.servedP50.Round(time.Microsecond), r.added.Round(time.Microsecond), r.b4, r.b1, r.gain)
+		us := func(d time.Duration) string { return d.Round(time.Microsecond).String() }
+		fmt.Fprintf(w, "%s\t%.1f\t%.1f\t%.3f\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%.1f\t%.1f\t%.3f\t\n", r.variant, r.raw, r.served, r.ratio,
+			us(r.rawP50), us(r.servedP50), us(r.added), us(r.overP50), us(r.overP99), us(r.ctlP50), us(r.overP50-r.ctlP50), r.b4, r.b1, r.gain)
 	}
 	w.Flush()
 	fmt.Printf("\nstage %s, 1 replica × %d thread(s), batch 1, binary tensors over loopback HTTP; medians of %d rounds of %s.\n", meta.Name, c.Threads, c.Rounds, c.Duration)
+	fmt.Printf("served−raw p50 alternates one raw run and one served request; overhead = a served request's latency minus\n" +
+		"the engine time of its batch (reported by the server), i.e. HTTP + decode + queue + hand-off + encode.\n" +
+		"control = the same overhead for a bare fasthttp handler that reads the same body and runs the raw session inline\n" +
+		"(no codec, no queue): the cost of loopback HTTP and of waking idle cores on this machine; added by ipa = overhead − control.\n")
 	fmt.Printf("targets: served÷raw ≥ 0.95 (resnet50), ≥ 0.85 (squeezenet); added p50 ≤ 100µs.\n\n")
 	fmt.Printf("variant switch under load (%s ↔ %s, 4 clients): %d switches, %d requests, %d failed; max switch pause %s; "+
 		"max gap between completions while switching %s vs %s without switching\n",
@@ -195,16 +204,81 @@ func rawThroughput(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) float64 {
 	return float64(n) / time.Since(start).Seconds()
 }
 
-func rawLatencies(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) []time.Duration {
-	var lat []time.Duration
+// pairedLatencies alternates one raw run and one served request (one in
+// flight) for d, so that both see the same machine noise.
+//
+// overhead is each served request's latency minus the engine time of the
+// batch that computed it (reported by the server): what serving adds,
+// measured per request and so immune to the machine's noise.
+func pairedLatencies(eng mlrt.Engine, in []mlrt.Tensor, client *fasthttp.HostClient, body []byte, hlen int, d time.Duration) (raw, served, overhead []time.Duration) {
+	var r dataplane.InferResponse
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
 	for start := time.Now(); time.Since(start) < d; {
 		t := time.Now()
 		if _, err := eng.Run(context.Background(), in); err != nil {
 			panic(err)
 		}
-		lat = append(lat, time.Since(t))
+		raw = append(raw, time.Since(t))
+		t = time.Now()
+		if err := post(client, body, hlen, req, resp); err != nil {
+			panic(err)
+		}
+		lat := time.Since(t)
+		served = append(served, lat)
+		if err := decodeResponse(resp, &r); err != nil {
+			panic(err)
+		}
+		overhead = append(overhead, lat-r.Parameters.InferTime)
 	}
-	return lat
+	return raw, served, overhead
+}
+
+// controlOverhead serves the raw session from a bare fasthttp handler (no
+// codec, no batcher, no hand-off) and returns each request's latency minus
+// the session time measured inside the handler.
+func controlOverhead(eng mlrt.Engine, in []mlrt.Tensor, body []byte, hlen int, d time.Duration) ([]time.Duration, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	srv := &fasthttp.Server{MaxRequestBodySize: 64 << 20, Handler: func(ctx *fasthttp.RequestCtx) {
+		_ = ctx.PostBody()
+		t := time.Now()
+		out, err := eng.Run(context.Background(), in)
+		if err != nil {
+			ctx.Error(err.Error(), 500)
+			return
+		}
+		ctx.Response.Header.Set("Engine-Ns", strconv.FormatInt(int64(time.Since(t)), 10))
+		ctx.SetBody(out[0].Data)
+	}}
+	go srv.Serve(ln)
+	defer srv.Shutdown()
+	client := &fasthttp.HostClient{Addr: ln.Addr().String()}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	var over []time.Duration
+	for start := time.Now(); time.Since(start) < d; {
+		t := time.Now()
+		if err := post(client, body, hlen, req, resp); err != nil {
+			return nil, err
+		}
+		lat := time.Since(t)
+		ns, _ := strconv.ParseInt(string(resp.Header.Peek("Engine-Ns")), 10, 64)
+		over = append(over, lat-time.Duration(ns))
+	}
+	return over, nil
+}
+
+func decodeResponse(resp *fasthttp.Response, r *dataplane.InferResponse) error {
+	hlen := -1
+	if h := resp.Header.Peek("Inference-Header-Content-Length"); len(h) > 0 {
+		hlen, _ = strconv.Atoi(string(h))
+	}
+	return dataplane.DecodeInferResponse(resp.Body(), hlen, r)
 }
 
 func post(client *fasthttp.HostClient, body []byte, hlen int, req *fasthttp.Request, resp *fasthttp.Response) error {
@@ -219,21 +293,6 @@ func post(client *fasthttp.HostClient, body []byte, hlen int, req *fasthttp.Requ
 		return fmt.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
 	}
 	return nil
-}
-
-func sequentialLatencies(client *fasthttp.HostClient, body []byte, hlen int, d time.Duration) []time.Duration {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	var lat []time.Duration
-	for start := time.Now(); time.Since(start) < d; {
-		t := time.Now()
-		if err := post(client, body, hlen, req, resp); err != nil {
-			panic(err)
-		}
-		lat = append(lat, time.Since(t))
-	}
-	return lat
 }
 
 // load keeps conc requests in flight for d and returns the completed and

@@ -3,8 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
-	"time"
 	"text/tabwriter"
+	"time"
 
 	"github.com/ipa-serving/ipa/models/repobuild"
 )

@@ -40,10 +40,10 @@ func ortOpener(dir string, st *models.Stage) dataplane.Opener {
 
 // StageFlags are the initial, live-tunable configuration of a stage.
 type StageFlags struct {
-	Name     string        `name:"stage" required:"" help:"Stage of the model repository to serve (e.g. classify, ocr-det)."`
-	Variant  string        `help:"Initial variant (default: the fastest)."`
-	Replicas int           `default:"1" help:"Replicas: concurrent engine instances."`
-	Cores    int           `default:"1" help:"Cores (intra-op threads) per replica."`
+	Name     string         `name:"stage" required:"" help:"Stage of the model repository to serve (e.g. classify, ocr-det)."`
+	Variant  string         `help:"Initial variant (default: the fastest)."`
+	Replicas int            `default:"1" help:"Replicas: concurrent engine instances."`
+	Cores    int            `default:"1" help:"Cores (intra-op threads) per replica."`
 	Batch    batcher.Config `embed:"" prefix:"batch."`
 }
 
