@@ -2,12 +2,9 @@ package dataplane
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
-
-	"github.com/ipa-serving/ipa/models"
 )
 
 // Request outcomes, the values of the outcome label of ipa_stage_requests_total.
@@ -37,19 +34,16 @@ type stageMetrics struct {
 	reconfigs *metrics.Counter
 	reconfDur *metrics.PrometheusHistogram
 
-	mu      sync.Mutex // guards infer, errors
-	infer   map[string]*metrics.PrometheusHistogram
-	errors  map[string]*metrics.Counter
-	stage   string
-	variant map[string]*metrics.Gauge
+	// infer and errors are filled in newStageMetrics and read-only after.
+	infer  map[string]*metrics.PrometheusHistogram
+	errors map[string]*metrics.Counter
 }
 
 func newStageMetrics(s *Stage) *stageMetrics {
 	name := s.meta.Name
 	set := metrics.NewSet()
-	m := &stageMetrics{set: set, stage: name, requests: map[string]*metrics.Counter{},
-		infer: map[string]*metrics.PrometheusHistogram{}, errors: map[string]*metrics.Counter{},
-		variant: map[string]*metrics.Gauge{}}
+	m := &stageMetrics{set: set, requests: map[string]*metrics.Counter{},
+		infer: map[string]*metrics.PrometheusHistogram{}, errors: map[string]*metrics.Counter{}}
 	l := fmt.Sprintf(`{stage=%q}`, name)
 	for _, o := range outcomes {
 		m.requests[o] = set.NewCounter(fmt.Sprintf(`ipa_stage_requests_total{stage=%q,outcome=%q}`, name, o))
@@ -98,7 +92,7 @@ func (m *stageMetrics) engineError(variant string) {
 	}
 }
 
-func (m *stageMetrics) reconfigured(_, _ models.StageConfig, d time.Duration) {
+func (m *stageMetrics) reconfigured(d time.Duration) {
 	m.reconfigs.Inc()
 	m.reconfDur.Update(d.Seconds())
 }

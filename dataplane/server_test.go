@@ -364,29 +364,16 @@ func TestVariantSwitchOverTheAdminAPIUnderLoadFailsNoRequest(t *testing.T) {
 	in := randomTensors(s.stage.inputs, 1, 5)
 	var failed, ok atomic.Int64
 	versions := sync.Map{}
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, r := s.infer(t, in, true)
-				if resp == nil {
-					failed.Add(1)
-					t.Errorf("request failed during switches: %d %s", r.status, r.body)
-					continue
-				}
-				ok.Add(1)
-				versions.Store(resp.ModelVersion, true)
-			}
-		}()
-	}
+	stop := hammer(func() {
+		resp, r := s.infer(t, in, true)
+		if resp == nil {
+			failed.Add(1)
+			t.Errorf("request failed during switches: %d %s", r.status, r.body)
+			return
+		}
+		ok.Add(1)
+		versions.Store(resp.ModelVersion, true)
+	})
 	var maxPause float64
 	for i := 0; i < 20; i++ {
 		v := []string{"shufflenet", "squeezenet"}[i%2]
@@ -401,8 +388,7 @@ func TestVariantSwitchOverTheAdminAPIUnderLoadFailsNoRequest(t *testing.T) {
 		maxPause = max(maxPause, res.PauseSeconds)
 		time.Sleep(20 * time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	_, sq := versions.Load("squeezenet")
 	_, sh := versions.Load("shufflenet")
 	if failed.Load() != 0 || !sq || !sh {

@@ -265,7 +265,7 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	pause = time.Since(loaded)
 	// Retired workers finish the batch they hold; the new ones already pull.
 	stopReplicas(retire)
-	s.m.reconfigured(old, cfg, time.Since(start))
+	s.m.reconfigured(time.Since(start))
 	s.log.Info("stage reconfigured", "from", fmt.Sprintf("%+v", old), "to", fmt.Sprintf("%+v", cfg),
 		"seconds", time.Since(start).Seconds(), "pause_seconds", pause.Seconds())
 	return pause, nil

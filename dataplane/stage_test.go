@@ -152,6 +152,28 @@ func waitRunning(t *testing.T, r *fakeRig, n int64) {
 	})
 }
 
+// hammer runs call from 4 goroutines in a loop until the returned stop
+// function is called; stop waits for them.
+func hammer(call func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 4; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+					call()
+				}
+			}
+		}()
+	}
+	return func() { close(done); wg.Wait() }
+}
+
 var cfgA = models.StageConfig{Variant: "a", MaxBatch: 4, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
 
 func TestConcurrentRequestsAreBatchedAndEachGetsItsOwnRows(t *testing.T) {
@@ -295,35 +317,22 @@ func TestVariantSwitchAppliesToNewBatchesAndDropsNothing(t *testing.T) {
 	r := newFakeRig(false)
 	s := r.stage(t, cfgA, 1024)
 	var failed, seenA, seenB atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				switch got := floats(res.Outputs[0])[0]; {
-				case got == 2 && res.Variant == "a":
-					seenA.Add(1)
-				case got == 1002 && res.Variant == "b":
-					seenB.Add(1)
-				default:
-					t.Errorf("variant %q computed %v", res.Variant, got)
-				}
-				res.Release()
-			}
-		}()
-	}
+	stop := hammer(func() {
+		res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
+		if err != nil {
+			failed.Add(1)
+			return
+		}
+		switch got := floats(res.Outputs[0])[0]; {
+		case got == 2 && res.Variant == "a":
+			seenA.Add(1)
+		case got == 1002 && res.Variant == "b":
+			seenB.Add(1)
+		default:
+			t.Errorf("variant %q computed %v", res.Variant, got)
+		}
+		res.Release()
+	})
 	for i := 0; i < 50; i++ {
 		cfg := s.Config()
 		cfg.Variant = map[string]string{"a": "b", "b": "a"}[cfg.Variant]
@@ -332,8 +341,7 @@ func TestVariantSwitchAppliesToNewBatchesAndDropsNothing(t *testing.T) {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed during variant switches", failed.Load())
 	}
@@ -346,28 +354,15 @@ func TestScalingReplicasAndCoresUnderLoadDropsNothing(t *testing.T) {
 	r := newFakeRig(false)
 	s := r.stage(t, cfgA, 1024)
 	var failed, ok atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				ok.Add(1)
-				res.Release()
-			}
-		}()
-	}
+	stop := hammer(func() {
+		res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
+		if err != nil {
+			failed.Add(1)
+			return
+		}
+		ok.Add(1)
+		res.Release()
+	})
 	for _, c := range []struct{ replicas, cores int }{{3, 1}, {1, 1}, {2, 2}, {2, 1}, {1, 2}} {
 		cfg := s.Config()
 		cfg.Replicas, cfg.Cores = c.replicas, c.cores
@@ -382,8 +377,7 @@ func TestScalingReplicasAndCoresUnderLoadDropsNothing(t *testing.T) {
 			t.Fatalf("after reconfiguring to %d replicas: %d workers", c.replicas, n)
 		}
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if failed.Load() != 0 || ok.Load() == 0 {
 		t.Fatalf("during scaling: %d ok, %d failed; want no failures", ok.Load(), failed.Load())
 	}
