@@ -8,15 +8,15 @@ import (
 // StageConfig is the knob setting of one stage: which variant serves, how
 // requests are batched, and how many replicas run on how many cores each.
 type StageConfig struct {
-	Variant string `json:"variant"`
+	Variant string `json:"variant" yaml:"variant"`
 	// MaxBatch is the largest batch the stage forms (>= 1).
-	MaxBatch int `json:"max_batch"`
+	MaxBatch int `json:"max_batch" yaml:"max_batch"`
 	// MaxWait is how long the oldest queued request may wait for a batch to fill.
-	MaxWait time.Duration `json:"max_wait"`
+	MaxWait time.Duration `json:"max_wait" yaml:"max_wait"`
 	// Replicas is the number of concurrent engine instances (>= 1).
-	Replicas int `json:"replicas"`
+	Replicas int `json:"replicas" yaml:"replicas"`
 	// Cores is the number of intra-op threads per replica (>= 1).
-	Cores int `json:"cores"`
+	Cores int `json:"cores" yaml:"cores"`
 }
 
 // Validate checks the ranges of c.
