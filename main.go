@@ -16,6 +16,7 @@ import (
 
 	"github.com/alecthomas/kong"
 
+	"github.com/ipa-serving/ipa/models/pipespec"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -72,6 +73,7 @@ func (g *Globals) InitORT() error {
 type CLI struct {
 	Globals `embed:""`
 
+	Local   LocalCmd   `cmd:"" default:"withargs" help:"Run the router and every stage of a pipeline in one process (the default)."`
 	Stage   StageCmd   `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
 	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
 	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
@@ -113,6 +115,7 @@ func main() {
 		kong.Description("Serve multi-stage ML inference pipelines and adapt them online."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", ")},
 	)
 	kctx.FatalIfErrorf(kctx.Run(&cli.Globals))
 }

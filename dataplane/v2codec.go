@@ -136,6 +136,12 @@ type ResponseParameters struct {
 	BatchSize int
 }
 
+// Timing is one extra integer response parameter.
+type Timing struct {
+	Key string
+	NS  int64
+}
+
 // InferResponse is a V2 inference response.
 //
 // For encoding, fill the exported fields; AppendInferResponse only reads
@@ -153,6 +159,9 @@ type InferResponse struct {
 	// DecodeInferResponse sets it to how each output arrived.
 	Binary     []bool
 	Parameters ResponseParameters
+	// Timings are extra integer parameters, written after Parameters: the
+	// router's per-stage times ("<stage>_ns"). Not decoded.
+	Timings []Timing
 
 	dec *decoder
 }
@@ -1239,9 +1248,18 @@ func AppendInferResponse(dst []byte, resp *InferResponse) (out []byte, jsonLen i
 		dst = append(dst, `,"id":`...)
 		dst = appendJSONString(dst, resp.ID)
 	}
-	if p := resp.Parameters; p != (ResponseParameters{}) {
+	if p := resp.Parameters; p != (ResponseParameters{}) || len(resp.Timings) > 0 {
 		dst = append(dst, `,"parameters":{`...)
 		sep := false
+		for _, t := range resp.Timings {
+			if sep {
+				dst = append(dst, ',')
+			}
+			sep = true
+			dst = appendJSONString(dst, t.Key)
+			dst = append(dst, ':')
+			dst = strconv.AppendInt(dst, t.NS, 10)
+		}
 		for _, f := range [...]struct {
 			key string
 			n   int64

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/models/pipespec"
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// PipelineFlags choose a pipeline spec.
+type PipelineFlags struct {
+	Pipeline string `default:"classify" help:"Built-in pipeline (${builtins}) or the path of a pipeline spec (YAML)."`
+}
+
+// Load reads and validates the spec against repo.
+func (f PipelineFlags) Load(repo *models.Repository) (*models.Pipeline, error) {
+	var src []byte
+	var err error
+	if slices.Contains(pipespec.BuiltinNames(), f.Pipeline) {
+		src, err = pipespec.Builtin(f.Pipeline)
+	} else {
+		src, err = os.ReadFile(f.Pipeline)
+		if err != nil {
+			err = fmt.Errorf("--pipeline %q is neither a built-in pipeline %v nor a readable file: %w", f.Pipeline, pipespec.BuiltinNames(), err)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	first, next := dataplane.GlueNames()
+	p, err := pipespec.Parse(src, repo, first, next)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", f.Pipeline, err)
+	}
+	return p, nil
+}
+
+// LocalCmd runs the router and every stage of a pipeline in one process.
+type LocalCmd struct {
+	Models   RepoFlags              `embed:"" prefix:"models."`
+	Pipeline PipelineFlags          `embed:""`
+	MaxQueue int                    `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
+	HTTP     dataplane.ServerConfig `embed:"" prefix:"http."`
+	Admin    dataplane.AdminConfig  `embed:"" prefix:"admin."`
+}
+
+// localPipeline starts one in-process stage per step of spec and binds them
+// into a pipe. Close the returned stages in reverse order.
+func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log interface {
+	Info(string, ...any)
+}) (*dataplane.Pipe, []*dataplane.Stage, error) {
+	var stages []*dataplane.Stage
+	var steps []*dataplane.PipeStage
+	closeAll := func() {
+		for i := len(stages) - 1; i >= 0; i-- {
+			stages[i].Close()
+		}
+	}
+	for _, s := range spec.Stages {
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		start := time.Now()
+		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue}, ortOpener(dir, meta))
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		log.Info("started stage", "step", s.Name, "model", s.Model, "variant", s.Initial.Variant, "seconds", time.Since(start).Seconds())
+		stages = append(stages, st)
+		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: dataplane.LocalClient{Stage: st},
+			Active: func() string { return st.Config().Variant }})
+	}
+	pipe, err := dataplane.NewPipe(spec, steps)
+	if err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return pipe, stages, nil
+}
+
+// Run serves until SIGINT or SIGTERM.
+func (c *LocalCmd) Run(g *Globals) error {
+	log := g.Logger().With("role", "local")
+	ctx := signalContext(log)
+	if err := g.InitORT(); err != nil {
+		return err
+	}
+	repo, err := c.Models.Open()
+	if err != nil {
+		return err
+	}
+	spec, err := c.Pipeline.Load(repo)
+	if err != nil {
+		return err
+	}
+	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, log)
+	if err != nil {
+		return err
+	}
+	// The stages' own V2 models and admin API share the router's port.
+	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
+	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, stageSrv.Handle)
+	ln, err := net.Listen("tcp", c.HTTP.ListenAddr)
+	if err != nil {
+		for i := len(stages) - 1; i >= 0; i-- {
+			stages[i].Close()
+		}
+		return fmt.Errorf("cannot listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- router.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
+		"try", fmt.Sprintf("curl http://%s/v2/models/%s", ln.Addr(), spec.Name))
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("server failed", "err", err)
+	}
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = router.Shutdown(sctx)
+	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
+	for i := len(stages) - 1; i >= 0; i-- {
+		stages[i].Close()
+	}
+	return err
+}

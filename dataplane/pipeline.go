@@ -1,0 +1,230 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"sync"
+	"time"
+
+	"github.com/ipa-serving/ipa/models"
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// Item is one unit of work travelling through a pipeline: the request
+// itself, or one thing a stage found in it (a text line, a face). A request
+// that fans out becomes a tree of items; every item is computed exactly once
+// by the stage its inputs were made for.
+type Item struct {
+	// In are the inputs for the stage the item goes to.
+	In []mlrt.Tensor
+	// Out are that stage's outputs for the item (a copy: replies are released).
+	Out []mlrt.Tensor
+	// Box locates the item in the request's image, for items found by a stage.
+	Box image.Rectangle
+	// Score is the confidence of the stage that found the item.
+	Score    float32
+	Children []*Item
+}
+
+// PipeRequest is a pipeline request as the first glue sees it: V2 tensors,
+// or an image (raw body, or a V2 BYTES tensor decoded by the glue).
+type PipeRequest struct {
+	V2    *InferRequest
+	Raw   []byte
+	Image image.Image
+}
+
+// PipeStage is one step of a running pipeline.
+type PipeStage struct {
+	Spec   models.PipelineStage
+	Meta   *models.Stage
+	Client StageClient
+	// Active returns the variant the stage runs now (glue that depends on
+	// the variant's input size reads it); nil means Meta.Variants[0].
+	Active func() string
+	inputs []models.TensorSpec
+}
+
+// Variant returns the metadata of the stage's active variant.
+func (s *PipeStage) Variant() *models.Variant {
+	if s.Active != nil {
+		if v := s.Meta.Variant(s.Active()); v != nil {
+			return v
+		}
+	}
+	return s.Meta.Variants[0]
+}
+
+// Glue makes a stage's items: First from the request (first stage), Next
+// from one item the previous stage computed. Finish turns the items of the
+// last stage into the response's outputs.
+type Glue struct {
+	First  func(req *PipeRequest, st *PipeStage) ([]*Item, error)
+	Next   func(parent *Item, st *PipeStage) ([]*Item, error)
+	Finish func(req *PipeRequest, roots []*Item, last *PipeStage) ([]mlrt.Tensor, error)
+}
+
+// Glues maps the glue names of pipeline specs to their code.
+var Glues = map[string]Glue{}
+
+// GlueNames returns the glue names usable on the first stage and on later ones.
+func GlueNames() (first, next []string) {
+	for n, g := range Glues {
+		if g.First != nil {
+			first = append(first, n)
+		}
+		if g.Next != nil {
+			next = append(next, n)
+		}
+	}
+	return first, next
+}
+
+// Pipe runs requests through a pipeline's stages.
+type Pipe struct {
+	Spec   *models.Pipeline
+	Stages []*PipeStage
+	glues  []Glue
+}
+
+// NewPipe binds a pipeline spec to its stages' clients.
+func NewPipe(spec *models.Pipeline, stages []*PipeStage) (*Pipe, error) {
+	if len(stages) != len(spec.Stages) {
+		return nil, fmt.Errorf("pipeline %q has %d stages, got %d clients", spec.Name, len(spec.Stages), len(stages))
+	}
+	p := &Pipe{Spec: spec, Stages: stages}
+	for i, st := range stages {
+		g, ok := Glues[st.Spec.Input]
+		if !ok || (i == 0 && g.First == nil) || (i > 0 && g.Next == nil) {
+			return nil, fmt.Errorf("pipeline %q stage %q: no glue %q for this position", spec.Name, st.Spec.Name, st.Spec.Input)
+		}
+		st.inputs, _ = st.Meta.Interface()
+		p.glues = append(p.glues, g)
+	}
+	if p.glues[len(p.glues)-1].Finish == nil {
+		return nil, fmt.Errorf("pipeline %q: glue %q cannot end a pipeline", spec.Name, stages[len(stages)-1].Spec.Input)
+	}
+	return p, nil
+}
+
+// StageTiming is how long one stage of a request took (wall time, all items).
+type StageTiming struct {
+	Stage    string
+	Duration time.Duration
+	Items    int
+}
+
+// ErrDropped marks a request the router gave up on because it could no
+// longer meet its deadline; it wraps ErrDeadline.
+var ErrDropped = fmt.Errorf("dropped: %w", ErrDeadline)
+
+// Run computes req. timings receives one entry per stage that ran.
+func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, timings []StageTiming) ([]mlrt.Tensor, []StageTiming, error) {
+	roots, err := p.glues[0].First(req, p.Stages[0])
+	if err != nil {
+		return nil, timings, err
+	}
+	level := roots
+	for i, st := range p.Stages {
+		if len(level) == 0 {
+			break // nothing found upstream: later stages have no work
+		}
+		if !deadline.IsZero() && !time.Now().Before(deadline) {
+			return nil, timings, fmt.Errorf("%w before stage %q (%d of %d)", ErrDropped, st.Spec.Name, i+1, len(p.Stages))
+		}
+		start := time.Now()
+		if err := runLevel(ctx, st, level, deadline); err != nil {
+			return nil, timings, err
+		}
+		timings = append(timings, StageTiming{Stage: st.Spec.Name, Duration: time.Since(start), Items: len(level)})
+		if i+1 == len(p.Stages) {
+			break
+		}
+		var next []*Item
+		for _, it := range level {
+			kids, err := p.glues[i+1].Next(it, p.Stages[i+1])
+			if err != nil {
+				return nil, timings, fmt.Errorf("stage %q: %w", p.Stages[i+1].Spec.Name, err)
+			}
+			it.Children = kids
+			next = append(next, kids...)
+		}
+		level = next
+	}
+	out, err := p.glues[len(p.glues)-1].Finish(req, roots, p.Stages[len(p.Stages)-1])
+	return out, timings, err
+}
+
+// runLevel sends every item of one stage concurrently, so that the stage
+// batches them, and copies each reply into its item.
+func runLevel(ctx context.Context, st *PipeStage, items []*Item, deadline time.Time) error {
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, it := range items {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep, err := st.Client.Infer(ctx, it.In, deadline)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			it.Out = cloneTensors(it.Out[:0], rep.Outputs)
+			rep.Release()
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return fmt.Errorf("stage %q: %w", st.Spec.Name, err)
+		}
+	}
+	return nil
+}
+
+func cloneTensors(dst, src []mlrt.Tensor) []mlrt.Tensor {
+	for _, t := range src {
+		dst = append(dst, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)})
+	}
+	return dst
+}
+
+// errNoImage is returned by image glues when the request carries none.
+var errNoImage = errors.New("the request carries no image: POST a PNG or JPEG body, or a V2 BYTES input holding one")
+
+func init() {
+	// tensor: the request's V2 inputs go to the first stage as they are;
+	// between stages, outputs feed the next stage's inputs by position.
+	Glues["tensor"] = Glue{
+		First: func(req *PipeRequest, st *PipeStage) ([]*Item, error) {
+			if req.V2 == nil {
+				return nil, fmt.Errorf("%w: stage %q takes V2 tensors %v, not a raw body", ErrBadRequest, st.Spec.Name, specNames(st.inputs))
+			}
+			return []*Item{{In: req.V2.Inputs}}, nil
+		},
+		Next: func(parent *Item, st *PipeStage) ([]*Item, error) {
+			if len(parent.Out) != len(st.inputs) {
+				return nil, fmt.Errorf("previous stage has %d outputs, this one takes %d inputs", len(parent.Out), len(st.inputs))
+			}
+			in := make([]mlrt.Tensor, len(parent.Out))
+			for i, t := range parent.Out {
+				in[i] = t
+				in[i].Name = st.inputs[i].Name
+			}
+			return []*Item{{In: in}}, nil
+		},
+		Finish: finishTensors,
+	}
+}
+
+// finishTensors answers with the last stage's outputs of a single chain of
+// items (no fan-out): the outputs of the one leaf.
+func finishTensors(_ *PipeRequest, roots []*Item, _ *PipeStage) ([]mlrt.Tensor, error) {
+	it := roots[0]
+	for len(it.Children) > 0 {
+		it = it.Children[0]
+	}
+	return it.Out, nil
+}

@@ -1,0 +1,387 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ipa-serving/ipa/batcher"
+)
+
+// Router is the pipeline entry: it serves each pipeline as a V2 model,
+// attaches a deadline, chains the stages, and measures the arrival rate. It
+// is safe for concurrent use.
+type Router struct {
+	cfg     ServerConfig
+	pipes   map[string]*routedPipe
+	names   []string
+	log     *slog.Logger
+	version string
+	srv     *fasthttp.Server
+	// extra serves paths the router does not know (ipa local mounts the
+	// stages' admin API and models there); nil means 404.
+	extra fasthttp.RequestHandler
+}
+
+type routedPipe struct {
+	pipe  *Pipe
+	rate  *RateCounter
+	set   *metrics.Set
+	total *metrics.PrometheusHistogram
+	stage map[string]*metrics.PrometheusHistogram
+	codes sync.Map // "2xx" → *metrics.Counter
+	drops sync.Map // reason → *metrics.Counter
+}
+
+// NewRouter returns a router for pipes. extra, if not nil, handles paths
+// outside the router's own.
+func NewRouter(cfg ServerConfig, pipes []*Pipe, log *slog.Logger, version string, extra fasthttp.RequestHandler) *Router {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Router{cfg: cfg, pipes: map[string]*routedPipe{}, log: log, version: version, extra: extra}
+	for _, p := range pipes {
+		name := p.Spec.Name
+		rp := &routedPipe{pipe: p, rate: NewRateCounter(time.Now, 600), set: metrics.NewSet(), stage: map[string]*metrics.PrometheusHistogram{}}
+		rp.total = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_request_duration_seconds{pipeline=%q}`, name))
+		for _, st := range p.Stages {
+			rp.stage[st.Spec.Name] = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_stage_duration_seconds{pipeline=%q,stage=%q}`, name, st.Spec.Name))
+		}
+		rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
+		metrics.RegisterSet(rp.set)
+		r.pipes[name] = rp
+		r.names = append(r.names, name)
+	}
+	r.srv = &fasthttp.Server{Handler: r.Handle, Name: "ipa", MaxRequestBodySize: cfg.MaxBodySize,
+		ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout, CloseOnShutdown: true, Logger: fasthttpLogger{log},
+		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
+			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
+				writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; raise --http.max-body-size", cfg.MaxBodySize))
+				return
+			}
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
+		}}
+	return r
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (r *Router) Serve(ln net.Listener) error { return r.srv.Serve(ln) }
+
+// Shutdown stops accepting connections and waits for open requests.
+func (r *Router) Shutdown(ctx context.Context) error {
+	err := r.srv.ShutdownWithContext(ctx)
+	for _, p := range r.pipes {
+		metrics.UnregisterSet(p.set, true)
+	}
+	return err
+}
+
+// Rate returns the per-second arrival counts of pipeline over the last n
+// complete seconds, oldest first.
+func (r *Router) Rate(pipeline string, n int) ([]int64, error) {
+	p, ok := r.pipes[pipeline]
+	if !ok {
+		return nil, fmt.Errorf("unknown pipeline %q", pipeline)
+	}
+	return p.rate.Last(n), nil
+}
+
+// Handle routes one request.
+func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
+	path := string(ctx.Path())
+	switch {
+	case path == "/metrics":
+		ctx.SetContentType("text/plain; version=0.0.4")
+		metrics.WritePrometheus(ctx, true)
+	case path == "/v2/health/live" || path == "/v2/health/ready":
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case path == "/v2" || path == "/v2/":
+		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
+			"extensions": []string{"binary_tensor_data", "ipa_pipelines"}, "pipelines": r.names})
+	case path == "/router/rate":
+		r.serveRate(ctx)
+	case strings.HasPrefix(path, "/v2/models/"):
+		rest := strings.TrimPrefix(path, "/v2/models/")
+		name, action, _ := strings.Cut(rest, "/")
+		p, ok := r.pipes[name]
+		if !ok {
+			if r.extra != nil {
+				r.extra(ctx)
+				return
+			}
+			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
+			return
+		}
+		switch action {
+		case "":
+			r.metadata(ctx, p)
+		case "ready":
+			ctx.SetStatusCode(fasthttp.StatusOK)
+		case "infer":
+			if string(ctx.Method()) != fasthttp.MethodPost {
+				writeError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
+				return
+			}
+			r.infer(ctx, p)
+		default:
+			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", path))
+		}
+	default:
+		if r.extra != nil {
+			r.extra(ctx)
+			return
+		}
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2/models/{pipeline}/infer, /router/rate, /metrics", ctx.Method(), path))
+	}
+}
+
+func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
+	var stages []map[string]any
+	for _, st := range p.pipe.Stages {
+		stages = append(stages, map[string]any{"name": st.Spec.Name, "model": st.Spec.Model, "input": st.Spec.Input,
+			"variants": st.Meta.VariantNames(), "active_variant": st.Variant().Name})
+	}
+	first := p.pipe.Stages[0]
+	in, _ := first.Meta.Interface()
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "platform": "ipa_pipeline",
+		"inputs": tensorMetas(in), "parameters": map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}})
+}
+
+func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
+	name := string(ctx.QueryArgs().Peek("pipeline"))
+	if name == "" && len(r.names) == 1 {
+		name = r.names[0]
+	}
+	n, err := strconv.Atoi(string(ctx.QueryArgs().Peek("window")))
+	if err != nil || n <= 0 {
+		n = 60
+	}
+	rates, err := r.Rate(name, min(n, 600))
+	if err != nil {
+		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%v; pass ?pipeline= one of %v", err, r.names))
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates})
+}
+
+type routerState struct {
+	v2   InferRequest
+	resp InferResponse
+	buf  []byte
+	tim  []StageTiming
+}
+
+var routerPool = sync.Pool{New: func() any { return new(routerState) }}
+
+func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
+	arrival := time.Now()
+	p.rate.Add(1)
+	st := routerPool.Get().(*routerState)
+	defer routerPool.Put(st)
+	req := PipeRequest{}
+	body := ctx.PostBody()
+	hdr := ctx.Request.Header.Peek(headerHeaderLen)
+	if len(hdr) > 0 || isJSONBody(body) {
+		headerLen := -1
+		if len(hdr) > 0 {
+			n, err := strconv.Atoi(string(hdr))
+			if err != nil || n < 0 {
+				r.fail(ctx, p, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", headerHeaderLen, hdr))
+				return
+			}
+			headerLen = n
+		}
+		st.v2.AliasBinary = true
+		if err := DecodeInferRequest(body, headerLen, &st.v2); err != nil {
+			r.fail(ctx, p, fasthttp.StatusBadRequest, err.Error())
+			return
+		}
+		req.V2 = &st.v2
+	} else {
+		req.Raw = body
+	}
+	// The deadline: the client's budget if it sends one, else arrival + SLA.
+	deadline := arrival.Add(p.pipe.Spec.SLA)
+	if client, err := clientDeadline(ctx, req.V2, arrival); err != nil {
+		r.fail(ctx, p, fasthttp.StatusBadRequest, err.Error())
+		return
+	} else if !client.IsZero() {
+		deadline = client
+	}
+	outs, tim, err := p.pipe.Run(context.Background(), &req, deadline, st.tim[:0])
+	st.tim = tim
+	for _, t := range tim {
+		p.stage[t.Stage].Update(t.Duration.Seconds())
+	}
+	if err != nil {
+		status, msg := statusOf(err)
+		if status == fasthttp.StatusGatewayTimeout || status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable || errors.Is(err, errQueueFullRemote) {
+			p.counter(&p.drops, `ipa_router_dropped_total{pipeline=%q,reason=%q}`, dropReason(err)).Inc()
+		}
+		if errors.Is(err, errQueueFullRemote) || errors.Is(err, batcher.ErrQueueFull) {
+			status = fasthttp.StatusTooManyRequests
+		}
+		r.fail(ctx, p, status, fmt.Sprintf("pipeline %q: %s", p.pipe.Spec.Name, msg))
+		return
+	}
+	resp := &st.resp
+	resp.ModelName, resp.ModelVersion, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, "", outs, ResponseParameters{}
+	if req.V2 != nil {
+		resp.ID = req.V2.ID
+	} else {
+		resp.ID = ""
+	}
+	binary := req.V2 != nil && req.V2.BinaryOutputs
+	resp.Binary = resp.Binary[:0]
+	for range outs {
+		resp.Binary = append(resp.Binary, binary)
+	}
+	resp.Timings = resp.Timings[:0]
+	for _, t := range tim {
+		resp.Timings = append(resp.Timings, Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
+	}
+	total := time.Since(arrival)
+	resp.Timings = append(resp.Timings, Timing{Key: "total_ns", NS: int64(total)})
+	var jsonLen int
+	st.buf, jsonLen = AppendInferResponse(st.buf[:0], resp)
+	if jsonLen < len(st.buf) {
+		ctx.Response.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+		ctx.SetContentType("application/octet-stream")
+	} else {
+		ctx.SetContentType("application/json")
+	}
+	ctx.SetBody(st.buf)
+	p.total.Update(total.Seconds())
+	p.counter(&p.codes, `ipa_router_requests_total{pipeline=%q,code=%q}`, "2xx").Inc()
+}
+
+func (r *Router) fail(ctx *fasthttp.RequestCtx, p *routedPipe, status int, msg string) {
+	p.counter(&p.codes, `ipa_router_requests_total{pipeline=%q,code=%q}`, fmt.Sprintf("%dxx", status/100)).Inc()
+	if status == fasthttp.StatusTooManyRequests {
+		ctx.Response.Header.Set("Retry-After", "1")
+	}
+	writeError(ctx, status, msg)
+}
+
+func (p *routedPipe) counter(m *sync.Map, format, label string) *metrics.Counter {
+	if c, ok := m.Load(label); ok {
+		return c.(*metrics.Counter)
+	}
+	c := p.set.GetOrCreateCounter(fmt.Sprintf(format, p.pipe.Spec.Name, label))
+	m.Store(label, c)
+	return c
+}
+
+func dropReason(err error) string {
+	switch {
+	case errors.Is(err, ErrDropped):
+		return "deadline_router"
+	case errors.Is(err, ErrDeadline):
+		return "deadline_stage"
+	case errors.Is(err, errQueueFullRemote), errors.Is(err, batcher.ErrQueueFull):
+		return "queue_full"
+	case errors.Is(err, ErrUnavailable):
+		return "unavailable"
+	}
+	return "other"
+}
+
+// isJSONBody reports whether body looks like a V2 JSON request.
+func isJSONBody(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case ' ', '\t', '\r', '\n':
+			continue
+		case '{':
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// clientDeadline returns the budget the client sent (headers or V2
+// parameters), the earliest if several; zero if none.
+func clientDeadline(ctx *fasthttp.RequestCtx, req *InferRequest, arrival time.Time) (time.Time, error) {
+	var d time.Time
+	earliest := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	if h := ctx.Request.Header.Peek(HeaderTimeout); len(h) > 0 {
+		t, err := time.ParseDuration(string(h))
+		if err != nil || t <= 0 {
+			return d, fmt.Errorf("header %s: %q is not a positive duration such as 250ms", HeaderTimeout, h)
+		}
+		earliest(arrival.Add(t))
+	}
+	if h := ctx.Request.Header.Peek(HeaderDeadline); len(h) > 0 {
+		t, err := parseDeadline(string(h))
+		if err != nil {
+			return d, fmt.Errorf("header %s: %w", HeaderDeadline, err)
+		}
+		earliest(t)
+	}
+	if req != nil {
+		if req.Timeout > 0 {
+			earliest(arrival.Add(req.Timeout))
+		}
+		earliest(req.Deadline)
+	}
+	return d, nil
+}
+
+// RateCounter counts events per second over a sliding window of whole
+// seconds. It is safe for concurrent use.
+type RateCounter struct {
+	now func() time.Time
+
+	mu     sync.Mutex // guards slots, stamps
+	slots  []int64
+	stamps []int64 // the Unix second each slot counts
+}
+
+// NewRateCounter keeps the last n seconds, reading time from now (injectable
+// so that a simulator can run it in virtual time).
+func NewRateCounter(now func() time.Time, n int) *RateCounter {
+	return &RateCounter{now: now, slots: make([]int64, n), stamps: make([]int64, n)}
+}
+
+// Add counts k events now.
+func (c *RateCounter) Add(k int64) {
+	sec := c.now().Unix()
+	i := int(sec % int64(len(c.slots)))
+	c.mu.Lock()
+	if c.stamps[i] != sec {
+		c.stamps[i], c.slots[i] = sec, 0
+	}
+	c.slots[i] += k
+	c.mu.Unlock()
+}
+
+// Last returns the counts of the n complete seconds before the current one,
+// oldest first.
+func (c *RateCounter) Last(n int) []int64 {
+	n = min(n, len(c.slots)-1)
+	now := c.now().Unix()
+	out := make([]int64, n)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for j := 0; j < n; j++ {
+		sec := now - int64(n-j)
+		if i := int(sec % int64(len(c.slots))); c.stamps[i] == sec {
+			out[j] = c.slots[i]
+		}
+	}
+	return out
+}

@@ -1,0 +1,245 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// StageClient is how the router reaches one stage: in process (LocalClient)
+// or over HTTP (RemoteClient). Infer's contract is Stage.Infer's: in stays
+// owned by the caller and unchanged until Infer returns; the reply is valid
+// until Release.
+type StageClient interface {
+	Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error)
+}
+
+// Reply is a stage's answer to one request.
+type Reply struct {
+	Outputs   []mlrt.Tensor
+	Variant   string
+	QueueWait time.Duration
+	Compute   time.Duration
+	release   func()
+}
+
+// Release returns the reply's buffers; it must not be used afterwards.
+func (r *Reply) Release() {
+	if r.release != nil {
+		r.release()
+	}
+}
+
+// LocalClient hands requests to a Stage in this process: no HTTP, no
+// serialization (ipa local).
+type LocalClient struct{ Stage *Stage }
+
+// Infer implements StageClient.
+func (c LocalClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error) {
+	res, err := c.Stage.Infer(ctx, in, deadline)
+	if err != nil {
+		return nil, err
+	}
+	return &Reply{Outputs: res.Outputs, Variant: res.Variant, QueueWait: res.QueueWait, Compute: res.Compute, release: res.Release}, nil
+}
+
+// StageError is an error a remote stage answered with.
+type StageError struct {
+	Status int
+	Msg    string
+}
+
+func (e *StageError) Error() string { return fmt.Sprintf("status %d: %s", e.Status, e.Msg) }
+
+// Is maps the remote status onto the local sentinels, so that the router
+// treats a remote 504 like a local ErrDeadline.
+func (e *StageError) Is(target error) bool {
+	switch e.Status {
+	case fasthttp.StatusGatewayTimeout:
+		return target == ErrDeadline
+	case fasthttp.StatusServiceUnavailable:
+		return target == ErrUnavailable
+	case fasthttp.StatusBadRequest:
+		return target == mlrt.ErrInvalidInput
+	case fasthttp.StatusTooManyRequests:
+		return target == errQueueFullRemote
+	}
+	return false
+}
+
+var errQueueFullRemote = errors.New("stage queue full")
+
+// RemoteClient calls the replicas of a stage over the Open Inference
+// Protocol with binary tensors, on pooled connections. It sends each request
+// to the replica with the fewest outstanding requests and, when a replica
+// cannot be reached, retries the (idempotent) call on another one while the
+// deadline allows. It is safe for concurrent use.
+type RemoteClient struct {
+	model string
+
+	mu        sync.RWMutex // guards endpoints
+	endpoints []*endpoint
+}
+
+type endpoint struct {
+	addr        string
+	client      *fasthttp.HostClient
+	outstanding atomic.Int64
+}
+
+// NewRemoteClient returns a client for the stage served as model at the
+// given host:port addresses.
+func NewRemoteClient(model string, addrs []string) *RemoteClient {
+	c := &RemoteClient{model: model}
+	c.SetEndpoints(addrs)
+	return c
+}
+
+// SetEndpoints replaces the replica addresses (discovery calls it); calls in
+// flight finish on the old ones.
+func (c *RemoteClient) SetEndpoints(addrs []string) {
+	eps := make([]*endpoint, 0, len(addrs))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old := map[string]*endpoint{}
+	for _, e := range c.endpoints {
+		old[e.addr] = e
+	}
+	for _, a := range addrs {
+		if e, ok := old[a]; ok {
+			eps = append(eps, e)
+			continue
+		}
+		eps = append(eps, &endpoint{addr: a, client: &fasthttp.HostClient{Addr: a, MaxConns: 512,
+			MaxIdleConnDuration: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
+	}
+	c.endpoints = eps
+}
+
+// pick returns the endpoint with the fewest outstanding requests among those
+// not in tried, breaking ties at random.
+func (c *RemoteClient) pick(tried []*endpoint) *endpoint {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	var best *endpoint
+	ties := 0
+	for _, e := range c.endpoints {
+		skip := false
+		for _, t := range tried {
+			skip = skip || t == e
+		}
+		if skip {
+			continue
+		}
+		switch n, b := e.outstanding.Load(), int64(-1); {
+		case best != nil:
+			b = best.outstanding.Load()
+			if n < b {
+				best, ties = e, 1
+			} else if n == b {
+				ties++
+				if rand.IntN(ties) == 0 {
+					best = e
+				}
+			}
+		default:
+			best, ties = e, 1
+		}
+	}
+	return best
+}
+
+type remoteState struct {
+	req  InferRequest
+	resp InferResponse
+	body []byte
+	hreq *fasthttp.Request
+	hres *fasthttp.Response
+}
+
+var remotePool = sync.Pool{New: func() any {
+	return &remoteState{hreq: new(fasthttp.Request), hres: new(fasthttp.Response)}
+}}
+
+// Infer implements StageClient.
+func (c *RemoteClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error) {
+	st := remotePool.Get().(*remoteState)
+	release := func() { remotePool.Put(st) }
+	st.req.Inputs, st.req.BinaryOutputs, st.req.Deadline = in, true, deadline
+	var jsonLen int
+	st.body, jsonLen = AppendInferRequest(st.body[:0], &st.req, true)
+	st.req.Inputs = nil
+	var tried []*endpoint
+	for {
+		e := c.pick(tried)
+		if e == nil {
+			release()
+			if len(tried) == 0 {
+				return nil, fmt.Errorf("%w: stage %q has no replicas", ErrUnavailable, c.model)
+			}
+			return nil, fmt.Errorf("%w: no replica of stage %q reachable (tried %d)", ErrUnavailable, c.model, len(tried))
+		}
+		tried = append(tried, e)
+		err := c.do(e, st, jsonLen, deadline)
+		if err == nil {
+			break
+		}
+		var se *StageError
+		if errors.As(err, &se) || ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
+			release()
+			return nil, err
+		}
+		// Transport failure (replica down or connection reset): try another.
+	}
+	hl := -1
+	if h := st.hres.Header.Peek(headerHeaderLen); len(h) > 0 {
+		hl, _ = strconv.Atoi(string(h))
+	}
+	if err := DecodeInferResponse(st.hres.Body(), hl, &st.resp); err != nil {
+		release()
+		return nil, fmt.Errorf("stage %q answered badly: %w", c.model, err)
+	}
+	p := st.resp.Parameters
+	return &Reply{Outputs: st.resp.Outputs, Variant: st.resp.ModelVersion, QueueWait: p.QueueTime, Compute: p.InferTime, release: release}, nil
+}
+
+func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline time.Time) error {
+	e.outstanding.Add(1)
+	defer e.outstanding.Add(-1)
+	st.hreq.Reset()
+	st.hreq.SetRequestURI("http://" + e.addr + "/v2/models/" + c.model + "/infer")
+	st.hreq.Header.SetMethod(fasthttp.MethodPost)
+	st.hreq.Header.SetContentType("application/octet-stream")
+	st.hreq.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+	st.hreq.SetBodyRaw(st.body)
+	var err error
+	if deadline.IsZero() {
+		err = e.client.Do(st.hreq, st.hres)
+	} else {
+		err = e.client.DoDeadline(st.hreq, st.hres, deadline)
+	}
+	if err != nil {
+		if errors.Is(err, fasthttp.ErrTimeout) {
+			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", ErrDeadline, c.model, e.addr)
+		}
+		return fmt.Errorf("stage %q at %s: %w", c.model, e.addr, err)
+	}
+	if code := st.hres.StatusCode(); code != fasthttp.StatusOK {
+		var er InferResponse
+		msg := string(st.hres.Body())
+		if err := DecodeInferResponse(st.hres.Body(), -1, &er); err != nil {
+			msg = err.Error()
+		}
+		return &StageError{Status: code, Msg: msg}
+	}
+	return nil
+}
