@@ -78,7 +78,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 		log.Info("started stage", "step", s.Name, "model", s.Model, "variant", s.Initial.Variant, "seconds", time.Since(start).Seconds())
 		stages = append(stages, st)
 		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: dataplane.LocalClient{Stage: st},
-			Active: func() string { return st.Config().Variant }})
+			Active: func() string { return st.Config().Variant }, RepoDir: dir})
 	}
 	pipe, err := dataplane.NewPipe(spec, steps)
 	if err != nil {
@@ -135,4 +135,12 @@ func (c *LocalCmd) Run(g *Globals) error {
 		stages[i].Close()
 	}
 	return err
+}
+
+func stepNames(stages []models.PipelineStage) []string {
+	var n []string
+	for _, s := range stages {
+		n = append(n, s.Name)
+	}
+	return n
 }

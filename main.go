@@ -74,6 +74,7 @@ type CLI struct {
 	Globals `embed:""`
 
 	Local   LocalCmd   `cmd:"" default:"withargs" help:"Run the router and every stage of a pipeline in one process (the default)."`
+	Router  RouterCmd  `cmd:"" help:"Accept inference requests and chain them through the pipeline's stages (separate processes)."`
 	Stage   StageCmd   `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
 	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
 	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`

@@ -26,6 +26,9 @@ type Item struct {
 	// Score is the confidence of the stage that found the item.
 	Score    float32
 	Children []*Item
+	// Data is private to the glue that made the item (image geometry, the
+	// boxes of the rows of a batch of crops).
+	Data any
 }
 
 // PipeRequest is a pipeline request as the first glue sees it: V2 tensors,
@@ -44,7 +47,10 @@ type PipeStage struct {
 	// Active returns the variant the stage runs now (glue that depends on
 	// the variant's input size reads it); nil means Meta.Variants[0].
 	Active func() string
-	inputs []models.TensorSpec
+	// RepoDir is the model repository's root, for glue that reads files next
+	// to a model (the OCR character list).
+	RepoDir string
+	inputs  []models.TensorSpec
 }
 
 // Variant returns the metadata of the stage's active variant.

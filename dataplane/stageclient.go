@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -88,6 +89,9 @@ type RemoteClient struct {
 
 	mu        sync.RWMutex // guards endpoints
 	endpoints []*endpoint
+
+	active atomic.Pointer[string] // last reported active variant
+	polled atomic.Int64           // Unix ns of the last metadata poll
 }
 
 type endpoint struct {
@@ -242,4 +246,41 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 		return &StageError{Status: code, Msg: msg}
 	}
 	return nil
+}
+
+// ActiveVariant returns the variant the stage's replicas reported last (from
+// their model metadata, refreshed at most once a second in the background);
+// "" until the first answer.
+func (c *RemoteClient) ActiveVariant() string {
+	now := time.Now().UnixNano()
+	if last := c.polled.Load(); now-last > int64(time.Second) && c.polled.CompareAndSwap(last, now) {
+		go c.pollActive()
+	}
+	if v := c.active.Load(); v != nil {
+		return *v
+	}
+	return ""
+}
+
+func (c *RemoteClient) pollActive() {
+	e := c.pick(nil)
+	if e == nil {
+		return
+	}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + e.addr + "/v2/models/" + c.model)
+	if err := e.client.DoTimeout(req, resp, 2*time.Second); err != nil || resp.StatusCode() != fasthttp.StatusOK {
+		return
+	}
+	var meta struct {
+		Parameters struct {
+			ActiveVariant string `json:"active_variant"`
+		} `json:"parameters"`
+	}
+	if json.Unmarshal(resp.Body(), &meta) == nil && meta.Parameters.ActiveVariant != "" {
+		v := meta.Parameters.ActiveVariant
+		c.active.Store(&v)
+	}
 }

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane"
+)
+
+// RouterCmd serves a pipeline whose stages run as separate `ipa stage`
+// processes (or pods).
+type RouterCmd struct {
+	Models    RepoFlags              `embed:"" prefix:"models."`
+	Pipeline  PipelineFlags          `embed:""`
+	Endpoints []string               `name:"endpoints" sep:"none" placeholder:"STEP=HOST:PORT[,HOST:PORT…]" help:"Replicas of a step of the pipeline; repeat per step."`
+	HTTP      dataplane.ServerConfig `embed:"" prefix:"http."`
+}
+
+// endpoints parses --endpoints into step → addresses.
+func (c *RouterCmd) endpoints() (map[string][]string, error) {
+	m := map[string][]string{}
+	for _, e := range c.Endpoints {
+		step, addrs, ok := strings.Cut(e, "=")
+		if !ok || step == "" || addrs == "" {
+			return nil, fmt.Errorf("--endpoints %q: write STEP=HOST:PORT[,HOST:PORT…]", e)
+		}
+		for _, a := range strings.Split(addrs, ",") {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("--endpoints %q: %q is not HOST:PORT", e, a)
+			}
+			m[step] = append(m[step], a)
+		}
+	}
+	return m, nil
+}
+
+// Run serves until SIGINT or SIGTERM.
+func (c *RouterCmd) Run(g *Globals) error {
+	log := g.Logger().With("role", "router")
+	ctx := signalContext(log)
+	repo, err := c.Models.Open()
+	if err != nil {
+		return err
+	}
+	spec, err := c.Pipeline.Load(repo)
+	if err != nil {
+		return err
+	}
+	eps, err := c.endpoints()
+	if err != nil {
+		return err
+	}
+	var steps []*dataplane.PipeStage
+	for _, s := range spec.Stages {
+		addrs, ok := eps[s.Name]
+		if !ok {
+			return fmt.Errorf("no --endpoints for step %q of pipeline %q (steps: %v)", s.Name, spec.Name, stepNames(spec.Stages))
+		}
+		delete(eps, s.Name)
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			return err
+		}
+		client := dataplane.NewRemoteClient(meta.Name, addrs)
+		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: client, Active: client.ActiveVariant, RepoDir: c.Models.Dir})
+	}
+	for step := range eps {
+		return fmt.Errorf("--endpoints names step %q, which pipeline %q does not have (steps: %v)", step, spec.Name, stepNames(spec.Stages))
+	}
+	pipe, err := dataplane.NewPipe(spec, steps)
+	if err != nil {
+		return err
+	}
+	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, nil)
+	ln, err := net.Listen("tcp", c.HTTP.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("cannot listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- router.Serve(ln) }()
+	log.Info("serving", "addr", ln.Addr().String(), "pipeline", spec.Name, "sla", spec.SLA.String())
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = router.Shutdown(sctx)
+	return err
+}
