@@ -54,8 +54,8 @@ check: lint test ## lint + test + tidy check
 golden: ## regenerate golden files (then review the diff)
 	$(GO) test ./... -update
 
-demo: models ## build + serve the classify stage on 127.0.0.1:8080
-	./bin/ipa stage --models.dir $(IPA_MODELS_DIR) --stage classify
+demo: models ## build + ./bin/ipa (ipa local: the OCR pipeline on 127.0.0.1:8080)
+	./bin/ipa --models.dir $(IPA_MODELS_DIR)
 
 docker: ## multi-stage image (needs a Docker engine)
 	docker build -t ipa:$(VERSION) .

@@ -16,7 +16,7 @@ import (
 
 // PipelineFlags choose a pipeline spec.
 type PipelineFlags struct {
-	Pipeline string `default:"classify" help:"Built-in pipeline (${builtins}) or the path of a pipeline spec (YAML)."`
+	Pipeline string `default:"ocr" help:"Built-in pipeline (${builtins}) or the path of a pipeline spec (YAML)."`
 }
 
 // Load reads and validates the spec against repo.

@@ -1,0 +1,25 @@
+// Package glue holds the pure functions that connect the stages of the
+// built-in image pipelines: decoding request images, turning images into model
+// input tensors, and turning model outputs into boxes, crops, classes and text.
+//
+//   - Images: DecodeImage (PNG/JPEG from raw request bytes, with size limits),
+//     Crop, Stack.
+//   - ImageNet classifiers: ClassifyInput, TopK.
+//   - OCR (PP-OCRv4 det → rec): DetInput, DetBoxes, GroupLines, RecInput,
+//     CTCDecode, LoadKeys.
+//   - Faces (MediaPipe BlazeFace): FaceInput, FaceAnchors, FaceBoxes.
+//
+// Nothing here opens a model session or does I/O beyond its arguments; the
+// router and `ipa local` call these functions between stage calls. Every
+// constant names its source (PaddleOCR, MediaPipe or the torchvision ImageNet
+// convention).
+//
+// Pixels are read as 8-bit sRGB; transparent pixels are composited over white
+// (text PNGs are often black on transparent). All resampling uses
+// golang.org/x/image/draw.
+//
+// Functions building inputs panic only on programmer errors (a non-positive
+// size); functions reading model outputs return an error when a tensor does
+// not have the shape or type the model is documented to produce, because the
+// model behind a stage is configuration, not code.
+package glue

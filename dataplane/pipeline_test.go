@@ -1,0 +1,121 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/models/pipespec"
+	mlrt "github.com/ipa-serving/ipa/runtime"
+)
+
+// localPipe starts the built-in pipeline name in process on real models.
+func localPipe(t *testing.T, name string) *testRouter {
+	t.Helper()
+	repo, dir := testRepo(t)
+	src, err := pipespec.Builtin(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, next := GlueNames()
+	spec, err := pipespec.Parse(src, repo, first, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []*PipeStage
+	for _, s := range spec.Stages {
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := NewStage(meta, s.Initial, StageOptions{MaxQueue: 256}, ortOpen(dir, meta))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		steps = append(steps, &PipeStage{Spec: s, Meta: meta, Client: LocalClient{st}, RepoDir: dir,
+			Active: func() string { return st.Config().Variant }})
+	}
+	pipe, err := NewPipe(spec, steps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startRouter(t, pipe)
+}
+
+func bytesElements(t models.DataType, data []byte) []string {
+	var out []string
+	for len(data) >= 4 {
+		n := binary.LittleEndian.Uint32(data)
+		out = append(out, string(data[4:4+n]))
+		data = data[4+n:]
+	}
+	return out
+}
+
+func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
+	r := localPipe(t, "ocr")
+	page, err := os.ReadFile("../docs/sample-page.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, res := r.infer(t, "ocr", page)
+	if resp == nil {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	var text []string
+	for _, o := range resp.Outputs {
+		if o.Name == "text" {
+			text = bytesElements(o.DataType, o.Data)
+		}
+	}
+	want := []string{"Inference pipelines adapt", "to the load every interval.", "ipa picks variants, batch", "sizes and replicas."}
+	if strings.Join(text, "|") != strings.Join(want, "|") {
+		t.Fatalf("read %q, want %q", text, want)
+	}
+	// The same page as a V2 BYTES input gives the same answer.
+	framed := binary.LittleEndian.AppendUint32(nil, uint32(len(page)))
+	framed = append(framed, page...)
+	body, jl := AppendInferRequest(nil, &InferRequest{Inputs: []mlrtTensor{{Name: "image", DataType: models.BYTES, Shape: []int64{1}, Data: framed}}}, true)
+	resp, res = r.infer(t, "ocr", body, headerHeaderLen, itoa(jl))
+	if resp == nil || resp.Outputs[0].Shape[0] != 4 {
+		t.Fatalf("BYTES input: status %d: %s", res.status, res.body)
+	}
+	// A body that is not an image is a 400 that says so.
+	bad := r.do(t, "POST", "/v2/models/ocr/infer", []byte("GIF89a...."))
+	if bad.status != 400 || !strings.Contains(string(bad.body), "not a PNG or JPEG") {
+		t.Fatalf("not an image: %d %s", bad.status, bad.body)
+	}
+	m := string(r.do(t, "GET", "/metrics", nil).body)
+	for _, want := range []string{
+		`ipa_router_requests_total{pipeline="ocr",code="2xx"} 2`,
+		`ipa_router_requests_total{pipeline="ocr",code="4xx"} 1`,
+		`ipa_router_stage_duration_seconds_count{pipeline="ocr",stage="rec"} 2`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %q:\n%s", want, grep(m, "ipa_router"))
+		}
+	}
+}
+
+func TestFacesPipelineAnswersWithEmptyDetectionsOnAPageWithoutFaces(t *testing.T) {
+	r := localPipe(t, "faces")
+	page, err := os.ReadFile("../docs/sample-page.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, res := r.infer(t, "faces", page)
+	if resp == nil {
+		t.Fatalf("status %d: %s", res.status, res.body)
+	}
+	if len(resp.Outputs) != 4 || resp.Outputs[0].Name != "boxes" || resp.Outputs[0].Shape[0] != 0 {
+		t.Fatalf("outputs %+v", resp.Outputs)
+	}
+}
+
+type mlrtTensor = mlrt.Tensor
+
+func itoa(n int) string { return strconv.Itoa(n) }
