@@ -138,7 +138,7 @@ func init() {
 			if !ok {
 				return nil, fmt.Errorf("ocr-lines must follow image-ocr-det")
 			}
-			boxes, err := glue.DetBoxes(parent.Out[0], 0, d.geom, 0.3, 16)
+			boxes, err := glue.DetBoxes(parent.Out[0], 0, d.geom, glue.DetThresh, glue.DetMinArea)
 			if err != nil {
 				return nil, err
 			}

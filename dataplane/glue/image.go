@@ -81,7 +81,11 @@ func decodeImage(b []byte, maxPixels int) (image.Image, error) {
 }
 
 func decodeError(format string, n int, err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+	// image/png reports pixel data that stops early (an IDAT stream cut
+	// short) as the FormatError "not enough pixel data".
+	var pngErr png.FormatError
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.As(err, &pngErr) && pngErr == "not enough pixel data" {
 		return fmt.Errorf("%w: %s data ends after %d bytes", ErrTruncated, format, n)
 	}
 	return fmt.Errorf("%w: %s: %v", ErrBadImage, format, err)

@@ -62,8 +62,8 @@ func ClassifyInput(img image.Image, name string, size int) runtime.Tensor {
 }
 
 // writeNCHW writes the size×size window r of src (an RGBA at origin 0,0) into
-// data as 3 planes of width×height, normalised by lut. bgr swaps the channel
-// order to B,G,R. Pixels of r outside src are left as they are in data.
+// data as 3 planes of width×height, normalised by lut (indexed by the
+// tensor's channel). bgr makes the tensor's channels B,G,R. Pixels of r outside src are left as they are in data.
 func writeNCHW(data []byte, src *image.RGBA, r image.Rectangle, size int, lut *channelLUT, bgr bool) {
 	writeNCHWRect(data, src, r, size, size, lut, bgr)
 }
@@ -76,13 +76,12 @@ func writeNCHWRect(data []byte, src *image.RGBA, r image.Rectangle, planeW, plan
 		for x := r.Min.X; x < r.Max.X; x++ {
 			p := row[4*x : 4*x+3]
 			i := (y-r.Min.Y)*planeW + (x - r.Min.X)
-			for c := range 3 {
-				v := lut[c][p[c]]
-				o := c
+			for c := range 3 { // c: R, G, B in src
+				o := c // the tensor channel, which indexes lut
 				if bgr {
 					o = 2 - c
 				}
-				putF32(data, o*plane+i, v)
+				putF32(data, o*plane+i, lut[o][p[c]])
 			}
 		}
 	}

@@ -27,6 +27,9 @@ const (
 	// default: PaddleOCR drops boxes whose shorter side is under 3 px
 	// (DBPostProcess min_size = 3), i.e. at least 3×3.
 	DetMinArea = 9
+	// DetUnclipRatio is PaddleOCR's det_db_unclip_ratio: DB's map marks a
+	// shrunk text kernel, grown back by area·ratio/perimeter on every side.
+	DetUnclipRatio = 1.5
 	// RecHeight is the input height of the PP-OCRv3/v4 recognisers
 	// (rec_image_shape "3, 48, 320").
 	RecHeight = 48
@@ -97,15 +100,17 @@ func DetInput(img image.Image, side int) (runtime.Tensor, DetGeometry) {
 // probability map of shape [N,1,H,W], in the coordinates of the original
 // image, in reading order (top to bottom, then left to right).
 //
-// This is a simplified DB post-processing, verified end to end in MODELS.md
-// §5: pixels above thresh (DetThresh) form 4-connected components; components
-// with fewer than minArea pixels are dropped; each component's bounding box is
-// padded on every side by half its height (DB's map marks a shrunk text
-// kernel, which PaddleOCR re-grows with unclip_ratio 1.5 — for a long line
-// that is 0.75× the kernel height per side — so half the height keeps the
-// ascenders and descenders while staying clear of the next line), then scaled
+// This is a simplified DB post-processing (PaddleOCR DBPostProcess without
+// polygons): pixels above thresh (DetThresh) form 4-connected components;
+// components with fewer than minArea pixels (DetMinArea) are dropped; each
+// component's bounding box is grown on every side by DB's unclip offset
+// area·DetUnclipRatio/perimeter (≈ 0.75× its height for a long line), scaled
 // to the original image and clipped to it. Rotated text is not handled (no
-// minimum-area rectangles).
+// minimum-area rectangles) and there is no box-score filter (box_thresh).
+//
+// MODELS.md §5 padded by half the box height instead; on rendered pages the
+// unclip offset reads more spaces right (the recogniser drops spaces when the
+// crop is tight) and never fewer characters.
 func DetBoxes(prob runtime.Tensor, row int, g DetGeometry, thresh float32, minArea int) ([]image.Rectangle, error) {
 	if err := checkFP32(prob, 4, row); err != nil {
 		return nil, fmt.Errorf("glue.DetBoxes: %w", err)
@@ -166,11 +171,9 @@ func DetBoxes(prob runtime.Tensor, row int, g DetGeometry, thresh float32, minAr
 		if n < minArea {
 			continue
 		}
-		pad := float64(y1-y0+1) * detPad
-		if detPad < 0 {
-			cw, ch := float64(x1-x0+1), float64(y1-y0+1)
-			pad = cw * ch * -detPad / (2 * (cw + ch))
-		}
+		// DB unclip of the component's rectangle: offset = area·ratio/perimeter.
+		cw, ch := float64(x1-x0+1), float64(y1-y0+1)
+		pad := cw * ch * DetUnclipRatio / (2 * (cw + ch))
 		r := image.Rect(
 			int(math.Floor((float64(x0)-pad)*sx)), int(math.Floor((float64(y0)-pad)*sy)),
 			int(math.Ceil((float64(x1+1)+pad)*sx)), int(math.Ceil((float64(y1+1)+pad)*sy)),
@@ -187,8 +190,6 @@ func DetBoxes(prob runtime.Tensor, row int, g DetGeometry, thresh float32, minAr
 	})
 	return boxes, nil
 }
-
-var detPad = 0.5
 
 // GroupLines groups boxes into text lines: two boxes share a line when their
 // vertical overlap is at least half the height of the shorter one. It returns
