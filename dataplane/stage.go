@@ -256,7 +256,9 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	loaded := time.Now()
 	// The switch itself: two stores and the worker set change.
 	if err := s.b.SetConfig(batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: s.b.Config().MaxQueue}); err != nil {
-		stopReplicas(add)
+		for _, r := range add { // loaded, never started
+			r.close()
+		}
 		return 0, err
 	}
 	s.cfg.Store(&cfg)

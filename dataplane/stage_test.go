@@ -457,3 +457,21 @@ func TestInferRejectsInputsThatDoNotFitTheStage(t *testing.T) {
 	f(in, "needs 8 bytes, got 4")
 	f(nil, "takes 1 inputs")
 }
+
+func TestReconfigureThatTheQueueCannotHoldIsRefusedAndChangesNothing(t *testing.T) {
+	r := newFakeRig(false)
+	s := r.stage(t, cfgA, 8)
+	bad := cfgA
+	bad.MaxBatch, bad.Replicas = 16, 2 // a batch larger than the 8-row queue
+	if _, err := s.Reconfigure(bad); err == nil || !strings.Contains(err.Error(), "max-queue") {
+		t.Fatalf("Reconfigure to max batch 16 with an 8-row queue: %v", err)
+	}
+	if got := s.Config(); got != cfgA {
+		t.Fatalf("config after a refused reconfiguration: %+v", got)
+	}
+	res, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+	if err != nil {
+		t.Fatalf("stage unusable after a refused reconfiguration: %v", err)
+	}
+	res.Release()
+}
