@@ -77,6 +77,7 @@ type CLI struct {
 	Router  RouterCmd  `cmd:"" help:"Accept inference requests and chain them through the pipeline's stages (separate processes)."`
 	Stage   StageCmd   `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
 	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
+	Load    LoadCmd    `cmd:"" help:"Send an open-loop load (constant, steps or a Twitter-trace window) to an infer URL and report every outcome."`
 	Profile ProfileCmd `cmd:"" help:"Measure latency and throughput per variant, cores and batch size; write a profile file."`
 	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
 	Version VersionCmd `cmd:"" help:"Print the version and exit."`
