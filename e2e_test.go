@@ -1,0 +1,148 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+)
+
+// buildIPA builds the binary under test once per test.
+func buildIPA(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "ipa")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func modelsDir(t *testing.T) string {
+	dir := os.Getenv("IPA_MODELS_DIR")
+	if dir == "" {
+		dir = ".deps/models"
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("model repository missing (run `make models`): %v", err)
+	}
+	return dir
+}
+
+// TestLocalServesATraceWindowAndAccountsForEveryRequest runs the real
+// binaries: `ipa local` on the built-in classify pipeline, and `ipa load`
+// replaying 30 s of the paper's bursty Twitter window (÷ 8) against it.
+func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
+	const trace = "../shared/data/twitter/workload.tbz2"
+	if _, err := os.Stat(trace); err != nil {
+		t.Fatalf("the Twitter trace is required: %v", err)
+	}
+	bin := buildIPA(t)
+	addr := freeAddr(t)
+	local := exec.Command(bin, "local", "--pipeline", "classify", "--models.dir", modelsDir(t), "--http.listen-addr", addr)
+	var localLog strings.Builder
+	local.Stdout, local.Stderr = &localLog, &localLog
+	if err := local.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		local.Process.Signal(os.Interrupt)
+		local.Wait()
+		if t.Failed() {
+			t.Logf("ipa local:\n%s", localLog.String())
+		}
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r, err := http.Get("http://" + addr + "/v2/health/ready")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ipa local not ready after 60s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	const start, end = 1301160, 1301190
+	report := filepath.Join(t.TempDir(), "report.json")
+	load := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer",
+		"--pattern", "trace", "--trace", trace, "--start", fmt.Sprint(start), "--end", fmt.Sprint(end), "--damping", "8",
+		"--body", "docs/sample-page.png", "--sla", "1s", "--report", report, "--no-progress")
+	out, err := load.CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipa load: %v\n%s", err, out)
+	}
+	t.Logf("ipa load:\n%s", out)
+	var rep struct {
+		Sent, Succeeded, Dropped, Failed int
+		Duration                         float64 `json:"duration_seconds"`
+		DroppedByReason                  map[string]int `json:"dropped_by_reason"`
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sent != rep.Succeeded+rep.Dropped+rep.Failed {
+		t.Fatalf("accounting does not close: sent %d ≠ %d + %d + %d", rep.Sent, rep.Succeeded, rep.Dropped, rep.Failed)
+	}
+	counts, err := loadgen.OpenTrace(trace, start, end)
+	if err != nil {
+		t.Fatal(err)
+	}
+	window, _ := loadgen.TraceWindow(counts, 8)
+	if want := int(window.Total()); rep.Sent < want-1 || rep.Sent > want+1 {
+		t.Fatalf("sent %d requests; the damped window holds %d", rep.Sent, want)
+	}
+	if rep.Duration < 30 {
+		t.Fatalf("the run lasted %.1fs, want ≥ 30s", rep.Duration)
+	}
+	if rep.Failed != 0 || rep.Succeeded < rep.Sent*9/10 {
+		t.Fatalf("succeeded %d, dropped %d %v, failed %d of %d", rep.Succeeded, rep.Dropped, rep.DroppedByReason, rep.Failed, rep.Sent)
+	}
+	// The router saw every request the generator put on the wire.
+	r, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	metrics, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, m := range regexp.MustCompile(`ipa_router_requests_total\{pipeline="classify",code="[0-9]xx"\} (\d+)`).FindAllStringSubmatch(string(metrics), -1) {
+		n, _ := strconv.Atoi(m[1])
+		seen += n
+	}
+	if want := rep.Sent - rep.DroppedByReason[loadgen.ReasonClientOverload]; seen != want {
+		t.Fatalf("router counted %d requests, the generator put %d on the wire", seen, want)
+	}
+}
