@@ -100,7 +100,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 	t.Logf("ipa load:\n%s", out)
 	var rep struct {
 		Sent, Succeeded, Dropped, Failed int
-		Duration                         float64 `json:"duration_seconds"`
+		Duration                         float64        `json:"duration_seconds"`
 		DroppedByReason                  map[string]int `json:"dropped_by_reason"`
 	}
 	b, err := os.ReadFile(report)
