@@ -146,3 +146,23 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 		t.Fatalf("router counted %d requests, the generator put %d on the wire", seen, want)
 	}
 }
+
+// TestBinaryNeedsOnlyGlibc: HiGHS and its C++ runtime are linked in; ONNX
+// Runtime is loaded at run time. A machine with glibc and libonnxruntime.so
+// runs ipa.
+func TestBinaryNeedsOnlyGlibc(t *testing.T) {
+	bin := buildIPA(t)
+	out, err := exec.Command("ldd", bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ldd: %v\n%s", err, out)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		lib := strings.Fields(line)[0]
+		switch {
+		case strings.HasPrefix(lib, "linux-vdso"), strings.HasPrefix(lib, "/lib64/ld-linux"),
+			strings.HasPrefix(lib, "libc.so"), strings.HasPrefix(lib, "libm.so"):
+		default:
+			t.Errorf("ipa links %s dynamically; only glibc is allowed:\n%s", lib, out)
+		}
+	}
+}

@@ -110,11 +110,12 @@ if ! done_stamp highs; then
 		-DBUILD_SHARED_LIBS=OFF -DBUILD_TESTING=OFF -DFAST_BUILD=ON -DBUILD_EXAMPLES=OFF \
 		-DCMAKE_INSTALL_PREFIX="$DEPS/highs" -DCMAKE_INSTALL_LIBDIR=lib >/dev/null
 	ninja -C "$DEPS/highs-build" install | awk '/^\[/ { if (++n % 25 == 0) print "  " $1 } END { print "  built" }'
-	# The generated highs.pc omits what a static link needs.
-	sed -i 's/^Libs: \(.*\)$/Libs: \1 -lstdc++ -lm -lz/' "$DEPS/highs/lib/pkgconfig/highs.pc"
 	rm -rf "$DEPS/highs-src" "$DEPS/highs-build"
 	stamp highs
 fi
+# The generated highs.pc omits what a static link needs. Link the C++ runtime
+# and zlib statically too, so that bin/ipa needs nothing but glibc.
+sed -i 's|^Libs: .*$|Libs: -L${libdir} -lhighs -Wl,-Bstatic -lstdc++ -lz -Wl,-Bdynamic -lm -static-libgcc|' "$DEPS/highs/lib/pkgconfig/highs.pc"
 say "ok: $DEPS/highs"
 
 next "ImageNet graphs (Debian trixie libonnx-testdata)"
