@@ -1,9 +1,7 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"slices"
 	"time"
@@ -110,27 +108,8 @@ func (c *LocalCmd) Run(g *Globals) error {
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
 	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, stageSrv.Handle)
-	ln, err := net.Listen("tcp", c.HTTP.ListenAddr)
-	if err != nil {
-		for i := len(stages) - 1; i >= 0; i-- {
-			stages[i].Close()
-		}
-		return fmt.Errorf("cannot listen: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- router.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
-		"try", fmt.Sprintf("curl http://%s/v2/models/%s", ln.Addr(), spec.Name))
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		log.Error("server failed", "err", err)
-	}
-	start := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = router.Shutdown(sctx)
-	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
+	err = serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
+		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
 	for i := len(stages) - 1; i >= 0; i-- {
 		stages[i].Close()
 	}

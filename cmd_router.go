@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"strings"
-	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
 )
@@ -75,19 +73,5 @@ func (c *RouterCmd) Run(g *Globals) error {
 		return err
 	}
 	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, nil)
-	ln, err := net.Listen("tcp", c.HTTP.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("cannot listen: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- router.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "pipeline", spec.Name, "sla", spec.SLA.String())
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = router.Shutdown(sctx)
-	return err
+	return serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String())
 }

@@ -1,12 +1,9 @@
 package main
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
-	"time"
 
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
@@ -84,25 +81,8 @@ func (c *StageCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", c.HTTP.ListenAddr)
-	if err != nil {
-		st.Close()
-		return fmt.Errorf("cannot listen: %w", err)
-	}
 	srv := dataplane.NewServer(c.HTTP, c.Admin, []*dataplane.Stage{st}, log, version)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("serving", "addr", ln.Addr().String(), "stage", meta.Name, "variants", meta.VariantNames(), "onnxruntime", mlrt.Version())
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		log.Error("server failed", "err", err)
-	}
-	start := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
+	err = serve(ctx, log, c.HTTP.ListenAddr, srv, "stage", meta.Name, "variants", meta.VariantNames(), "onnxruntime", mlrt.Version())
 	st.Close()
 	return err
 }

@@ -8,11 +8,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -79,6 +81,7 @@ type CLI struct {
 	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
 	Load    LoadCmd    `cmd:"" help:"Send an open-loop load (constant, steps or a Twitter-trace window) to an infer URL and report every outcome."`
 	Profile ProfileCmd `cmd:"" help:"Measure latency and throughput per variant, cores and batch size; write a profile file."`
+	Solve   SolveCmd   `cmd:"" help:"Solve the integer program once (HiGHS, exact or brute force) and print the plan."`
 	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
 	Version VersionCmd `cmd:"" help:"Print the version and exit."`
 }
@@ -109,6 +112,35 @@ func signalContext(log *slog.Logger) context.Context {
 		os.Exit(1)
 	}()
 	return ctx
+}
+
+// httpServer is what serve runs: a dataplane.Server or a dataplane.Router.
+type httpServer interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// serve listens on addr and runs srv until ctx is done or srv fails, then
+// shuts it down (open requests get 30 s). logArgs describe what is served.
+func serve(ctx context.Context, log *slog.Logger, addr string, srv httpServer, logArgs ...any) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen: %w", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("serving", append([]any{"addr", ln.Addr().String()}, logArgs...)...)
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		log.Error("server failed", "err", err)
+	}
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
+	return err
 }
 
 func main() {

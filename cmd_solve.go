@@ -1,0 +1,147 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/optimizer/highs"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+// SolveCmd solves the integer program once and prints the plan.
+type SolveCmd struct {
+	Problem      string        `placeholder:"FILE" help:"The whole problem as one JSON document (optimizer.Problem: stages, profiles inline, arrival_rate, sla_seconds, …); the flags below are then ignored."`
+	Models       RepoFlags     `embed:"" prefix:"models."`
+	Pipeline     PipelineFlags `embed:""`
+	Profile      string        `placeholder:"FILE" help:"Profile file written by 'ipa profile' (required without --problem)."`
+	Rate         float64       `help:"Arrival rate λ in requests per second."`
+	SLA          time.Duration `help:"End-to-end SLA (default: the pipeline's)."`
+	DeriveSLA    float64       `name:"derive-sla" help:"Derive the SLA from the profile as the paper did, with this factor (e.g. 5); overrides --sla."`
+	Alpha        float64       `default:"1" help:"Weight of accuracy."`
+	Beta         float64       `default:"0.05" help:"Weight of cost (cores)."`
+	Gamma        float64       `default:"1e-6" help:"Weight of the sum of batch sizes (tie-break toward small batches)."`
+	Accuracy     string        `default:"sum" enum:"sum,average,multiply" help:"How stage accuracies combine: ${enum}."`
+	Normalize    bool          `help:"Use accuracy ranks within each stage instead of raw values."`
+	BatchCap     int           `help:"Largest batch size considered (0: no cap)."`
+	ScalingCap   int           `help:"Most replicas per stage (0: 100)."`
+	CoreCapacity int           `help:"Most cores in total (0: unbounded)."`
+	Baseline     string        `default:"" enum:",scale,switch,fixed" help:"Restrict to a baseline of the paper (needs the pipeline's initial configuration as current)."`
+	Compat       bool          `help:"Reproduce the original IPA latency model (for comparison with published runs)."`
+	Solver       string        `default:"highs" enum:"highs,exact,brute" help:"Solver: ${enum}."`
+	Output       string        `default:"table" enum:"table,json" help:"Output: ${enum}."`
+}
+
+// Run builds the problem, solves it and prints the plan. An infeasible
+// problem prints the max-throughput fallback plan and exits non-zero.
+func (c *SolveCmd) Run(*Globals) error {
+	p, err := c.problem()
+	if err != nil {
+		return err
+	}
+	var s optimizer.Solver = highs.Solver{}
+	switch c.Solver {
+	case "exact":
+		s = optimizer.Exact{}
+	case "brute":
+		s = optimizer.BruteForce{}
+	}
+	plan, solveErr := optimizer.Solve(p, s, time.Now)
+	if solveErr != nil && !errors.Is(solveErr, optimizer.ErrInfeasible) {
+		return solveErr
+	}
+	if c.Output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(plan); err != nil {
+			return err
+		}
+	} else {
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "STAGE\tVARIANT\tBATCH\tREPLICAS\tCORES\tP99 BATCH\tFILL\tCAPACITY/s\tCHANGED")
+		for _, st := range plan.Stages {
+			est := ""
+			if st.Estimated {
+				est = " (estimated)"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d%s\t%d\t%d\t%s\t%s\t%.1f\t%v\n", st.Stage, st.Variant, st.Batch, est, st.Replicas, st.Cores,
+				st.ProfiledLatency.Round(time.Microsecond), st.Queue.Round(time.Microsecond), st.Throughput, st.Changed)
+		}
+		w.Flush()
+		fmt.Printf("\nλ %.4g/s, SLA %s: predicted latency %s, capacity %.1f/s (headroom %.1f/s), accuracy %.4f, cost %d cores, objective %.6g\n",
+			p.ArrivalRate, p.SLA, plan.Latency.Round(time.Microsecond), plan.Throughput, plan.Headroom, plan.Accuracy, plan.Cost, plan.Objective)
+		fmt.Printf("solver %s in %s\n", plan.Solver, plan.SolveTime.Round(time.Microsecond))
+	}
+	return solveErr
+}
+
+func (c *SolveCmd) problem() (*optimizer.Problem, error) {
+	if c.Problem != "" {
+		b, err := os.ReadFile(c.Problem)
+		if err != nil {
+			return nil, err
+		}
+		var p optimizer.Problem
+		if err := json.Unmarshal(b, &p); err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Problem, err)
+		}
+		return &p, nil
+	}
+	if c.Profile == "" {
+		return nil, fmt.Errorf("give --profile FILE (from 'ipa profile') or --problem FILE")
+	}
+	f, err := os.Open(c.Profile)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	prof, err := profiles.Load(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.Profile, err)
+	}
+	repo, err := c.Models.Open()
+	if err != nil {
+		return nil, err
+	}
+	spec, err := c.Pipeline.Load(repo)
+	if err != nil {
+		return nil, err
+	}
+	p := &optimizer.Problem{Profiles: prof, ArrivalRate: c.Rate, SLA: spec.SLA, Alpha: c.Alpha, Beta: c.Beta, Gamma: c.Gamma,
+		Accuracy: optimizer.AccuracyMode(c.Accuracy), Normalize: c.Normalize, BatchCap: c.BatchCap, ScalingCap: c.ScalingCap,
+		CoreCapacity: c.CoreCapacity, Baseline: optimizer.Baseline(c.Baseline), Compat: c.Compat}
+	for _, s := range spec.Stages {
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			return nil, err
+		}
+		st := optimizer.StagesFromModels(meta)[0]
+		st.Name, st.Profile = s.Name, meta.Name
+		// Offer only what the profile measured.
+		var offered []optimizer.Variant
+		for _, v := range st.Variants {
+			if prof.Variant(meta.Name, v.Name) != nil {
+				offered = append(offered, v)
+			}
+		}
+		if len(offered) == 0 {
+			return nil, fmt.Errorf("profile %s has no variant of stage %q; run `ipa profile --stage %s`", c.Profile, meta.Name, meta.Name)
+		}
+		st.Variants = offered
+		p.Stages = append(p.Stages, st)
+		p.Current = append(p.Current, s.Initial)
+	}
+	if c.SLA > 0 {
+		p.SLA = c.SLA
+	}
+	if c.DeriveSLA > 0 {
+		if p.SLA, err = optimizer.DeriveSLA(prof, p.Stages, c.DeriveSLA); err != nil {
+			return nil, err
+		}
+	}
+	return p, nil
+}

@@ -1,0 +1,207 @@
+package optimizer
+
+import (
+	"cmp"
+	"math"
+	"slices"
+)
+
+// Exact is the combinatorial solver: a dynamic program over stages that
+// keeps, after each stage, only the partial plans no other partial plan
+// dominates. It is exact for every accuracy mode:
+//
+//   - sum and average: the objective is a sum of per-stage terms
+//     α·w·a − β·c·n − γ·k (w = 1 or 1/|S|), so a partial plan is dominated
+//     by one with no more latency, cores and changes and no less value;
+//   - multiply: the objective α·Π a − Σ (β·c·n + γ·k) is increasing in the
+//     partial product P (every remaining factor is >= 0 and α >= 0) and
+//     decreasing in the partial penalty, so domination needs P no smaller
+//     and penalty no larger, besides latency, cores and changes.
+//
+// Partial plans whose latency plus the least latency of the remaining
+// stages exceeds the budget (likewise for cores) are dropped at once. Final
+// plans are rescored with Instance.Objective and ranked by Instance.Better.
+type Exact struct{}
+
+var _ Solver = Exact{}
+
+// Name implements Solver.
+func (Exact) Name() string { return "exact" }
+
+type partial struct {
+	lat    float64
+	cores  int
+	chg    int
+	val    float64 // sum modes: α·Σ w·a − penalty; multiply: Π a
+	pen    float64 // multiply only: Σ β·c·n + γ·k
+	parent int32   // index in the previous layer
+	opt    int32   // option index in this stage
+}
+
+// Solve implements Solver. A first pass keeps only the beamWidth most
+// promising partial plans per stage to find a good feasible plan quickly;
+// its objective then prunes, in the exact pass, every partial plan whose
+// optimistic bound falls below it (beyond a 1e-9 relative margin, so ties
+// survive for the change count).
+func (Exact) Solve(in *Instance) ([]Pick, error) {
+	in = in.Pruned()
+	size := 1.0
+	for _, sp := range in.Stages {
+		size *= float64(len(sp.Options))
+	}
+	if size <= 1e4 { // small enough for the plain program: skip the beam
+		best, _ := dp(in, 0, math.Inf(-1))
+		if best == nil {
+			return nil, ErrInfeasible
+		}
+		return best, nil
+	}
+	inc, incObj := dp(in, beamWidth, math.Inf(-1))
+	if inc == nil {
+		// The beam dropped every feasible completion, or there is none.
+		inc, incObj = dp(in, 0, math.Inf(-1))
+		if inc == nil {
+			return nil, ErrInfeasible
+		}
+		return inc, nil
+	}
+	best, bestObj := dp(in, 0, incObj-1e-9*max(1, math.Abs(incObj)))
+	if best == nil || in.Better(inc, incObj, best, bestObj) {
+		return inc, nil
+	}
+	return best, nil
+}
+
+const beamWidth = 64
+
+// dp runs the Pareto dynamic program. With beam > 0 it keeps only the beam
+// partial plans with the best bounds per stage (a heuristic); with floor
+// finite it drops partial plans whose bound is below floor. It returns the
+// best complete plan by Instance.Better, or nil.
+func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
+	S := len(in.Stages)
+	mul := in.Mode == Multiply
+	w := in.Alpha
+	if in.Mode == Average {
+		w = in.Alpha / float64(S)
+	}
+	useCores := in.Capacity > 0
+	useChg := in.Problem != nil && in.Problem.Current != nil
+	// Least latency and cores of stages s.. (for the budget tests), and
+	// optimistic objective parts: the best value (sum modes), or the largest
+	// accuracy product and least penalty (multiply) of stages s...
+	restLat := make([]float64, S+1)
+	restCores := make([]int, S+1)
+	restVal := make([]float64, S+1)
+	restProd := make([]float64, S+1)
+	restPen := make([]float64, S+1)
+	restProd[S] = 1
+	for s := S - 1; s >= 0; s-- {
+		ml, mc, mv, ma, mp := math.Inf(1), math.MaxInt32, math.Inf(-1), 0.0, math.Inf(1)
+		for _, o := range in.Stages[s].Options {
+			c := &in.Stages[s].Configs[o.Config]
+			pen := in.Beta*float64(o.TotalCores) + in.Gamma*float64(c.Batch)
+			ml, mc = min(ml, c.Latency), min(mc, o.TotalCores)
+			mv, ma, mp = max(mv, w*c.Accuracy-pen), max(ma, c.Accuracy), min(mp, pen)
+		}
+		restLat[s], restCores[s] = restLat[s+1]+ml, restCores[s+1]+mc
+		restVal[s], restProd[s], restPen[s] = restVal[s+1]+mv, restProd[s+1]*ma, restPen[s+1]+mp
+	}
+	if math.IsInf(restLat[0], 1) {
+		return nil, 0
+	}
+	bound := func(q *partial, s int) float64 { // optimistic objective after stage s−1
+		if mul {
+			return in.Alpha*q.val*restProd[s] - q.pen - restPen[s]
+		}
+		return q.val + restVal[s]
+	}
+	slack := 1e-12 * max(1, math.Abs(in.Budget))
+	start := partial{parent: -1, opt: -1}
+	if mul {
+		start.val = 1
+	}
+	layers := [][]partial{{start}}
+	for s := 0; s < S; s++ {
+		sp := &in.Stages[s]
+		prev := layers[s]
+		var next []partial
+		for pi, ps := range prev {
+			for oi, o := range sp.Options {
+				c := &sp.Configs[o.Config]
+				q := partial{lat: ps.lat + c.Latency, cores: ps.cores + o.TotalCores, chg: ps.chg, parent: int32(pi), opt: int32(oi)}
+				if q.lat+restLat[s+1] > in.Budget+slack || useCores && q.cores+restCores[s+1] > in.Capacity {
+					continue
+				}
+				if c.Changed {
+					q.chg++
+				}
+				pen := in.Beta*float64(o.TotalCores) + in.Gamma*float64(c.Batch)
+				if mul {
+					q.val, q.pen = ps.val*c.Accuracy, ps.pen+pen
+				} else {
+					q.val = ps.val + w*c.Accuracy - pen
+				}
+				if bound(&q, s+1) < floor {
+					continue
+				}
+				next = append(next, q)
+			}
+		}
+		next = pareto(next, mul, useCores, useChg)
+		if beam > 0 && len(next) > beam {
+			slices.SortStableFunc(next, func(a, b partial) int { return cmp.Compare(bound(&b, s+1), bound(&a, s+1)) })
+			next = next[:beam]
+		}
+		if len(next) == 0 {
+			return nil, 0
+		}
+		layers = append(layers, next)
+	}
+	var best, cur []Pick
+	var bestObj float64
+	for i := range layers[S] {
+		cur = append(cur[:0], make([]Pick, S)...)
+		j := int32(i)
+		for s := S; s > 0; s-- {
+			ps := layers[s][j]
+			o := in.Stages[s-1].Options[ps.opt]
+			cur[s-1] = Pick{Config: o.Config, Replicas: o.Replicas}
+			j = ps.parent
+		}
+		if in.Feasible(cur) != nil {
+			continue // within the pruning slack only
+		}
+		obj := in.Objective(cur)
+		if best == nil || in.Better(cur, obj, best, bestObj) {
+			best, bestObj = slices.Clone(cur), obj
+		}
+	}
+	return best, bestObj
+}
+
+// pareto returns the partial plans of ps that no other one dominates. It
+// sorts them so that a dominating plan always precedes the plans it
+// dominates, then keeps a plan only if no kept plan dominates it.
+func pareto(ps []partial, mul, useCores, useChg bool) []partial {
+	slices.SortStableFunc(ps, func(a, b partial) int {
+		return cmp.Or(cmp.Compare(a.lat, b.lat), cmp.Compare(a.cores, b.cores), cmp.Compare(a.chg, b.chg),
+			cmp.Compare(b.val, a.val), cmp.Compare(a.pen, b.pen))
+	})
+	kept := ps[:0:0]
+	for _, q := range ps {
+		dominated := false
+		for i := len(kept) - 1; i >= 0; i-- {
+			k := &kept[i]
+			if k.lat <= q.lat && k.val >= q.val && (!mul || k.pen <= q.pen) &&
+				(!useCores || k.cores <= q.cores) && (!useChg || k.chg <= q.chg) {
+				dominated = true
+				break
+			}
+		}
+		if !dominated {
+			kept = append(kept, q)
+		}
+	}
+	return kept
+}

@@ -1,0 +1,343 @@
+package optimizer
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+// AccuracyMode says how stage accuracies combine into the pipeline's
+// accuracy (IPA.md §2.4, accuracy_method).
+type AccuracyMode string
+
+// The accuracy modes.
+const (
+	Sum      AccuracyMode = "sum"      // Σ_s a_s
+	Average  AccuracyMode = "average"  // Σ_s a_s / |S|
+	Multiply AccuracyMode = "multiply" // Π_s a_s; needs a_s >= 0 (the JSys revision's PAS)
+)
+
+// Baseline restricts the decision space to reproduce the paper's baselines
+// (IPA.md §2.6). All but Full need Problem.Current.
+type Baseline string
+
+// The baseline modes.
+const (
+	Full   Baseline = ""       // variant, cores, batch and replicas all adapt (IPA)
+	Scale  Baseline = "scale"  // variant and cores pinned to Current; batch and replicas adapt (FA2)
+	Switch Baseline = "switch" // replicas pinned to Current; variant, cores and batch adapt (RIM)
+	Fixed  Baseline = "fixed"  // everything pinned: evaluates Current
+)
+
+// DefaultScalingCap is IPA's scaling_cap (IPA.md §2.7).
+const DefaultScalingCap = 100
+
+// Problem is everything one decision needs. The zero values of the optional
+// fields are documented defaults. A Problem is not modified by Solve.
+type Problem struct {
+	// Stages is the pipeline, in request order.
+	Stages []Stage `json:"stages"`
+	// Profiles holds the measurements of every offered variant.
+	Profiles *profiles.Profile `json:"profiles"`
+	// ArrivalRate is the predicted load λ in requests per second (>= 0).
+	ArrivalRate float64 `json:"arrival_rate"`
+	// SLA is the end-to-end latency objective (> 0).
+	SLA time.Duration `json:"-"`
+	// Alpha, Beta and Gamma weigh accuracy, cost in cores, and the sum of
+	// batch sizes (all >= 0; IPA uses γ = 1e-6 to break ties toward small batches).
+	Alpha float64 `json:"alpha"`
+	Beta  float64 `json:"beta"`
+	Gamma float64 `json:"gamma"`
+	// Accuracy combines stage accuracies; empty means Sum.
+	Accuracy AccuracyMode `json:"accuracy"`
+	// Normalize replaces each variant's accuracy by its rank in its stage,
+	// rank/(n−1), as IPA's normalize_accuracy (IPA.md §2.4). Otherwise the
+	// accuracy is Variant.Accuracy/100, as IPA's Model.accuracy.
+	Normalize bool `json:"normalize"`
+	// Batches lists the candidate batch sizes; empty means every profiled
+	// batch size of any variant of the pipeline (IPA.md §2.1 item 4).
+	// Unmeasured ones are estimated from the profile unless Compat is set.
+	Batches []int `json:"batches,omitempty"`
+	// BatchCap drops batch sizes above it (IPA's batching_cap); 0: no cap.
+	BatchCap int `json:"batch_cap,omitempty"`
+	// ScalingCap bounds replicas per stage; 0 means DefaultScalingCap.
+	ScalingCap int `json:"scaling_cap,omitempty"`
+	// CoreCapacity bounds Σ_s cores·replicas; 0 means unbounded.
+	CoreCapacity int `json:"core_capacity,omitempty"`
+	// Current is the live configuration, one per stage, or nil. It breaks
+	// ties toward fewer changes and is what the baselines pin.
+	Current []models.StageConfig `json:"current,omitempty"`
+	// Baseline restricts the decision space; see the constants.
+	Baseline Baseline `json:"baseline,omitempty"`
+	// Compat reproduces the original's latency model for comparison with
+	// published runs: measured batch sizes only, and the queueing term of
+	// its Gurobi model, which adds the constant −Σ_s |V_s|(|K|−1)/λ to the
+	// left side of the latency constraint instead of Σ_s (k_s−1)/λ (the bug
+	// of IPA.md §2.5; equivalently it loosens the SLA by that amount).
+	Compat bool `json:"compat,omitempty"`
+}
+
+// Stage is one step of the pipeline and the variants offered for it.
+type Stage struct {
+	// Name of the step (unique in the pipeline).
+	Name string `json:"name"`
+	// Profile names the stage in Problem.Profiles; empty means Name.
+	Profile  string    `json:"profile,omitempty"`
+	Variants []Variant `json:"variants"`
+}
+
+// Variant is one offered model variant of a stage.
+type Variant struct {
+	Name string `json:"name"`
+	// Accuracy in the metric's unit, e.g. 69.75 for 69.75 % (models.Accuracy.Value).
+	Accuracy float64 `json:"accuracy"`
+	// Cores lists the allowed cores per replica, e.g. IPA's base allocation
+	// (IPA.md §2.3) as a single value; empty means every profiled count.
+	Cores []int `json:"cores,omitempty"`
+}
+
+func (s *Stage) profileName() string {
+	if s.Profile != "" {
+		return s.Profile
+	}
+	return s.Name
+}
+
+// StagesFromModels offers every variant of each repository stage, in order,
+// with its published accuracy.
+func StagesFromModels(stages ...*models.Stage) []Stage {
+	out := make([]Stage, len(stages))
+	for i, st := range stages {
+		out[i].Name = st.Name
+		for _, v := range st.Variants {
+			out[i].Variants = append(out[i].Variants, Variant{Name: v.Name, Accuracy: v.Accuracy.Value})
+		}
+	}
+	return out
+}
+
+type problemJSON Problem
+
+// MarshalJSON writes the problem document: the fields of Problem in
+// snake_case with the SLA in seconds (sla_seconds) and the profile inline in
+// the profile file format.
+func (p Problem) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		problemJSON
+		SLASeconds float64 `json:"sla_seconds"`
+	}{problemJSON(p), p.SLA.Seconds()})
+}
+
+// UnmarshalJSON reads the problem document written by MarshalJSON, strictly:
+// unknown fields are errors, and the profile is loaded (sorted and
+// validated) as profiles.Load does.
+func (p *Problem) UnmarshalJSON(b []byte) error {
+	var doc struct {
+		problemJSON
+		Profiles   json.RawMessage `json:"profiles"`
+		SLASeconds float64         `json:"sla_seconds"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err != nil {
+		return err
+	}
+	if bad(doc.SLASeconds) || doc.SLASeconds > 1e6 {
+		return fmt.Errorf("sla_seconds %v must be finite, >= 0 and at most 1e6", doc.SLASeconds)
+	}
+	*p = Problem(doc.problemJSON)
+	p.SLA = time.Duration(math.Round(doc.SLASeconds * 1e9))
+	p.Profiles = nil
+	if len(doc.Profiles) > 0 && string(doc.Profiles) != "null" {
+		prof, err := profiles.Load(bytes.NewReader(doc.Profiles))
+		if err != nil {
+			return fmt.Errorf("profiles: %w", err)
+		}
+		p.Profiles = prof
+	}
+	return nil
+}
+
+func bad(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) || x < 0 }
+
+// Validate checks p on its own and against its profile.
+func (p *Problem) Validate() error {
+	if len(p.Stages) == 0 {
+		return errors.New("the pipeline has no stages")
+	}
+	if p.Profiles == nil {
+		return errors.New("no profiles")
+	}
+	switch {
+	case bad(p.ArrivalRate) || p.ArrivalRate > 1e9:
+		return fmt.Errorf("arrival rate %v must be finite and in [0, 1e9] requests/s", p.ArrivalRate)
+	case p.SLA <= 0:
+		return fmt.Errorf("sla %s must be positive", p.SLA)
+	case bad(p.Alpha) || bad(p.Beta) || bad(p.Gamma):
+		return fmt.Errorf("alpha %v, beta %v and gamma %v must be finite and >= 0", p.Alpha, p.Beta, p.Gamma)
+	case p.BatchCap < 0 || p.ScalingCap < 0 || p.CoreCapacity < 0:
+		return errors.New("batch_cap, scaling_cap and core_capacity must be >= 0 (0: default)")
+	case p.ScalingCap > 1<<20:
+		return fmt.Errorf("scaling_cap %d is absurd", p.ScalingCap)
+	}
+	switch p.Accuracy {
+	case "", Sum, Average, Multiply:
+	default:
+		return fmt.Errorf("accuracy mode %q is unknown; use sum, average or multiply", p.Accuracy)
+	}
+	switch p.Baseline {
+	case Full:
+	case Scale, Switch, Fixed:
+		if p.Current == nil {
+			return fmt.Errorf("baseline %q pins the current configuration: set current", p.Baseline)
+		}
+	default:
+		return fmt.Errorf("baseline %q is unknown; use \"\" (full), scale, switch or fixed", p.Baseline)
+	}
+	if p.Current != nil && len(p.Current) != len(p.Stages) {
+		return fmt.Errorf("current has %d stage configs for %d stages", len(p.Current), len(p.Stages))
+	}
+	for _, b := range p.Batches {
+		if b < 1 || b > 1<<16 {
+			return fmt.Errorf("batch size %d must be in [1, 65536]", b)
+		}
+	}
+	names := map[string]bool{}
+	for i := range p.Stages {
+		s := &p.Stages[i]
+		if s.Name == "" || names[s.Name] {
+			return fmt.Errorf("stage %d: name %q is empty or used twice", i, s.Name)
+		}
+		names[s.Name] = true
+		if len(s.Variants) == 0 {
+			return fmt.Errorf("stage %q offers no variants", s.Name)
+		}
+		vs := map[string]bool{}
+		for _, v := range s.Variants {
+			if vs[v.Name] {
+				return fmt.Errorf("stage %q: variant %q is offered twice", s.Name, v.Name)
+			}
+			vs[v.Name] = true
+			if math.IsNaN(v.Accuracy) || math.IsInf(v.Accuracy, 0) {
+				return fmt.Errorf("stage %q variant %q: accuracy must be finite", s.Name, v.Name)
+			}
+			if p.Accuracy == Multiply && !p.Normalize && v.Accuracy < 0 {
+				return fmt.Errorf("stage %q variant %q: multiply needs accuracies >= 0, have %v; map error rates to 100−WER as PAS does (IPA.md §2.4)", s.Name, v.Name, v.Accuracy)
+			}
+			vp := p.Profiles.Variant(s.profileName(), v.Name)
+			if vp == nil {
+				return fmt.Errorf("stage %q variant %q is not in the profile (stage %q)", s.Name, v.Name, s.profileName())
+			}
+			for _, c := range v.Cores {
+				if vp.Config(c) == nil {
+					return fmt.Errorf("stage %q variant %q: cores %d not profiled (have %v)", s.Name, v.Name, c, vp.Cores())
+				}
+			}
+		}
+		if p.Current != nil {
+			c := p.Current[i]
+			if !vs[c.Variant] && p.Baseline != Full {
+				return fmt.Errorf("stage %q: current variant %q is not offered, so baseline %q cannot pin it", s.Name, c.Variant, p.Baseline)
+			}
+			if c.Replicas < 1 || c.Cores < 0 || c.MaxBatch < 0 {
+				return fmt.Errorf("stage %q: current config %+v needs replicas >= 1", s.Name, c)
+			}
+		}
+	}
+	return nil
+}
+
+func (p *Problem) scalingCap() int {
+	if p.ScalingCap == 0 {
+		return DefaultScalingCap
+	}
+	return p.ScalingCap
+}
+
+func (p *Problem) mode() AccuracyMode {
+	if p.Accuracy == "" {
+		return Sum
+	}
+	return p.Accuracy
+}
+
+// scores returns the accuracy term of each variant of stage s: rank/(n−1)
+// with Normalize (a single variant scores 1; equal accuracies share the
+// lower rank), Accuracy/100 otherwise (IPA.md §2.4).
+func (p *Problem) scores(s int) []float64 {
+	vs := p.Stages[s].Variants
+	out := make([]float64, len(vs))
+	if !p.Normalize {
+		for i, v := range vs {
+			out[i] = v.Accuracy / 100
+		}
+		return out
+	}
+	if len(vs) == 1 {
+		out[0] = 1
+		return out
+	}
+	sorted := make([]float64, len(vs))
+	for i, v := range vs {
+		sorted[i] = v.Accuracy
+	}
+	slices.Sort(sorted)
+	for i, v := range vs {
+		r, _ := slices.BinarySearch(sorted, v.Accuracy)
+		out[i] = float64(r) / float64(len(vs)-1)
+	}
+	return out
+}
+
+// batchSet returns the candidate batch sizes (IPA.md §2.1 item 4).
+func (p *Problem) batchSet() []int {
+	var set []int
+	if len(p.Batches) > 0 {
+		set = slices.Clone(p.Batches)
+	} else {
+		for _, s := range p.Stages {
+			for _, v := range s.Variants {
+				vp := p.Profiles.Variant(s.profileName(), v.Name)
+				for _, c := range vp.Configs {
+					set = append(set, c.Batches()...)
+				}
+			}
+		}
+	}
+	slices.Sort(set)
+	set = slices.Compact(set)
+	if p.BatchCap > 0 {
+		set = slices.DeleteFunc(set, func(b int) bool { return b > p.BatchCap })
+	}
+	return set
+}
+
+// queueDelay is the time the first request of a batch of k waits for the
+// batch to fill at rate λ: (k−1)/λ, 0 when λ = 0 (IPA's func_q, as intended).
+func queueDelay(k int, lambda float64) float64 {
+	if lambda == 0 {
+		return 0
+	}
+	return float64(k-1) / lambda
+}
+
+// budget returns the right side of the latency constraint in seconds: the
+// SLA, loosened in Compat mode by the original's constant queue term.
+func (p *Problem) budget() float64 {
+	sla := p.SLA.Seconds()
+	if !p.Compat || p.ArrivalRate == 0 {
+		return sla
+	}
+	k := len(p.batchSet())
+	for _, s := range p.Stages {
+		sla += float64(len(s.Variants)*(k-1)) / p.ArrivalRate
+	}
+	return sla
+}
