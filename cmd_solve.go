@@ -75,6 +75,9 @@ func (c *SolveCmd) Run(*Globals) error {
 		fmt.Printf("\nλ %.4g/s, SLA %s: predicted latency %s, capacity %.1f/s (headroom %.1f/s), accuracy %.4f, cost %d cores, objective %.6g\n",
 			p.ArrivalRate, p.SLA, plan.Latency.Round(time.Microsecond), plan.Throughput, plan.Headroom, plan.Accuracy, plan.Cost, plan.Objective)
 		fmt.Printf("solver %s in %s\n", plan.Solver, plan.SolveTime.Round(time.Microsecond))
+		if plan.Fallback {
+			fmt.Println("INFEASIBLE: this is the max-throughput fallback plan, which does not meet the SLA at this load")
+		}
 	}
 	return solveErr
 }
