@@ -46,5 +46,6 @@ func TestImportGraphKeepsItsShape(t *testing.T) {
 	f("runtime", map[string]string{mod + "dataplane": "runtime must not know the server", "github.com/valyala/fasthttp": "runtime must not know HTTP", "k8s.io/client-go": "no Kubernetes in runtime"})
 	f("optimizer", map[string]string{"github.com/lanl/highs": "optimizer is pure; HiGHS lives in optimizer/highs", mod + "runtime": "optimizer must not run models", mod + "dataplane": "optimizer must not serve", "k8s.io/client-go": "optimizer is pure"})
 	f("profiles", map[string]string{"github.com/lanl/highs": "profiles is pure data", mod + "runtime": "profiles is pure data", mod + "optimizer": "profiles is pure data"})
+	f("orchestrator", map[string]string{mod + "dataplane": "the controller reaches stages through Actuator", mod + "runtime": "the controller must not run models", "github.com/lanl/highs": "the solver is injected", "github.com/yalue/onnxruntime_go": "no ONNX in the controller"})
 	f("dataplane", map[string]string{"github.com/lanl/highs": "the data plane must not link the solver", "k8s.io/client-go": "the data plane must not talk to Kubernetes"})
 }

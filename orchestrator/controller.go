@@ -1,0 +1,269 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+)
+
+// Observer reads the recent load: per-second arrival counts, oldest first,
+// of the last complete seconds.
+type Observer interface {
+	Rates(ctx context.Context, seconds int) ([]float64, error)
+}
+
+// Predictor predicts the peak arrival rate of the next interval from the
+// per-second history (oldest first). orchestrator/predict implements it.
+type Predictor interface {
+	Predict(history []float64) float64
+}
+
+// PredictorFunc adapts a function to Predictor.
+type PredictorFunc func([]float64) float64
+
+// Predict implements Predictor.
+func (f PredictorFunc) Predict(h []float64) float64 { return f(h) }
+
+// Actuator reads and changes the configuration of the pipeline's stages,
+// in pipeline order.
+type Actuator interface {
+	Current(ctx context.Context) ([]models.StageConfig, error)
+	Apply(ctx context.Context, stage int, cfg models.StageConfig) error
+}
+
+// Clock is the loop's time source.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type systemClock struct{}
+
+func (systemClock) Now() time.Time                         { return time.Now() }
+func (systemClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Config tunes the loop. Tags are kong's.
+type Config struct {
+	Interval time.Duration `default:"10s" help:"Adaptation interval (>= 1s)."`
+	History  int           `default:"120" help:"Seconds of arrival history handed to the predictor."`
+	Margin   float64       `default:"1.1" help:"Multiplier on the predicted rate (head-room for prediction error)."`
+}
+
+// Validate checks the ranges.
+func (c Config) Validate() error {
+	switch {
+	case c.Interval < time.Second:
+		return fmt.Errorf("--controller.interval %s must be at least 1s", c.Interval)
+	case c.History < 1:
+		return fmt.Errorf("--controller.history must be at least 1")
+	case c.Margin < 1 || c.Margin > 10:
+		return fmt.Errorf("--controller.margin %g must be in [1, 10]", c.Margin)
+	}
+	return nil
+}
+
+// Decision is what the loop did in one interval: one JSON line of the
+// decision log.
+type Decision struct {
+	Time      time.Time            `json:"time"`
+	Observed  float64              `json:"observed_rps"` // mean of the last interval
+	PeakSeen  float64              `json:"observed_peak_rps"`
+	Predicted float64              `json:"predicted_rps"` // with margin
+	Plan      *optimizer.Plan      `json:"plan,omitempty"`
+	Fallback  bool                 `json:"fallback,omitempty"`
+	Changes   []Change             `json:"changes,omitempty"`
+	SolveSec  float64              `json:"solve_seconds"`
+	ApplySec  float64              `json:"apply_seconds"`
+	Error     string               `json:"error,omitempty"`
+	Applied   []models.StageConfig `json:"applied,omitempty"`
+}
+
+// Change is one stage whose configuration the loop changed.
+type Change struct {
+	Stage string             `json:"stage"`
+	From  models.StageConfig `json:"from"`
+	To    models.StageConfig `json:"to"`
+}
+
+// Controller runs the loop. It is safe for concurrent use; Run must be
+// called once.
+type Controller struct {
+	cfg     Config
+	problem optimizer.Problem // template: everything but ArrivalRate and Current
+	solver  optimizer.Solver
+	obs     Observer
+	pred    Predictor
+	act     Actuator
+	clock   Clock
+	log     *slog.Logger
+	m       *metricsSet
+	mu      sync.Mutex // guards decisions, last
+	out     io.Writer
+	last    *Decision
+}
+
+// Options are a Controller's collaborators.
+type Options struct {
+	Observer  Observer
+	Predictor Predictor
+	Actuator  Actuator
+	Solver    optimizer.Solver
+	// Log receives one JSON line per interval (may be nil).
+	Log    io.Writer
+	Clock  Clock
+	Logger *slog.Logger
+}
+
+// New returns a controller that plans with problem as a template (its
+// ArrivalRate and Current are filled in every interval).
+func New(cfg Config, problem optimizer.Problem, opt Options) (*Controller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.Observer == nil || opt.Predictor == nil || opt.Actuator == nil || opt.Solver == nil {
+		return nil, errors.New("orchestrator: observer, predictor, actuator and solver are required")
+	}
+	if opt.Clock == nil {
+		opt.Clock = systemClock{}
+	}
+	if opt.Logger == nil {
+		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Controller{cfg: cfg, problem: problem, solver: opt.Solver, obs: opt.Observer, pred: opt.Predictor,
+		act: opt.Actuator, clock: opt.Clock, log: opt.Logger.With("role", "controller"), out: opt.Log}
+	c.m = newMetrics(problem.Stages)
+	return c, nil
+}
+
+// Close unregisters the controller's metrics.
+func (c *Controller) Close() { c.m.close() }
+
+// Last returns the last decision, or nil.
+func (c *Controller) Last() *Decision {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.last
+}
+
+// Run steps every interval until ctx is done. A failing step is recorded
+// and the loop goes on: the data plane keeps serving the last configuration.
+func (c *Controller) Run(ctx context.Context) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-c.clock.After(c.cfg.Interval):
+		}
+		d := c.Step(ctx)
+		if d.Error != "" {
+			c.log.Warn("adaptation step failed; keeping the running configuration", "err", d.Error)
+		}
+	}
+}
+
+// Step runs one interval: observe, predict, solve, apply what changed.
+func (c *Controller) Step(ctx context.Context) Decision {
+	d := Decision{Time: c.clock.Now()}
+	defer c.record(&d)
+	rates, err := c.obs.Rates(ctx, c.cfg.History)
+	if err != nil {
+		d.Error = fmt.Sprintf("cannot observe the load: %v", err)
+		c.m.observeErrors.Inc()
+		return d
+	}
+	d.Observed, d.PeakSeen = stats(rates, int(c.cfg.Interval/time.Second))
+	d.Predicted = c.pred.Predict(rates) * c.cfg.Margin
+	current, err := c.act.Current(ctx)
+	if err != nil {
+		d.Error = fmt.Sprintf("cannot read the running configuration: %v", err)
+		return d
+	}
+	p := c.problem
+	p.ArrivalRate = d.Predicted
+	p.Current = current
+	plan, err := optimizer.Solve(&p, c.solver, c.clock.Now)
+	d.SolveSec = plan.SolveTime.Seconds()
+	switch {
+	case errors.Is(err, optimizer.ErrInfeasible):
+		d.Fallback = true
+		c.m.solves("infeasible")
+	case err != nil:
+		c.m.solves("error")
+		d.Error = fmt.Sprintf("cannot solve: %v", err)
+		return d
+	default:
+		c.m.solves("optimal")
+	}
+	c.m.solveDur.Update(d.SolveSec)
+	d.Plan = &plan
+	start := c.clock.Now()
+	for i, sp := range plan.Stages {
+		to := sp.Config()
+		if i < len(current) && sameConfig(current[i], to) {
+			continue
+		}
+		if err := c.act.Apply(ctx, i, to); err != nil {
+			d.Error = fmt.Sprintf("cannot apply %s to stage %q: %v", fmtConfig(to), sp.Stage, err)
+			break
+		}
+		ch := Change{Stage: sp.Stage, To: to}
+		if i < len(current) {
+			ch.From = current[i]
+		}
+		d.Changes = append(d.Changes, ch)
+	}
+	d.ApplySec = c.clock.Now().Sub(start).Seconds()
+	for _, sp := range plan.Stages {
+		d.Applied = append(d.Applied, sp.Config())
+	}
+	c.m.update(&d)
+	return d
+}
+
+// sameConfig compares what the loop decides; max wait differences below a
+// millisecond are not worth a reconfiguration.
+func sameConfig(a, b models.StageConfig) bool {
+	dw := a.MaxWait - b.MaxWait
+	return a.Variant == b.Variant && a.MaxBatch == b.MaxBatch && a.Replicas == b.Replicas && a.Cores == b.Cores &&
+		dw < time.Millisecond && dw > -time.Millisecond
+}
+
+func fmtConfig(c models.StageConfig) string {
+	return fmt.Sprintf("%s batch %d wait %s ×%d (%d cores)", c.Variant, c.MaxBatch, c.MaxWait, c.Replicas, c.Cores)
+}
+
+// stats returns the mean and max of the last n values of rates.
+func stats(rates []float64, n int) (mean, peak float64) {
+	if n > len(rates) {
+		n = len(rates)
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	for _, r := range rates[len(rates)-n:] {
+		mean += r
+		peak = max(peak, r)
+	}
+	return mean / float64(n), peak
+}
+
+func (c *Controller) record(d *Decision) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last = d
+	if c.out != nil {
+		b, err := json.Marshal(d)
+		if err == nil {
+			c.out.Write(append(b, '\n'))
+		}
+	}
+	c.log.Info("decision", "observed_rps", d.Observed, "predicted_rps", d.Predicted, "changes", len(d.Changes), "fallback", d.Fallback, "err", d.Error)
+}

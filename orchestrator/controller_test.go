@@ -1,0 +1,185 @@
+package orchestrator
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+type fakeObserver struct {
+	mu    sync.Mutex
+	rate  float64
+	fails bool
+}
+
+func (o *fakeObserver) Rates(_ context.Context, n int) ([]float64, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.fails {
+		return nil, errors.New("router unreachable")
+	}
+	r := make([]float64, n)
+	for i := range r {
+		r[i] = o.rate
+	}
+	return r, nil
+}
+
+type fakeActuator struct {
+	cfg     []models.StageConfig
+	applied int
+}
+
+func (a *fakeActuator) Current(context.Context) ([]models.StageConfig, error) {
+	return append([]models.StageConfig(nil), a.cfg...), nil
+}
+
+func (a *fakeActuator) Apply(_ context.Context, i int, c models.StageConfig) error {
+	a.cfg[i] = c
+	a.applied++
+	return nil
+}
+
+// measuredProblem plans the classify stage with the profile measured on the
+// development machine (profiles/measured/classify.json).
+func measuredProblem(t *testing.T) optimizer.Problem {
+	t.Helper()
+	f, err := os.Open("../profiles/measured/classify.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	prof, err := profiles.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vs []optimizer.Variant
+	for _, v := range []struct {
+		name string
+		acc  float64
+	}{{"shufflenet", 58}, {"squeezenet", 56.85}, {"inception-v2", 73.5}, {"resnet50", 74.93}} {
+		vs = append(vs, optimizer.Variant{Name: v.name, Accuracy: v.acc})
+	}
+	return optimizer.Problem{Stages: []optimizer.Stage{{Name: "classify", Variants: vs}}, Profiles: prof,
+		SLA: time.Second, Alpha: 1, Beta: 0.05, Gamma: 1e-6, ScalingCap: 16}
+}
+
+func newTestController(t *testing.T, obs Observer, act Actuator, buf *bytes.Buffer) *Controller {
+	t.Helper()
+	var log io.Writer
+	if buf != nil {
+		log = buf
+	}
+	c, err := New(Config{Interval: time.Second, History: 30, Margin: 1.1}, measuredProblem(t),
+		Options{Observer: obs, Predictor: PredictorFunc(func(h []float64) float64 { return h[len(h)-1] }),
+			Actuator: act, Solver: optimizer.Exact{}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c
+}
+
+func TestControllerScalesUpUnderHighLoadAndBackDownAfter(t *testing.T) {
+	obs := &fakeObserver{rate: 5}
+	act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+	var log bytes.Buffer
+	c := newTestController(t, obs, act, &log)
+	capacity := func() float64 { return c.Last().Plan.Throughput }
+
+	low := c.Step(context.Background())
+	if low.Error != "" || low.Fallback {
+		t.Fatalf("low load: %+v", low)
+	}
+	lowCap, lowCost := capacity(), low.Plan.Cost
+	obs.rate = 120
+	high := c.Step(context.Background())
+	if high.Error != "" || high.Fallback || len(high.Changes) == 0 {
+		t.Fatalf("high load: %+v", high)
+	}
+	if capacity() < 120*1.1 || high.Plan.Cost <= lowCost {
+		t.Fatalf("at 120 rps the plan has capacity %.1f/s and cost %d (low load: %.1f/s, %d cores)", capacity(), high.Plan.Cost, lowCap, lowCost)
+	}
+	if act.cfg[0] != high.Applied[0] {
+		t.Fatalf("actuator holds %+v, the plan says %+v", act.cfg[0], high.Applied[0])
+	}
+	obs.rate = 5
+	back := c.Step(context.Background())
+	if back.Plan.Cost != lowCost || len(back.Changes) == 0 {
+		t.Fatalf("back at low load: cost %d (was %d), changes %v", back.Plan.Cost, lowCost, back.Changes)
+	}
+	// Nothing changes at a steady load: no reconfiguration.
+	before := act.applied
+	if d := c.Step(context.Background()); len(d.Changes) != 0 || act.applied != before {
+		t.Fatalf("steady load reconfigured: %v", d.Changes)
+	}
+	// One JSON line per step.
+	lines := strings.Split(strings.TrimSpace(log.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d decision lines, want 4", len(lines))
+	}
+	var d Decision
+	if err := json.Unmarshal([]byte(lines[1]), &d); err != nil || d.Predicted < 120 {
+		t.Fatalf("decision line %q: %v", lines[1], err)
+	}
+}
+
+func TestControllerKeepsTheRunningConfigurationWhenTheRouterIsUnreachable(t *testing.T) {
+	obs := &fakeObserver{fails: true}
+	start := models.StageConfig{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}
+	act := &fakeActuator{cfg: []models.StageConfig{start}}
+	c := newTestController(t, obs, act, nil)
+	d := c.Step(context.Background())
+	if !strings.Contains(d.Error, "router unreachable") || act.applied != 0 || act.cfg[0] != start {
+		t.Fatalf("decision %+v, applied %d", d, act.applied)
+	}
+}
+
+func TestControllerAppliesTheFallbackWhenNoPlanMeetsTheSLA(t *testing.T) {
+	obs := &fakeObserver{rate: 100000}
+	act := &fakeActuator{cfg: []models.StageConfig{{Variant: "resnet50", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+	c := newTestController(t, obs, act, nil)
+	d := c.Step(context.Background())
+	if !d.Fallback || d.Error != "" || act.applied == 0 {
+		t.Fatalf("decision %+v", d)
+	}
+	if act.cfg[0].Replicas != 16 {
+		t.Fatalf("fallback should use the whole scaling cap (16 replicas), got %+v", act.cfg[0])
+	}
+}
+
+func TestRunStepsEveryIntervalUntilCancelled(t *testing.T) {
+	obs := &fakeObserver{rate: 5}
+	act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+	var log bytes.Buffer
+	c := newTestController(t, obs, act, &log)
+	ticks := make(chan time.Time)
+	c.clock = tickClock{ticks}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- c.Run(ctx) }()
+	for i := 0; i < 3; i++ {
+		ticks <- time.Now()
+	}
+	cancel()
+	<-done
+	if n := strings.Count(log.String(), "\n"); n < 2 || n > 3 {
+		t.Fatalf("%d decisions after 3 ticks", n)
+	}
+}
+
+type tickClock struct{ c chan time.Time }
+
+func (k tickClock) Now() time.Time                       { return time.Now() }
+func (k tickClock) After(time.Duration) <-chan time.Time { return k.c }
