@@ -47,6 +47,8 @@ type LocalCmd struct {
 	MaxQueue int                    `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
 	HTTP     dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin    dataplane.AdminConfig  `embed:"" prefix:"admin."`
+	Adapt    bool                   `name:"controller" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages (needs --controller.profile)."`
+	Control  ControllerFlags        `embed:"" prefix:"controller."`
 }
 
 // localPipeline starts one in-process stage per step of spec and binds them
@@ -108,6 +110,18 @@ func (c *LocalCmd) Run(g *Globals) error {
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
 	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, stageSrv.Handle)
+	if c.Adapt {
+		ctl, closer, err := c.Control.controller(spec, repo, localObserver{router, spec.Name}, localActuator{stages}, log)
+		if err != nil {
+			for i := len(stages) - 1; i >= 0; i-- {
+				stages[i].Close()
+			}
+			return err
+		}
+		defer closer.Close()
+		defer ctl.Close()
+		go ctl.Run(ctx)
+	}
 	err = serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
 		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
 	for i := len(stages) - 1; i >= 0; i-- {

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/optimizer/highs"
 	"github.com/ipa-serving/ipa/profiles"
@@ -97,14 +98,9 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	if c.Profile == "" {
 		return nil, fmt.Errorf("give --profile FILE (from 'ipa profile') or --problem FILE")
 	}
-	f, err := os.Open(c.Profile)
+	prof, err := loadProfile(c.Profile)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	prof, err := profiles.Load(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", c.Profile, err)
 	}
 	repo, err := c.Models.Open()
 	if err != nil {
@@ -117,25 +113,10 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	p := &optimizer.Problem{Profiles: prof, ArrivalRate: c.Rate, SLA: spec.SLA, Alpha: c.Alpha, Beta: c.Beta, Gamma: c.Gamma,
 		Accuracy: optimizer.AccuracyMode(c.Accuracy), Normalize: c.Normalize, BatchCap: c.BatchCap, ScalingCap: c.ScalingCap,
 		CoreCapacity: c.CoreCapacity, Baseline: optimizer.Baseline(c.Baseline), Compat: c.Compat}
+	if p.Stages, err = pipelineStages(spec, repo, prof, c.Profile); err != nil {
+		return nil, err
+	}
 	for _, s := range spec.Stages {
-		meta, err := s.RepoStage(repo)
-		if err != nil {
-			return nil, err
-		}
-		st := optimizer.StagesFromModels(meta)[0]
-		st.Name, st.Profile = s.Name, meta.Name
-		// Offer only what the profile measured.
-		var offered []optimizer.Variant
-		for _, v := range st.Variants {
-			if prof.Variant(meta.Name, v.Name) != nil {
-				offered = append(offered, v)
-			}
-		}
-		if len(offered) == 0 {
-			return nil, fmt.Errorf("profile %s has no variant of stage %q; run `ipa profile --stage %s`", c.Profile, meta.Name, meta.Name)
-		}
-		st.Variants = offered
-		p.Stages = append(p.Stages, st)
 		p.Current = append(p.Current, s.Initial)
 	}
 	if c.SLA > 0 {
@@ -147,4 +128,43 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 		}
 	}
 	return p, nil
+}
+
+func loadProfile(path string) (*profiles.Profile, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	prof, err := profiles.Load(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return prof, nil
+}
+
+// pipelineStages offers, for each step of spec, the variants of its
+// repository stage that the profile measured, with their accuracy.
+func pipelineStages(spec *models.Pipeline, repo *models.Repository, prof *profiles.Profile, profPath string) ([]optimizer.Stage, error) {
+	var stages []optimizer.Stage
+	for _, s := range spec.Stages {
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			return nil, err
+		}
+		st := optimizer.StagesFromModels(meta)[0]
+		st.Name, st.Profile = s.Name, meta.Name
+		var offered []optimizer.Variant
+		for _, v := range st.Variants {
+			if prof.Variant(meta.Name, v.Name) != nil {
+				offered = append(offered, v)
+			}
+		}
+		if len(offered) == 0 {
+			return nil, fmt.Errorf("profile %s has no variant of stage %q; run `ipa profile --stage %s`", profPath, meta.Name, meta.Name)
+		}
+		st.Variants = offered
+		stages = append(stages, st)
+	}
+	return stages, nil
 }

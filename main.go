@@ -75,15 +75,16 @@ func (g *Globals) InitORT() error {
 type CLI struct {
 	Globals `embed:""`
 
-	Local   LocalCmd   `cmd:"" default:"withargs" help:"Run the router and every stage of a pipeline in one process (the default)."`
-	Router  RouterCmd  `cmd:"" help:"Accept inference requests and chain them through the pipeline's stages (separate processes)."`
-	Stage   StageCmd   `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
-	Models  ModelsCmd  `cmd:"" help:"Build or list the model repository."`
-	Load    LoadCmd    `cmd:"" help:"Send an open-loop load (constant, steps or a Twitter-trace window) to an infer URL and report every outcome."`
-	Profile ProfileCmd `cmd:"" help:"Measure latency and throughput per variant, cores and batch size; write a profile file."`
-	Solve   SolveCmd   `cmd:"" help:"Solve the integer program once (HiGHS, exact or brute force) and print the plan."`
-	Bench   BenchCmd   `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
-	Version VersionCmd `cmd:"" help:"Print the version and exit."`
+	Local      LocalCmd      `cmd:"" default:"withargs" help:"Run the router and every stage of a pipeline in one process (the default)."`
+	Router     RouterCmd     `cmd:"" help:"Accept inference requests and chain them through the pipeline's stages (separate processes)."`
+	Controller ControllerCmd `cmd:"" help:"Predict load, solve for variant, batch size and replicas, apply the plan to a router's stages."`
+	Stage      StageCmd      `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
+	Models     ModelsCmd     `cmd:"" help:"Build or list the model repository."`
+	Load       LoadCmd       `cmd:"" help:"Send an open-loop load (constant, steps or a Twitter-trace window) to an infer URL and report every outcome."`
+	Profile    ProfileCmd    `cmd:"" help:"Measure latency and throughput per variant, cores and batch size; write a profile file."`
+	Solve      SolveCmd      `cmd:"" help:"Solve the integer program once (HiGHS, exact or brute force) and print the plan."`
+	Bench      BenchCmd      `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
+	Version    VersionCmd    `cmd:"" help:"Print the version and exit."`
 }
 
 // VersionCmd prints the version.

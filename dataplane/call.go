@@ -111,6 +111,9 @@ func (s *Stage) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time)
 		case errors.Is(err, batcher.ErrClosed):
 			s.m.outcome(outcomeUnavailable)
 			return nil, ErrUnavailable
+		case errors.Is(err, batcher.ErrExpired):
+			s.m.outcome(outcomeExpired)
+			return nil, ErrDeadline
 		default:
 			s.m.outcome(outcomeError)
 		}
