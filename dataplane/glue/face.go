@@ -7,6 +7,8 @@ import (
 	"math"
 	"sort"
 
+	"golang.org/x/image/draw"
+
 	"github.com/ipa-serving/ipa/runtime"
 )
 
@@ -167,7 +169,7 @@ func FaceInput(img image.Image, size int) (runtime.Tensor, FaceGeometry) {
 	g.PadX, g.PadY = (size-rw)/2, (size-rh)/2
 	dst := image.NewRGBA(image.Rect(0, 0, size, size))
 	dr := image.Rect(g.PadX, g.PadY, g.PadX+rw, g.PadY+rh)
-	scaleInto(dst, dr, img, color.RGBA{0, 0, 0, 255})
+	scaleInto(dst, dr, img, color.RGBA{0, 0, 0, 255}, draw.ApproxBiLinear)
 	for y := dr.Min.Y; y < dr.Max.Y; y++ {
 		for x := dr.Min.X; x < dr.Max.X; x++ {
 			p := dst.Pix[y*dst.Stride+4*x:]

@@ -6,6 +6,8 @@ import (
 	"math"
 	"sort"
 
+	"golang.org/x/image/draw"
+
 	"github.com/ipa-serving/ipa/runtime"
 )
 
@@ -56,7 +58,7 @@ func ClassifyInput(img image.Image, name string, size int) runtime.Tensor {
 	// torchvision CenterCrop: offset round((dim − size)/2).
 	ox := int(math.Round(float64(rw-size) / 2))
 	oy := int(math.Round(float64(rh-size) / 2))
-	rgba := resized(img, rw, rh)
+	rgba := resized(img, rw, rh, draw.ApproxBiLinear)
 	writeNCHW(t.Data, rgba, image.Rect(ox, oy, ox+size, oy+size), size, imagenetLUT, false)
 	return t
 }

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"strings"
 
+	"golang.org/x/image/draw"
+
 	"github.com/ipa-serving/ipa/runtime"
 )
 
@@ -91,7 +93,7 @@ func DetInput(img image.Image, side int) (runtime.Tensor, DetGeometry) {
 	scale := math.Min(float64(side)/float64(g.Width), float64(side)/float64(g.Height))
 	g.ResizedW = min(side, max(1, int(math.Round(float64(g.Width)*scale))))
 	g.ResizedH = min(side, max(1, int(math.Round(float64(g.Height)*scale))))
-	rgba := resized(img, g.ResizedW, g.ResizedH)
+	rgba := resized(img, g.ResizedW, g.ResizedH, draw.BiLinear)
 	writeNCHWRect(t.Data, rgba, rgba.Bounds(), s, s, detLUT, true)
 	return t, g
 }
@@ -279,7 +281,7 @@ func RecInput(img image.Image, boxes []image.Rectangle, height int, widthBuckets
 			if it.width == 0 {
 				continue
 			}
-			crop := resized(Crop(img, boxes[it.box]), it.width, height)
+			crop := resized(Crop(img, boxes[it.box]), it.width, height, draw.BiLinear)
 			writeNCHWRect(t.Data[j*itemBytes:(j+1)*itemBytes], crop, crop.Bounds(), bw, height, recLUT, true)
 		}
 		tensors = append(tensors, t)
