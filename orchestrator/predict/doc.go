@@ -25,8 +25,10 @@
 //
 // weights/lstm.json is embedded and loaded by [Default]. It was trained on
 // days 0–13 of the Twitter trace (missing seconds, the zeros, dropped; then
-// ÷8 and truncated, as the paper did) and is regenerated, bit for bit, by
-// running from the repository root:
+// ÷8 and truncated, as the paper did). Training is deterministic (the same
+// flags on the same architecture give the same file, whatever --workers);
+// regenerate it from the repository root, in about five minutes on two
+// cores, with:
 //
 //	ipa predict train --trace ../shared/data/twitter/workload.tbz2 --train-days 0-13 \
 //	    --epochs 12 --seed 7 --out orchestrator/predict/weights/lstm.json
