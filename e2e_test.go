@@ -166,3 +166,108 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 		}
 	}
 }
+
+// TestControllerAdaptsLocalPipelineToAStepLoad runs `ipa local --controller`
+// under a step load (low → high → low) from `ipa load`: the loop must move
+// to a configuration with more capacity during the high phase and return to
+// the low-load configuration after it, with every request accounted for.
+func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
+	bin := buildIPA(t)
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	decisions := filepath.Join(dir, "decisions.jsonl")
+	local := exec.Command(bin, "local", "--pipeline", "classify", "--models.dir", modelsDir(t), "--http.listen-addr", addr,
+		"--controller", "--controller.profile", "profiles/measured/classify.json", "--controller.interval", "2s",
+		"--controller.decision-log", decisions)
+	var localLog strings.Builder
+	local.Stdout, local.Stderr = &localLog, &localLog
+	if err := local.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		local.Process.Signal(os.Interrupt)
+		local.Wait()
+		if t.Failed() {
+			t.Logf("ipa local:\n%s", localLog.String())
+		}
+	}()
+	waitReady(t, addr)
+	report := filepath.Join(dir, "report.json")
+	out, err := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer", "--pattern", "step",
+		"--steps", "10s@3,20s@40,26s@3", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report, "--no-progress").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipa load: %v\n%s", err, out)
+	}
+	var rep struct{ Sent, Succeeded, Dropped, Failed int }
+	b, _ := os.ReadFile(report)
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sent != rep.Succeeded+rep.Dropped+rep.Failed || rep.Failed != 0 {
+		t.Fatalf("accounting: %+v", rep)
+	}
+	type decision struct {
+		Predicted float64 `json:"predicted_rps"`
+		Plan      *struct {
+			Throughput float64 `json:"throughput"`
+			Stages     []struct {
+				Variant  string
+				Replicas int
+				Batch    int
+			}
+		}
+	}
+	var ds []decision
+	f, err := os.ReadFile(decisions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(f)), "\n") {
+		var d decision
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("decision %q: %v", line, err)
+		}
+		if d.Plan != nil {
+			ds = append(ds, d)
+		}
+	}
+	if len(ds) < 20 {
+		t.Fatalf("%d decisions with a plan in a 56 s run at a 2 s interval", len(ds))
+	}
+	key := func(d decision) string {
+		s := d.Plan.Stages[0]
+		return fmt.Sprintf("%s×%d b%d", s.Variant, s.Replicas, s.Batch)
+	}
+	var low, high, last decision
+	for _, d := range ds {
+		if d.Predicted > 30 && (high.Plan == nil || d.Plan.Throughput > high.Plan.Throughput) {
+			high = d
+		}
+	}
+	low, last = ds[1], ds[len(ds)-1]
+	t.Logf("low %s (%.0f/s), high %s (%.0f/s), last %s; load: %s", key(low), low.Plan.Throughput, key(high), high.Plan.Throughput, key(last), out)
+	if high.Plan == nil || high.Plan.Throughput < 40 || key(high) == key(low) {
+		t.Fatalf("during the high phase the plan did not change to one with capacity ≥ 40/s: low %s, high %+v", key(low), high)
+	}
+	if key(last) != key(low) {
+		t.Fatalf("after the high phase the plan is %s, not back to the low-load %s", key(last), key(low))
+	}
+}
+
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		r, err := http.Get("http://" + addr + "/v2/health/ready")
+		if err == nil {
+			r.Body.Close()
+			if r.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ipa local not ready after 60s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
