@@ -205,6 +205,9 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	c.m.solveDur.Update(d.SolveSec)
 	d.Plan = &plan
 	start := c.clock.Now()
+	// Applied ends up as what runs: the plan where it was applied, the old
+	// configuration where nothing changed or an earlier stage failed.
+	d.Applied = append(d.Applied, current...)
 	for i, sp := range plan.Stages {
 		to := sp.Config()
 		if i < len(current) && sameConfig(current[i], to) {
@@ -217,13 +220,11 @@ func (c *Controller) Step(ctx context.Context) Decision {
 		ch := Change{Stage: sp.Stage, To: to}
 		if i < len(current) {
 			ch.From = current[i]
+			d.Applied[i] = to
 		}
 		d.Changes = append(d.Changes, ch)
 	}
 	d.ApplySec = c.clock.Now().Sub(start).Seconds()
-	for _, sp := range plan.Stages {
-		d.Applied = append(d.Applied, sp.Config())
-	}
 	c.m.update(&d)
 	return d
 }
