@@ -14,6 +14,7 @@ import (
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/optimizer/highs"
 	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/orchestrator/predict"
 )
 
 // ControllerFlags configure the adaptation loop (ipa local --controller and
@@ -21,6 +22,7 @@ import (
 type ControllerFlags struct {
 	Profile      string              `name:"profile" placeholder:"FILE" help:"Profile file of the pipeline's stages (from 'ipa profile'); required for adaptation."`
 	Loop         orchestrator.Config `embed:""`
+	Predictor    string              `default:"lstm" enum:"lstm,reactive,max-window,ewma" help:"Load predictor: ${enum} (lstm: the paper's, trained on the Twitter trace; see 'ipa predict eval')."`
 	Solver       string              `default:"exact" enum:"exact,highs" help:"Solver: ${enum} (exact answers every size in milliseconds; HiGHS is the cross-check)."`
 	Alpha        float64             `default:"1" help:"Weight of accuracy."`
 	Beta         float64             `default:"0.05" help:"Weight of cost (cores)."`
@@ -61,15 +63,11 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 		}
 		out, closer = file, file
 	}
-	// Until the LSTM predictor lands, predict the next peak as the peak of
-	// the last 20 s (the paper's horizon); the margin is applied on top.
-	pred := orchestrator.PredictorFunc(func(h []float64) float64 {
-		peak := 0.0
-		for _, r := range h[max(0, len(h)-20):] {
-			peak = max(peak, r)
-		}
-		return peak
-	})
+	pred, err := f.predictor()
+	if err != nil {
+		closer.Close()
+		return nil, nil, err
+	}
 	c, err := orchestrator.New(f.Loop, problem, orchestrator.Options{Observer: obs, Predictor: pred, Actuator: act,
 		Solver: solver, Log: out, Logger: log})
 	if err != nil {
@@ -161,4 +159,17 @@ func (c *ControllerCmd) Run(g *Globals) error {
 	defer ctl.Close()
 	log.Info("adapting", "pipeline", spec.Name, "interval", c.Controller.Loop.Interval.String(), "router", c.Router)
 	return ctl.Run(ctx)
+}
+
+// predictor returns the chosen load predictor; the loop applies the margin.
+func (f ControllerFlags) predictor() (orchestrator.Predictor, error) {
+	switch f.Predictor {
+	case "reactive":
+		return predict.Reactive{}, nil
+	case "max-window":
+		return predict.MaxWindow{Window: 120}, nil
+	case "ewma":
+		return predict.EWMA{Alpha: 0.5}, nil
+	}
+	return predict.Default()
 }

@@ -194,7 +194,8 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	waitReady(t, addr)
 	report := filepath.Join(dir, "report.json")
 	out, err := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer", "--pattern", "step",
-		"--steps", "10s@3,20s@40,26s@3", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report, "--no-progress").CombinedOutput()
+		"--steps", "10s@3,20s@40,26s@3", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
+		"--records", filepath.Join(dir, "records.jsonl"), "--no-progress").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ipa load: %v\n%s", err, out)
 	}
@@ -251,6 +252,24 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	}
 	if key(last) != key(low) {
 		t.Fatalf("after the high phase the plan is %s, not back to the low-load %s", key(last), key(low))
+	}
+	// ipa report renders the run.
+	plots := filepath.Join(dir, "plots")
+	out, err = exec.Command(bin, "report", "--decisions", decisions, "--records", filepath.Join(dir, "records.jsonl"),
+		"--load-report", report, "--out", plots, "--format", "png").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipa report: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), fmt.Sprintf("requests %d:", rep.Sent)) {
+		t.Fatalf("ipa report summary does not count the %d requests:\n%s", rep.Sent, out)
+	}
+	for _, name := range []string{"load", "replicas", "accuracy", "cost", "latency", "violations"} {
+		if st, err := os.Stat(filepath.Join(plots, name+".png")); err != nil || st.Size() < 1000 {
+			t.Fatalf("plot %s: %v", name, err)
+		}
+	}
+	if os.Getenv("IPA_KEEP_REPORT") != "" {
+		exec.Command("cp", "-r", plots, os.Getenv("IPA_KEEP_REPORT")).Run()
 	}
 }
 
