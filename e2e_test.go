@@ -73,20 +73,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 			t.Logf("ipa local:\n%s", localLog.String())
 		}
 	}()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		r, err := http.Get("http://" + addr + "/v2/health/ready")
-		if err == nil {
-			r.Body.Close()
-			if r.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ipa local not ready after 60s")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(t, addr)
 
 	const start, end = 1301160, 1301190
 	report := filepath.Join(t.TempDir(), "report.json")
