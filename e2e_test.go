@@ -59,21 +59,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 		t.Fatalf("the Twitter trace is required: %v", err)
 	}
 	bin := buildIPA(t)
-	addr := freeAddr(t)
-	local := exec.Command(bin, "local", "--pipeline", "classify", "--models.dir", modelsDir(t), "--http.listen-addr", addr)
-	var localLog strings.Builder
-	local.Stdout, local.Stderr = &localLog, &localLog
-	if err := local.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		local.Process.Signal(os.Interrupt)
-		local.Wait()
-		if t.Failed() {
-			t.Logf("ipa local:\n%s", localLog.String())
-		}
-	}()
-	waitReady(t, addr)
+	addr := startLocal(t, bin, "--pipeline", "classify")
 
 	const start, end = 1301160, 1301190
 	report := filepath.Join(t.TempDir(), "report.json")
@@ -160,25 +146,13 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 // the low-load configuration after it, with every request accounted for.
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := buildIPA(t)
-	addr := freeAddr(t)
 	dir := t.TempDir()
 	decisions := filepath.Join(dir, "decisions.jsonl")
-	local := exec.Command(bin, "local", "--pipeline", "classify", "--models.dir", modelsDir(t), "--http.listen-addr", addr,
-		"--controller", "--controller.profile", "profiles/measured/classify.json", "--controller.interval", "2s",
-		"--controller.decision-log", decisions)
-	var localLog strings.Builder
-	local.Stdout, local.Stderr = &localLog, &localLog
-	if err := local.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		local.Process.Signal(os.Interrupt)
-		local.Wait()
-		if t.Failed() {
-			t.Logf("ipa local:\n%s", localLog.String())
-		}
-	}()
-	waitReady(t, addr)
+	addr := startLocal(t, bin, "--pipeline", "classify", "--controller", "--controller.profile", "profiles/measured/classify.json",
+		"--controller.interval", "2s", "--controller.decision-log", decisions,
+		// The reactive predictor forgets the high phase after 10 s; the LSTM
+		// looks at the last 120 s, longer than this test's low tail.
+		"--controller.predictor", "reactive")
 	report := filepath.Join(dir, "report.json")
 	out, err := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer", "--pattern", "step",
 		"--steps", "10s@3,20s@40,26s@3", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
@@ -258,6 +232,28 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	if os.Getenv("IPA_KEEP_REPORT") != "" {
 		exec.Command("cp", "-r", plots, os.Getenv("IPA_KEEP_REPORT")).Run()
 	}
+}
+
+// startLocal runs `ipa local` with args on a free loopback port until the
+// test ends, waits until it is ready and returns its address.
+func startLocal(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	addr := freeAddr(t)
+	local := exec.Command(bin, append([]string{"local", "--models.dir", modelsDir(t), "--http.listen-addr", addr}, args...)...)
+	var log strings.Builder
+	local.Stdout, local.Stderr = &log, &log
+	if err := local.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		local.Process.Signal(os.Interrupt)
+		local.Wait()
+		if t.Failed() {
+			t.Logf("ipa local:\n%s", log.String())
+		}
+	})
+	waitReady(t, addr)
+	return addr
 }
 
 func waitReady(t *testing.T, addr string) {
