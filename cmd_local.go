@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"time"
@@ -53,9 +54,7 @@ type LocalCmd struct {
 
 // localPipeline starts one in-process stage per step of spec and binds them
 // into a pipe. Close the returned stages in reverse order.
-func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log interface {
-	Info(string, ...any)
-}) (*dataplane.Pipe, []*dataplane.Stage, error) {
+func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log *slog.Logger) (*dataplane.Pipe, []*dataplane.Stage, error) {
 	var stages []*dataplane.Stage
 	var steps []*dataplane.PipeStage
 	closeAll := func() {
@@ -70,7 +69,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 			return nil, nil, err
 		}
 		start := time.Now()
-		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue}, ortOpener(dir, meta))
+		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue, Logger: log}, ortOpener(dir, meta))
 		if err != nil {
 			closeAll()
 			return nil, nil, err
