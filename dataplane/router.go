@@ -61,15 +61,7 @@ func NewRouter(cfg ServerConfig, pipes []*Pipe, log *slog.Logger, version string
 		r.pipes[name] = rp
 		r.names = append(r.names, name)
 	}
-	r.srv = &fasthttp.Server{Handler: r.Handle, Name: "ipa", MaxRequestBodySize: cfg.MaxBodySize,
-		ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout, CloseOnShutdown: true, Logger: fasthttpLogger{log},
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; raise --http.max-body-size", cfg.MaxBodySize))
-				return
-			}
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
-		}}
+	r.srv = newHTTPServer(cfg, r.Handle, log)
 	return r
 }
 

@@ -67,8 +67,15 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		s.stages[st.Name()] = st
 		s.names = append(s.names, st.Name())
 	}
-	s.srv = &fasthttp.Server{
-		Handler:            s.Handle,
+	s.srv = newHTTPServer(cfg, s.Handle, log)
+	return s
+}
+
+// newHTTPServer returns the fasthttp server every role uses: limits from
+// cfg, oversized or unreadable requests answered with a V2 error.
+func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:            handler,
 		Name:               "ipa",
 		MaxRequestBodySize: cfg.MaxBodySize,
 		ReadTimeout:        cfg.ReadTimeout,
@@ -76,16 +83,13 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		CloseOnShutdown:    true,
 		Logger:             fasthttpLogger{log},
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			status := fasthttp.StatusBadRequest
-			msg := fmt.Sprintf("cannot read request: %v", err)
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				status = fasthttp.StatusRequestEntityTooLarge
-				msg = fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize)
+				writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize))
+				return
 			}
-			writeError(ctx, status, msg)
+			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
 		},
 	}
-	return s
 }
 
 // fasthttpLogger sends fasthttp's connection errors (oversized bodies,
