@@ -163,19 +163,7 @@ func (c *PredictTrainCmd) Run(g *Globals) error {
 	}
 	fmt.Fprintf(os.Stderr, "trained in %s on %d windows (%d held out): loss %.5f → %.5f, validation %.5f (RMSE %.2f req/s), kept epoch %d\n",
 		elapsed.Round(time.Second), rep.Samples, rep.ValSamples, rep.InitLoss, rep.TrainLoss, rep.ValLoss, rep.ValRMSE, rep.BestEpoch)
-	f, err := os.Create(c.Out)
-	if err != nil {
-		return err
-	}
-	if err := l.WriteWeights(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "wrote %s\n", c.Out)
-	return nil
+	return writeFile(c.Out, l.WriteWeights)
 }
 
 // PredictEvalCmd compares the predictors.

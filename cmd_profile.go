@@ -131,19 +131,7 @@ func (c *ProfileCmd) Run(g *Globals) error {
 	if err := prof.Validate(); err != nil {
 		return fmt.Errorf("BUG: measured profile is invalid: %w", err)
 	}
-	f, err := os.Create(c.Out)
-	if err != nil {
-		return err
-	}
-	if err := prof.Write(f); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "wrote %s\n", c.Out)
-	return nil
+	return writeFile(c.Out, prof.Write)
 }
 
 // measure times batches of size b back to back.

@@ -7,6 +7,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -144,6 +145,23 @@ func serve(ctx context.Context, log *slog.Logger, addr string, srv httpServer, l
 	_ = srv.Shutdown(sctx)
 	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
 	return err
+}
+
+// writeFile creates path, lets write fill it and reports it on stderr.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %s\n", path)
+	return nil
 }
 
 func main() {

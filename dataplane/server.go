@@ -357,33 +357,15 @@ func indexRequested(outs []RequestedOutput, name string) int {
 
 // deadline combines the server default, the headers and the parameters.
 func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *InferRequest, now time.Time) (time.Time, error) {
-	var d time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
-		}
+	d, err := clientDeadline(ctx, req, now)
+	if err != nil {
+		return d, err
 	}
 	if s.cfg.Timeout > 0 {
-		earliest(now.Add(s.cfg.Timeout))
-	}
-	if h := ctx.Request.Header.Peek(HeaderTimeout); len(h) > 0 {
-		t, err := time.ParseDuration(string(h))
-		if err != nil || t <= 0 {
-			return d, fmt.Errorf("header %s: %q is not a positive duration such as 250ms", HeaderTimeout, h)
+		if def := now.Add(s.cfg.Timeout); d.IsZero() || def.Before(d) {
+			d = def
 		}
-		earliest(now.Add(t))
 	}
-	if h := ctx.Request.Header.Peek(HeaderDeadline); len(h) > 0 {
-		t, err := parseDeadline(string(h))
-		if err != nil {
-			return d, fmt.Errorf("header %s: %w", HeaderDeadline, err)
-		}
-		earliest(t)
-	}
-	if req.Timeout > 0 {
-		earliest(now.Add(req.Timeout))
-	}
-	earliest(req.Deadline)
 	return d, nil
 }
 

@@ -166,6 +166,24 @@ type InferResponse struct {
 	dec *decoder
 }
 
+// parse splits body at headerLen and parses its JSON part, which must be an
+// object; what ("request" or "response") names it in errors.
+func (d *decoder) parse(body []byte, headerLen int, what string) (*fastjson.Object, []byte, error) {
+	jsonPart, binPart, err := d.split(body, headerLen)
+	if err != nil {
+		return nil, nil, err
+	}
+	root, err := d.p.ParseBytes(jsonPart)
+	if err != nil {
+		return nil, nil, d.errorf("cannot parse the JSON %s: %s", what, err)
+	}
+	obj, err := root.Object()
+	if err != nil {
+		return nil, nil, d.errorf("the %s must be a JSON object, not %s", what, root.Type())
+	}
+	return obj, binPart, nil
+}
+
 // decoder is the scratch shared by request and response decoding.
 type decoder struct {
 	p     fastjson.Parser
@@ -212,17 +230,9 @@ func DecodeInferRequest(body []byte, headerLen int, req *InferRequest) error {
 	d.alias = req.AliasBinary
 	d.kind = ErrBadRequest
 	d.what = "input"
-	jsonPart, binPart, err := d.split(body, headerLen)
+	obj, binPart, err := d.parse(body, headerLen, "request")
 	if err != nil {
 		return err
-	}
-	root, err := d.p.ParseBytes(jsonPart)
-	if err != nil {
-		return d.errorf("cannot parse the JSON request: %s", err)
-	}
-	obj, err := root.Object()
-	if err != nil {
-		return d.errorf("the request must be a JSON object, not %s", root.Type())
 	}
 	if v := obj.Get("id"); v != nil {
 		b, err := v.StringBytes()
@@ -265,17 +275,9 @@ func DecodeInferResponse(body []byte, headerLen int, resp *InferResponse) error 
 	resp.Parameters = ResponseParameters{}
 	resp.Outputs = resp.Outputs[:0]
 	resp.Binary = resp.Binary[:0]
-	jsonPart, binPart, err := d.split(body, headerLen)
+	obj, binPart, err := d.parse(body, headerLen, "response")
 	if err != nil {
 		return err
-	}
-	root, err := d.p.ParseBytes(jsonPart)
-	if err != nil {
-		return d.errorf("cannot parse the JSON response: %s", err)
-	}
-	obj, err := root.Object()
-	if err != nil {
-		return d.errorf("the response must be a JSON object, not %s", root.Type())
 	}
 	for i, f := range [...]struct {
 		key string
