@@ -39,9 +39,25 @@ func ortOpener(dir string, st *models.Stage) dataplane.Opener {
 type StageFlags struct {
 	Name     string         `name:"stage" required:"" help:"Stage of the model repository to serve (e.g. classify, ocr-det)."`
 	Variant  string         `help:"Initial variant (default: the fastest)."`
+	Variants []string       `name:"variants" placeholder:"NAME" help:"Load only these variants of the stage (default: all; a pipeline's variants: list)."`
 	Replicas int            `default:"1" help:"Replicas: concurrent engine instances."`
 	Cores    int            `default:"1" help:"Cores (intra-op threads) per replica."`
 	Batch    batcher.Config `embed:"" prefix:"batch."`
+}
+
+// repoStage returns the repository stage, restricted to --variants.
+func (f StageFlags) repoStage(repo *models.Repository) (*models.Stage, error) {
+	st, err := repo.Stage(f.Name)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range f.Variants {
+		if st.Variant(v) == nil {
+			return nil, fmt.Errorf("--variants: stage %q has no variant %q (have %v)", f.Name, v, st.VariantNames())
+		}
+	}
+	ps := models.PipelineStage{Model: f.Name, Variants: f.Variants}
+	return ps.RepoStage(repo)
 }
 
 // config returns the StageConfig the flags ask for.
@@ -72,7 +88,7 @@ func (c *StageCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	meta, err := repo.Stage(c.Stage.Name)
+	meta, err := c.Stage.repoStage(repo)
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -33,6 +34,10 @@ type ServerConfig struct {
 // AdminConfig guards the admin API.
 type AdminConfig struct {
 	Token string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls (empty: no check)."`
+	// AwaitConfig holds readiness back until the first successful admin
+	// reconfiguration or until it has passed, so that a replica started by
+	// Kubernetes takes traffic only on the controller's current plan.
+	AwaitConfig time.Duration `name:"await-config" placeholder:"DURATION" help:"Report not ready until the controller pushed a configuration through the admin API, or this long at most (0: ready at once)."`
 }
 
 // Server serves stages over the Open Inference Protocol (KServe V2) REST API.
@@ -45,6 +50,10 @@ type Server struct {
 	log     *slog.Logger
 	version string
 	srv     *fasthttp.Server
+	// awaitUntil is when readiness stops waiting for the controller's plan
+	// (zero: not waiting); configured is set by the first admin POST.
+	awaitUntil time.Time
+	configured atomic.Bool
 }
 
 // Header names of the deadline a request may carry: Ipa-Timeout is relative
@@ -63,6 +72,9 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, admin: admin, stages: map[string]*Stage{}, log: log, version: version}
+	if admin.AwaitConfig > 0 {
+		s.awaitUntil = time.Now().Add(admin.AwaitConfig)
+	}
 	for _, st := range stages {
 		s.stages[st.Name()] = st
 		s.names = append(s.names, st.Name())
@@ -119,6 +131,10 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		return
 	case path == "/v2/health/ready":
+		if !s.awaitUntil.IsZero() && !s.configured.Load() && time.Now().Before(s.awaitUntil) {
+			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("waiting up to %s for the controller's configuration (--admin.await-config)", time.Until(s.awaitUntil).Round(time.Second)))
+			return
+		}
 		for _, st := range s.stages {
 			if !st.Ready() {
 				writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("stage %q is not ready", st.Name()))
@@ -463,6 +479,7 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 			writeError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
 			return
 		}
+		s.configured.Store(true)
 		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()),
 			"seconds": time.Since(start).Seconds(), "pause_seconds": pause.Seconds()})
 	default:

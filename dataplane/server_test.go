@@ -356,6 +356,42 @@ func TestAdminCallsNeedTheBearerTokenWhenOneIsSet(t *testing.T) {
 	}
 }
 
+// A replica started by Kubernetes must not take traffic before the
+// controller pushed the current plan: readiness waits for the first admin
+// reconfiguration, or for --admin.await-config to pass.
+func TestReadinessAwaitsTheControllersConfiguration(t *testing.T) {
+	repo, dir := testRepo(t)
+	st := subStage(t, repo, "ocr-cls")
+	s := startServer(t, dir, st, clsCfg, ServerConfig{}, AdminConfig{AwaitConfig: time.Minute})
+	if r := s.do(t, "GET", "/v2/health/ready", nil); r.status != 503 || !strings.Contains(string(r.body), "controller") {
+		t.Fatalf("ready before any configuration: %d %s, want 503 naming the controller", r.status, r.body)
+	}
+	if r := s.do(t, "GET", "/v2/health/live", nil); r.status != 200 {
+		t.Fatalf("live while awaiting: %d", r.status)
+	}
+	if r := s.do(t, "POST", "/admin/stages/ocr-cls", []byte(`{"max_batch":0}`)); r.status != 400 {
+		t.Fatalf("bad configuration: %d", r.status)
+	}
+	if r := s.do(t, "GET", "/v2/health/ready", nil); r.status != 503 {
+		t.Fatalf("a refused configuration made the stage ready: %d", r.status)
+	}
+	if r := s.do(t, "POST", "/admin/stages/ocr-cls", []byte(`{"max_batch":2}`)); r.status != 200 {
+		t.Fatalf("configure: %d %s", r.status, r.body)
+	}
+	if r := s.do(t, "GET", "/v2/health/ready", nil); r.status != 200 {
+		t.Fatalf("ready after the configuration: %d %s", r.status, r.body)
+	}
+	// Without a controller the wait ends on its own.
+	s = startServer(t, dir, st, clsCfg, ServerConfig{}, AdminConfig{AwaitConfig: 300 * time.Millisecond})
+	if r := s.do(t, "GET", "/v2/health/ready", nil); r.status != 503 {
+		t.Fatalf("ready at once: %d", r.status)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if r := s.do(t, "GET", "/v2/health/ready", nil); r.status != 200 {
+		t.Fatalf("still not ready after the wait: %d %s", r.status, r.body)
+	}
+}
+
 func TestVariantSwitchOverTheAdminAPIUnderLoadFailsNoRequest(t *testing.T) {
 	repo, dir := testRepo(t)
 	st := subStage(t, repo, "classify", "squeezenet", "shufflenet")
