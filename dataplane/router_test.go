@@ -1,7 +1,9 @@
 package dataplane
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/models"
+	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // chainSpec is a one-stage pipeline over ocr-cls with tensor glue.
@@ -155,6 +158,39 @@ func TestRemoteStageClientRetriesOnAnotherReplicaWhenOneIsDown(t *testing.T) {
 	res := r.do(t, "POST", "/v2/models/chain/infer", body, headerHeaderLen, fmt.Sprint(jl))
 	if res.status != 503 || !strings.Contains(string(res.body), "no replica") {
 		t.Fatalf("all replicas down: %d %s", res.status, res.body)
+	}
+}
+
+// A replica that accepts the request but answers after the deadline is a
+// deadline drop (504), not a server error, however the transport reports it.
+func TestRemoteStageClientReportsASilentReplicaAsADeadline(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { // read the request, send half a header, then nothing
+				buf := make([]byte, 1<<16)
+				c.Read(buf)
+				c.Write([]byte("HTTP/1.1 200 OK\r\nContent-Len"))
+				time.Sleep(2 * time.Second)
+				c.Close()
+			}()
+		}
+	}()
+	client := NewRemoteClient("m", []string{ln.Addr().String()})
+	in := []mlrt.Tensor{{Name: "x", DataType: models.FP32, Shape: []int64{1}, Data: make([]byte, 4)}}
+	for _, d := range []time.Duration{50 * time.Millisecond, 300 * time.Millisecond} {
+		_, err := client.Infer(context.Background(), in, time.Now().Add(d))
+		if !errors.Is(err, ErrDeadline) {
+			t.Fatalf("deadline %s: %v, want ErrDeadline", d, err)
+		}
 	}
 }
 

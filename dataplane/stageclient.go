@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -232,7 +234,10 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 		err = e.client.DoDeadline(st.hreq, st.hres, deadline)
 	}
 	if err != nil {
-		if errors.Is(err, fasthttp.ErrTimeout) {
+		// fasthttp reports the deadline as ErrTimeout, or as the socket's
+		// i/o timeout when it hits while reading the answer.
+		var ne net.Error
+		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
 			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", ErrDeadline, c.model, e.addr)
 		}
 		return fmt.Errorf("stage %q at %s: %w", c.model, e.addr, err)
