@@ -10,16 +10,18 @@ export IPA_ORT_LIB := $(DEPS)/lib/libonnxruntime.so.1
 export IPA_RAW_DIR := $(DEPS)/raw
 export IPA_MODELS_DIR := $(DEPS)/models
 export IPA_PROMETHEUS := $(DEPS)/prometheus/usr/bin/prometheus
+# The Kubernetes control plane the tests start (scripts/k8s-deps.sh builds it).
+export IPA_K8S_BIN := $(DEPS)/k8s
 export PKG_CONFIG_PATH := $(DEPS)/highs/lib/pkgconfig
 export CGO_ENABLED := 1
 
 GO ?= go
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: help deps models build test bench fuzz lint check golden demo docker clean distclean proto
+.PHONY: help deps k8s-deps models build test bench fuzz lint check golden demo docker clean distclean proto
 
 help: ## list targets (default)
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
 deps: ## idempotent: ONNX Runtime, HiGHS, raw models into .deps/ (with progress)
 	@bash scripts/deps.sh
@@ -32,7 +34,10 @@ build: bin/ipa ## deps + go build -o bin/ipa
 models: bin/ipa ## build the model repository in .deps/models from the raw models (self-checked)
 	./bin/ipa models build --raw $(IPA_RAW_DIR) --out $(IPA_MODELS_DIR)
 
-test: models ## deps + go test -race -shuffle=on ./... (the README's test command; CI calls it)
+k8s-deps: ## build once (cached in ~/.cache/k8s-test-bins; ~10 min cold): etcd, kube-apiserver, kcm, scheduler, kwok
+	@bash scripts/k8s-deps.sh >/dev/null
+
+test: models k8s-deps ## deps + go test -race -shuffle=on ./... (the README's test command; CI calls it)
 	$(GO) test -race -shuffle=on -timeout 30m ./...
 
 bench: models ## benchmarks, baselines in the same run; then the served/raw ratios

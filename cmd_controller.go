@@ -2,18 +2,25 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	goruntime "runtime"
 	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/optimizer/highs"
 	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/orchestrator/kube"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
 )
 
@@ -32,7 +39,8 @@ type ControllerFlags struct {
 }
 
 // controller builds the loop for spec with the given observer and actuator.
-func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Repository, obs orchestrator.Observer, act orchestrator.Actuator, log *slog.Logger) (*orchestrator.Controller, io.Closer, error) {
+// adjust, if any, edits the problem before the loop starts.
+func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Repository, obs orchestrator.Observer, act orchestrator.Actuator, log *slog.Logger, adjust ...func(*optimizer.Problem)) (*orchestrator.Controller, io.Closer, error) {
 	if f.Profile == "" {
 		return nil, nil, fmt.Errorf("adaptation needs --controller.profile FILE (measure one with `ipa profile --stage …`)")
 	}
@@ -50,6 +58,9 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 	}
 	problem := optimizer.Problem{Stages: stages, Profiles: prof, SLA: spec.SLA, Alpha: f.Alpha, Beta: f.Beta, Gamma: 1e-6,
 		ScalingCap: f.ScalingCap, CoreCapacity: capacity}
+	for _, a := range adjust {
+		a(&problem)
+	}
 	var solver optimizer.Solver = optimizer.Exact{}
 	if f.Solver == "highs" {
 		solver = highs.Solver{}
@@ -112,19 +123,24 @@ func (o localObserver) Rates(_ context.Context, n int) ([]float64, error) {
 }
 
 // ControllerCmd runs the adaptation loop against a router and stages in
-// other processes (their /router/rate and admin API).
+// other processes: the load from the router's /router/rate (or Prometheus),
+// the plan applied through the stages' admin API, or through Kubernetes.
 type ControllerCmd struct {
 	Models     RepoFlags       `embed:"" prefix:"models."`
 	Pipeline   PipelineFlags   `embed:""`
 	Router     string          `required:"" placeholder:"URL" help:"Router base URL, e.g. http://127.0.0.1:8080."`
+	Prometheus string          `placeholder:"URL" help:"Read the arrival rate from this Prometheus server (it must scrape the router's /metrics, every second for per-second peaks) instead of the router's /router/rate."`
 	StageAdmin []string        `name:"stage-admin" sep:"none" placeholder:"STEP=URL" help:"Admin base URL of a step's stage server; repeat per step."`
 	AdminToken string          `name:"admin-token" env:"IPA_ADMIN_TOKEN" help:"Bearer token of the stages' admin API."`
+	OnKube     bool            `name:"kube" help:"Apply plans through Kubernetes: replicas through each stage Deployment's scale, variant/batch/cores through each pod's admin API (see 'ipa manifests'); replaces --stage-admin."`
+	Kube       kube.Flags      `embed:"" prefix:"kube."`
+	Listen     string          `name:"http.listen-addr" placeholder:"HOST:PORT" help:"Serve /metrics (ipa_controller_*), /healthz and /decision (the last decision) here (empty: no server)."`
 	Controller ControllerFlags `embed:"" prefix:"controller."`
 }
 
 // Run adapts until SIGINT or SIGTERM.
 func (c *ControllerCmd) Run(g *Globals) error {
-	log := g.Logger()
+	log := g.Logger().With("role", "controller")
 	ctx := signalContext(log)
 	repo, err := c.Models.Open()
 	if err != nil {
@@ -134,31 +150,98 @@ func (c *ControllerCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	urls := map[string]string{}
-	for _, e := range c.StageAdmin {
-		step, url, ok := strings.Cut(e, "=")
-		if !ok {
-			return fmt.Errorf("--stage-admin %q: write STEP=URL", e)
+	var act orchestrator.Actuator
+	if c.OnKube {
+		if len(c.StageAdmin) > 0 {
+			return fmt.Errorf("--kube finds the stages' pods itself: drop --stage-admin")
 		}
-		urls[step] = strings.TrimRight(url, "/")
-	}
-	act := orchestrator.AdminActuator{Token: c.AdminToken}
-	for _, s := range spec.Stages {
-		u, ok := urls[s.Name]
-		if !ok {
-			return fmt.Errorf("no --stage-admin for step %q (steps: %v)", s.Name, stepNames(spec.Stages))
+		kc, err := c.Kube.Client()
+		if err != nil {
+			return err
 		}
-		act.URLs, act.Stages = append(act.URLs, u), append(act.Stages, s.Model)
+		var repoStages []string
+		for _, s := range spec.Stages {
+			repoStages = append(repoStages, s.Model)
+		}
+		ka, err := kube.NewActuator(ctx, kc, kube.ActuatorOptions{Namespace: c.Kube.Namespace, Pipeline: spec.Name,
+			Steps: stepNames(spec.Stages), Stages: repoStages, Token: c.AdminToken, Logger: log})
+		if err != nil {
+			return err
+		}
+		defer ka.Close()
+		act = ka
+	} else {
+		urls := map[string]string{}
+		for _, e := range c.StageAdmin {
+			step, url, ok := strings.Cut(e, "=")
+			if !ok {
+				return fmt.Errorf("--stage-admin %q: write STEP=URL", e)
+			}
+			urls[step] = strings.TrimRight(url, "/")
+		}
+		aa := orchestrator.AdminActuator{Token: c.AdminToken}
+		for _, s := range spec.Stages {
+			u, ok := urls[s.Name]
+			if !ok {
+				return fmt.Errorf("no --stage-admin for step %q (steps: %v); or pass --kube", s.Name, stepNames(spec.Stages))
+			}
+			aa.URLs, aa.Stages = append(aa.URLs, u), append(aa.Stages, s.Model)
+		}
+		act = aa
 	}
-	obs := orchestrator.RouterObserver{URL: strings.TrimRight(c.Router, "/"), Pipeline: spec.Name}
-	ctl, closer, err := c.Controller.controller(spec, repo, obs, act, log)
+	var obs orchestrator.Observer = orchestrator.RouterObserver{URL: strings.TrimRight(c.Router, "/"), Pipeline: spec.Name}
+	if c.Prometheus != "" {
+		obs = orchestrator.PrometheusObserver{URL: strings.TrimRight(c.Prometheus, "/"), Pipeline: spec.Name}
+	}
+	var adjust []func(*optimizer.Problem)
+	if c.OnKube {
+		// A pod's CPU is its template's: plan each step's replicas with the
+		// cores its pods were given, which the actuator cannot change live.
+		adjust = append(adjust, func(p *optimizer.Problem) {
+			for i := range p.Stages {
+				for j := range p.Stages[i].Variants {
+					p.Stages[i].Variants[j].Cores = []int{spec.Stages[i].Initial.Cores}
+				}
+			}
+		})
+	}
+	ctl, closer, err := c.Controller.controller(spec, repo, obs, act, log, adjust...)
 	if err != nil {
 		return err
 	}
 	defer closer.Close()
 	defer ctl.Close()
-	log.Info("adapting", "pipeline", spec.Name, "interval", c.Controller.Loop.Interval.String(), "router", c.Router)
+	if c.Listen != "" {
+		srv, err := controllerServer(c.Listen, ctl, log)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+	}
+	log.Info("adapting", "pipeline", spec.Name, "interval", c.Controller.Loop.Interval.String(), "router", c.Router, "kubernetes", c.OnKube)
 	return ctl.Run(ctx)
+}
+
+// controllerServer serves the controller's /metrics, /healthz and /decision.
+func controllerServer(addr string, ctl *orchestrator.Controller, log *slog.Logger) (*http.Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http.listen-addr: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+		metrics.WritePrometheus(w, true)
+	})
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /decision", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(ctl.Last())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	log.Info("serving", "addr", ln.Addr().String(), "paths", "/metrics /healthz /decision")
+	return srv, nil
 }
 
 // predictor returns the chosen load predictor; the loop applies the margin.

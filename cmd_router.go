@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/orchestrator/kube"
 )
 
 // RouterCmd serves a pipeline whose stages run as separate `ipa stage`
@@ -14,6 +15,8 @@ type RouterCmd struct {
 	Models    RepoFlags              `embed:"" prefix:"models."`
 	Pipeline  PipelineFlags          `embed:""`
 	Endpoints []string               `name:"endpoints" sep:"none" placeholder:"STEP=HOST:PORT[,HOST:PORT…]" help:"Replicas of a step of the pipeline; repeat per step."`
+	Discover  bool                   `name:"kube.discover" help:"Find each step's ready replicas from the EndpointSlices of its Service (see 'ipa manifests') instead of --endpoints."`
+	Kube      kube.Flags             `embed:"" prefix:"kube."`
 	HTTP      dataplane.ServerConfig `embed:"" prefix:"http."`
 }
 
@@ -51,11 +54,15 @@ func (c *RouterCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	if c.Discover && len(eps) > 0 {
+		return fmt.Errorf("--kube.discover finds the endpoints: drop --endpoints")
+	}
 	var steps []*dataplane.PipeStage
+	clients := map[string]*dataplane.RemoteClient{}
 	for _, s := range spec.Stages {
 		addrs, ok := eps[s.Name]
-		if !ok {
-			return fmt.Errorf("no --endpoints for step %q of pipeline %q (steps: %v)", s.Name, spec.Name, stepNames(spec.Stages))
+		if !ok && !c.Discover {
+			return fmt.Errorf("no --endpoints for step %q of pipeline %q (steps: %v); or pass --kube.discover", s.Name, spec.Name, stepNames(spec.Stages))
 		}
 		delete(eps, s.Name)
 		meta, err := s.RepoStage(repo)
@@ -63,6 +70,7 @@ func (c *RouterCmd) Run(g *Globals) error {
 			return err
 		}
 		client := dataplane.NewRemoteClient(meta.Name, addrs)
+		clients[s.Name] = client
 		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: client, Active: client.ActiveVariant, RepoDir: c.Models.Dir})
 	}
 	for step := range eps {
@@ -71,6 +79,18 @@ func (c *RouterCmd) Run(g *Globals) error {
 	pipe, err := dataplane.NewPipe(spec, steps)
 	if err != nil {
 		return err
+	}
+	if c.Discover {
+		kc, err := c.Kube.Client()
+		if err != nil {
+			return err
+		}
+		_, err = kube.WatchEndpoints(ctx, kc, c.Kube.Namespace, spec.Name, stepNames(spec.Stages), func(step string, eps []kube.Endpoint) {
+			clients[step].SetEndpoints(kube.ReadyAddrs(eps))
+		}, log)
+		if err != nil {
+			return err
+		}
 	}
 	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, nil)
 	return serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String())

@@ -79,6 +79,7 @@ type CLI struct {
 	Local      LocalCmd      `cmd:"" default:"withargs" help:"Run the router and every stage of a pipeline in one process (the default)."`
 	Router     RouterCmd     `cmd:"" help:"Accept inference requests and chain them through the pipeline's stages (separate processes)."`
 	Controller ControllerCmd `cmd:"" help:"Predict load, solve for variant, batch size and replicas, apply the plan to a router's stages."`
+	Manifests  ManifestsCmd  `cmd:"" help:"Render the Kubernetes objects that run a pipeline (Deployments, Services, RBAC, ConfigMap, Secret) as YAML."`
 	Report     ReportCmd     `cmd:"" help:"Render a run of the adaptation loop: load, predictions, configuration, cost, p99 vs SLA, violations."`
 	Predict    PredictCmd    `cmd:"" help:"Train and evaluate the load predictors (LSTM, reactive, max-window, EWMA) on the Twitter trace."`
 	Stage      StageCmd      `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`

@@ -39,6 +39,22 @@ type Actuator interface {
 	Apply(ctx context.Context, stage int, cfg models.StageConfig) error
 }
 
+// Action is one thing an actuator did to the cluster (a scale, a pod
+// configured, …), shown in the decision log.
+type Action struct {
+	Kind    string  `json:"kind"`
+	Object  string  `json:"object"`
+	What    string  `json:"what"`
+	Seconds float64 `json:"seconds"`
+}
+
+// ActionReporter is implemented by actuators that act in the background as
+// well as in Apply (the Kubernetes one): each decision logs what they did
+// since the previous one.
+type ActionReporter interface {
+	TakeActions() []Action
+}
+
 // Clock is the loop's time source.
 type Clock interface {
 	Now() time.Time
@@ -84,6 +100,7 @@ type Decision struct {
 	ApplySec  float64              `json:"apply_seconds"`
 	Error     string               `json:"error,omitempty"`
 	Applied   []models.StageConfig `json:"applied,omitempty"`
+	Actions   []Action             `json:"actions,omitempty"`
 }
 
 // Change is one stage whose configuration the loop changed.
@@ -91,6 +108,8 @@ type Change struct {
 	Stage string             `json:"stage"`
 	From  models.StageConfig `json:"from"`
 	To    models.StageConfig `json:"to"`
+	// Seconds is how long the actuator took to apply the change.
+	Seconds float64 `json:"seconds"`
 }
 
 // Controller runs the loop. It is safe for concurrent use; Run must be
@@ -173,6 +192,9 @@ func (c *Controller) Run(ctx context.Context) error {
 func (c *Controller) Step(ctx context.Context) Decision {
 	d := Decision{Time: c.clock.Now()}
 	defer c.record(&d)
+	// Background actions (retries, new pods configured) show even in a
+	// decision that fails early.
+	defer c.takeActions(&d)
 	rates, err := c.obs.Rates(ctx, c.cfg.History)
 	if err != nil {
 		d.Error = fmt.Sprintf("cannot observe the load: %v", err)
@@ -213,11 +235,12 @@ func (c *Controller) Step(ctx context.Context) Decision {
 		if i < len(current) && sameConfig(current[i], to) {
 			continue
 		}
+		t0 := c.clock.Now()
 		if err := c.act.Apply(ctx, i, to); err != nil {
 			d.Error = fmt.Sprintf("cannot apply %s to stage %q: %v", fmtConfig(to), sp.Stage, err)
 			break
 		}
-		ch := Change{Stage: sp.Stage, To: to}
+		ch := Change{Stage: sp.Stage, To: to, Seconds: c.clock.Now().Sub(t0).Seconds()}
 		if i < len(current) {
 			ch.From = current[i]
 			d.Applied[i] = to
@@ -226,6 +249,7 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	}
 	d.ApplySec = c.clock.Now().Sub(start).Seconds()
 	c.m.update(&d)
+	c.takeActions(&d)
 	return d
 }
 
@@ -254,6 +278,12 @@ func stats(rates []float64, n int) (mean, peak float64) {
 		peak = max(peak, r)
 	}
 	return mean / float64(n), peak
+}
+
+func (c *Controller) takeActions(d *Decision) {
+	if r, ok := c.act.(ActionReporter); ok {
+		d.Actions = append(d.Actions, r.TakeActions()...)
+	}
 }
 
 func (c *Controller) record(d *Decision) {

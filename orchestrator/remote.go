@@ -47,7 +47,8 @@ type AdminActuator struct {
 	Client *http.Client
 }
 
-type adminConfig struct {
+// AdminConfig is a StageConfig as the stages' admin API (/admin/stages/{stage}) reads and writes it.
+type AdminConfig struct {
 	Variant  string `json:"variant"`
 	MaxBatch int    `json:"max_batch"`
 	MaxWait  string `json:"max_wait"`
@@ -59,40 +60,59 @@ type adminConfig struct {
 func (a AdminActuator) Current(ctx context.Context) ([]models.StageConfig, error) {
 	out := make([]models.StageConfig, len(a.URLs))
 	for i := range a.URLs {
-		var body struct {
-			Config adminConfig `json:"config"`
-		}
-		if err := a.do(ctx, http.MethodGet, i, nil, &body); err != nil {
+		c, err := GetStageConfig(ctx, a.client(), a.URLs[i], a.Stages[i], a.Token)
+		if err != nil {
 			return nil, err
 		}
-		w, err := time.ParseDuration(body.Config.MaxWait)
-		if err != nil {
-			return nil, fmt.Errorf("stage %q reports max_wait %q: %w", a.Stages[i], body.Config.MaxWait, err)
-		}
-		c := body.Config
-		out[i] = models.StageConfig{Variant: c.Variant, MaxBatch: c.MaxBatch, MaxWait: w, Replicas: c.Replicas, Cores: c.Cores}
+		out[i] = c
 	}
 	return out, nil
 }
 
 // Apply implements Actuator.
 func (a AdminActuator) Apply(ctx context.Context, stage int, c models.StageConfig) error {
-	b, _ := json.Marshal(adminConfig{c.Variant, c.MaxBatch, c.MaxWait.String(), c.Replicas, c.Cores})
-	return a.do(ctx, http.MethodPost, stage, b, nil)
+	return PostStageConfig(ctx, a.client(), a.URLs[stage], a.Stages[stage], a.Token, c)
 }
 
-func (a AdminActuator) do(ctx context.Context, method string, i int, body []byte, out any) error {
-	url := a.URLs[i] + "/admin/stages/" + a.Stages[i]
+func (a AdminActuator) client() *http.Client {
+	if a.Client != nil {
+		return a.Client
+	}
+	return &http.Client{Timeout: 2 * time.Minute} // loading sessions for new replicas takes seconds
+}
+
+// GetStageConfig reads the configuration of stage from the stage server at
+// base (e.g. http://10.0.0.7:8080) through its admin API.
+func GetStageConfig(ctx context.Context, c *http.Client, base, stage, token string) (models.StageConfig, error) {
+	var body struct {
+		Config AdminConfig `json:"config"`
+	}
+	if err := adminCall(ctx, c, http.MethodGet, base, stage, token, nil, &body); err != nil {
+		return models.StageConfig{}, err
+	}
+	w, err := time.ParseDuration(body.Config.MaxWait)
+	if err != nil {
+		return models.StageConfig{}, fmt.Errorf("stage %q at %s reports max_wait %q: %w", stage, base, body.Config.MaxWait, err)
+	}
+	b := body.Config
+	return models.StageConfig{Variant: b.Variant, MaxBatch: b.MaxBatch, MaxWait: w, Replicas: b.Replicas, Cores: b.Cores}, nil
+}
+
+// PostStageConfig sets the configuration of stage on the stage server at
+// base; it returns once the stage runs it.
+func PostStageConfig(ctx context.Context, c *http.Client, base, stage, token string, cfg models.StageConfig) error {
+	b, _ := json.Marshal(AdminConfig{cfg.Variant, cfg.MaxBatch, cfg.MaxWait.String(), cfg.Replicas, cfg.Cores})
+	return adminCall(ctx, c, http.MethodPost, base, stage, token, b, nil)
+}
+
+func adminCall(ctx context.Context, c *http.Client, method, base, stage, token string, body []byte, out any) error {
+	url := base + "/admin/stages/" + stage
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	if a.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+a.Token)
-	}
-	c := a.Client
-	if c == nil {
-		c = &http.Client{Timeout: 2 * time.Minute} // loading sessions for new replicas takes seconds
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := c.Do(req)
 	if err != nil {
