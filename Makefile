@@ -64,7 +64,7 @@ demo: models ## build + ./bin/ipa (ipa local: the OCR pipeline on 127.0.0.1:8080
 	./bin/ipa --models.dir $(IPA_MODELS_DIR)
 
 docker: ## multi-stage image (needs a Docker engine)
-	docker build -t ipa:$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) -t ipa:$(VERSION) .
 
 proto: ## regenerate models/onnxpb from onnx.proto (needs protoc)
 	bash models/onnxpb/regen.sh
