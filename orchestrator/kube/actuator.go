@@ -113,10 +113,12 @@ func NewActuator(ctx context.Context, client kubernetes.Interface, opt ActuatorO
 	})
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
+		a.m.close()
 		return nil, fmt.Errorf("Deployments of pipeline %q in namespace %q: the cache did not sync: %w", opt.Pipeline, opt.Namespace, context.Cause(ctx))
 	}
 	w, err := WatchEndpoints(ctx, client, opt.Namespace, opt.Pipeline, opt.Steps, func(string, []Endpoint) { a.poke() }, a.log)
 	if err != nil {
+		a.m.close()
 		return nil, err
 	}
 	a.watch = w
