@@ -11,6 +11,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -104,13 +105,37 @@ func (a localActuator) Apply(_ context.Context, i int, c models.StageConfig) err
 	return err
 }
 
-// localObserver reads the router of this process.
+// localObserver reads the router of this process. It also reports the
+// router's glue cost per request (image decoding, resizing): in ipa local
+// the router shares the plan's cores, so the loop reserves some for it.
 type localObserver struct {
 	router   *dataplane.Router
 	pipeline string
+
+	mu         sync.Mutex // guards lastTotal, lastN, perRequest
+	lastTotal  time.Duration
+	lastN      int64
+	perRequest float64
 }
 
-func (o localObserver) Rates(_ context.Context, n int) ([]float64, error) {
+// OverheadSeconds implements orchestrator.OverheadObserver: the mean glue
+// time per request since the previous call (the previous mean when no
+// request came).
+func (o *localObserver) OverheadSeconds(context.Context) (float64, error) {
+	total, n, err := o.router.GlueCost(o.pipeline)
+	if err != nil {
+		return 0, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n > o.lastN {
+		o.perRequest = (total - o.lastTotal).Seconds() / float64(n-o.lastN)
+	}
+	o.lastTotal, o.lastN = total, n
+	return o.perRequest, nil
+}
+
+func (o *localObserver) Rates(_ context.Context, n int) ([]float64, error) {
 	counts, err := o.router.Rate(o.pipeline, n)
 	if err != nil {
 		return nil, err

@@ -110,7 +110,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
 	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, stageSrv.Handle)
 	if c.Adapt {
-		ctl, closer, err := c.Control.controller(spec, repo, localObserver{router, spec.Name}, localActuator{stages}, log)
+		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: router, pipeline: spec.Name}, localActuator{stages}, log)
 		if err != nil {
 			for i := len(stages) - 1; i >= 0; i-- {
 				stages[i].Close()

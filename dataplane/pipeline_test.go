@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/models/pipespec"
@@ -98,6 +99,15 @@ func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %q:\n%s", want, grep(m, "ipa_router"))
 		}
+	}
+	// The router's own work (decode, resize, crops, CTC) is counted per
+	// request, the failed one included: the controller reserves cores for it.
+	glue, n, err := r.router.GlueCost("ocr")
+	if err != nil || n != 3 || glue < time.Millisecond || glue > 10*time.Second {
+		t.Fatalf("glue cost %s over %d requests (%v), want 3 requests and a plausible time", glue, n, err)
+	}
+	if _, _, err := r.router.GlueCost("nope"); err == nil {
+		t.Fatal("GlueCost of an unknown pipeline")
 	}
 }
 

@@ -87,6 +87,18 @@ func (r *Router) Rate(pipeline string, n int) ([]int64, error) {
 	return p.rate.Last(n), nil
 }
 
+// GlueCost returns what the pipeline's glue (image decoding, resizing,
+// crops, post-processing) cost the router in total, and over how many
+// requests.
+func (r *Router) GlueCost(pipeline string) (time.Duration, int64, error) {
+	p, ok := r.pipes[pipeline]
+	if !ok {
+		return 0, 0, fmt.Errorf("unknown pipeline %q", pipeline)
+	}
+	total, n := p.pipe.GlueCost()
+	return total, n, nil
+}
+
 // Handle routes one request.
 func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	path := string(ctx.Path())

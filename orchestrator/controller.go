@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"sync"
 	"time"
 
@@ -18,6 +19,15 @@ import (
 // of the last complete seconds.
 type Observer interface {
 	Rates(ctx context.Context, seconds int) ([]float64, error)
+}
+
+// OverheadObserver is implemented by observers that also know the CPU time
+// the router spends per request outside the stages (the glue: decoding and
+// resizing images, crops). When the router shares the plan's cores (ipa
+// local), the loop keeps ceil(predicted rate × overhead) cores out of the
+// core capacity for it.
+type OverheadObserver interface {
+	OverheadSeconds(ctx context.Context) (float64, error)
 }
 
 // Predictor predicts the peak arrival rate of the next interval from the
@@ -93,6 +103,8 @@ type Decision struct {
 	Observed  float64              `json:"observed_rps"` // mean of the last interval
 	PeakSeen  float64              `json:"observed_peak_rps"`
 	Predicted float64              `json:"predicted_rps"` // with margin
+	// Reserved cores kept out of the capacity for the router's glue.
+	Reserved int `json:"reserved_cores,omitempty"`
 	Plan      *optimizer.Plan      `json:"plan,omitempty"`
 	Fallback  bool                 `json:"fallback,omitempty"`
 	Changes   []Change             `json:"changes,omitempty"`
@@ -211,6 +223,12 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	p := c.problem
 	p.ArrivalRate = d.Predicted
 	p.Current = current
+	if o, ok := c.obs.(OverheadObserver); ok && p.CoreCapacity > 0 {
+		if per, err := o.OverheadSeconds(ctx); err == nil && per > 0 {
+			d.Reserved = min(int(math.Ceil(d.Predicted*per)), p.CoreCapacity-1) // leave the stages a core
+			p.CoreCapacity -= d.Reserved
+		}
+	}
 	plan, err := optimizer.Solve(&p, c.solver, c.clock.Now)
 	d.SolveSec = plan.SolveTime.Seconds()
 	switch {

@@ -183,3 +183,43 @@ type tickClock struct{ c chan time.Time }
 
 func (k tickClock) Now() time.Time                       { return time.Now() }
 func (k tickClock) After(time.Duration) <-chan time.Time { return k.c }
+
+// overheadObserver also reports the router's glue cost per request.
+type overheadObserver struct {
+	fakeObserver
+	perRequest float64
+}
+
+func (o *overheadObserver) OverheadSeconds(context.Context) (float64, error) { return o.perRequest, nil }
+
+// When the router's own work shares the cores, the loop keeps
+// ceil(rate × overhead) of them out of the plan's capacity.
+func TestControllerReservesCoresForTheRoutersGlue(t *testing.T) {
+	plan := func(overhead float64) Decision {
+		obs := &overheadObserver{fakeObserver: fakeObserver{rate: 60}, perRequest: overhead}
+		act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+		p := measuredProblem(t)
+		p.CoreCapacity = 4
+		c, err := New(Config{Interval: time.Second, History: 30, Margin: 1}, p,
+			Options{Observer: obs, Predictor: PredictorFunc(func(h []float64) float64 { return h[len(h)-1] }),
+				Actuator: act, Solver: optimizer.Exact{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.Step(context.Background())
+	}
+	free := plan(0)
+	if free.Reserved != 0 || free.Plan == nil || free.Plan.Cost < 3 {
+		t.Fatalf("no overhead: %d reserved, plan %+v", free.Reserved, free.Plan)
+	}
+	// 30 ms per request at 60/s is 1.8 cores of router work: 2 reserved.
+	busy := plan(0.03)
+	if busy.Reserved != 2 || busy.Plan == nil || busy.Plan.Cost > 2 {
+		t.Fatalf("30 ms per request at 60/s: %d cores reserved, plan %+v (capacity 4)", busy.Reserved, busy.Plan)
+	}
+	// The stages always keep a core.
+	if d := plan(1); d.Reserved != 3 {
+		t.Fatalf("1 s per request: %d reserved, want 3 of 4", d.Reserved)
+	}
+}
