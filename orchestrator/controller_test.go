@@ -190,7 +190,9 @@ type overheadObserver struct {
 	perRequest float64
 }
 
-func (o *overheadObserver) OverheadSeconds(context.Context) (float64, error) { return o.perRequest, nil }
+func (o *overheadObserver) OverheadSeconds(context.Context) (float64, error) {
+	return o.perRequest, nil
+}
 
 // When the router's own work shares the cores, the loop keeps
 // ceil(rate × overhead) of them out of the plan's capacity.
