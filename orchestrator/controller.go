@@ -99,20 +99,19 @@ func (c Config) Validate() error {
 // Decision is what the loop did in one interval: one JSON line of the
 // decision log.
 type Decision struct {
-	Time      time.Time `json:"time"`
-	Observed  float64   `json:"observed_rps"` // mean of the last interval
-	PeakSeen  float64   `json:"observed_peak_rps"`
-	Predicted float64   `json:"predicted_rps"` // with margin
-	// Reserved cores kept out of the capacity for the router's glue.
-	Reserved int                  `json:"reserved_cores,omitempty"`
-	Plan     *optimizer.Plan      `json:"plan,omitempty"`
-	Fallback bool                 `json:"fallback,omitempty"`
-	Changes  []Change             `json:"changes,omitempty"`
-	SolveSec float64              `json:"solve_seconds"`
-	ApplySec float64              `json:"apply_seconds"`
-	Error    string               `json:"error,omitempty"`
-	Applied  []models.StageConfig `json:"applied,omitempty"`
-	Actions  []Action             `json:"actions,omitempty"`
+	Time      time.Time            `json:"time"`
+	Observed  float64              `json:"observed_rps"` // mean of the last interval
+	PeakSeen  float64              `json:"observed_peak_rps"`
+	Predicted float64              `json:"predicted_rps"`            // with margin
+	Reserved  int                  `json:"reserved_cores,omitempty"` // cores kept out of the capacity for the router\'s glue
+	Plan      *optimizer.Plan      `json:"plan,omitempty"`
+	Fallback  bool                 `json:"fallback,omitempty"`
+	Changes   []Change             `json:"changes,omitempty"`
+	SolveSec  float64              `json:"solve_seconds"`
+	ApplySec  float64              `json:"apply_seconds"`
+	Error     string               `json:"error,omitempty"`
+	Applied   []models.StageConfig `json:"applied,omitempty"`
+	Actions   []Action             `json:"actions,omitempty"`
 }
 
 // Change is one stage whose configuration the loop changed.
