@@ -103,7 +103,7 @@ type Decision struct {
 	Observed  float64              `json:"observed_rps"` // mean of the last interval
 	PeakSeen  float64              `json:"observed_peak_rps"`
 	Predicted float64              `json:"predicted_rps"`            // with margin
-	Reserved  int                  `json:"reserved_cores,omitempty"` // cores kept out of the capacity for the router\'s glue
+	Reserved  int                  `json:"reserved_cores,omitempty"` // cores kept out of the capacity for the router's glue
 	Plan      *optimizer.Plan      `json:"plan,omitempty"`
 	Fallback  bool                 `json:"fallback,omitempty"`
 	Changes   []Change             `json:"changes,omitempty"`
