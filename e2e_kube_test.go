@@ -136,11 +136,36 @@ func TestPipelineOnKubernetes(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}()
-	// An API-server outage in the middle of the high phase.
+	// An API-server outage in the middle of the high phase; then, still in
+	// it (the stage scaled up), the manifests are applied again: that must
+	// not undo the controller's scale.
 	outage := make(chan error, 1)
+	var reapplied int32
 	go func() {
+		t0 := time.Now()
 		time.Sleep(22 * time.Second)
-		outage <- c.RestartAPIServer(3 * time.Second)
+		if err := c.RestartAPIServer(3 * time.Second); err != nil {
+			outage <- err
+			return
+		}
+		time.Sleep(time.Until(t0.Add(31 * time.Second)))
+		var out []byte
+		var err error
+		for range 20 {
+			if out, err = exec.Command("kubectl", "--kubeconfig", c.Kubeconfig, "apply", "-f", manifests).CombinedOutput(); err == nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		if err != nil {
+			outage <- fmt.Errorf("re-applying the manifests: %v\n%s", err, out)
+			return
+		}
+		d, err := c.Client.AppsV1().Deployments(ns).Get(context.Background(), stageName, metav1.GetOptions{})
+		if err == nil {
+			reapplied = *d.Spec.Replicas
+		}
+		outage <- err
 	}()
 	report := filepath.Join(dir, "report.json")
 	out, err = exec.Command(bin, "load", "--url", "http://"+router+"/v2/models/kc/infer", "--pattern", "step",
@@ -151,6 +176,9 @@ func TestPipelineOnKubernetes(t *testing.T) {
 	}
 	if err := <-outage; err != nil {
 		t.Fatal(err)
+	}
+	if reapplied < 2 {
+		t.Errorf("after re-applying the manifests in the high phase the stage has %d replicas, want the controller's 2", reapplied)
 	}
 	var rep struct{ Sent, Succeeded, Dropped, Failed int }
 	b, _ := os.ReadFile(report)

@@ -547,8 +547,15 @@ func (r *renderer) stageDeployment(s *models.PipelineStage) *appsv1.Deployment {
 	// (new pods join first; they load before they are ready).
 	strategy := appsv1.DeploymentStrategy{Type: appsv1.RollingUpdateDeploymentStrategyType, RollingUpdate: &appsv1.RollingUpdateDeployment{
 		MaxUnavailable: new(intstr.FromInt32(0)), MaxSurge: new(intstr.FromString("25%"))}}
-	return r.deployment(StageName(r.spec.Name, s.Name), r.stageLabels(s.Name), int32(init.Replicas), strategy,
+	d := r.deployment(StageName(r.spec.Name, s.Name), r.stageLabels(s.Name), int32(init.Replicas), strategy,
 		withoutEmpty(map[string]string{AnnotationTokenSHA256: r.tokenSum}), r.podSpec(c, vols, ""))
+	if init.Replicas == 1 {
+		// The controller owns the scale. Left out, replicas default to 1
+		// and a re-apply of these manifests does not undo its scaling
+		// (kubectl apply only changes the fields it applied).
+		d.Spec.Replicas = nil
+	}
+	return d
 }
 
 // routerDeployment runs the router: one replica, because the controller
