@@ -194,8 +194,8 @@ func (o *overheadObserver) OverheadSeconds(context.Context) (float64, error) {
 	return o.perRequest, nil
 }
 
-// When the router's own work shares the cores, the loop keeps
-// ceil(rate × overhead) of them out of the plan's capacity.
+// When the router's own work shares the cores, the loop keeps rate ×
+// overhead of them, to the nearest core, out of the plan's capacity.
 func TestControllerReservesCoresForTheRoutersGlue(t *testing.T) {
 	plan := func(overhead float64) Decision {
 		obs := &overheadObserver{fakeObserver: fakeObserver{rate: 60}, perRequest: overhead}
@@ -219,6 +219,10 @@ func TestControllerReservesCoresForTheRoutersGlue(t *testing.T) {
 	busy := plan(0.03)
 	if busy.Reserved != 2 || busy.Plan == nil || busy.Plan.Cost > 2 {
 		t.Fatalf("30 ms per request at 60/s: %d cores reserved, plan %+v (capacity 4)", busy.Reserved, busy.Plan)
+	}
+	// A cheap glue (tensors in, 1 ms at 60/s) reserves nothing.
+	if d := plan(0.001); d.Reserved != 0 || d.Plan.Cost < 3 {
+		t.Fatalf("1 ms per request at 60/s: %d reserved, plan cost %d", d.Reserved, d.Plan.Cost)
 	}
 	// The stages always keep a core.
 	if d := plan(1); d.Reserved != 3 {
