@@ -78,8 +78,13 @@ func WatchEndpoints(ctx context.Context, client kubernetes.Interface, namespace,
 			if step, ok := w.steps[es.Labels[discoveryv1.LabelServiceName]]; ok {
 				select {
 				case changed <- step:
-				default: // a full channel already holds a pending recompute
-					go func() { changed <- step }()
+				default: // full: hand it over without blocking the informer
+					go func() {
+						select {
+						case changed <- step:
+						case <-ctx.Done():
+						}
+					}()
 				}
 			}
 		}
