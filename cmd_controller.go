@@ -167,11 +167,7 @@ type ControllerCmd struct {
 func (c *ControllerCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "controller")
 	ctx := signalContext(log)
-	repo, err := c.Models.Open()
-	if err != nil {
-		return err
-	}
-	spec, err := c.Pipeline.Load(repo)
+	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return err
 	}

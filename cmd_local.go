@@ -18,6 +18,19 @@ type PipelineFlags struct {
 	Pipeline string `default:"ocr" help:"Built-in pipeline (${builtins}) or the path of a pipeline spec (YAML)."`
 }
 
+// Open reads the model repository and the spec, validated against it.
+func (f PipelineFlags) Open(repoFlags RepoFlags) (*models.Repository, *models.Pipeline, error) {
+	repo, err := repoFlags.Open()
+	if err != nil {
+		return nil, nil, err
+	}
+	spec, err := f.Load(repo)
+	if err != nil {
+		return nil, nil, err
+	}
+	return repo, spec, nil
+}
+
 // Load reads and validates the spec against repo.
 func (f PipelineFlags) Load(repo *models.Repository) (*models.Pipeline, error) {
 	var src []byte
@@ -94,11 +107,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	if err := g.InitORT(); err != nil {
 		return err
 	}
-	repo, err := c.Models.Open()
-	if err != nil {
-		return err
-	}
-	spec, err := c.Pipeline.Load(repo)
+	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return err
 	}

@@ -51,11 +51,7 @@ func (c *ManifestsCmd) render() ([]kube.Object, error) {
 	if c.Profile == "" {
 		return nil, fmt.Errorf("ipa manifests needs --profile FILE: the controller solves with the measured profile of the pipeline's stages (measure one with `ipa profile --stage …`)")
 	}
-	repo, err := c.Models.Open()
-	if err != nil {
-		return nil, err
-	}
-	spec, err := c.Pipeline.Load(repo)
+	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return nil, err
 	}

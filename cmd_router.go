@@ -42,11 +42,7 @@ func (c *RouterCmd) endpoints() (map[string][]string, error) {
 func (c *RouterCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "router")
 	ctx := signalContext(log)
-	repo, err := c.Models.Open()
-	if err != nil {
-		return err
-	}
-	spec, err := c.Pipeline.Load(repo)
+	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return err
 	}

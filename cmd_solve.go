@@ -102,11 +102,7 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	repo, err := c.Models.Open()
-	if err != nil {
-		return nil, err
-	}
-	spec, err := c.Pipeline.Load(repo)
+	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return nil, err
 	}

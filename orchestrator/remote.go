@@ -106,7 +106,17 @@ func PostStageConfig(ctx context.Context, c *http.Client, base, stage, token str
 }
 
 func adminCall(ctx context.Context, c *http.Client, method, base, stage, token string, body []byte, out any) error {
-	url := base + "/admin/stages/" + stage
+	return doJSON(ctx, c, method, base+"/admin/stages/"+stage, token, body, out)
+}
+
+func getJSON(ctx context.Context, c *http.Client, url string, out any) error {
+	return doJSON(ctx, c, http.MethodGet, url, "", nil, out)
+}
+
+// doJSON sends body (may be nil) with the bearer token (if any) and decodes
+// a 200 answer into out (if not nil); any other status is an error that
+// quotes the answer.
+func doJSON(ctx context.Context, c *http.Client, method, url, token string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -127,21 +137,4 @@ func adminCall(ctx context.Context, c *http.Client, method, base, stage, token s
 		return json.Unmarshal(b, out)
 	}
 	return nil
-}
-
-func getJSON(ctx context.Context, c *http.Client, url string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: status %d: %s", url, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	return json.Unmarshal(b, out)
 }

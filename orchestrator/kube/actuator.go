@@ -54,10 +54,9 @@ type Actuator struct {
 
 	reconciling sync.Mutex
 
-	mu      sync.Mutex // guards desired, pushed, stepOf, actions, failing
+	mu      sync.Mutex // guards desired, pushed, actions, failing
 	desired []*models.StageConfig
-	pushed  map[string]models.StageConfig // endpoint address → last configuration it accepted
-	stepOf  map[string]int                // endpoint address → step
+	pushed  []map[string]models.StageConfig // per step: endpoint address → last configuration it accepted
 	actions []orchestrator.Action
 	failing bool
 }
@@ -82,7 +81,10 @@ func NewActuator(ctx context.Context, client kubernetes.Interface, opt ActuatorO
 	}
 	a := &Actuator{client: client, ns: opt.Namespace, pipeline: opt.Pipeline, steps: opt.Steps, stages: opt.Stages,
 		token: opt.Token, http: opt.HTTP, log: opt.Logger, now: opt.Now, kick: make(chan struct{}, 1),
-		desired: make([]*models.StageConfig, len(opt.Steps)), pushed: map[string]models.StageConfig{}, stepOf: map[string]int{}}
+		desired: make([]*models.StageConfig, len(opt.Steps)), pushed: make([]map[string]models.StageConfig, len(opt.Steps))}
+	for i := range a.pushed {
+		a.pushed[i] = map[string]models.StageConfig{}
+	}
 	if a.http == nil {
 		a.http = &http.Client{Timeout: 2 * time.Minute} // a new cores figure loads sessions: seconds
 	}
@@ -297,7 +299,7 @@ func (a *Actuator) reconcile(ctx context.Context, i int, verify bool) error {
 			continue
 		}
 		a.mu.Lock()
-		done, ok := a.pushed[e.Addr]
+		done, ok := a.pushed[i][e.Addr]
 		a.mu.Unlock()
 		if ok && done == podCfg && verify {
 			if live, err := a.getPod(ctx, i, e.Addr); err == nil && !sameConfig(live, podCfg) {
@@ -315,7 +317,7 @@ func (a *Actuator) reconcile(ctx context.Context, i int, verify bool) error {
 			continue
 		}
 		a.mu.Lock()
-		a.pushed[e.Addr], a.stepOf[e.Addr] = podCfg, i
+		a.pushed[i][e.Addr] = podCfg
 		a.mu.Unlock()
 		a.record("configure", name, fmt.Sprintf("pod %s %s → %s batch %d wait %s, %d cores", e.Pod, e.Addr, podCfg.Variant, podCfg.MaxBatch, podCfg.MaxWait, podCfg.Cores), start)
 	}
@@ -351,10 +353,9 @@ func (a *Actuator) forget(i int, eps []Endpoint) {
 	for _, e := range eps {
 		live[e.Addr] = true
 	}
-	for addr := range a.pushed {
-		if !live[addr] && a.stepOf[addr] == i {
-			delete(a.pushed, addr)
-			delete(a.stepOf, addr)
+	for addr := range a.pushed[i] {
+		if !live[addr] {
+			delete(a.pushed[i], addr)
 		}
 	}
 }

@@ -229,25 +229,52 @@ func allOn(fp *fakePods, n int, c models.StageConfig) (bool, string) {
 	return ok, fmt.Sprintf("%d pods: %+v", len(cfgs), cfgs)
 }
 
-func TestActuatorScalesDeploymentsAndConfiguresEveryPodLive(t *testing.T) {
+// rig is step "cls" (repository stage "classify") of a pipeline in a
+// namespace of its own: its Deployment and Service, a fake stage process
+// per pod, and an actuator over them.
+type rig struct {
+	c        *kubetest.Cluster
+	ns       string
+	pipeline string
+	pods     *fakePods
+	ctx      context.Context
+	a        *Actuator
+}
+
+func startRig(t *testing.T, pipeline string) *rig {
+	t.Helper()
 	c := needCluster(t)
-	ns := c.Namespace(t)
-	deployStage(t, c.Client, ns, "p", "cls", 1)
-	initial := adminConfig{Variant: "small", MaxBatch: 1, MaxWait: "1ms", Replicas: 1, Cores: 1}
-	pods := runFakePods(t, c, ns, "p", "cls", "classify", initial)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewActuator(ctx, c.Client, ActuatorOptions{Namespace: ns, Pipeline: "p", Steps: []string{"cls"}, Stages: []string{"classify"}, Token: "tok"})
+	r := &rig{c: c, ns: c.Namespace(t), pipeline: pipeline}
+	deployStage(t, c.Client, r.ns, pipeline, "cls", 1)
+	r.pods = runFakePods(t, c, r.ns, pipeline, "cls", "classify", adminConfig{Variant: "small", MaxBatch: 1, MaxWait: "1ms", Replicas: 1, Cores: 1})
+	var cancel context.CancelFunc
+	r.ctx, cancel = context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	r.a = r.actuator(t)
+	return r
+}
+
+// actuator starts an actuator over the rig (a controller's).
+func (r *rig) actuator(t *testing.T) *Actuator {
+	t.Helper()
+	a, err := NewActuator(r.ctx, r.c.Client, ActuatorOptions{Namespace: r.ns, Pipeline: r.pipeline, Steps: []string{"cls"}, Stages: []string{"classify"}, Token: "tok"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
+	t.Cleanup(a.Close)
+	return a
+}
+
+func TestActuatorScalesDeploymentsAndConfiguresEveryPodLive(t *testing.T) {
+	r := startRig(t, "p")
+	c, ns, pods, ctx, a := r.c, r.ns, r.pods, r.ctx, r.a
 	kubetest.Eventually(t, 20*time.Second, "one ready pod", func() (bool, string) {
 		return allOn(pods, 1, models.StageConfig{Variant: "small", MaxBatch: 1, Cores: 1})
 	})
 	// With no plan recorded, Current asks a ready pod.
 	var cur []models.StageConfig
 	kubetest.Eventually(t, 10*time.Second, "Current from the pod", func() (bool, string) {
+		var err error
 		cur, err = a.Current(ctx)
 		return err == nil, fmt.Sprint(err)
 	})
@@ -294,11 +321,7 @@ func TestActuatorScalesDeploymentsAndConfiguresEveryPodLive(t *testing.T) {
 	})
 
 	// A restarted controller adopts the plan from the annotation.
-	b, err := NewActuator(ctx, c.Client, ActuatorOptions{Namespace: ns, Pipeline: "p", Steps: []string{"cls"}, Stages: []string{"classify"}, Token: "tok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := r.actuator(t)
 	if cur, err := b.Current(ctx); err != nil || cur[0] != down {
 		t.Fatalf("a new actuator reads %+v (%v), want %+v", cur, err, down)
 	}
@@ -307,17 +330,8 @@ func TestActuatorScalesDeploymentsAndConfiguresEveryPodLive(t *testing.T) {
 // A pod whose container restarted forgets its configuration; the actuator
 // notices on its periodic check and configures it again.
 func TestActuatorConfiguresAPodThatLostItsConfiguration(t *testing.T) {
-	c := needCluster(t)
-	ns := c.Namespace(t)
-	deployStage(t, c.Client, ns, "q", "cls", 1)
-	pods := runFakePods(t, c, ns, "q", "cls", "classify", adminConfig{Variant: "small", MaxBatch: 1, MaxWait: "1ms", Replicas: 1, Cores: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewActuator(ctx, c.Client, ActuatorOptions{Namespace: ns, Pipeline: "q", Steps: []string{"cls"}, Stages: []string{"classify"}, Token: "tok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	r := startRig(t, "q")
+	pods, ctx, a := r.pods, r.ctx, r.a
 	want := models.StageConfig{Variant: "large", MaxBatch: 2, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
 	kubetest.Eventually(t, 20*time.Second, "plan applied", func() (bool, string) {
 		err := a.Apply(ctx, 0, want)
@@ -338,17 +352,8 @@ func TestActuatorConfiguresAPodThatLostItsConfiguration(t *testing.T) {
 // fails (the decision log shows it), the pods keep serving, and when the API
 // returns the actuator reaches the plan without another Apply.
 func TestActuatorCatchesUpAfterAnAPIServerOutage(t *testing.T) {
-	c := needCluster(t)
-	ns := c.Namespace(t)
-	deployStage(t, c.Client, ns, "r", "cls", 1)
-	pods := runFakePods(t, c, ns, "r", "cls", "classify", adminConfig{Variant: "small", MaxBatch: 1, MaxWait: "1ms", Replicas: 1, Cores: 1})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	a, err := NewActuator(ctx, c.Client, ActuatorOptions{Namespace: ns, Pipeline: "r", Steps: []string{"cls"}, Stages: []string{"classify"}, Token: "tok"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
+	r := startRig(t, "r")
+	c, ns, pods, ctx, a := r.c, r.ns, r.pods, r.ctx, r.a
 	kubetest.Eventually(t, 20*time.Second, "one pod", func() (bool, string) {
 		return allOn(pods, 1, models.StageConfig{Variant: "small", MaxBatch: 1, Cores: 1})
 	})
@@ -364,7 +369,7 @@ func TestActuatorCatchesUpAfterAnAPIServerOutage(t *testing.T) {
 	}
 	want := models.StageConfig{Variant: "large", MaxBatch: 2, MaxWait: time.Millisecond, Replicas: 2, Cores: 1}
 	actx, acancel := context.WithTimeout(ctx, 20*time.Second)
-	err = a.Apply(actx, 0, want)
+	err := a.Apply(actx, 0, want)
 	acancel()
 	if err == nil {
 		t.Fatalf("Apply during the outage reported success")
