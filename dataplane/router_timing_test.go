@@ -8,7 +8,21 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/ipa-serving/ipa/models"
+	mlrt "github.com/ipa-serving/ipa/runtime"
 )
+
+// startHopStage serves ocr-cls with max batch 1 (at one request in flight a
+// larger batch would only add its max wait) and returns one input for it.
+func startHopStage(b *testing.B) (*models.Stage, *testServer, []mlrt.Tensor) {
+	repo, dir := testRepo(b)
+	st := subStage(b, repo, "ocr-cls")
+	cfg := clsCfg
+	cfg.MaxBatch = 1
+	s := startServer(b, dir, st, cfg, ServerConfig{}, AdminConfig{})
+	return st, s, randomTensors(s.stage.inputs, 1, 1)
+}
 
 // BenchmarkRouterHop measures, in one run, one request at a time through
 // ocr-cls (≈1 ms, binary tensors) three ways: straight to the stage server,
@@ -16,13 +30,7 @@ import (
 // a router calling the stage in process (ipa local). Each sub-benchmark
 // reports its p50 latency; compare them (this machine is noisy).
 func BenchmarkRouterHop(b *testing.B) {
-	repo, dir := testRepo(b)
-	st := subStage(b, repo, "ocr-cls")
-	// Max batch 1: at one request in flight, a larger batch would add its max wait.
-	cfg := clsCfg
-	cfg.MaxBatch = 1
-	s := startServer(b, dir, st, cfg, ServerConfig{}, AdminConfig{})
-	in := randomTensors(s.stage.inputs, 1, 1)
+	st, s, in := startHopStage(b)
 	body, jl := AppendInferRequest(nil, &InferRequest{Inputs: in, BinaryOutputs: true}, true)
 	spec := chainSpec(10 * time.Second)
 	remote, _ := NewPipe(spec, []*PipeStage{{Spec: spec.Stages[0], Meta: st, Client: NewRemoteClient("ocr-cls", []string{s.addr})}})
@@ -58,13 +66,7 @@ func BenchmarkRouterHop(b *testing.B) {
 // BenchmarkInProcessHop is the in-process hop of ipa local on its own: a
 // LocalClient call against the stage it wraps (target: ≤ 10 µs added).
 func BenchmarkInProcessHop(b *testing.B) {
-	repo, dir := testRepo(b)
-	st := subStage(b, repo, "ocr-cls")
-	// Max batch 1: at one request in flight, a larger batch would add its max wait.
-	cfg := clsCfg
-	cfg.MaxBatch = 1
-	s := startServer(b, dir, st, cfg, ServerConfig{}, AdminConfig{})
-	in := randomTensors(s.stage.inputs, 1, 1)
+	_, s, in := startHopStage(b)
 	c := LocalClient{s.stage}
 	measure := func(b *testing.B, call func() time.Duration) {
 		var over []time.Duration

@@ -173,14 +173,7 @@ func TestFaceBoxesOnBlankImagesFindsNothing(t *testing.T) {
 // of its speaker. The face centres were read off the image: (29, 32) and
 // (124, 29).
 func TestFaceDetectionOnAPhoto(t *testing.T) {
-	b, err := os.ReadFile(xImageTestdata(t, "video-001.png"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := DecodeImage(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := speakersFrame(t)
 	faces := []image.Point{{29, 32}, {124, 29}}
 	check := func(name string, dets []Detection, want []image.Point) {
 		t.Helper()
@@ -223,9 +216,9 @@ func TestFaceDetectionOnAPhoto(t *testing.T) {
 
 func abs(x int) int { return max(x, -x) }
 
-// TestDetectThenClassify runs the P1 glue: faces → crops → ImageNet inputs →
-// one batch through a real classifier → top-5.
-func TestDetectThenClassify(t *testing.T) {
+// speakersFrame decodes golang.org/x/image's video-001.png (two speakers).
+func speakersFrame(t *testing.T) image.Image {
+	t.Helper()
 	b, err := os.ReadFile(xImageTestdata(t, "video-001.png"))
 	if err != nil {
 		t.Fatal(err)
@@ -234,6 +227,13 @@ func TestDetectThenClassify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return img
+}
+
+// TestDetectThenClassify runs the P1 glue: faces → crops → ImageNet inputs →
+// one batch through a real classifier → top-5.
+func TestDetectThenClassify(t *testing.T) {
+	img := speakersFrame(t)
 	back := openVariant(t, "face", "back-256")
 	in, g := FaceInput(img, 256)
 	dets, err := FaceBoxes(run(t, back, in), g, 256, 0)
