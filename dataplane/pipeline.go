@@ -156,19 +156,19 @@ func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, ti
 		if len(level) == 0 {
 			break // nothing found upstream: later stages have no work
 		}
-		if !deadline.IsZero() && !time.Now().Before(deadline) {
+		start := time.Now()
+		if !deadline.IsZero() && !start.Before(deadline) {
 			return nil, timings, fmt.Errorf("%w before stage %q (%d of %d)", ErrDropped, st.Spec.Name, i+1, len(p.Stages))
 		}
-		start := time.Now()
 		if err := runLevel(ctx, st, level, deadline); err != nil {
 			return nil, timings, err
 		}
-		timings = append(timings, StageTiming{Stage: st.Spec.Name, Duration: time.Since(start), Items: len(level)})
+		end := time.Now() // also the start of the next stage's glue
+		timings = append(timings, StageTiming{Stage: st.Spec.Name, Duration: end.Sub(start), Items: len(level)})
 		if i+1 == len(p.Stages) {
 			break
 		}
 		var next []*Item
-		t0 := time.Now()
 		for _, it := range level {
 			kids, err := p.glues[i+1].Next(it, p.Stages[i+1])
 			if err != nil {
@@ -177,7 +177,7 @@ func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, ti
 			it.Children = kids
 			next = append(next, kids...)
 		}
-		glue += time.Since(t0)
+		glue += time.Since(end)
 		level = next
 	}
 	t0 = time.Now()
