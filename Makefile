@@ -66,8 +66,8 @@ demo: models ## build + ./bin/ipa (ipa local: the OCR pipeline on 127.0.0.1:8080
 docker: ## multi-stage image (needs a Docker engine)
 	docker build --build-arg VERSION=$(VERSION) -t ipa:$(VERSION) .
 
-proto: ## regenerate models/onnxpb from onnx.proto (needs protoc)
-	bash models/onnxpb/regen.sh
+proto: ## regenerate runtime/onnxpb from onnx.proto (needs protoc)
+	bash runtime/onnxpb/regen.sh
 
 clean: ## remove bin/ and test caches
 	rm -rf bin/

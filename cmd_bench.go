@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
@@ -174,7 +175,7 @@ func (r *benchRig) serve(variant string, maxBatch, threads int) (*dataplane.Stag
 }
 
 // benchInputs returns random inputs of batch b for v (dynamic dims: 32).
-func benchInputs(v *models.Variant, b int) []mlrt.Tensor {
+func benchInputs(v *models.Variant, b int) []models.Tensor {
 	in := mlrt.ZeroInputs(v, b)
 	rng := rand.New(rand.NewPCG(7, 7))
 	for i := range in {
@@ -188,11 +189,11 @@ func benchInputs(v *models.Variant, b int) []mlrt.Tensor {
 }
 
 // binaryRequest encodes in as a V2 request with binary inputs and outputs.
-func binaryRequest(in []mlrt.Tensor) ([]byte, int) {
-	return dataplane.AppendInferRequest(nil, &dataplane.InferRequest{Inputs: in, BinaryOutputs: true}, true)
+func binaryRequest(in []models.Tensor) ([]byte, int) {
+	return v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in, BinaryOutputs: true}, true)
 }
 
-func rawThroughput(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) float64 {
+func rawThroughput(eng mlrt.Engine, in []models.Tensor, d time.Duration) float64 {
 	start := time.Now()
 	n := 0
 	for time.Since(start) < d {
@@ -210,8 +211,8 @@ func rawThroughput(eng mlrt.Engine, in []mlrt.Tensor, d time.Duration) float64 {
 // overhead is each served request's latency minus the engine time of the
 // batch that computed it (reported by the server): what serving adds,
 // measured per request and so immune to the machine's noise.
-func pairedLatencies(eng mlrt.Engine, in []mlrt.Tensor, client *fasthttp.HostClient, body []byte, hlen int, d time.Duration) (raw, served, overhead []time.Duration) {
-	var r dataplane.InferResponse
+func pairedLatencies(eng mlrt.Engine, in []models.Tensor, client *fasthttp.HostClient, body []byte, hlen int, d time.Duration) (raw, served, overhead []time.Duration) {
+	var r v2codec.InferResponse
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -238,7 +239,7 @@ func pairedLatencies(eng mlrt.Engine, in []mlrt.Tensor, client *fasthttp.HostCli
 // controlOverhead serves the raw session from a bare fasthttp handler (no
 // codec, no batcher, no hand-off) and returns each request's latency minus
 // the session time measured inside the handler.
-func controlOverhead(eng mlrt.Engine, in []mlrt.Tensor, body []byte, hlen int, d time.Duration) ([]time.Duration, error) {
+func controlOverhead(eng mlrt.Engine, in []models.Tensor, body []byte, hlen int, d time.Duration) ([]time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -273,12 +274,12 @@ func controlOverhead(eng mlrt.Engine, in []mlrt.Tensor, body []byte, hlen int, d
 	return over, nil
 }
 
-func decodeResponse(resp *fasthttp.Response, r *dataplane.InferResponse) error {
+func decodeResponse(resp *fasthttp.Response, r *v2codec.InferResponse) error {
 	hlen := -1
 	if h := resp.Header.Peek("Inference-Header-Content-Length"); len(h) > 0 {
 		hlen, _ = strconv.Atoi(string(h))
 	}
-	return dataplane.DecodeInferResponse(resp.Body(), hlen, r)
+	return v2codec.DecodeInferResponse(resp.Body(), hlen, r)
 }
 
 func post(client *fasthttp.HostClient, body []byte, hlen int, req *fasthttp.Request, resp *fasthttp.Response) error {

@@ -17,6 +17,7 @@ import (
 	"github.com/VictoriaMetrics/metrics"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/optimizer/highs"
@@ -109,7 +110,7 @@ func (a localActuator) Apply(_ context.Context, i int, c models.StageConfig) err
 // router's glue cost per request (image decoding, resizing): in ipa local
 // the router shares the plan's cores, so the loop reserves some for it.
 type localObserver struct {
-	router   *dataplane.Router
+	router   *router.Router
 	pipeline string
 
 	mu         sync.Mutex // guards lastTotal, lastN, perRequest

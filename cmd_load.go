@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -15,9 +14,6 @@ import (
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/models"
 )
-
-// defaultTraceRel is where the Twitter trace sits next to a checkout.
-const defaultTraceRel = "../shared/data/twitter/workload.tbz2"
 
 // LoadCmd is an open-loop load generator in the spirit of IPA's load tester:
 // a constant rate, a step pattern or a window of the Twitter trace, sent to a
@@ -28,7 +24,7 @@ type LoadCmd struct {
 	Pattern   string        `default:"constant" enum:"constant,step,trace" help:"Offered load: constant (--rate), step (--steps) or trace (a window of --trace)."`
 	Rate      float64       `default:"10" help:"Requests per second (--pattern constant)."`
 	Steps     string        `placeholder:"DUR@RATE,…" help:"Step pattern (--pattern step): DURATION@RATE steps, e.g. 10s@5,20s@40,10s@5."`
-	Trace     string        `placeholder:"FILE" type:"path" help:"Per-second trace (--pattern trace): text, or the .tbz2 it ships in (default: ../shared/data/twitter/workload.tbz2 next to the checkout, if it exists)."`
+	Trace     string        `placeholder:"FILE" type:"path" help:"Per-second trace (--pattern trace): text, or the .tbz2 it ships in (default: the Twitter trace of the paper, built in)."`
 	Start     int           `default:"1301160" help:"First second of the trace window (default: the paper's bursty window, 1301160-1302360)."`
 	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; -1: the end of the trace."`
 	Damping   float64       `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
@@ -54,21 +50,6 @@ type LoadCmd struct {
 	Progress   bool   `default:"true" negatable:"" help:"Show a progress bar on a terminal."`
 }
 
-// defaultTrace returns the trace next to the checkout (relative to the
-// working directory or to the binary in bin/), or "".
-func defaultTrace() string {
-	candidates := []string{defaultTraceRel}
-	if exe, err := os.Executable(); err == nil {
-		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "..", defaultTraceRel))
-	}
-	for _, c := range candidates {
-		if _, err := os.Stat(c); err == nil {
-			return c
-		}
-	}
-	return ""
-}
-
 // load builds the offered load the flags ask for, with its slot length.
 func (c *LoadCmd) load() (loadgen.Load, time.Duration, error) {
 	switch c.Pattern {
@@ -91,12 +72,6 @@ func (c *LoadCmd) load() (loadgen.Load, time.Duration, error) {
 		return counts, time.Second, nil
 	default: // trace
 		path := c.Trace
-		if path == "" {
-			path = defaultTrace()
-			if path == "" {
-				return nil, 0, fmt.Errorf("--pattern trace needs --trace FILE (none at %s)", defaultTraceRel)
-			}
-		}
 		if !(c.TimeScale > 0) || math.IsInf(c.TimeScale, 0) {
 			return nil, 0, fmt.Errorf("--time-scale %v: give a positive number of seconds per trace second", c.TimeScale)
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/models/pipespec"
 	mlrt "github.com/ipa-serving/ipa/runtime"
@@ -46,7 +47,7 @@ func (f PipelineFlags) Load(repo *models.Repository) (*models.Pipeline, error) {
 	if err != nil {
 		return nil, err
 	}
-	first, next := dataplane.GlueNames()
+	first, next := router.BuiltinGlues().Names()
 	p, err := pipespec.Parse(src, repo, first, next)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Pipeline, err)
@@ -67,9 +68,9 @@ type LocalCmd struct {
 
 // localPipeline starts one in-process stage per step of spec and binds them
 // into a pipe. Close the returned stages in reverse order.
-func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log *slog.Logger) (*dataplane.Pipe, []*dataplane.Stage, error) {
+func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log *slog.Logger) (*router.Pipeline, []*dataplane.Stage, error) {
 	var stages []*dataplane.Stage
-	var steps []*dataplane.PipeStage
+	var steps []*router.Step
 	closeAll := func() {
 		for i := len(stages) - 1; i >= 0; i-- {
 			stages[i].Close()
@@ -89,10 +90,10 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 		}
 		log.Info("started stage", "step", s.Name, "model", s.Model, "variant", s.Initial.Variant, "seconds", time.Since(start).Seconds())
 		stages = append(stages, st)
-		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: dataplane.LocalClient{Stage: st},
+		steps = append(steps, &router.Step{Spec: s, Meta: meta, Client: router.LocalClient{Stage: st},
 			Active: func() string { return st.Config().Variant }, RepoDir: dir})
 	}
-	pipe, err := dataplane.NewPipe(spec, steps)
+	pipe, err := router.NewPipeline(spec, steps, router.BuiltinGlues())
 	if err != nil {
 		closeAll()
 		return nil, nil, err
@@ -117,7 +118,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	}
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
-	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, stageSrv.Handle)
+	router := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, stageSrv.Handle)
 	if c.Adapt {
 		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: router, pipeline: spec.Name}, localActuator{stages}, log)
 		if err != nil {
@@ -138,7 +139,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	return err
 }
 
-func stepNames(stages []models.PipelineStage) []string {
+func stepNames(stages []models.Step) []string {
 	var n []string
 	for _, s := range stages {
 		n = append(n, s.Name)

@@ -81,7 +81,7 @@ func (c *ManifestsCmd) render() ([]kube.Object, error) {
 		if !ok {
 			return nil, fmt.Errorf("--stage-memory %q: write STEP=QUANTITY, e.g. %s=2Gi", m, spec.Stages[0].Name)
 		}
-		if spec.Stage(step) == nil {
+		if spec.Step(step) == nil {
 			return nil, fmt.Errorf("--stage-memory %q: pipeline %q has no step %q (steps: %v)", m, spec.Name, step, stepNames(spec.Stages))
 		}
 		qty, err := resource.ParseQuantity(q)

@@ -269,3 +269,16 @@ func stageMemoryHelp(t *testing.T) string {
 	t.Fatal("no --stage-memory flag")
 	return ""
 }
+
+// modelsDir is the model repository of `make models` ($IPA_MODELS_DIR).
+func modelsDir(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("IPA_MODELS_DIR")
+	if dir == "" {
+		dir = ".deps/models"
+	}
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("model repository missing (run `make models`): %v", err)
+	}
+	return dir
+}

@@ -6,7 +6,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/ipa-serving/ipa/models/repobuild"
+	"github.com/ipa-serving/ipa/runtime/repobuild"
 )
 
 // ModelsCmd groups the model repository tools.

@@ -26,7 +26,7 @@ type PredictCmd struct {
 
 // traceFlags select days of the trace.
 type traceFlags struct {
-	Trace       string  `placeholder:"FILE" type:"path" help:"Per-second trace: text, or the .tbz2 it ships in (default: ../shared/data/twitter/workload.tbz2 next to the checkout)."`
+	Trace       string  `placeholder:"FILE" type:"path" help:"Per-second trace: text, or the .tbz2 it ships in (default: the Twitter trace of the paper, built in)."`
 	Damping     float64 `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
 	KeepMissing bool    `name:"keep-missing" help:"Keep the trace's zero seconds (missing data); by default they are dropped, as the paper did."`
 }
@@ -40,9 +40,7 @@ func (f *traceFlags) load(days string) ([]float64, string, error) {
 	}
 	path := f.Trace
 	if path == "" {
-		if path = defaultTrace(); path == "" {
-			return nil, "", fmt.Errorf("no trace at %s; pass --trace FILE", defaultTraceRel)
-		}
+		path = loadgen.TwitterTrace
 	}
 	raw, err := loadgen.OpenTrace(path, 0, -1)
 	if err != nil {

@@ -175,9 +175,9 @@ func (c *ProfileCmd) measure(ctx context.Context, eng *mlrt.Session, b int) (pro
 
 // inputs returns random inputs of batch b for v; dynamic dimensions besides
 // the batch get --dynamic-dim.
-func (c *ProfileCmd) inputs(v *models.Variant, b int) []mlrt.Tensor {
+func (c *ProfileCmd) inputs(v *models.Variant, b int) []models.Tensor {
 	rng := rand.New(rand.NewPCG(1, uint64(b)))
-	in := make([]mlrt.Tensor, len(v.Inputs))
+	in := make([]models.Tensor, len(v.Inputs))
 	for i, spec := range v.Inputs {
 		shape := slices.Clone(spec.Shape)
 		for d := range shape {
@@ -192,7 +192,7 @@ func (c *ProfileCmd) inputs(v *models.Variant, b int) []mlrt.Tensor {
 				binary.LittleEndian.PutUint32(data[k:], math.Float32bits(rng.Float32()))
 			}
 		}
-		in[i] = mlrt.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
+		in[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
 	}
 	return in
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/orchestrator/kube"
 )
 
@@ -53,8 +54,8 @@ func (c *RouterCmd) Run(g *Globals) error {
 	if c.Discover && len(eps) > 0 {
 		return fmt.Errorf("--kube.discover finds the endpoints: drop --endpoints")
 	}
-	var steps []*dataplane.PipeStage
-	clients := map[string]*dataplane.RemoteClient{}
+	var steps []*router.Step
+	clients := map[string]*router.RemoteClient{}
 	for _, s := range spec.Stages {
 		addrs, ok := eps[s.Name]
 		if !ok && !c.Discover {
@@ -65,14 +66,14 @@ func (c *RouterCmd) Run(g *Globals) error {
 		if err != nil {
 			return err
 		}
-		client := dataplane.NewRemoteClient(meta.Name, addrs)
+		client := router.NewRemoteClient(meta.Name, addrs)
 		clients[s.Name] = client
-		steps = append(steps, &dataplane.PipeStage{Spec: s, Meta: meta, Client: client, Active: client.ActiveVariant, RepoDir: c.Models.Dir})
+		steps = append(steps, &router.Step{Spec: s, Meta: meta, Client: client, Active: client.ActiveVariant, RepoDir: c.Models.Dir})
 	}
 	for step := range eps {
 		return fmt.Errorf("--endpoints names step %q, which pipeline %q does not have (steps: %v)", step, spec.Name, stepNames(spec.Stages))
 	}
-	pipe, err := dataplane.NewPipe(spec, steps)
+	pipe, err := router.NewPipeline(spec, steps, router.BuiltinGlues())
 	if err != nil {
 		return err
 	}
@@ -88,6 +89,6 @@ func (c *RouterCmd) Run(g *Globals) error {
 			return err
 		}
 	}
-	router := dataplane.NewRouter(c.HTTP, []*dataplane.Pipe{pipe}, log, version, nil)
+	router := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, nil)
 	return serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String())
 }

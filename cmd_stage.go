@@ -56,7 +56,7 @@ func (f StageFlags) repoStage(repo *models.Repository) (*models.Stage, error) {
 			return nil, fmt.Errorf("--variants: stage %q has no variant %q (have %v)", f.Name, v, st.VariantNames())
 		}
 	}
-	ps := models.PipelineStage{Model: f.Name, Variants: f.Variants}
+	ps := models.Step{Model: f.Name, Variants: f.Variants}
 	return ps.RepoStage(repo)
 }
 

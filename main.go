@@ -119,7 +119,7 @@ func signalContext(log *slog.Logger) context.Context {
 	return ctx
 }
 
-// httpServer is what serve runs: a dataplane.Server or a dataplane.Router.
+// httpServer is what serve runs: a dataplane.Server or a router.Router.
 type httpServer interface {
 	Serve(ln net.Listener) error
 	Shutdown(ctx context.Context) error

@@ -1,10 +1,11 @@
-package dataplane
+package dataplane_test
 
 import (
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/models"
 )
 
@@ -12,7 +13,7 @@ func TestParseConfigPatchAppliesOnlyTheGivenFields(t *testing.T) {
 	base := models.StageConfig{Variant: "a", MaxBatch: 1, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
 	f := func(body string, want models.StageConfig) {
 		t.Helper()
-		p, err := ParseConfigPatch([]byte(body))
+		p, err := dataplane.ParseConfigPatch([]byte(body))
 		if err != nil {
 			t.Fatalf("%s: %v", body, err)
 		}
@@ -28,7 +29,7 @@ func TestParseConfigPatchAppliesOnlyTheGivenFields(t *testing.T) {
 func TestParseConfigPatchRejectsTyposAndBadValues(t *testing.T) {
 	f := func(body, want string) {
 		t.Helper()
-		_, err := ParseConfigPatch([]byte(body))
+		_, err := dataplane.ParseConfigPatch([]byte(body))
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Fatalf("%s: %v, want an error containing %q", body, err, want)
 		}
@@ -47,7 +48,7 @@ func FuzzParseConfigPatch(f *testing.F) {
 		if len(b) > 4096 {
 			return
 		}
-		p, err := ParseConfigPatch(b)
+		p, err := dataplane.ParseConfigPatch(b)
 		if err != nil {
 			return
 		}

@@ -25,7 +25,7 @@ const (
 
 // call is one request travelling through a stage.
 type call struct {
-	in       []mlrt.Tensor // in stage input order; Data owned by the caller
+	in       []models.Tensor // in stage input order; Data owned by the caller
 	rows     int
 	deadline time.Time
 	enqueued time.Time
@@ -43,7 +43,7 @@ type call struct {
 // do not retain them after calling Release.
 type Result struct {
 	// Outputs follow the stage's output order.
-	Outputs []mlrt.Tensor
+	Outputs []models.Tensor
 	// Variant is the variant that computed the outputs.
 	Variant string
 	// QueueWait is the time the request spent queued; Compute the duration
@@ -84,7 +84,7 @@ func releaseCall(c *call) {
 // Infer returns. A zero deadline means none. Errors: a models/runtime
 // validation error wrapping mlrt.ErrInvalidInput, batcher.ErrQueueFull,
 // ErrDeadline, ErrUnavailable, a context error, or an engine error.
-func (s *Stage) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Result, error) {
+func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Result, error) {
 	if !s.ready.Load() {
 		s.m.outcome(outcomeUnavailable)
 		return nil, ErrUnavailable
@@ -135,15 +135,15 @@ func (s *Stage) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time)
 }
 
 // admit orders in by the stage's inputs into c.in and validates it.
-func (s *Stage) admit(c *call, in []mlrt.Tensor) (rows int, err error) {
+func (s *Stage) admit(c *call, in []models.Tensor) (rows int, err error) {
 	if len(in) != len(s.inputs) {
-		return 0, fmt.Errorf("%w: stage %q takes %d inputs %v, got %d", mlrt.ErrInvalidInput, s.meta.Name, len(s.inputs), specNames(s.inputs), len(in))
+		return 0, fmt.Errorf("%w: stage %q takes %d inputs %v, got %d", mlrt.ErrInvalidInput, s.meta.Name, len(s.inputs), models.TensorNames(s.inputs), len(in))
 	}
 	c.in = c.in[:0]
 	for _, spec := range s.inputs {
 		i := indexTensor(in, spec.Name)
 		if i < 0 {
-			return 0, fmt.Errorf("%w: stage %q needs input %q (inputs are %v)", mlrt.ErrInvalidInput, s.meta.Name, spec.Name, specNames(s.inputs))
+			return 0, fmt.Errorf("%w: stage %q needs input %q (inputs are %v)", mlrt.ErrInvalidInput, s.meta.Name, spec.Name, models.TensorNames(s.inputs))
 		}
 		t := in[i]
 		if err := spec.Check(t.DataType, t.Shape); err != nil {
@@ -160,21 +160,13 @@ func (s *Stage) admit(c *call, in []mlrt.Tensor) (rows int, err error) {
 	return int(c.in[0].Shape[0]), nil
 }
 
-func indexTensor(ts []mlrt.Tensor, name string) int {
+func indexTensor(ts []models.Tensor, name string) int {
 	for i := range ts {
 		if ts[i].Name == name {
 			return i
 		}
 	}
 	return -1
-}
-
-func specNames(specs []models.TensorSpec) []string {
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
-	return names
 }
 
 // finish answers c with err (nil for success). If the caller abandoned c, it

@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
@@ -56,16 +57,6 @@ type Server struct {
 	configured atomic.Bool
 }
 
-// Header names of the deadline a request may carry: Ipa-Timeout is relative
-// to arrival (Go duration, e.g. "250ms"), Ipa-Deadline absolute (Unix
-// nanoseconds or RFC 3339). The earliest of these and the request's
-// "timeout"/"deadline" parameters wins.
-const (
-	HeaderTimeout   = "Ipa-Timeout"
-	HeaderDeadline  = "Ipa-Deadline"
-	headerHeaderLen = "Inference-Header-Content-Length"
-)
-
 // NewServer returns a server for the given stages.
 func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.Logger, version string) *Server {
 	if log == nil {
@@ -79,13 +70,13 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		s.stages[st.Name()] = st
 		s.names = append(s.names, st.Name())
 	}
-	s.srv = newHTTPServer(cfg, s.Handle, log)
+	s.srv = NewHTTPServer(cfg, s.Handle, log)
 	return s
 }
 
-// newHTTPServer returns the fasthttp server every role uses: limits from
+// NewHTTPServer returns the fasthttp server every role uses: limits from
 // cfg, oversized or unreadable requests answered with a V2 error.
-func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler:            handler,
 		Name:               "ipa",
@@ -96,10 +87,10 @@ func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 		Logger:             fasthttpLogger{log},
 		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
 			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				writeError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize))
+				WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize))
 				return
 			}
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
+			WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
 		},
 	}
 }
@@ -132,26 +123,26 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	case path == "/v2/health/ready":
 		if !s.awaitUntil.IsZero() && !s.configured.Load() && time.Now().Before(s.awaitUntil) {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("waiting up to %s for the controller's configuration (--admin.await-config)", time.Until(s.awaitUntil).Round(time.Second)))
+			WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("waiting up to %s for the controller's configuration (--admin.await-config)", time.Until(s.awaitUntil).Round(time.Second)))
 			return
 		}
 		for _, st := range s.stages {
 			if !st.Ready() {
-				writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("stage %q is not ready", st.Name()))
+				WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("stage %q is not ready", st.Name()))
 				return
 			}
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 		return
 	case path == "/v2" || path == "/v2/":
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{
+		WriteJSON(ctx, fasthttp.StatusOK, map[string]any{
 			"name": "ipa", "version": s.version,
 			"extensions": []string{"binary_tensor_data", "model_repository", "ipa_admin"},
 		})
 		return
 	case path == "/v2/repository/index":
 		if method != fasthttp.MethodPost && method != fasthttp.MethodGet {
-			writeError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
+			WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
 			return
 		}
 		s.repositoryIndex(ctx)
@@ -163,7 +154,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		s.adminStage(ctx, method, strings.TrimPrefix(path, "/admin/stages/"))
 		return
 	}
-	writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2, /v2/models/{model}/infer, /v2/repository/index, /admin/stages/{stage}, /metrics", method, path))
+	WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2, /v2/models/{model}/infer, /v2/repository/index, /admin/stages/{stage}, /metrics", method, path))
 }
 
 // model serves /v2/models/{m}[/versions/{v}][/ready|/infer].
@@ -179,16 +170,16 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 	case 1:
 		action = parts[0]
 	default:
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
+		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
 		return
 	}
 	st, ok := s.stages[name]
 	if !ok {
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q; this server serves %v", name, s.names))
+		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown model %q; this server serves %v", name, s.names))
 		return
 	}
 	if version != "" && st.Meta().Variant(version) == nil {
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q has no version %q; versions are its variants %v", name, version, st.Meta().VariantNames()))
+		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q has no version %q; versions are its variants %v", name, version, st.Meta().VariantNames()))
 		return
 	}
 	switch action {
@@ -196,37 +187,23 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 		s.modelMetadata(ctx, st, version)
 	case "ready":
 		if !st.Ready() || (version != "" && st.Meta().Variant(version) == nil) {
-			writeError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q is not ready", name))
+			WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("model %q is not ready", name))
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case "infer":
 		if method != fasthttp.MethodPost {
-			writeError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
+			WriteError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
 			return
 		}
 		if version != "" && version != st.Config().Variant {
-			writeError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %q of model %q is loaded but not active (active: %q); switch with POST /admin/stages/%s or omit the version", version, name, st.Config().Variant, name))
+			WriteError(ctx, fasthttp.StatusConflict, fmt.Sprintf("version %q of model %q is loaded but not active (active: %q); switch with POST /admin/stages/%s or omit the version", version, name, st.Config().Variant, name))
 			return
 		}
 		s.infer(ctx, st)
 	default:
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
+		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", ctx.Path()))
 	}
-}
-
-type tensorMeta struct {
-	Name     string  `json:"name"`
-	DataType string  `json:"datatype"`
-	Shape    []int64 `json:"shape"`
-}
-
-func tensorMetas(specs []models.TensorSpec) []tensorMeta {
-	out := make([]tensorMeta, len(specs))
-	for i, s := range specs {
-		out[i] = tensorMeta{s.Name, s.DataType.String(), s.Shape}
-	}
-	return out
 }
 
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version string) {
@@ -238,12 +215,12 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version stri
 		in, out = v.Inputs, v.Outputs
 		params = map[string]any{"variant": v, "active": version == cfg.Variant}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{
+	WriteJSON(ctx, fasthttp.StatusOK, map[string]any{
 		"name":       st.Name(),
 		"versions":   st.Meta().VariantNames(),
 		"platform":   "onnxruntime_onnx",
-		"inputs":     tensorMetas(in),
-		"outputs":    tensorMetas(out),
+		"inputs":     v2codec.TensorMetadataOf(in),
+		"outputs":    v2codec.TensorMetadataOf(out),
 		"parameters": params,
 	})
 }
@@ -268,13 +245,13 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 			list = append(list, entry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
 		}
 	}
-	writeJSON(ctx, fasthttp.StatusOK, list)
+	WriteJSON(ctx, fasthttp.StatusOK, list)
 }
 
 // inferState is the per-request scratch of the infer handler, pooled.
 type inferState struct {
-	req  InferRequest
-	resp InferResponse
+	req  v2codec.InferRequest
+	resp v2codec.InferResponse
 	buf  []byte
 }
 
@@ -284,10 +261,10 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 	is := inferPool.Get().(*inferState)
 	defer inferPool.Put(is)
 	headerLen := -1
-	if h := ctx.Request.Header.Peek(headerHeaderLen); len(h) > 0 {
+	if h := ctx.Request.Header.Peek(v2codec.HeaderJSONLength); len(h) > 0 {
 		n, err := strconv.Atoi(string(h))
 		if err != nil || n < 0 {
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", headerHeaderLen, h))
+			WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", v2codec.HeaderJSONLength, h))
 			return
 		}
 		headerLen = n
@@ -296,40 +273,40 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 	// handler returns, and Infer returns before that (a call whose worker
 	// already reads its inputs cannot be abandoned; see Stage.Infer).
 	is.req.AliasBinary = true
-	if err := DecodeInferRequest(ctx.PostBody(), headerLen, &is.req); err != nil {
+	if err := v2codec.DecodeInferRequest(ctx.PostBody(), headerLen, &is.req); err != nil {
 		st.m.outcome(outcomeBadRequest)
-		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
 	now := time.Now()
 	deadline, err := s.deadline(ctx, &is.req, now)
 	if err != nil {
 		st.m.outcome(outcomeBadRequest)
-		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+		WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
 	_, outSpecs := st.Interface()
 	for _, o := range is.req.Outputs {
 		if !hasSpec(outSpecs, o.Name) {
 			st.m.outcome(outcomeBadRequest)
-			writeError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no output %q (outputs are %v)", st.Name(), o.Name, specNames(outSpecs)))
+			WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("model %q has no output %q (outputs are %v)", st.Name(), o.Name, models.TensorNames(outSpecs)))
 			return
 		}
 	}
 	res, err := st.Infer(context.Background(), is.req.Inputs, deadline)
 	if err != nil {
-		status, msg := statusOf(err)
+		status, msg := StatusOf(err)
 		if status == fasthttp.StatusTooManyRequests {
 			ctx.Response.Header.Set("Retry-After", "1")
 		}
-		writeError(ctx, status, msg)
+		WriteError(ctx, status, msg)
 		return
 	}
 	defer res.Release()
 	r := &is.resp
 	r.ModelName, r.ModelVersion, r.ID = st.Name(), res.Variant, is.req.ID
 	r.Outputs, r.Binary = r.Outputs[:0], r.Binary[:0]
-	r.Parameters = ResponseParameters{QueueTime: res.QueueWait, InferTime: res.Compute, BatchSize: res.Batch}
+	r.Parameters = v2codec.ResponseParameters{QueueTime: res.QueueWait, InferTime: res.Compute, BatchSize: res.Batch}
 	for _, t := range res.Outputs {
 		binary := is.req.BinaryOutputs
 		if len(is.req.Outputs) > 0 {
@@ -343,9 +320,9 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		r.Binary = append(r.Binary, binary)
 	}
 	var jsonLen int
-	is.buf, jsonLen = AppendInferResponse(is.buf[:0], r)
+	is.buf, jsonLen = v2codec.AppendInferResponse(is.buf[:0], r)
 	if jsonLen < len(is.buf) {
-		ctx.Response.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+		ctx.Response.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
 		ctx.SetContentType("application/octet-stream")
 	} else {
 		ctx.SetContentType("application/json")
@@ -362,7 +339,7 @@ func hasSpec(specs []models.TensorSpec, name string) bool {
 	return false
 }
 
-func indexRequested(outs []RequestedOutput, name string) int {
+func indexRequested(outs []v2codec.RequestedOutput, name string) int {
 	for i := range outs {
 		if outs[i].Name == name {
 			return i
@@ -372,8 +349,8 @@ func indexRequested(outs []RequestedOutput, name string) int {
 }
 
 // deadline combines the server default, the headers and the parameters.
-func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *InferRequest, now time.Time) (time.Time, error) {
-	d, err := clientDeadline(ctx, req, now)
+func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *v2codec.InferRequest, now time.Time) (time.Time, error) {
+	d, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req, now)
 	if err != nil {
 		return d, err
 	}
@@ -385,22 +362,10 @@ func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *InferRequest, now time.
 	return d, nil
 }
 
-// parseDeadline accepts Unix nanoseconds or RFC 3339.
-func parseDeadline(s string) (time.Time, error) {
-	if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-		return time.Unix(0, n), nil
-	}
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("%q is neither Unix nanoseconds nor RFC 3339", s)
-	}
-	return t, nil
-}
-
-// statusOf maps an error to its HTTP status; the one place that does.
-func statusOf(err error) (int, string) {
+// StatusOf maps an error to its HTTP status; the one place that does.
+func StatusOf(err error) (int, string) {
 	switch {
-	case errors.Is(err, ErrBadRequest), errors.Is(err, mlrt.ErrInvalidInput):
+	case errors.Is(err, v2codec.ErrBadRequest), errors.Is(err, mlrt.ErrInvalidInput):
 		return fasthttp.StatusBadRequest, err.Error()
 	case errors.Is(err, models.ErrNotFound):
 		return fasthttp.StatusNotFound, err.Error()
@@ -414,16 +379,16 @@ func statusOf(err error) (int, string) {
 	return fasthttp.StatusInternalServerError, err.Error()
 }
 
-func writeError(ctx *fasthttp.RequestCtx, status int, msg string) {
+func WriteError(ctx *fasthttp.RequestCtx, status int, msg string) {
 	ctx.SetStatusCode(status)
 	ctx.SetContentType("application/json")
-	ctx.SetBody(AppendError(ctx.Response.Body()[:0], msg))
+	ctx.SetBody(v2codec.AppendError(ctx.Response.Body()[:0], msg))
 }
 
-func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+func WriteJSON(ctx *fasthttp.RequestCtx, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil {
-		writeError(ctx, fasthttp.StatusInternalServerError, "BUG: cannot encode response: "+err.Error())
+		WriteError(ctx, fasthttp.StatusInternalServerError, "BUG: cannot encode response: "+err.Error())
 		return
 	}
 	ctx.SetStatusCode(status)
@@ -450,22 +415,22 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 		auth := ctx.Request.Header.Peek("Authorization")
 		if !bytes.Equal(auth, []byte("Bearer "+s.admin.Token)) {
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
-			writeError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (--admin.token)")
+			WriteError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (--admin.token)")
 			return
 		}
 	}
 	st, ok := s.stages[name]
 	if !ok {
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown stage %q; this server serves %v", name, s.names))
+		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown stage %q; this server serves %v", name, s.names))
 		return
 	}
 	switch method {
 	case fasthttp.MethodGet:
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()), "variants": st.Meta().VariantNames()})
+		WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()), "variants": st.Meta().VariantNames()})
 	case fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodPut:
 		patch, err := ParseConfigPatch(ctx.PostBody())
 		if err != nil {
-			writeError(ctx, fasthttp.StatusBadRequest, err.Error())
+			WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 			return
 		}
 		start := time.Now()
@@ -476,14 +441,14 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 			if errors.Is(err, ErrUnavailable) {
 				status = fasthttp.StatusServiceUnavailable
 			}
-			writeError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
+			WriteError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
 			return
 		}
 		s.configured.Store(true)
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()),
+		WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()),
 			"seconds": time.Since(start).Seconds(), "pause_seconds": pause.Seconds()})
 	default:
-		writeError(ctx, fasthttp.StatusMethodNotAllowed, "use GET or POST /admin/stages/{stage}")
+		WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET or POST /admin/stages/{stage}")
 	}
 }
 

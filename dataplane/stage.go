@@ -119,6 +119,13 @@ func (s *Stage) Config() models.StageConfig { return *s.cfg.Load() }
 // Ready reports whether the stage accepts requests.
 func (s *Stage) Ready() bool { return s.ready.Load() }
 
+// Replicas returns the number of replicas serving now.
+func (s *Stage) Replicas() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.replicas)
+}
+
 // QueueLen returns the number of queued rows.
 func (s *Stage) QueueLen() int { return s.b.Len() }
 
@@ -133,7 +140,7 @@ type replica struct {
 	// Scratch, owned by the worker goroutine.
 	batch  []*call
 	group  []*call
-	in     []mlrt.Tensor
+	in     []models.Tensor
 	inBuf  [][]byte
 	shapes [][]int64
 }

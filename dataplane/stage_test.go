@@ -1,4 +1,4 @@
-package dataplane
+package dataplane_test
 
 import (
 	"context"
@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
 	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
-// fakeEngine doubles its FP32 input (plus an offset per variant, so tests can
+// fakeEngine doubles its FP32 dataplanetest.Input (plus an offset per variant, so tests can
 // tell variants apart) and can be held inside Run. It isolates the stage's
 // queueing and switching logic from ONNX Runtime in unit tests; the
 // end-to-end tests in server_test.go use real models.
@@ -29,14 +31,14 @@ type fakeEngine struct {
 	entered *atomic.Int64
 	rows    *[]int
 	mu      *sync.Mutex
-	out     []mlrt.Tensor
+	out     []models.Tensor
 	closed  atomic.Bool
 }
 
 func (e *fakeEngine) Variant() *models.Variant { return e.v }
 func (e *fakeEngine) Close() error             { e.closed.Store(true); return nil }
 
-func (e *fakeEngine) Run(ctx context.Context, in []mlrt.Tensor) ([]mlrt.Tensor, error) {
+func (e *fakeEngine) Run(ctx context.Context, in []models.Tensor) ([]models.Tensor, error) {
 	if e.closed.Load() {
 		return nil, mlrt.ErrClosed
 	}
@@ -54,7 +56,7 @@ func (e *fakeEngine) Run(ctx context.Context, in []mlrt.Tensor) ([]mlrt.Tensor, 
 		f := math.Float32frombits(binary.LittleEndian.Uint32(t.Data[i:]))
 		binary.LittleEndian.PutUint32(data[i:], math.Float32bits(2*f+e.offset))
 	}
-	e.out = []mlrt.Tensor{{Name: "y", DataType: models.FP32, Shape: append([]int64(nil), t.Shape...), Data: data}}
+	e.out = []models.Tensor{{Name: "y", DataType: models.FP32, Shape: append([]int64(nil), t.Shape...), Data: data}}
 	return e.out, nil
 }
 
@@ -82,7 +84,7 @@ func newFakeRig(gated bool) *fakeRig {
 	return r
 }
 
-func (r *fakeRig) opener() Opener {
+func (r *fakeRig) opener() dataplane.Opener {
 	return func(v *models.Variant, threads int) (mlrt.Engine, error) {
 		r.open.Add(1)
 		off := float32(0)
@@ -93,9 +95,9 @@ func (r *fakeRig) opener() Opener {
 	}
 }
 
-func (r *fakeRig) stage(t *testing.T, cfg models.StageConfig, queue int) *Stage {
+func (r *fakeRig) stage(t *testing.T, cfg models.StageConfig, queue int) *dataplane.Stage {
 	t.Helper()
-	s, err := NewStage(r.meta, cfg, StageOptions{MaxQueue: queue}, r.opener())
+	s, err := dataplane.NewStage(r.meta, cfg, dataplane.StageOptions{MaxQueue: queue}, r.opener())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,42 +111,10 @@ func (r *fakeRig) stage(t *testing.T, cfg models.StageConfig, queue int) *Stage 
 	return s
 }
 
-func input(vals ...float32) []mlrt.Tensor {
-	data := make([]byte, 4*len(vals))
-	for i, v := range vals {
-		binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
-	}
-	return []mlrt.Tensor{{Name: "x", DataType: models.FP32, Shape: []int64{int64(len(vals) / 2), 2}, Data: data}}
-}
-
-func floats(t mlrt.Tensor) []float32 {
-	out := make([]float32, len(t.Data)/4)
-	for i := range out {
-		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(t.Data[4*i:]))
-	}
-	return out
-}
-
-// waitFor polls cond until it returns nil or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // waitRunning waits until n engine runs have started.
 func waitRunning(t *testing.T, r *fakeRig, n int64) {
 	t.Helper()
-	waitFor(t, 5*time.Second, func() error {
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
 		if got := r.entered.Load(); got < n {
 			return fmt.Errorf("%d engine runs started, want %d", got, n)
 		}
@@ -187,13 +157,13 @@ func TestConcurrentRequestsAreBatchedAndEachGetsItsOwnRows(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			res, err := s.Infer(context.Background(), input(float32(i), float32(-i)), time.Time{})
+			res, err := s.Infer(context.Background(), dataplanetest.Input(float32(i), float32(-i)), time.Time{})
 			if err != nil {
 				errs <- err
 				return
 			}
 			defer res.Release()
-			got := floats(res.Outputs[0])
+			got := dataplanetest.Floats(res.Outputs[0])
 			if got[0] != float32(2*i) || got[1] != float32(-2*i) || res.Outputs[0].Shape[0] != 1 {
 				errs <- fmt.Errorf("request %d got %v shape %v", i, got, res.Outputs[0].Shape)
 			}
@@ -224,7 +194,7 @@ func TestFullQueueRejectsWithErrQueueFull(t *testing.T) {
 	results := make(chan error, 3)
 	for i := 0; i < 3; i++ { // one held in Run, two queued
 		go func() {
-			res, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+			res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
 			if err == nil {
 				res.Release()
 			}
@@ -234,13 +204,13 @@ func TestFullQueueRejectsWithErrQueueFull(t *testing.T) {
 			waitRunning(t, r, 1)
 		}
 	}
-	waitFor(t, 5*time.Second, func() error {
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
 		if s.QueueLen() != 2 {
 			return fmt.Errorf("queue length %d, want 2", s.QueueLen())
 		}
 		return nil
 	})
-	_, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+	_, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
 	if !errors.Is(err, batcher.ErrQueueFull) {
 		t.Fatalf("Infer on a full queue: %v, want ErrQueueFull", err)
 	}
@@ -261,15 +231,15 @@ func TestRequestWhoseDeadlinePassesInTheQueueIsNotComputed(t *testing.T) {
 	s := r.stage(t, cfg, 8)
 	first := make(chan error, 1)
 	go func() {
-		res, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
 		if err == nil {
 			res.Release()
 		}
 		first <- err
 	}()
 	waitRunning(t, r, 1)
-	_, err := s.Infer(context.Background(), input(3, 4), time.Now().Add(20*time.Millisecond))
-	if !errors.Is(err, ErrDeadline) {
+	_, err := s.Infer(context.Background(), dataplanetest.Input(3, 4), time.Now().Add(20*time.Millisecond))
+	if !errors.Is(err, dataplane.ErrDeadline) {
 		t.Fatalf("request with a 20ms deadline behind a held one: %v, want ErrDeadline", err)
 	}
 	r.gate <- struct{}{}
@@ -279,7 +249,7 @@ func TestRequestWhoseDeadlinePassesInTheQueueIsNotComputed(t *testing.T) {
 	if n := r.runs.Load(); n != 1 {
 		t.Fatalf("engine ran %d times, want 1: the expired request must not be computed", n)
 	}
-	if _, err := s.Infer(context.Background(), input(1, 2), time.Now().Add(-time.Second)); !errors.Is(err, ErrDeadline) {
+	if _, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Now().Add(-time.Second)); !errors.Is(err, dataplane.ErrDeadline) {
 		t.Fatalf("request already past its deadline: %v, want ErrDeadline", err)
 	}
 }
@@ -290,18 +260,18 @@ func TestCancelledCallerWhileQueuedIsNotComputed(t *testing.T) {
 	cfg.MaxBatch = 1
 	s := r.stage(t, cfg, 8)
 	go func() {
-		if res, err := s.Infer(context.Background(), input(1, 2), time.Time{}); err == nil {
+		if res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{}); err == nil {
 			res.Release()
 		}
 	}()
 	waitRunning(t, r, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
-	if _, err := s.Infer(ctx, input(3, 4), time.Time{}); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.Infer(ctx, dataplanetest.Input(3, 4), time.Time{}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("cancelled caller: %v, want context.DeadlineExceeded", err)
 	}
 	r.gate <- struct{}{}
-	waitFor(t, 5*time.Second, func() error {
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
 		if s.QueueLen() != 0 {
 			return fmt.Errorf("abandoned request still queued")
 		}
@@ -318,12 +288,12 @@ func TestVariantSwitchAppliesToNewBatchesAndDropsNothing(t *testing.T) {
 	s := r.stage(t, cfgA, 1024)
 	var failed, seenA, seenB atomic.Int64
 	stop := hammer(func() {
-		res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
+		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
 		if err != nil {
 			failed.Add(1)
 			return
 		}
-		switch got := floats(res.Outputs[0])[0]; {
+		switch got := dataplanetest.Floats(res.Outputs[0])[0]; {
 		case got == 2 && res.Variant == "a":
 			seenA.Add(1)
 		case got == 1002 && res.Variant == "b":
@@ -355,7 +325,7 @@ func TestScalingReplicasAndCoresUnderLoadDropsNothing(t *testing.T) {
 	s := r.stage(t, cfgA, 1024)
 	var failed, ok atomic.Int64
 	stop := hammer(func() {
-		res, err := s.Infer(context.Background(), input(1, 1), time.Time{})
+		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
 		if err != nil {
 			failed.Add(1)
 			return
@@ -370,9 +340,7 @@ func TestScalingReplicasAndCoresUnderLoadDropsNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)
-		s.mu.Lock()
-		n := len(s.replicas)
-		s.mu.Unlock()
+		n := s.Replicas()
 		if n != c.replicas {
 			t.Fatalf("after reconfiguring to %d replicas: %d workers", c.replicas, n)
 		}
@@ -391,21 +359,21 @@ func TestCloseFailsQueuedRequestsWithUnavailable(t *testing.T) {
 	r := newFakeRig(true)
 	cfg := cfgA
 	cfg.MaxBatch = 1
-	s, err := NewStage(r.meta, cfg, StageOptions{MaxQueue: 8}, r.opener())
+	s, err := dataplane.NewStage(r.meta, cfg, dataplane.StageOptions{MaxQueue: 8}, r.opener())
 	if err != nil {
 		t.Fatal(err)
 	}
 	results := make(chan error, 3)
 	for i := 0; i < 3; i++ {
 		go func() {
-			res, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+			res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
 			if err == nil {
 				res.Release()
 			}
 			results <- err
 		}()
 	}
-	waitFor(t, 5*time.Second, func() error {
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
 		if s.QueueLen() != 2 {
 			return fmt.Errorf("queue length %d, want 2", s.QueueLen())
 		}
@@ -415,7 +383,7 @@ func TestCloseFailsQueuedRequestsWithUnavailable(t *testing.T) {
 	go func() { s.Close(); close(closed) }()
 	var unavailable, ok int
 	for i := 0; i < 2; i++ {
-		if err := <-results; errors.Is(err, ErrUnavailable) {
+		if err := <-results; errors.Is(err, dataplane.ErrUnavailable) {
 			unavailable++
 		} else {
 			t.Errorf("queued request at shutdown: %v, want ErrUnavailable", err)
@@ -428,7 +396,7 @@ func TestCloseFailsQueuedRequestsWithUnavailable(t *testing.T) {
 		t.Errorf("in-flight request at shutdown: %v", err)
 	}
 	<-closed
-	if _, err := s.Infer(context.Background(), input(1, 2), time.Time{}); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{}); !errors.Is(err, dataplane.ErrUnavailable) {
 		t.Fatalf("Infer after Close: %v, want ErrUnavailable", err)
 	}
 	if unavailable != 2 || ok != 1 {
@@ -439,20 +407,20 @@ func TestCloseFailsQueuedRequestsWithUnavailable(t *testing.T) {
 func TestInferRejectsInputsThatDoNotFitTheStage(t *testing.T) {
 	r := newFakeRig(false)
 	s := r.stage(t, cfgA, 8)
-	f := func(in []mlrt.Tensor, want string) {
+	f := func(in []models.Tensor, want string) {
 		t.Helper()
 		_, err := s.Infer(context.Background(), in, time.Time{})
 		if !errors.Is(err, mlrt.ErrInvalidInput) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("got %v, want ErrInvalidInput mentioning %q", err, want)
 		}
 	}
-	in := input(1, 2)
+	in := dataplanetest.Input(1, 2)
 	in[0].Name = "z"
-	f(in, `needs input "x"`)
-	in = input(1, 2, 3)
+	f(in, `needs dataplanetest.Input "x"`)
+	in = dataplanetest.Input(1, 2, 3)
 	in[0].Shape = []int64{1, 3}
 	f(in, "dimension 1 must be 2")
-	in = input(1, 2)
+	in = dataplanetest.Input(1, 2)
 	in[0].Data = in[0].Data[:4]
 	f(in, "needs 8 bytes, got 4")
 	f(nil, "takes 1 inputs")
@@ -469,7 +437,7 @@ func TestReconfigureThatTheQueueCannotHoldIsRefusedAndChangesNothing(t *testing.
 	if got := s.Config(); got != cfgA {
 		t.Fatalf("config after a refused reconfiguration: %+v", got)
 	}
-	res, err := s.Infer(context.Background(), input(1, 2), time.Time{})
+	res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
 	if err != nil {
 		t.Fatalf("stage unusable after a refused reconfiguration: %v", err)
 	}

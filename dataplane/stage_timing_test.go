@@ -1,4 +1,4 @@
-package dataplane
+package dataplane_test
 
 import (
 	"context"
@@ -9,8 +9,10 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // The three benchmarks below run one squeezenet request at a time (batch 1,
@@ -18,17 +20,17 @@ import (
 // differences of their ns/op are what the stage and the HTTP layer add.
 // `ipa bench` prints the same comparison as ratios.
 
-func benchStage(b testing.TB) (*testServer, []mlrt.Tensor, *models.Stage, string) {
-	repo, dir := testRepo(b)
-	st := subStage(b, repo, "classify", "squeezenet")
+func benchStage(b testing.TB) (*dataplanetest.Server, []models.Tensor, *models.Stage, string) {
+	repo, dir := dataplanetest.Repo(b)
+	st := dataplanetest.SubStage(b, repo, "classify", "squeezenet")
 	cfg := models.StageConfig{Variant: "squeezenet", MaxBatch: 1, MaxWait: 2 * time.Millisecond, Replicas: 1, Cores: 1}
-	s := startServer(b, dir, st, cfg, ServerConfig{}, AdminConfig{})
-	return s, randomTensors(s.stage.inputs, 1, 1), st, dir
+	s := dataplanetest.StartServer(b, dir, st, cfg, dataplane.ServerConfig{}, dataplane.AdminConfig{})
+	return s, dataplanetest.RandomTensors(s.Inputs(), 1, 1), st, dir
 }
 
 func BenchmarkSqueezenetRawEngine(b *testing.B) {
 	_, in, st, dir := benchStage(b)
-	e, err := ortOpen(dir, st)(st.Variants[0], 1)
+	e, err := dataplanetest.ORTOpener(dir, st)(st.Variants[0], 1)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -50,7 +52,7 @@ func BenchmarkSqueezenetStageInfer(b *testing.B) {
 	var over []time.Duration
 	for b.Loop() {
 		t := time.Now()
-		res, err := s.stage.Infer(context.Background(), in, time.Time{})
+		res, err := s.Stage.Infer(context.Background(), in, time.Time{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -63,15 +65,15 @@ func BenchmarkSqueezenetStageInfer(b *testing.B) {
 
 func BenchmarkSqueezenetHTTPBinary(b *testing.B) {
 	s, in, _, _ := benchStage(b)
-	body, jsonLen := AppendInferRequest(nil, &InferRequest{Inputs: in, BinaryOutputs: true}, true)
+	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in, BinaryOutputs: true}, true)
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	req.SetRequestURI("http://" + s.addr + "/v2/models/classify/infer")
+	req.SetRequestURI("http://" + s.Addr + "/v2/models/classify/infer")
 	req.Header.SetMethod("POST")
-	req.Header.Set(headerHeaderLen, fmt.Sprint(jsonLen))
+	req.Header.Set(v2codec.HeaderJSONLength, fmt.Sprint(jsonLen))
 	req.SetBody(body)
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
+		if err := s.Client.Do(req, resp); err != nil || resp.StatusCode() != 200 {
 			b.Fatal(err, resp.StatusCode())
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -68,7 +69,7 @@ func partitionSameShape(live []*call) int {
 	return n
 }
 
-func sameShapes(a, b []mlrt.Tensor) bool {
+func sameShapes(a, b []models.Tensor) bool {
 	for i := range a {
 		if !slices.Equal(a[i].Shape[1:], b[i].Shape[1:]) {
 			return false
@@ -122,7 +123,7 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 }
 
 // concat joins the inputs of group along dimension 0 into r's buffers.
-func (r *replica) concat(group []*call, rows int) []mlrt.Tensor {
+func (r *replica) concat(group []*call, rows int) []models.Tensor {
 	first := group[0].in
 	if len(r.inBuf) < len(first) {
 		r.inBuf = make([][]byte, len(first))
@@ -138,13 +139,13 @@ func (r *replica) concat(group []*call, rows int) []mlrt.Tensor {
 		shape := append(r.shapes[i][:0], t.Shape...)
 		shape[0] = int64(rows)
 		r.shapes[i] = shape
-		r.in = append(r.in, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: buf})
+		r.in = append(r.in, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: buf})
 	}
 	return r.in
 }
 
 // setOutputs copies c's rows [row, row+c.rows) of the batch outputs into c.
-func (c *call) setOutputs(out []mlrt.Tensor, row, rows int) {
+func (c *call) setOutputs(out []models.Tensor, row, rows int) {
 	if len(c.outBuf) < len(out) {
 		c.outBuf = append(c.outBuf, make([][]byte, len(out)-len(c.outBuf))...)
 	}
@@ -158,6 +159,6 @@ func (c *call) setOutputs(out []mlrt.Tensor, row, rows int) {
 		}
 		shape = append(shape, t.Shape...)
 		shape[0] = int64(c.rows)
-		c.res.Outputs = append(c.res.Outputs, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: c.outBuf[i]})
+		c.res.Outputs = append(c.res.Outputs, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: c.outBuf[i]})
 	}
 }

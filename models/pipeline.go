@@ -12,11 +12,11 @@ type Pipeline struct {
 	// SLA is the end-to-end latency objective; the router drops a request as
 	// soon as it cannot meet it.
 	SLA    time.Duration   `yaml:"sla" json:"sla"`
-	Stages []PipelineStage `yaml:"stages" json:"stages"`
+	Stages []Step `yaml:"stages" json:"stages"`
 }
 
-// PipelineStage is one step of a pipeline.
-type PipelineStage struct {
+// Step is one step of a pipeline.
+type Step struct {
 	// Name of the step inside the pipeline (unique).
 	Name string `yaml:"name" json:"name"`
 	// Model names the stage of the model repository that serves the step.
@@ -30,8 +30,8 @@ type PipelineStage struct {
 	Initial StageConfig `yaml:"initial" json:"initial"`
 }
 
-// Stage returns the step called name.
-func (p *Pipeline) Stage(name string) *PipelineStage {
+// Step returns the step called name.
+func (p *Pipeline) Step(name string) *Step {
 	for i := range p.Stages {
 		if p.Stages[i].Name == name {
 			return &p.Stages[i]
@@ -118,7 +118,7 @@ func (p *Pipeline) Validate(repo *Repository, first, next []string) error {
 	return nil
 }
 
-func (p *Pipeline) stageVariants(s *PipelineStage, st *Stage) []string {
+func (p *Pipeline) stageVariants(s *Step, st *Stage) []string {
 	if len(s.Variants) > 0 {
 		return s.Variants
 	}
@@ -126,7 +126,7 @@ func (p *Pipeline) stageVariants(s *PipelineStage, st *Stage) []string {
 }
 
 // RepoStage returns the repository stage of step s restricted to its variants.
-func (s *PipelineStage) RepoStage(repo *Repository) (*Stage, error) {
+func (s *Step) RepoStage(repo *Repository) (*Stage, error) {
 	st, err := repo.Stage(s.Model)
 	if err != nil {
 		return nil, err

@@ -157,3 +157,29 @@ func (s TensorSpec) Check(dt DataType, shape []int64) error {
 	}
 	return nil
 }
+
+// Tensor is a dense tensor whose Data holds the elements in row-major order as
+// little-endian bytes (the Open Inference Protocol's binary layout).
+type Tensor struct {
+	Name     string
+	DataType DataType
+	Shape    []int64
+	Data     []byte
+}
+
+// Batch returns dimension 0 of t (the batch size), or 0 for a scalar.
+func (t *Tensor) Batch() int {
+	if len(t.Shape) == 0 {
+		return 0
+	}
+	return int(t.Shape[0])
+}
+
+// TensorNames returns the names of specs, in order.
+func TensorNames(specs []TensorSpec) []string {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return names
+}

@@ -7,23 +7,6 @@ import (
 	"github.com/ipa-serving/ipa/models"
 )
 
-// Tensor is a dense tensor whose Data holds the elements in row-major order as
-// little-endian bytes (the Open Inference Protocol's binary layout).
-type Tensor struct {
-	Name     string
-	DataType models.DataType
-	Shape    []int64
-	Data     []byte
-}
-
-// Batch returns dimension 0 of t (the batch size), or 0 for a scalar.
-func (t *Tensor) Batch() int {
-	if len(t.Shape) == 0 {
-		return 0
-	}
-	return int(t.Shape[0])
-}
-
 // Engine runs one model variant.
 //
 // Run is called by one goroutine at a time. in holds one tensor per input of
@@ -33,7 +16,7 @@ func (t *Tensor) Batch() int {
 // valid until the next call of Run or Close.
 type Engine interface {
 	Variant() *models.Variant
-	Run(ctx context.Context, in []Tensor) ([]Tensor, error)
+	Run(ctx context.Context, in []models.Tensor) ([]models.Tensor, error)
 	Close() error
 }
 

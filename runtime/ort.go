@@ -138,10 +138,10 @@ type Session struct {
 	session *ort.DynamicAdvancedSession
 	runOpts *ort.RunOptions
 	outBuf  [][]byte
-	out     []Tensor
+	out     []models.Tensor
 	inVals  []ort.Value
 	outVals []ort.Value
-	rowIn   []Tensor
+	rowIn   []models.Tensor
 }
 
 var _ Engine = (*Session)(nil)
@@ -195,7 +195,7 @@ func Open(modelPath string, v *models.Variant, opt Options) (*Session, error) {
 		return nil, fmt.Errorf("cannot create run options: %w", err)
 	}
 	s.outBuf = make([][]byte, len(v.Outputs))
-	s.out = make([]Tensor, len(v.Outputs))
+	s.out = make([]models.Tensor, len(v.Outputs))
 	s.inVals = make([]ort.Value, len(v.Inputs))
 	s.outVals = make([]ort.Value, len(v.Outputs))
 	if !opt.SkipWarmup {
@@ -209,8 +209,8 @@ func Open(modelPath string, v *models.Variant, opt Options) (*Session, error) {
 
 // ZeroInputs returns zero-filled inputs for v with the given batch size;
 // dynamic dimensions other than the batch get size 32.
-func ZeroInputs(v *models.Variant, batch int) []Tensor {
-	in := make([]Tensor, len(v.Inputs))
+func ZeroInputs(v *models.Variant, batch int) []models.Tensor {
+	in := make([]models.Tensor, len(v.Inputs))
 	for i, spec := range v.Inputs {
 		shape := make([]int64, len(spec.Shape))
 		for j, d := range spec.Shape {
@@ -220,7 +220,7 @@ func ZeroInputs(v *models.Variant, batch int) []Tensor {
 			shape[j] = d
 		}
 		shape[0] = int64(batch)
-		in[i] = Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape,
+		in[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape,
 			Data: make([]byte, models.Elements(shape)*spec.DataType.Size())}
 	}
 	return in
@@ -248,7 +248,7 @@ func (s *Session) Close() error {
 // CheckInputs validates in against the variant's input specs: order, names,
 // datatypes, shapes, a common batch size, and data lengths. It returns the
 // batch size.
-func CheckInputs(v *models.Variant, in []Tensor) (int, error) {
+func CheckInputs(v *models.Variant, in []models.Tensor) (int, error) {
 	if len(in) != len(v.Inputs) {
 		return 0, fmt.Errorf("%w: %s/%s takes %d inputs, got %d", ErrInvalidInput, v.Stage, v.Name, len(v.Inputs), len(in))
 	}
@@ -273,7 +273,7 @@ func CheckInputs(v *models.Variant, in []Tensor) (int, error) {
 }
 
 // Run runs one batch; see Engine.
-func (s *Session) Run(ctx context.Context, in []Tensor) ([]Tensor, error) {
+func (s *Session) Run(ctx context.Context, in []models.Tensor) ([]models.Tensor, error) {
 	batch, err := CheckInputs(s.variant, in)
 	if err != nil {
 		return nil, err
@@ -298,9 +298,9 @@ func (s *Session) Run(ctx context.Context, in []Tensor) ([]Tensor, error) {
 }
 
 // runRows runs a fixed-batch-1 model row by row and concatenates the outputs.
-func (s *Session) runRows(ctx context.Context, in []Tensor, batch int) ([]Tensor, error) {
+func (s *Session) runRows(ctx context.Context, in []models.Tensor, batch int) ([]models.Tensor, error) {
 	if cap(s.rowIn) < len(in) {
-		s.rowIn = make([]Tensor, len(in))
+		s.rowIn = make([]models.Tensor, len(in))
 	}
 	rows := s.rowIn[:len(in)]
 	for r := 0; r < batch; r++ {
@@ -309,7 +309,7 @@ func (s *Session) runRows(ctx context.Context, in []Tensor, batch int) ([]Tensor
 		}
 		for i := range in {
 			rowBytes := len(in[i].Data) / batch
-			rows[i] = Tensor{Name: in[i].Name, DataType: in[i].DataType, Shape: append(rows[i].Shape[:0], in[i].Shape...),
+			rows[i] = models.Tensor{Name: in[i].Name, DataType: in[i].DataType, Shape: append(rows[i].Shape[:0], in[i].Shape...),
 				Data: in[i].Data[r*rowBytes : (r+1)*rowBytes]}
 			rows[i].Shape[0] = 1
 		}
@@ -325,7 +325,7 @@ func (s *Session) runRows(ctx context.Context, in []Tensor, batch int) ([]Tensor
 
 // runBatch runs in once. With row > 0 the outputs are appended to those of
 // the previous rows (fixed-batch models).
-func (s *Session) runBatch(in []Tensor, batch, row int) ([]Tensor, error) {
+func (s *Session) runBatch(in []models.Tensor, batch, row int) ([]models.Tensor, error) {
 	defer func() {
 		for i, v := range s.inVals {
 			if v != nil {
@@ -360,7 +360,7 @@ func (s *Session) runBatch(in []Tensor, batch, row int) ([]Tensor, error) {
 			return nil, fmt.Errorf("cannot create output tensor %q: %w", spec.Name, err)
 		}
 		s.outVals[i] = v
-		s.out[i] = Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: s.outBuf[i]}
+		s.out[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: s.outBuf[i]}
 	}
 	if err := s.session.RunWithOptions(s.inVals, s.outVals, s.runOpts); err != nil {
 		return nil, fmt.Errorf("%s/%s: %w", s.variant.Stage, s.variant.Name, err)
@@ -375,7 +375,7 @@ func (s *Session) runBatch(in []Tensor, batch, row int) ([]Tensor, error) {
 		}
 		if row == 0 {
 			s.outBuf[i] = append(s.outBuf[i][:0], data...)
-			s.out[i] = Tensor{Name: spec.Name, DataType: spec.DataType, Shape: append(s.out[i].Shape[:0], shape...), Data: s.outBuf[i]}
+			s.out[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: append(s.out[i].Shape[:0], shape...), Data: s.outBuf[i]}
 		} else {
 			if len(shape) != len(s.out[i].Shape) || models.Elements(shape[1:]) != models.Elements(s.out[i].Shape[1:]) {
 				return nil, fmt.Errorf("output %q: row %d has shape %s, row 0 had %s", spec.Name, row, models.FormatShape(shape), models.FormatShape(s.out[i].Shape))

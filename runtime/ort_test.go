@@ -50,7 +50,7 @@ func inspectVariant(t testing.TB, path string, maxBatch int) *models.Variant {
 	return &models.Variant{Name: "v", Stage: "s", File: filepath.Base(path), Inputs: in, Outputs: out, MaxBatch: maxBatch}
 }
 
-func randomInputs(v *models.Variant, batch int, rng *rand.Rand) []Tensor {
+func randomInputs(v *models.Variant, batch int, rng *rand.Rand) []models.Tensor {
 	in := ZeroInputs(v, batch)
 	for i := range in {
 		d := in[i].Data
@@ -61,10 +61,10 @@ func randomInputs(v *models.Variant, batch int, rng *rand.Rand) []Tensor {
 	return in
 }
 
-func cloneTensors(ts []Tensor) []Tensor {
-	out := make([]Tensor, len(ts))
+func cloneTensors(ts []models.Tensor) []models.Tensor {
+	out := make([]models.Tensor, len(ts))
 	for i, t := range ts {
-		out[i] = Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)}
+		out[i] = models.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)}
 	}
 	return out
 }
@@ -80,12 +80,12 @@ func runBatchAgainstRows(t *testing.T, s *Session, k int) {
 	}
 	batched := cloneTensors(got)
 	for r := 0; r < k; r++ {
-		row := make([]Tensor, len(in))
+		row := make([]models.Tensor, len(in))
 		for i, x := range in {
 			n := len(x.Data) / k
 			shape := append([]int64(nil), x.Shape...)
 			shape[0] = 1
-			row[i] = Tensor{Name: x.Name, DataType: x.DataType, Shape: shape, Data: x.Data[r*n : (r+1)*n]}
+			row[i] = models.Tensor{Name: x.Name, DataType: x.DataType, Shape: shape, Data: x.Data[r*n : (r+1)*n]}
 		}
 		out, err := s.Run(context.Background(), row)
 		if err != nil {
@@ -150,7 +150,7 @@ func TestRunRejectsInputsThatDoNotFitTheVariant(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	f := func(mutate func([]Tensor), want string) {
+	f := func(mutate func([]models.Tensor), want string) {
 		t.Helper()
 		in := ZeroInputs(v, 2)
 		mutate(in)
@@ -159,11 +159,11 @@ func TestRunRejectsInputsThatDoNotFitTheVariant(t *testing.T) {
 			t.Fatalf("got error %v, want ErrInvalidInput containing %q", err, want)
 		}
 	}
-	f(func(in []Tensor) { in[0].Name = "y" }, `expected "x"`)
-	f(func(in []Tensor) { in[0].DataType = models.FP64 }, "datatype FP64")
-	f(func(in []Tensor) { in[0].Shape[3] = 100 }, "dimension 3 must be 192")
-	f(func(in []Tensor) { in[0].Data = in[0].Data[:10] }, "got 10")
-	f(func(in []Tensor) { in[0].Shape = in[0].Shape[:3] }, "expects 4 dimensions")
+	f(func(in []models.Tensor) { in[0].Name = "y" }, `expected "x"`)
+	f(func(in []models.Tensor) { in[0].DataType = models.FP64 }, "datatype FP64")
+	f(func(in []models.Tensor) { in[0].Shape[3] = 100 }, "dimension 3 must be 192")
+	f(func(in []models.Tensor) { in[0].Data = in[0].Data[:10] }, "got 10")
+	f(func(in []models.Tensor) { in[0].Shape = in[0].Shape[:3] }, "expects 4 dimensions")
 }
 
 func TestRunAfterCloseFails(t *testing.T) {

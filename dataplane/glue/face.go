@@ -7,9 +7,8 @@ import (
 	"math"
 	"sort"
 
+	"github.com/ipa-serving/ipa/models"
 	"golang.org/x/image/draw"
-
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // FaceInputName is the input tensor name of the BlazeFace ONNX files
@@ -152,7 +151,7 @@ type FaceGeometry struct {
 // ImageToTensorCalculator output_tensor_float_range −1..1 for face
 // detection): img is resized keeping its aspect ratio and centred, the rest
 // black (keep_aspect_ratio with BORDER_ZERO). It panics if size < 1.
-func FaceInput(img image.Image, size int) (runtime.Tensor, FaceGeometry) {
+func FaceInput(img image.Image, size int) (models.Tensor, FaceGeometry) {
 	if size < 1 {
 		panic(fmt.Sprintf("glue.FaceInput: size %d < 1", size))
 	}
@@ -217,7 +216,7 @@ type faceBox struct {
 // scores and regressors of the two anchor grids separately — [1,512,1],
 // [1,384,1], [1,512,16], [1,384,16] — which are concatenated, in the order
 // given, into the 896 anchors.
-func FaceBoxes(outputs []runtime.Tensor, g FaceGeometry, size int, thresh float32) ([]Detection, error) {
+func FaceBoxes(outputs []models.Tensor, g FaceGeometry, size int, thresh float32) ([]Detection, error) {
 	m, err := FaceModelFor(size)
 	if err != nil {
 		return nil, fmt.Errorf("glue.FaceBoxes: %w", err)

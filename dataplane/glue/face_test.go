@@ -8,7 +8,7 @@ import (
 	"reflect"
 	"testing"
 
-	"github.com/ipa-serving/ipa/runtime"
+	"github.com/ipa-serving/ipa/models"
 )
 
 func TestFaceAnchorsMatchMediaPipe(t *testing.T) {
@@ -69,8 +69,8 @@ func TestFaceInputLetterboxesInMinusOneToOne(t *testing.T) {
 
 // faceOutputs builds the 4 outputs of a BlazeFace model, all logits at −50,
 // in the ONNX files' order.
-func faceOutputs() []runtime.Tensor {
-	out := []runtime.Tensor{fp32("Identity:0", 1, 512, 1), fp32("Identity_1:0", 1, 384, 1),
+func faceOutputs() []models.Tensor {
+	out := []models.Tensor{fp32("Identity:0", 1, 512, 1), fp32("Identity_1:0", 1, 384, 1),
 		fp32("Identity_2:0", 1, 512, 16), fp32("Identity_3:0", 1, 384, 16)}
 	fill(out[0], -50)
 	fill(out[1], -50)
@@ -79,7 +79,7 @@ func faceOutputs() []runtime.Tensor {
 
 // setFace makes anchor i (of 896) fire with logit and regressors dx, dy, w, h
 // (input pixels), keypoints at the box centre.
-func setFace(out []runtime.Tensor, i int, logit, dx, dy, w, h float32) {
+func setFace(out []models.Tensor, i int, logit, dx, dy, w, h float32) {
 	s, r := out[0], out[2]
 	if i >= 512 {
 		s, r, i = out[1], out[3], i-512
@@ -137,7 +137,7 @@ func TestFaceBoxesDecodesAndMerges(t *testing.T) {
 		"size":    func() error { _, err := FaceBoxes(out, g, 192, 0); return err },
 		"missing": func() error { _, err := FaceBoxes(out[:3], g, 128, 0); return err },
 		"shape":   func() error { _, err := FaceBoxes(append(out[:3:3], fp32("x", 1, 384, 4)), g, 128, 0); return err },
-		"batch":   func() error { _, err := FaceBoxes([]runtime.Tensor{fp32("x", 2, 896, 1)}, g, 128, 0); return err },
+		"batch":   func() error { _, err := FaceBoxes([]models.Tensor{fp32("x", 2, 896, 1)}, g, 128, 0); return err },
 	} {
 		if bad() == nil {
 			t.Errorf("%s: no error", name)
@@ -242,7 +242,7 @@ func TestDetectThenClassify(t *testing.T) {
 	}
 	cls := openVariant(t, "classify", "squeezenet")
 	spec := cls.Variant().Inputs[0]
-	var ins []runtime.Tensor
+	var ins []models.Tensor
 	for _, d := range dets {
 		ins = append(ins, ClassifyInput(Crop(img, d.Box), spec.Name, int(spec.Shape[2])))
 	}

@@ -54,15 +54,15 @@ func openVariant(t testing.TB, stage, variant string) *runtime.Session {
 }
 
 // run runs one input and copies the outputs (the session owns its buffers).
-func run(t testing.TB, s *runtime.Session, in ...runtime.Tensor) []runtime.Tensor {
+func run(t testing.TB, s *runtime.Session, in ...models.Tensor) []models.Tensor {
 	t.Helper()
 	out, err := s.Run(context.Background(), in)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := make([]runtime.Tensor, len(out))
+	cp := make([]models.Tensor, len(out))
 	for i, o := range out {
-		cp[i] = runtime.Tensor{Name: o.Name, DataType: o.DataType, Shape: append([]int64(nil), o.Shape...),
+		cp[i] = models.Tensor{Name: o.Name, DataType: o.DataType, Shape: append([]int64(nil), o.Shape...),
 			Data: append([]byte(nil), o.Data...)}
 	}
 	return cp

@@ -15,7 +15,6 @@ import (
 	"golang.org/x/image/draw"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // MaxPixels is the largest image DecodeImage accepts: 50 megapixels, checked
@@ -153,13 +152,13 @@ func getF32(b []byte, i int) float32 {
 }
 
 // fp32 returns a zeroed FP32 tensor.
-func fp32(name string, shape ...int64) runtime.Tensor {
-	return runtime.Tensor{Name: name, DataType: models.FP32, Shape: shape,
+func fp32(name string, shape ...int64) models.Tensor {
+	return models.Tensor{Name: name, DataType: models.FP32, Shape: shape,
 		Data: make([]byte, 4*models.Elements(shape))}
 }
 
 // fill sets every element of an FP32 tensor to v.
-func fill(t runtime.Tensor, v float32) {
+func fill(t models.Tensor, v float32) {
 	if v == 0 {
 		return
 	}
@@ -170,7 +169,7 @@ func fill(t runtime.Tensor, v float32) {
 
 // checkFP32 checks t's datatype, rank, data length and that row is a valid
 // index of its batch dimension.
-func checkFP32(t runtime.Tensor, rank, row int) error {
+func checkFP32(t models.Tensor, rank, row int) error {
 	if t.DataType != models.FP32 {
 		return fmt.Errorf("tensor %q is %s; expected FP32", t.Name, t.DataType)
 	}
@@ -193,25 +192,25 @@ func checkFP32(t runtime.Tensor, rank, row int) error {
 
 // Stack concatenates tensors of the same name, datatype and item shape along
 // dimension 0, e.g. the single-image inputs of several crops into one batch.
-func Stack(ts []runtime.Tensor) (runtime.Tensor, error) {
+func Stack(ts []models.Tensor) (models.Tensor, error) {
 	if len(ts) == 0 {
-		return runtime.Tensor{}, errors.New("glue.Stack: no tensors")
+		return models.Tensor{}, errors.New("glue.Stack: no tensors")
 	}
 	first := ts[0]
 	if len(first.Shape) == 0 {
-		return runtime.Tensor{}, fmt.Errorf("glue.Stack: tensor %q is a scalar", first.Name)
+		return models.Tensor{}, fmt.Errorf("glue.Stack: tensor %q is a scalar", first.Name)
 	}
 	shape := append([]int64(nil), first.Shape...)
 	shape[0] = 0
 	size := 0
 	for i, t := range ts {
 		if t.Name != first.Name || t.DataType != first.DataType || len(t.Shape) != len(first.Shape) {
-			return runtime.Tensor{}, fmt.Errorf("glue.Stack: tensor %d (%q %s%s) does not match tensor 0 (%q %s%s)",
+			return models.Tensor{}, fmt.Errorf("glue.Stack: tensor %d (%q %s%s) does not match tensor 0 (%q %s%s)",
 				i, t.Name, t.DataType, models.FormatShape(t.Shape), first.Name, first.DataType, models.FormatShape(first.Shape))
 		}
 		for j := 1; j < len(t.Shape); j++ {
 			if t.Shape[j] != first.Shape[j] {
-				return runtime.Tensor{}, fmt.Errorf("glue.Stack: tensor %d has shape %s, tensor 0 %s",
+				return models.Tensor{}, fmt.Errorf("glue.Stack: tensor %d has shape %s, tensor 0 %s",
 					i, models.FormatShape(t.Shape), models.FormatShape(first.Shape))
 			}
 		}
@@ -222,5 +221,5 @@ func Stack(ts []runtime.Tensor) (runtime.Tensor, error) {
 	for _, t := range ts {
 		data = append(data, t.Data...)
 	}
-	return runtime.Tensor{Name: first.Name, DataType: first.DataType, Shape: shape, Data: data}, nil
+	return models.Tensor{Name: first.Name, DataType: first.DataType, Shape: shape, Data: data}, nil
 }

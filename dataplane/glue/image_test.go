@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 func solid(w, h int, c color.RGBA) *image.RGBA {
@@ -175,17 +174,17 @@ func TestStack(t *testing.T) {
 	b := fp32("x", 2, 2)
 	putF32(a.Data, 1, 1)
 	putF32(b.Data, 3, 2)
-	s, err := Stack([]runtime.Tensor{a, b})
+	s, err := Stack([]models.Tensor{a, b})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if models.FormatShape(s.Shape) != models.FormatShape([]int64{3, 2}) || getF32(s.Data, 1) != 1 || getF32(s.Data, 5) != 2 {
 		t.Fatalf("stacked %v %v", s.Shape, s.Data)
 	}
-	if _, err := Stack([]runtime.Tensor{a, fp32("x", 1, 3)}); err == nil {
+	if _, err := Stack([]models.Tensor{a, fp32("x", 1, 3)}); err == nil {
 		t.Fatal("stacked different item shapes")
 	}
-	if _, err := Stack([]runtime.Tensor{a, fp32("y", 1, 2)}); err == nil {
+	if _, err := Stack([]models.Tensor{a, fp32("y", 1, 2)}); err == nil {
 		t.Fatal("stacked different names")
 	}
 	if _, err := Stack(nil); err == nil {

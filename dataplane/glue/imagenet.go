@@ -6,9 +6,8 @@ import (
 	"math"
 	"sort"
 
+	"github.com/ipa-serving/ipa/models"
 	"golang.org/x/image/draw"
-
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // ImageNet normalisation of torchvision's reference training/evaluation
@@ -32,7 +31,7 @@ var imagenetLUT = newLUT(ImageNetMean, ImageNetStd)
 // The light_* classifiers of the repository come from caffe2 exports whose
 // original training used other conventions; their weights are placeholders
 // (MODELS.md §3), so the common torchvision convention is used for all.
-func ClassifyInput(img image.Image, name string, size int) runtime.Tensor {
+func ClassifyInput(img image.Image, name string, size int) models.Tensor {
 	if size < 1 {
 		panic(fmt.Sprintf("glue.ClassifyInput: size %d < 1", size))
 	}
@@ -102,7 +101,7 @@ type Class struct {
 // label (labels nil or short) are called "class i". The ImageNet label list
 // is not in the repository (opencv-doc ships one in model-output order:
 // classification_classes_ILSVRC2012.txt).
-func TopK(prob runtime.Tensor, row, k int, labels []string) ([]Class, error) {
+func TopK(prob models.Tensor, row, k int, labels []string) ([]Class, error) {
 	rank := len(prob.Shape)
 	if rank != 2 && rank != 4 {
 		rank = 2 // let checkFP32 report the shape

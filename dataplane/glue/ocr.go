@@ -10,9 +10,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/ipa-serving/ipa/models"
 	"golang.org/x/image/draw"
-
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // PaddleOCR constants (PaddleOCR tools/infer/utility.py and the det/rec
@@ -79,7 +78,7 @@ type DetGeometry struct {
 // the ImageNet mean and std). PaddleOCR's own DetResizeForTest stretches the
 // image to multiples of 32 instead; the stage's models take a fixed square.
 // It panics if side < 1.
-func DetInput(img image.Image, side int) (runtime.Tensor, DetGeometry) {
+func DetInput(img image.Image, side int) (models.Tensor, DetGeometry) {
 	if side < 1 {
 		panic(fmt.Sprintf("glue.DetInput: side %d < 1", side))
 	}
@@ -113,7 +112,7 @@ func DetInput(img image.Image, side int) (runtime.Tensor, DetGeometry) {
 // MODELS.md §5 padded by half the box height instead; on rendered pages the
 // unclip offset reads more spaces right (the recogniser drops spaces when the
 // crop is tight) and never fewer characters.
-func DetBoxes(prob runtime.Tensor, row int, g DetGeometry, thresh float32, minArea int) ([]image.Rectangle, error) {
+func DetBoxes(prob models.Tensor, row int, g DetGeometry, thresh float32, minArea int) ([]image.Rectangle, error) {
 	if err := checkFP32(prob, 4, row); err != nil {
 		return nil, fmt.Errorf("glue.DetBoxes: %w", err)
 	}
@@ -243,7 +242,7 @@ func GroupLines(boxes []image.Rectangle) [][]int {
 // smallest bucket that holds it; a crop wider than the last bucket is
 // squeezed to that width. widthBuckets nil means DefaultRecWidths; height ≤ 0
 // means RecHeight. An empty box gives a row of padding.
-func RecInput(img image.Image, boxes []image.Rectangle, height int, widthBuckets []int) (tensors []runtime.Tensor, rows [][]int) {
+func RecInput(img image.Image, boxes []image.Rectangle, height int, widthBuckets []int) (tensors []models.Tensor, rows [][]int) {
 	if height <= 0 {
 		height = RecHeight
 	}
@@ -296,7 +295,7 @@ func RecInput(img image.Image, boxes []image.Rectangle, height int, widthBuckets
 // in 1..len(keys) is keys[i-1], and class len(keys)+1 is a space
 // (use_space_char). confidence is the mean probability of the emitted
 // characters (0 for an empty text).
-func CTCDecode(probs runtime.Tensor, row int, keys []string) (text string, confidence float32, err error) {
+func CTCDecode(probs models.Tensor, row int, keys []string) (text string, confidence float32, err error) {
 	if err := checkFP32(probs, 3, row); err != nil {
 		return "", 0, fmt.Errorf("glue.CTCDecode: %w", err)
 	}

@@ -11,9 +11,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // StaticBody sends the same body with every request.
@@ -86,7 +85,7 @@ func TensorBody(specs []models.TensorSpec, binaryData bool, rng *rand.Rand) (Sta
 	if len(specs) == 0 {
 		return StaticBody{}, fmt.Errorf("no tensors; pass --tensor NAME:DATATYPE:SHAPE")
 	}
-	req := &dataplane.InferRequest{}
+	req := &v2codec.InferRequest{}
 	for _, s := range specs {
 		n := models.Elements(s.Shape)
 		size := s.DataType.Size()
@@ -113,9 +112,9 @@ func TensorBody(specs []models.TensorSpec, binaryData bool, rng *rand.Rand) (Sta
 				}
 			}
 		}
-		req.Inputs = append(req.Inputs, mlrt.Tensor{Name: s.Name, DataType: s.DataType, Shape: s.Shape, Data: data})
+		req.Inputs = append(req.Inputs, models.Tensor{Name: s.Name, DataType: s.DataType, Shape: s.Shape, Data: data})
 	}
-	out, jsonLen := dataplane.AppendInferRequest(nil, req, binaryData)
+	out, jsonLen := v2codec.AppendInferRequest(nil, req, binaryData)
 	b := StaticBody{Data: out, ContentType: "application/json", HeaderLen: -1}
 	if binaryData {
 		b.ContentType = "application/octet-stream"

@@ -18,7 +18,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 )
 
@@ -182,17 +182,17 @@ func TestAccountingClosesAgainstAServerThatDropsFailsAndKillsConnections(t *test
 		switch n.Add(1) % 6 {
 		case 0:
 			ctx.SetStatusCode(fasthttp.StatusGatewayTimeout)
-			ctx.SetBody(dataplane.AppendError(nil, "deadline exceeded before the request was computed"))
+			ctx.SetBody(v2codec.AppendError(nil, "deadline exceeded before the request was computed"))
 		case 1:
 			ctx.SetStatusCode(fasthttp.StatusTooManyRequests)
-			ctx.SetBody(dataplane.AppendError(nil, `stage "det" queue full (64 items); raise --batch.max-queue or add replicas`))
+			ctx.SetBody(v2codec.AppendError(nil, `stage "det" queue full (64 items); raise --batch.max-queue or add replicas`))
 		case 2:
 			// Kill the connection without answering.
 			ctx.HijackSetNoResponse(true)
 			ctx.Hijack(func(c net.Conn) { c.Close() })
 		case 3:
 			ctx.SetStatusCode(fasthttp.StatusInternalServerError)
-			ctx.SetBody(dataplane.AppendError(nil, `stage "cls": engine failed`))
+			ctx.SetBody(v2codec.AppendError(nil, `stage "cls": engine failed`))
 		default:
 			ctx.SetBodyString(`{"model_name":"m","outputs":[]}`)
 		}
@@ -271,17 +271,17 @@ func TestSlowAnswersFailWithClientTimeout(t *testing.T) {
 func TestHTTPTargetSendsTheSLAAsIpaTimeoutAndAV2TensorRequest(t *testing.T) {
 	type seen struct {
 		timeout, hlen, ctype string
-		req                  dataplane.InferRequest
+		req                  v2codec.InferRequest
 		err                  error
 	}
 	got := make(chan *seen, 1)
 	url, _ := serve(t, func(ctx *fasthttp.RequestCtx) {
-		s := &seen{timeout: string(ctx.Request.Header.Peek(dataplane.HeaderTimeout)), hlen: string(ctx.Request.Header.Peek("Inference-Header-Content-Length")), ctype: string(ctx.Request.Header.ContentType())}
+		s := &seen{timeout: string(ctx.Request.Header.Peek(v2codec.HeaderTimeout)), hlen: string(ctx.Request.Header.Peek("Inference-Header-Content-Length")), ctype: string(ctx.Request.Header.ContentType())}
 		hlen, err := strconv.Atoi(s.hlen)
 		if err != nil {
 			hlen = -1
 		}
-		s.err = dataplane.DecodeInferRequest(ctx.PostBody(), hlen, &s.req)
+		s.err = v2codec.DecodeInferRequest(ctx.PostBody(), hlen, &s.req)
 		got <- s
 	})
 	spec, err := ParseTensorSpec("input:FP32:1x3")

@@ -13,10 +13,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fastjson"
-
-	"github.com/ipa-serving/ipa/dataplane"
 )
 
 // Kind is the outcome class of one request.
@@ -178,7 +177,7 @@ func (t *HTTPTarget) Do(_ context.Context, seq int) Outcome {
 		req.Header.Set("Inference-Header-Content-Length", strconv.Itoa(b.HeaderLen))
 	}
 	if t.sla != "" {
-		req.Header.Set(dataplane.HeaderTimeout, t.sla)
+		req.Header.Set(v2codec.HeaderTimeout, t.sla)
 	}
 	req.SetBodyRaw(b.Data)
 	if err := t.client.DoTimeout(req, resp, t.timeout); err != nil {

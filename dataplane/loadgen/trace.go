@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"compress/bzip2"
 	"compress/gzip"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
@@ -99,18 +100,35 @@ func ReadTrace(r io.Reader, start, end int) ([]int, error) {
 	return out, nil
 }
 
+// twitterTrace is the Twitter trace as it ships (workload.tbz2, 1.3 MB),
+// built into the binary so that every default works from a clone alone.
+//
+//go:embed twitter.tbz2
+var twitterTrace []byte
+
+// TwitterTrace names the built-in Twitter trace in OpenTrace, and is what
+// an empty path means.
+const TwitterTrace = "twitter"
+
 // OpenTrace reads seconds [start, end) of the trace at path, which may be
 // the text itself, a .bz2 or .gz of it, or a tar (optionally bzip2'd or
 // gzipped, like workload.tbz2) holding it; the format is told from the
 // content, not the name. In a tar the first regular file whose name ends in
-// .txt is the trace.
+// .txt is the trace. An empty path or TwitterTrace reads the built-in
+// Twitter trace.
 func OpenTrace(path string, start, end int) ([]int, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("cannot open trace: %w", err)
+	var src io.Reader
+	if path == "" || path == TwitterTrace {
+		path, src = "twitter (built in)", bytes.NewReader(twitterTrace)
+	} else {
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("cannot open trace: %w", err)
+		}
+		defer f.Close()
+		src = f
 	}
-	defer f.Close()
-	r, err := traceReader(bufio.NewReaderSize(f, 64<<10))
+	r, err := traceReader(bufio.NewReaderSize(src, 64<<10))
 	if err != nil {
 		return nil, fmt.Errorf("trace %s: %w", path, err)
 	}

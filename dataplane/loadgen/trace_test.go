@@ -1,7 +1,6 @@
 package loadgen
 
 import (
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -64,15 +63,11 @@ func TestOpenTraceReadsTextBzip2GzipAndTarredTraces(t *testing.T) {
 	}
 }
 
-// twitterTrace is the real trace, in shared/ beside the checkout (IPA.md §5.1).
-const twitterTrace = "../../../shared/data/twitter/workload.tbz2"
-
+// TestTwitterTraceWindowsMatchThePaper reads the built-in trace (IPA.md
+// §5.1), the one `ipa load --pattern trace` and `ipa predict` default to.
 func TestTwitterTraceWindowsMatchThePaper(t *testing.T) {
-	if _, err := os.Stat(twitterTrace); err != nil {
-		t.Fatalf("the Twitter trace is needed for this test: %v", err)
-	}
 	begin := time.Now()
-	all, err := OpenTrace(twitterTrace, 0, -1)
+	all, err := OpenTrace("", 0, -1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +90,7 @@ func TestTwitterTraceWindowsMatchThePaper(t *testing.T) {
 		}
 	}
 	// Reading just a window gives the same slice as reading it all.
-	w, err := OpenTrace(twitterTrace, 1301160, 1302360)
+	w, err := OpenTrace("", 1301160, 1302360)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -507,7 +507,7 @@ func withoutEmpty(m map[string]string) map[string]string {
 
 // stageDeployment runs step s: one engine replica per pod, its initial
 // variant, batch and cores; the controller scales the Deployment.
-func (r *renderer) stageDeployment(s *models.PipelineStage) *appsv1.Deployment {
+func (r *renderer) stageDeployment(s *models.Step) *appsv1.Deployment {
 	init := s.Initial
 	args := []string{"stage",
 		"--stage", s.Model,

@@ -30,12 +30,12 @@
 // regenerate it from the repository root, in about five minutes on two
 // cores, with:
 //
-//	ipa predict train --trace ../shared/data/twitter/workload.tbz2 --train-days 0-13 \
+//	ipa predict train --train-days 0-13 \
 //	    --epochs 12 --seed 7 --out orchestrator/predict/weights/lstm.json
 //
 // and evaluated on the held-out days by
 //
-//	ipa predict eval --trace ../shared/data/twitter/workload.tbz2 --days 14-21
+//	ipa predict eval --days 14-21
 //
 // The package does no I/O except through io.Reader and io.Writer, reads no
 // clock, and is deterministic given a seed.

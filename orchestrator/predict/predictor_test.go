@@ -95,9 +95,6 @@ func TestDropMissing(t *testing.T) {
 	}
 }
 
-// tracePath is the shared Twitter trace relative to this package.
-const tracePath = "../../../shared/data/twitter/workload.tbz2"
-
 // TestDefaultLSTMBeatsReactiveOnHeldOutTrace loads the embedded weights and
 // evaluates them on six hours of day 14, which training never saw. It fails
 // if the trace is missing: a skip is not a pass.
@@ -110,9 +107,9 @@ func TestDefaultLSTMBeatsReactiveOnHeldOutTrace(t *testing.T) {
 		t.Fatalf("embedded weights: days %q, arch %+v; want days 0-13 and the paper's arch", info.Days, l.Arch())
 	}
 	const day = 86400
-	raw, err := loadgen.OpenTrace(tracePath, 14*day, 14*day+day/4)
+	raw, err := loadgen.OpenTrace(loadgen.TwitterTrace, 14*day, 14*day+day/4)
 	if err != nil {
-		t.Fatalf("the Twitter trace is needed (it ships at %s): %v", tracePath, err)
+		t.Fatal(err)
 	}
 	series, err := loadgen.TraceWindow(DropMissing(raw), 8)
 	if err != nil {

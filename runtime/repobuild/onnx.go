@@ -10,7 +10,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ipa-serving/ipa/models/onnxpb"
+	"github.com/ipa-serving/ipa/runtime/onnxpb"
 )
 
 // batchParam is the dim_param given to a batch dimension made dynamic.

@@ -1,4 +1,4 @@
-package dataplane
+package v2codec
 
 import (
 	"bytes"
@@ -17,22 +17,21 @@ import (
 	"unicode/utf8"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // tensorOf builds a tensor from fixed-size Go values (bool, ints, floats,
 // uint16 for FP16) in little-endian order.
-func tensorOf[T any](name string, dt models.DataType, shape []int64, vals ...T) runtime.Tensor {
+func tensorOf[T any](name string, dt models.DataType, shape []int64, vals ...T) models.Tensor {
 	data, err := binary.Append(nil, binary.LittleEndian, vals)
 	if err != nil {
 		panic(err)
 	}
-	return runtime.Tensor{Name: name, DataType: dt, Shape: shape, Data: data}
+	return models.Tensor{Name: name, DataType: dt, Shape: shape, Data: data}
 }
 
 // bytesTensor builds a BYTES tensor in Triton's length-prefixed layout.
-func bytesTensor(name string, shape []int64, elems ...string) runtime.Tensor {
-	return runtime.Tensor{Name: name, DataType: models.BYTES, Shape: shape, Data: frameBytes(elems...)}
+func bytesTensor(name string, shape []int64, elems ...string) models.Tensor {
+	return models.Tensor{Name: name, DataType: models.BYTES, Shape: shape, Data: frameBytes(elems...)}
 }
 
 func frameBytes(elems ...string) []byte {
@@ -44,11 +43,11 @@ func frameBytes(elems ...string) []byte {
 	return b
 }
 
-func sameTensor(a, b runtime.Tensor) bool {
+func sameTensor(a, b models.Tensor) bool {
 	return a.Name == b.Name && a.DataType == b.DataType && slices.Equal(a.Shape, b.Shape) && bytes.Equal(a.Data, b.Data)
 }
 
-func showTensors(ts []runtime.Tensor) string {
+func showTensors(ts []models.Tensor) string {
 	var b strings.Builder
 	for _, t := range ts {
 		fmt.Fprintf(&b, "\n  %s:%s%s % x", t.Name, t.DataType, models.FormatShape(t.Shape), t.Data)
@@ -56,7 +55,7 @@ func showTensors(ts []runtime.Tensor) string {
 	return b.String()
 }
 
-func checkTensors(t *testing.T, got, want []runtime.Tensor) {
+func checkTensors(t *testing.T, got, want []models.Tensor) {
 	t.Helper()
 	ok := len(got) == len(want)
 	for i := 0; ok && i < len(got); i++ {
@@ -78,7 +77,7 @@ func withBinary(header string, parts ...[]byte) ([]byte, int) {
 
 func TestDecodeInferRequestJSON(t *testing.T) {
 	var req InferRequest // reused across cases on purpose
-	f := func(body string, want ...runtime.Tensor) {
+	f := func(body string, want ...models.Tensor) {
 		t.Helper()
 		if err := DecodeInferRequest([]byte(body), -1, &req); err != nil {
 			t.Fatalf("DecodeInferRequest(%s): %s", body, err)
@@ -129,7 +128,7 @@ func TestDecodeInferRequestJSON(t *testing.T) {
 
 	// Empty and scalar shapes, several inputs, unknown fields.
 	f(`{"inputs":[{"name":"e","datatype":"INT32","shape":[0,3],"data":[]},{"name":"s","datatype":"INT32","shape":[],"data":[7]}]}`,
-		runtime.Tensor{Name: "e", DataType: models.INT32, Shape: s(0, 3), Data: []byte{}},
+		models.Tensor{Name: "e", DataType: models.INT32, Shape: s(0, 3), Data: []byte{}},
 		tensorOf("s", models.INT32, s(), int32(7)))
 	f(`{"future":{"x":[1]},"inputs":[{"name":"x","datatype":"UINT8","shape":[1],"data":[1],"parameters":{"content_type":"np"},"extra":null}]}`,
 		tensorOf("x", models.UINT8, s(1), uint8(1)))
@@ -244,7 +243,7 @@ func TestHalfConversionMatchesReference(t *testing.T) {
 
 func TestDecodeInferRequestBinary(t *testing.T) {
 	var req InferRequest
-	f := func(body []byte, headerLen int, want ...runtime.Tensor) {
+	f := func(body []byte, headerLen int, want ...models.Tensor) {
 		t.Helper()
 		if err := DecodeInferRequest(body, headerLen, &req); err != nil {
 			t.Fatalf("DecodeInferRequest: %s", err)
@@ -278,7 +277,7 @@ func TestDecodeInferRequestBinary(t *testing.T) {
 	f(body, len(body), m)
 	// Zero-size binary input.
 	body, n = withBinary(`{"inputs":[{"name":"e","datatype":"INT64","shape":[0],"parameters":{"binary_data_size":0}}]}`)
-	f(body, n, runtime.Tensor{Name: "e", DataType: models.INT64, Shape: []int64{0}, Data: []byte{}})
+	f(body, n, models.Tensor{Name: "e", DataType: models.INT64, Shape: []int64{0}, Data: []byte{}})
 }
 
 func TestDecodeInferRequestParameters(t *testing.T) {
@@ -469,7 +468,7 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 }
 
 func TestInferResponseRoundTrip(t *testing.T) {
-	outputs := []runtime.Tensor{
+	outputs := []models.Tensor{
 		tensorOf("probs", models.FP32, []int64{1, 4}, float32(0.1), float32(math.Inf(-1)), float32(-3.4028235e38), float32(1e-45)),
 		tensorOf("f64", models.FP64, []int64{3}, math.Inf(1), 5e-324, math.Copysign(0, -1)),
 		tensorOf("half", models.FP16, []int64{2, 2}, uint16(0x2e66), 0x7bff, 0x0001, 0xfc00),
@@ -540,11 +539,11 @@ func TestAppendInferResponseJSON(t *testing.T) {
 	}
 	f(InferResponse{ModelName: "m"}, `{"model_name":"m","outputs":[]}`, "")
 	// NaN and ±Inf are strings; float32 values print as float32, shortest.
-	f(InferResponse{ModelName: "m", Outputs: []runtime.Tensor{
+	f(InferResponse{ModelName: "m", Outputs: []models.Tensor{
 		tensorOf("y", models.FP32, []int64{2, 4}, float32(0.1), float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1)),
 			float32(1e-7), float32(1e21), float32(123456.79), float32(math.Copysign(0, -1))),
 	}}, `{"model_name":"m","outputs":[{"name":"y","datatype":"FP32","shape":[2,4],"data":[0.1,"NaN","Infinity","-Infinity",1e-7,1e+21,123456.79,-0]}]}`, "")
-	f(InferResponse{ModelName: "m", Outputs: []runtime.Tensor{
+	f(InferResponse{ModelName: "m", Outputs: []models.Tensor{
 		tensorOf("h", models.FP16, []int64{6}, uint16(0x2e66), 0x3c00, 0x7bff, 0x0001, 0x7e00, 0x3555),
 		tensorOf("d", models.FP64, []int64{3}, 0.1, 1e21, 1e-7),
 		tensorOf("b", models.BOOL, []int64{2}, true, false),
@@ -554,7 +553,7 @@ func TestAppendInferResponseJSON(t *testing.T) {
 	// Binary outputs: the size in parameters, the bytes after the JSON, in order.
 	f(InferResponse{ModelName: "m", ModelVersion: "v", ID: "7", Binary: []bool{true, false, true},
 		Parameters: ResponseParameters{BatchSize: 8},
-		Outputs: []runtime.Tensor{
+		Outputs: []models.Tensor{
 			tensorOf("a", models.UINT8, []int64{2}, uint8('h'), 'i'),
 			tensorOf("b", models.INT16, []int64{1}, int16(-2)),
 			bytesTensor("c", []int64{1}, "x"),
@@ -563,7 +562,7 @@ func TestAppendInferResponseJSON(t *testing.T) {
 		`{"name":"b","datatype":"INT16","shape":[1],"data":[-2]},`+
 		`{"name":"c","datatype":"BYTES","shape":[1],"parameters":{"binary_data_size":5}}]}`, "hi\x01\x00\x00\x00x")
 	// Invalid UTF-8 in BYTES becomes U+FFFD; names are escaped too.
-	f(InferResponse{ModelName: "m\"", Outputs: []runtime.Tensor{bytesTensor("t\n", []int64{1}, "a\xffb")}},
+	f(InferResponse{ModelName: "m\"", Outputs: []models.Tensor{bytesTensor("t\n", []int64{1}, "a\xffb")}},
 		`{"model_name":"m\"","outputs":[{"name":"t\n","datatype":"BYTES","shape":[1],"data":["a\ufffdb"]}]}`, "")
 }
 
@@ -589,7 +588,7 @@ func TestDecodeInferResponseErrors(t *testing.T) {
 func TestInferRequestRoundTrip(t *testing.T) {
 	req := InferRequest{
 		ID: "abc\u2029",
-		Inputs: []runtime.Tensor{
+		Inputs: []models.Tensor{
 			tensorOf("x", models.FP32, []int64{1, 3}, float32(1), float32(math.NaN()), -2),
 			bytesTensor("s", []int64{1}, "payload"),
 		},
@@ -704,7 +703,7 @@ func TestDecodeReusesBuffers(t *testing.T) {
 	if req.ID != "" || req.Timeout != 0 || req.BinaryOutputs || len(req.Outputs) != 0 {
 		t.Fatalf("fields of the previous request leaked: %+v", req)
 	}
-	checkTensors(t, req.Inputs, []runtime.Tensor{tensorOf("z", models.FP32, []int64{1}, float32(9))})
+	checkTensors(t, req.Inputs, []models.Tensor{tensorOf("z", models.FP32, []int64{1}, float32(9))})
 	// A failed decode leaves no stale inputs behind for a careless caller
 	// to read as valid beyond what it had decoded.
 	if err := DecodeInferRequest([]byte(`{"inputs":5}`), -1, &req); err == nil || len(req.Inputs) != 0 {
@@ -788,7 +787,7 @@ func TestFP16JSONRoundTripsEveryValue(t *testing.T) {
 	for i := range vals {
 		vals[i] = uint16(i)
 	}
-	resp := InferResponse{ModelName: "m", Outputs: []runtime.Tensor{tensorOf("h", models.FP16, []int64{1 << 16}, vals...)}}
+	resp := InferResponse{ModelName: "m", Outputs: []models.Tensor{tensorOf("h", models.FP16, []int64{1 << 16}, vals...)}}
 	body, _ := AppendInferResponse(nil, &resp)
 	var back InferResponse
 	if err := DecodeInferResponse(body, -1, &back); err != nil {
@@ -835,7 +834,7 @@ func TestLongNamesKeepErrorsShort(t *testing.T) {
 }
 
 func TestAliasedBinaryInputsPointIntoTheBodyAndAreNeverWrittenLater(t *testing.T) {
-	in := []runtime.Tensor{{Name: "a", DataType: models.UINT8, Shape: []int64{1, 4}, Data: []byte{1, 2, 3, 4}}}
+	in := []models.Tensor{{Name: "a", DataType: models.UINT8, Shape: []int64{1, 4}, Data: []byte{1, 2, 3, 4}}}
 	body, jsonLen := AppendInferRequest(nil, &InferRequest{Inputs: in}, true)
 	var req InferRequest
 	req.AliasBinary = true

@@ -3,7 +3,7 @@
 // Allocation budgets and benchmarks; the race detector adds allocations of
 // its own, so this file is left out of -race runs.
 
-package dataplane
+package v2codec
 
 import (
 	"math"
@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 // imageRequest returns a 1×3×224×224 FP32 request body in JSON or binary
@@ -26,7 +25,7 @@ func imageRequest(binary bool) ([]byte, int) {
 	}
 	req := InferRequest{
 		ID:     "bench",
-		Inputs: []runtime.Tensor{tensorOf("data_0", models.FP32, []int64{1, 3, 224, 224}, vals...)},
+		Inputs: []models.Tensor{tensorOf("data_0", models.FP32, []int64{1, 3, 224, 224}, vals...)},
 	}
 	body, jsonLen := AppendInferRequest(nil, &req, binary)
 	if !binary {
@@ -44,7 +43,7 @@ func classResponse(binary bool) *InferResponse {
 	}
 	return &InferResponse{
 		ModelName: "resnet50", ModelVersion: "1", ID: "bench",
-		Outputs:    []runtime.Tensor{tensorOf("probs", models.FP32, []int64{1, 1000}, vals...)},
+		Outputs:    []models.Tensor{tensorOf("probs", models.FP32, []int64{1, 1000}, vals...)},
 		Binary:     []bool{binary},
 		Parameters: ResponseParameters{QueueTime: 1234567, InferTime: 7654321, BatchSize: 8},
 	}

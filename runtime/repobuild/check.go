@@ -139,14 +139,14 @@ func selfCheck(ctx context.Context, batched, ref *checkSession, k int, nominal m
 		return res
 	}
 	got := cloneTensors(out)
-	rows := make([][]mlrt.Tensor, k)
+	rows := make([][]models.Tensor, k)
 	for r := range k {
-		row := make([]mlrt.Tensor, len(in))
+		row := make([]models.Tensor, len(in))
 		for i, t := range in {
 			n := len(t.Data) / k
 			shape := slices.Clone(t.Shape)
 			shape[0] = 1
-			row[i] = mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: t.Data[r*n : (r+1)*n]}
+			row[i] = models.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: t.Data[r*n : (r+1)*n]}
 		}
 		out, err := ref.s.Run(ctx, row)
 		if err != nil {
@@ -157,7 +157,7 @@ func selfCheck(ctx context.Context, batched, ref *checkSession, k int, nominal m
 	}
 	res.Identical = true
 	for i, spec := range ref.v.Outputs {
-		j := slices.IndexFunc(got, func(t mlrt.Tensor) bool { return t.Name == spec.Name })
+		j := slices.IndexFunc(got, func(t models.Tensor) bool { return t.Name == spec.Name })
 		if j < 0 {
 			res.Err = fmt.Errorf("output %q missing from the batched model", spec.Name)
 			return res
@@ -218,7 +218,7 @@ type outputDiff struct {
 // item-by-item runs. With masked, an element that is zero on exactly one side
 // counts as a mask flip, not as a difference; the unmasked tensor is compared
 // as a probe, with the tolerance.
-func compareOutput(b mlrt.Tensor, rows [][]mlrt.Tensor, i, k int, masked bool) outputDiff {
+func compareOutput(b models.Tensor, rows [][]models.Tensor, i, k int, masked bool) outputDiff {
 	var d outputDiff
 	if len(b.Shape) == 0 || b.Shape[0] != int64(k) {
 		d.err = fmt.Errorf("batched shape %s does not have batch %d", models.FormatShape(b.Shape), k)
@@ -287,9 +287,9 @@ func floats(dt models.DataType, b []byte) []float64 {
 
 // randomInputs returns k distinct uniform [0,1) inputs for v, from a fixed
 // seed so that a rebuild checks the same numbers.
-func randomInputs(v *models.Variant, k int, nominal map[string][]int64) ([]mlrt.Tensor, error) {
+func randomInputs(v *models.Variant, k int, nominal map[string][]int64) ([]models.Tensor, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	in := make([]mlrt.Tensor, len(v.Inputs))
+	in := make([]models.Tensor, len(v.Inputs))
 	for i, spec := range v.Inputs {
 		if spec.DataType != models.FP32 {
 			return nil, fmt.Errorf("input %q is %s; the self-check feeds FP32 only", spec.Name, spec.DataType)
@@ -310,15 +310,15 @@ func randomInputs(v *models.Variant, k int, nominal map[string][]int64) ([]mlrt.
 		for j := 0; j < len(data); j += 4 {
 			binary.LittleEndian.PutUint32(data[j:], math.Float32bits(rng.Float32()))
 		}
-		in[i] = mlrt.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
+		in[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
 	}
 	return in, nil
 }
 
-func cloneTensors(ts []mlrt.Tensor) []mlrt.Tensor {
-	out := make([]mlrt.Tensor, len(ts))
+func cloneTensors(ts []models.Tensor) []models.Tensor {
+	out := make([]models.Tensor, len(ts))
 	for i, t := range ts {
-		out[i] = mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
+		out[i] = models.Tensor{Name: t.Name, DataType: t.DataType, Shape: slices.Clone(t.Shape), Data: slices.Clone(t.Data)}
 	}
 	return out
 }

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/models/onnxpb"
+	"github.com/ipa-serving/ipa/runtime/onnxpb"
 )
 
 func TestMakeBatchDynamicLeavesSharedShapeInitializerAlone(t *testing.T) {

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"bufio"
@@ -61,7 +61,7 @@ func TestPipelineOnKubernetes(t *testing.T) {
 	if why := kubetest.Unavailable(); why != "" {
 		t.Skip(why)
 	}
-	bin := buildIPA(t)
+	bin := ipaBin
 	c, err := kubetest.Start(kubetest.Options{Subnet: 102})
 	if err != nil {
 		t.Fatal(err)

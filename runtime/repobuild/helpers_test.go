@@ -8,7 +8,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ipa-serving/ipa/models/onnxpb"
+	"github.com/ipa-serving/ipa/runtime/onnxpb"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 

@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"encoding/json"
@@ -19,17 +19,6 @@ import (
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/orchestrator/report"
 )
-
-// buildIPA builds the binary under test once per test.
-func buildIPA(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "ipa")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
@@ -56,17 +45,13 @@ func modelsDir(t *testing.T) string {
 // binaries: `ipa local` on the built-in classify pipeline, and `ipa load`
 // replaying 30 s of the paper's bursty Twitter window (÷ 8) against it.
 func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
-	const trace = "../shared/data/twitter/workload.tbz2"
-	if _, err := os.Stat(trace); err != nil {
-		t.Fatalf("the Twitter trace is required: %v", err)
-	}
-	bin := buildIPA(t)
+	bin := ipaBin
 	addr, _ := startLocal(t, bin, "--pipeline", "classify")
 
 	const start, end = 1301160, 1301190
 	report := filepath.Join(t.TempDir(), "report.json")
 	load := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer",
-		"--pattern", "trace", "--trace", trace, "--start", fmt.Sprint(start), "--end", fmt.Sprint(end), "--damping", "8",
+		"--pattern", "trace", "--start", fmt.Sprint(start), "--end", fmt.Sprint(end), "--damping", "8",
 		"--body", "docs/sample-page.png", "--sla", "1s", "--report", report, "--no-progress")
 	out, err := load.CombinedOutput()
 	if err != nil {
@@ -88,7 +73,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 	if rep.Sent != rep.Succeeded+rep.Dropped+rep.Failed {
 		t.Fatalf("accounting does not close: sent %d ≠ %d + %d + %d", rep.Sent, rep.Succeeded, rep.Dropped, rep.Failed)
 	}
-	counts, err := loadgen.OpenTrace(trace, start, end)
+	counts, err := loadgen.OpenTrace(loadgen.TwitterTrace, start, end)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +111,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 // Runtime is loaded at run time. A machine with glibc and libonnxruntime.so
 // runs ipa.
 func TestBinaryNeedsOnlyGlibc(t *testing.T) {
-	bin := buildIPA(t)
+	bin := ipaBin
 	out, err := exec.Command("ldd", bin).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ldd: %v\n%s", err, out)
@@ -170,7 +155,7 @@ var stepPattern = fmt.Sprintf("%.0fs@%d,%.0fs@%d,%.0fs@%d", stepHighFrom.Seconds
 // spec's initial configuration throughout): once the controller's plan for
 // the high load is in place, its SLA attainment must beat the static one's.
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
-	bin := buildIPA(t)
+	bin := ipaBin
 	dir := t.TempDir()
 	decisions := filepath.Join(dir, "decisions.jsonl")
 	addr, stop := startLocal(t, bin, "--pipeline", "classify", "--controller", "--controller.profile", "profiles/measured/classify.json",

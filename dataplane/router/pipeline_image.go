@@ -1,4 +1,4 @@
-package dataplane
+package router
 
 import (
 	"cmp"
@@ -12,8 +12,8 @@ import (
 	"sync"
 
 	"github.com/ipa-serving/ipa/dataplane/glue"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // Image glues: the router decodes the request's image once and makes each
@@ -21,7 +21,7 @@ import (
 
 // requestImage decodes the request's image: the raw body, or the first
 // element of a V2 BYTES input.
-func requestImage(req *PipeRequest) (image.Image, error) {
+func requestImage(req *Request) (image.Image, error) {
 	if req.Image != nil {
 		return req.Image, nil
 	}
@@ -39,18 +39,18 @@ func requestImage(req *PipeRequest) (image.Image, error) {
 		}
 	}
 	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: %v", ErrBadRequest, errNoImage)
+		return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, errNoImage)
 	}
 	img, err := glue.DecodeImage(b)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, err)
 	}
 	req.Image = img
 	return img, nil
 }
 
 // side returns dimension d of the active variant's first input.
-func side(st *PipeStage, d int) (int, error) {
+func side(st *Step, d int) (int, error) {
 	sh := st.Variant().Inputs[0].Shape
 	if d >= len(sh) || sh[d] <= 0 {
 		return 0, fmt.Errorf("variant %q of stage %q has no fixed input size (shape %s)", st.Variant().Name, st.Spec.Name, models.FormatShape(sh))
@@ -76,7 +76,7 @@ type faceData struct {
 // keysCache holds the OCR character lists by path.
 var keysCache sync.Map
 
-func ocrKeys(st *PipeStage) ([]string, error) {
+func ocrKeys(st *Step) ([]string, error) {
 	p := filepath.Join(st.RepoDir, st.Meta.Dir, st.Variant().Name, "ppocr_keys_v1.txt")
 	if k, ok := keysCache.Load(p); ok {
 		return k.([]string), nil
@@ -94,13 +94,14 @@ func ocrKeys(st *PipeStage) ([]string, error) {
 	return keys, nil
 }
 
-func init() {
+// addImageGlues adds the glues of the image pipelines to g.
+func addImageGlues(g Glues) {
 	// image-imagenet: an image resized and normalised for the ImageNet
 	// ladder, or V2 FP32 tensors passed as they are.
-	Glues["image-imagenet"] = Glue{
-		First: func(req *PipeRequest, st *PipeStage) ([]*Item, error) {
+	g["image-imagenet"] = Glue{
+		First: func(req *Request, st *Step) ([]*Item, error) {
 			if req.V2 != nil && len(req.V2.Inputs) > 0 && req.V2.Inputs[0].DataType != models.BYTES {
-				return Glues["tensor"].First(req, st)
+				return tensorFirst(req, st)
 			}
 			img, err := requestImage(req)
 			if err != nil {
@@ -110,13 +111,13 @@ func init() {
 			if err != nil {
 				return nil, err
 			}
-			return []*Item{{In: []mlrt.Tensor{glue.ClassifyInput(img, st.inputs[0].Name, size)}}}, nil
+			return []*Item{{In: []models.Tensor{glue.ClassifyInput(img, st.inputs[0].Name, size)}}}, nil
 		},
 		Finish: finishTensors,
 	}
 	// image-ocr-det: the page, letterboxed to the det variant's side.
-	Glues["image-ocr-det"] = Glue{
-		First: func(req *PipeRequest, st *PipeStage) ([]*Item, error) {
+	g["image-ocr-det"] = Glue{
+		First: func(req *Request, st *Step) ([]*Item, error) {
 			img, err := requestImage(req)
 			if err != nil {
 				return nil, err
@@ -127,13 +128,13 @@ func init() {
 			}
 			t, g := glue.DetInput(img, s)
 			t.Name = st.inputs[0].Name
-			return []*Item{{In: []mlrt.Tensor{t}, Data: detData{img, g}}}, nil
+			return []*Item{{In: []models.Tensor{t}, Data: detData{img, g}}}, nil
 		},
 	}
 	// ocr-lines: probability map → line boxes → crops 48 pixels high, one
 	// item per width bucket (each a batch of lines).
-	Glues["ocr-lines"] = Glue{
-		Next: func(parent *Item, st *PipeStage) ([]*Item, error) {
+	g["ocr-lines"] = Glue{
+		Next: func(parent *Item, st *Step) ([]*Item, error) {
 			d, ok := parent.Data.(detData)
 			if !ok {
 				return nil, fmt.Errorf("ocr-lines must follow image-ocr-det")
@@ -150,15 +151,15 @@ func init() {
 				for _, r := range rows[i] {
 					ld.boxes = append(ld.boxes, boxes[r])
 				}
-				items[i] = &Item{In: []mlrt.Tensor{t}, Data: ld}
+				items[i] = &Item{In: []models.Tensor{t}, Data: ld}
 			}
 			return items, nil
 		},
 		Finish: finishOCR,
 	}
 	// image-face: the image letterboxed to the BlazeFace variant's size.
-	Glues["image-face"] = Glue{
-		First: func(req *PipeRequest, st *PipeStage) ([]*Item, error) {
+	g["image-face"] = Glue{
+		First: func(req *Request, st *Step) ([]*Item, error) {
 			img, err := requestImage(req)
 			if err != nil {
 				return nil, err
@@ -169,12 +170,12 @@ func init() {
 			}
 			t, g := glue.FaceInput(img, s)
 			t.Name = st.inputs[0].Name
-			return []*Item{{In: []mlrt.Tensor{t}, Data: faceData{img, g, s}}}, nil
+			return []*Item{{In: []models.Tensor{t}, Data: faceData{img, g, s}}}, nil
 		},
 	}
 	// face-crops: BlazeFace detections → one ImageNet-normalised crop each.
-	Glues["face-crops"] = Glue{
-		Next: func(parent *Item, st *PipeStage) ([]*Item, error) {
+	g["face-crops"] = Glue{
+		Next: func(parent *Item, st *Step) ([]*Item, error) {
 			d, ok := parent.Data.(faceData)
 			if !ok {
 				return nil, fmt.Errorf("face-crops must follow image-face")
@@ -190,7 +191,7 @@ func init() {
 			items := make([]*Item, len(dets))
 			for i, det := range dets {
 				crop := glue.Crop(d.img, det.Box)
-				items[i] = &Item{In: []mlrt.Tensor{glue.ClassifyInput(crop, st.inputs[0].Name, size)}, Box: det.Box, Score: det.Score}
+				items[i] = &Item{In: []models.Tensor{glue.ClassifyInput(crop, st.inputs[0].Name, size)}, Box: det.Box, Score: det.Score}
 			}
 			return items, nil
 		},
@@ -206,7 +207,7 @@ type ocrLine struct {
 
 // finishOCR answers text BYTES[n], boxes INT32[n,4] (x0,y0,x1,y1) and
 // confidence FP32[n], in reading order.
-func finishOCR(_ *PipeRequest, roots []*Item, last *PipeStage) ([]mlrt.Tensor, error) {
+func finishOCR(_ *Request, roots []*Item, last *Step) ([]models.Tensor, error) {
 	keys, err := ocrKeys(last)
 	if err != nil {
 		return nil, err
@@ -231,9 +232,9 @@ func finishOCR(_ *PipeRequest, roots []*Item, last *PipeStage) ([]mlrt.Tensor, e
 		return cmp.Compare(a.box.Min.X, b.box.Min.X)
 	})
 	n := int64(len(lines))
-	text := mlrt.Tensor{Name: "text", DataType: models.BYTES, Shape: []int64{n}}
-	boxes := mlrt.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
-	conf := mlrt.Tensor{Name: "confidence", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	text := models.Tensor{Name: "text", DataType: models.BYTES, Shape: []int64{n}}
+	boxes := models.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
+	conf := models.Tensor{Name: "confidence", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	for i, l := range lines {
 		text.Data = binary.LittleEndian.AppendUint32(text.Data, uint32(len(l.text)))
 		text.Data = append(text.Data, l.text...)
@@ -243,21 +244,21 @@ func finishOCR(_ *PipeRequest, roots []*Item, last *PipeStage) ([]mlrt.Tensor, e
 	if text.Data == nil {
 		text.Data = []byte{}
 	}
-	return []mlrt.Tensor{text, boxes, conf}, nil
+	return []models.Tensor{text, boxes, conf}, nil
 }
 
 // finishFaces answers boxes INT32[n,4], face_score FP32[n], class INT32[n]
 // (top-1 ImageNet index of the crop) and class_prob FP32[n].
-func finishFaces(_ *PipeRequest, roots []*Item, _ *PipeStage) ([]mlrt.Tensor, error) {
+func finishFaces(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
 	var faces []*Item
 	for _, r := range roots {
 		faces = append(faces, r.Children...)
 	}
 	n := int64(len(faces))
-	boxes := mlrt.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
-	score := mlrt.Tensor{Name: "face_score", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	class := mlrt.Tensor{Name: "class", DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	prob := mlrt.Tensor{Name: "class_prob", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	boxes := models.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
+	score := models.Tensor{Name: "face_score", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	class := models.Tensor{Name: "class", DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	prob := models.Tensor{Name: "class_prob", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	for i, f := range faces {
 		putBox(boxes.Data[16*i:], f.Box)
 		binary.LittleEndian.PutUint32(score.Data[4*i:], math.Float32bits(f.Score))
@@ -268,7 +269,7 @@ func finishFaces(_ *PipeRequest, roots []*Item, _ *PipeStage) ([]mlrt.Tensor, er
 		binary.LittleEndian.PutUint32(class.Data[4*i:], uint32(top[0].Index))
 		binary.LittleEndian.PutUint32(prob.Data[4*i:], math.Float32bits(top[0].Prob))
 	}
-	return []mlrt.Tensor{boxes, score, class, prob}, nil
+	return []models.Tensor{boxes, score, class, prob}, nil
 }
 
 func putBox(b []byte, r image.Rectangle) {

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # regen.sh regenerates onnx.pb.go from onnx.proto (see doc.go).
 #
-#   models/onnxpb/regen.sh            regenerate from the committed onnx.proto
-#   models/onnxpb/regen.sh --fetch    first refresh onnx.proto from Debian trixie's libonnx-dev
+#   runtime/onnxpb/regen.sh            regenerate from the committed onnx.proto
+#   runtime/onnxpb/regen.sh --fetch    first refresh onnx.proto from Debian trixie's libonnx-dev
 #
 # Needs: apt-get (root or sudo) when protoc is missing or --fetch is given, and go.
-# Makefile use:  onnxpb: ; models/onnxpb/regen.sh
+# Makefile use:  onnxpb: ; runtime/onnxpb/regen.sh
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -60,5 +60,5 @@ fi
 
 cd "$HERE"
 PATH=$GOBIN:$PATH protoc --go_out=. --go_opt=paths=source_relative \
-	--go_opt=Monnx.proto=$MODULE/models/onnxpb onnx.proto
+	--go_opt=Monnx.proto=$MODULE/runtime/onnxpb onnx.proto
 echo "onnxpb: wrote $HERE/onnx.pb.go ($(wc -c <onnx.pb.go) bytes)"

@@ -17,19 +17,19 @@
 // From the committed onnx.proto, with protoc 3.21.12 (Debian bookworm
 // protobuf-compiler) and protoc-gen-go v1.36.12 on PATH:
 //
-//	go generate ./models/onnxpb
+//	go generate ./runtime/onnxpb
 //
 // which runs, in this directory,
 //
 //	protoc --go_out=. --go_opt=paths=source_relative \
-//	  --go_opt=Monnx.proto=github.com/ipa-serving/ipa/models/onnxpb onnx.proto
+//	  --go_opt=Monnx.proto=github.com/ipa-serving/ipa/runtime/onnxpb onnx.proto
 //
 // regen.sh does the whole job on a fresh Debian machine: it installs
 // protobuf-compiler (apt) and protoc-gen-go (go install) when missing, and with
 // --fetch first replaces onnx.proto by the one in trixie's libonnx-dev, fetched
 // through a private apt configuration that leaves the system's sources alone:
 //
-//	models/onnxpb/regen.sh --fetch
+//	runtime/onnxpb/regen.sh --fetch
 package onnxpb
 
-//go:generate protoc --go_out=. --go_opt=paths=source_relative --go_opt=Monnx.proto=github.com/ipa-serving/ipa/models/onnxpb onnx.proto
+//go:generate protoc --go_out=. --go_opt=paths=source_relative --go_opt=Monnx.proto=github.com/ipa-serving/ipa/runtime/onnxpb onnx.proto

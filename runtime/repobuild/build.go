@@ -19,7 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/models/onnxpb"
+	"github.com/ipa-serving/ipa/runtime/onnxpb"
 )
 
 // ModelFile is the name of the model file in every variant directory.

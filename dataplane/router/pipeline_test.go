@@ -1,4 +1,4 @@
-package dataplane
+package router
 
 import (
 	"encoding/binary"
@@ -8,39 +8,41 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/models/pipespec"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // localPipe starts the built-in pipeline name in process on real models.
 func localPipe(t *testing.T, name string) *testRouter {
 	t.Helper()
-	repo, dir := testRepo(t)
+	repo, dir := dataplanetest.Repo(t)
 	src, err := pipespec.Builtin(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first, next := GlueNames()
+	first, next := BuiltinGlues().Names()
 	spec, err := pipespec.Parse(src, repo, first, next)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var steps []*PipeStage
+	var steps []*Step
 	for _, s := range spec.Stages {
 		meta, err := s.RepoStage(repo)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := NewStage(meta, s.Initial, StageOptions{MaxQueue: 256}, ortOpen(dir, meta))
+		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: 256}, dataplanetest.ORTOpener(dir, meta))
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		steps = append(steps, &PipeStage{Spec: s, Meta: meta, Client: LocalClient{st}, RepoDir: dir,
+		steps = append(steps, &Step{Spec: s, Meta: meta, Client: LocalClient{st}, RepoDir: dir,
 			Active: func() string { return st.Config().Variant }})
 	}
-	pipe, err := NewPipe(spec, steps)
+	pipe, err := NewPipeline(spec, steps, BuiltinGlues())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,13 +61,13 @@ func bytesElements(t models.DataType, data []byte) []string {
 
 func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 	r := localPipe(t, "ocr")
-	page, err := os.ReadFile("../docs/sample-page.png")
+	page, err := os.ReadFile("../../docs/sample-page.png")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, res := r.infer(t, "ocr", page)
+	resp, res := r.Infer(t, "ocr", page)
 	if resp == nil {
-		t.Fatalf("status %d: %s", res.status, res.body)
+		t.Fatalf("status %d: %s", res.Status, res.Body)
 	}
 	var text []string
 	for _, o := range resp.Outputs {
@@ -77,20 +79,20 @@ func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 	if strings.Join(text, "|") != strings.Join(want, "|") {
 		t.Fatalf("read %q, want %q", text, want)
 	}
-	// The same page as a V2 BYTES input gives the same answer.
+	// The same page as a V2 BYTES dataplanetest.Input gives the same answer.
 	framed := binary.LittleEndian.AppendUint32(nil, uint32(len(page)))
 	framed = append(framed, page...)
-	body, jl := AppendInferRequest(nil, &InferRequest{Inputs: []mlrtTensor{{Name: "image", DataType: models.BYTES, Shape: []int64{1}, Data: framed}}}, true)
-	resp, res = r.infer(t, "ocr", body, headerHeaderLen, itoa(jl))
+	body, jl := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: []models.Tensor{{Name: "image", DataType: models.BYTES, Shape: []int64{1}, Data: framed}}}, true)
+	resp, res = r.Infer(t, "ocr", body, v2codec.HeaderJSONLength, itoa(jl))
 	if resp == nil || resp.Outputs[0].Shape[0] != 4 {
-		t.Fatalf("BYTES input: status %d: %s", res.status, res.body)
+		t.Fatalf("BYTES input: status %d: %s", res.Status, res.Body)
 	}
 	// A body that is not an image is a 400 that says so.
-	bad := r.do(t, "POST", "/v2/models/ocr/infer", []byte("GIF89a...."))
-	if bad.status != 400 || !strings.Contains(string(bad.body), "not a PNG or JPEG") {
-		t.Fatalf("not an image: %d %s", bad.status, bad.body)
+	bad := r.Do(t, "POST", "/v2/models/ocr/infer", []byte("GIF89a...."))
+	if bad.Status != 400 || !strings.Contains(string(bad.Body), "not a PNG or JPEG") {
+		t.Fatalf("not an image: %d %s", bad.Status, bad.Body)
 	}
-	m := string(r.do(t, "GET", "/metrics", nil).body)
+	m := string(r.Do(t, "GET", "/metrics", nil).Body)
 	for _, want := range []string{
 		`ipa_router_requests_total{pipeline="ocr",code="2xx"} 2`,
 		`ipa_router_requests_total{pipeline="ocr",code="4xx"} 1`,
@@ -113,19 +115,17 @@ func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 
 func TestFacesPipelineAnswersWithEmptyDetectionsOnAPageWithoutFaces(t *testing.T) {
 	r := localPipe(t, "faces")
-	page, err := os.ReadFile("../docs/sample-page.png")
+	page, err := os.ReadFile("../../docs/sample-page.png")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, res := r.infer(t, "faces", page)
+	resp, res := r.Infer(t, "faces", page)
 	if resp == nil {
-		t.Fatalf("status %d: %s", res.status, res.body)
+		t.Fatalf("status %d: %s", res.Status, res.Body)
 	}
 	if len(resp.Outputs) != 4 || resp.Outputs[0].Name != "boxes" || resp.Outputs[0].Shape[0] != 0 {
 		t.Fatalf("outputs %+v", resp.Outputs)
 	}
 }
-
-type mlrtTensor = mlrt.Tensor
 
 func itoa(n int) string { return strconv.Itoa(n) }

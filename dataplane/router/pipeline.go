@@ -1,16 +1,18 @@
-package dataplane
+package router
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"image"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // Item is one unit of work travelling through a pipeline: the request
@@ -19,9 +21,9 @@ import (
 // by the stage its inputs were made for.
 type Item struct {
 	// In are the inputs for the stage the item goes to.
-	In []mlrt.Tensor
+	In []models.Tensor
 	// Out are that stage's outputs for the item (a copy: replies are released).
-	Out []mlrt.Tensor
+	Out []models.Tensor
 	// Box locates the item in the request's image, for items found by a stage.
 	Box image.Rectangle
 	// Score is the confidence of the stage that found the item.
@@ -32,17 +34,17 @@ type Item struct {
 	Data any
 }
 
-// PipeRequest is a pipeline request as the first glue sees it: V2 tensors,
+// Request is a pipeline request as the first glue sees it: V2 tensors,
 // or an image (raw body, or a V2 BYTES tensor decoded by the glue).
-type PipeRequest struct {
-	V2    *InferRequest
+type Request struct {
+	V2    *v2codec.InferRequest
 	Raw   []byte
 	Image image.Image
 }
 
-// PipeStage is one step of a running pipeline.
-type PipeStage struct {
-	Spec   models.PipelineStage
+// Step is one step of a running pipeline.
+type Step struct {
+	Spec   models.Step
 	Meta   *models.Stage
 	Client StageClient
 	// Active returns the variant the stage runs now (glue that depends on
@@ -55,7 +57,7 @@ type PipeStage struct {
 }
 
 // Variant returns the metadata of the stage's active variant.
-func (s *PipeStage) Variant() *models.Variant {
+func (s *Step) Variant() *models.Variant {
 	if s.Active != nil {
 		if v := s.Meta.Variant(s.Active()); v != nil {
 			return v
@@ -68,17 +70,28 @@ func (s *PipeStage) Variant() *models.Variant {
 // from one item the previous stage computed. Finish turns the items of the
 // last stage into the response's outputs.
 type Glue struct {
-	First  func(req *PipeRequest, st *PipeStage) ([]*Item, error)
-	Next   func(parent *Item, st *PipeStage) ([]*Item, error)
-	Finish func(req *PipeRequest, roots []*Item, last *PipeStage) ([]mlrt.Tensor, error)
+	First  func(req *Request, st *Step) ([]*Item, error)
+	Next   func(parent *Item, st *Step) ([]*Item, error)
+	Finish func(req *Request, roots []*Item, last *Step) ([]models.Tensor, error)
 }
 
-// Glues maps the glue names of pipeline specs to their code.
-var Glues = map[string]Glue{}
+// Glues maps the glue names of pipeline specs to their code. There is no
+// global registry: BuiltinGlues returns ipa's own, and a program adds its
+// own to that map before it builds pipelines.
+type Glues map[string]Glue
 
-// GlueNames returns the glue names usable on the first stage and on later ones.
-func GlueNames() (first, next []string) {
-	for n, g := range Glues {
+// BuiltinGlues returns a new map of ipa's glues: "tensor" (V2 tensors in,
+// outputs to inputs by position), the ImageNet, PP-OCR and BlazeFace glues.
+func BuiltinGlues() Glues {
+	g := Glues{"tensor": tensorGlue}
+	addImageGlues(g)
+	return g
+}
+
+// Names returns the glue names usable on the first step and on later ones,
+// sorted.
+func (gs Glues) Names() (first, next []string) {
+	for n, g := range gs {
 		if g.First != nil {
 			first = append(first, n)
 		}
@@ -86,13 +99,15 @@ func GlueNames() (first, next []string) {
 			next = append(next, n)
 		}
 	}
+	slices.Sort(first)
+	slices.Sort(next)
 	return first, next
 }
 
-// Pipe runs requests through a pipeline's stages.
-type Pipe struct {
+// Pipeline runs requests through a pipeline's stages.
+type Pipeline struct {
 	Spec   *models.Pipeline
-	Stages []*PipeStage
+	Stages []*Step
 	glues  []Glue
 
 	// What the glue (decoding, resizing, cropping, post-processing) cost
@@ -103,18 +118,18 @@ type Pipe struct {
 
 // GlueCost returns the glue's total time and the number of requests it was
 // measured over since the pipe was made.
-func (p *Pipe) GlueCost() (total time.Duration, requests int64) {
+func (p *Pipeline) GlueCost() (total time.Duration, requests int64) {
 	return time.Duration(p.glueNanos.Load()), p.glueRequests.Load()
 }
 
-// NewPipe binds a pipeline spec to its stages' clients.
-func NewPipe(spec *models.Pipeline, stages []*PipeStage) (*Pipe, error) {
+// NewPipeline binds a pipeline spec to its stages' clients.
+func NewPipeline(spec *models.Pipeline, stages []*Step, glues Glues) (*Pipeline, error) {
 	if len(stages) != len(spec.Stages) {
 		return nil, fmt.Errorf("pipeline %q has %d stages, got %d clients", spec.Name, len(spec.Stages), len(stages))
 	}
-	p := &Pipe{Spec: spec, Stages: stages}
+	p := &Pipeline{Spec: spec, Stages: stages}
 	for i, st := range stages {
-		g, ok := Glues[st.Spec.Input]
+		g, ok := glues[st.Spec.Input]
 		if !ok || (i == 0 && g.First == nil) || (i > 0 && g.Next == nil) {
 			return nil, fmt.Errorf("pipeline %q stage %q: no glue %q for this position", spec.Name, st.Spec.Name, st.Spec.Input)
 		}
@@ -127,8 +142,8 @@ func NewPipe(spec *models.Pipeline, stages []*PipeStage) (*Pipe, error) {
 	return p, nil
 }
 
-// StageTiming is how long one stage of a request took (wall time, all items).
-type StageTiming struct {
+// StepTiming is how long one stage of a request took (wall time, all items).
+type StepTiming struct {
 	Stage    string
 	Duration time.Duration
 	Items    int
@@ -136,10 +151,10 @@ type StageTiming struct {
 
 // ErrDropped marks a request the router gave up on because it could no
 // longer meet its deadline; it wraps ErrDeadline.
-var ErrDropped = fmt.Errorf("dropped: %w", ErrDeadline)
+var ErrDropped = fmt.Errorf("dropped: %w", dataplane.ErrDeadline)
 
 // Run computes req. timings receives one entry per stage that ran.
-func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, timings []StageTiming) ([]mlrt.Tensor, []StageTiming, error) {
+func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, timings []StepTiming) ([]models.Tensor, []StepTiming, error) {
 	var glue time.Duration
 	defer func() {
 		p.glueNanos.Add(int64(glue))
@@ -164,7 +179,7 @@ func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, ti
 			return nil, timings, err
 		}
 		end := time.Now() // also the start of the next stage's glue
-		timings = append(timings, StageTiming{Stage: st.Spec.Name, Duration: end.Sub(start), Items: len(level)})
+		timings = append(timings, StepTiming{Stage: st.Spec.Name, Duration: end.Sub(start), Items: len(level)})
 		if i+1 == len(p.Stages) {
 			break
 		}
@@ -188,7 +203,7 @@ func (p *Pipe) Run(ctx context.Context, req *PipeRequest, deadline time.Time, ti
 
 // runLevel sends every item of one stage concurrently, so that the stage
 // batches them, and copies each reply into its item.
-func runLevel(ctx context.Context, st *PipeStage, items []*Item, deadline time.Time) error {
+func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) error {
 	errs := make([]error, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
@@ -213,9 +228,9 @@ func runLevel(ctx context.Context, st *PipeStage, items []*Item, deadline time.T
 	return nil
 }
 
-func cloneTensors(dst, src []mlrt.Tensor) []mlrt.Tensor {
+func cloneTensors(dst, src []models.Tensor) []models.Tensor {
 	for _, t := range src {
-		dst = append(dst, mlrt.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)})
+		dst = append(dst, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)})
 	}
 	return dst
 }
@@ -223,34 +238,35 @@ func cloneTensors(dst, src []mlrt.Tensor) []mlrt.Tensor {
 // errNoImage is returned by image glues when the request carries none.
 var errNoImage = errors.New("the request carries no image: POST a PNG or JPEG body, or a V2 BYTES input holding one")
 
-func init() {
-	// tensor: the request's V2 inputs go to the first stage as they are;
-	// between stages, outputs feed the next stage's inputs by position.
-	Glues["tensor"] = Glue{
-		First: func(req *PipeRequest, st *PipeStage) ([]*Item, error) {
-			if req.V2 == nil {
-				return nil, fmt.Errorf("%w: stage %q takes V2 tensors %v, not a raw body", ErrBadRequest, st.Spec.Name, specNames(st.inputs))
-			}
-			return []*Item{{In: req.V2.Inputs}}, nil
-		},
-		Next: func(parent *Item, st *PipeStage) ([]*Item, error) {
-			if len(parent.Out) != len(st.inputs) {
-				return nil, fmt.Errorf("previous stage has %d outputs, this one takes %d inputs", len(parent.Out), len(st.inputs))
-			}
-			in := make([]mlrt.Tensor, len(parent.Out))
-			for i, t := range parent.Out {
-				in[i] = t
-				in[i].Name = st.inputs[i].Name
-			}
-			return []*Item{{In: in}}, nil
-		},
-		Finish: finishTensors,
+// tensorGlue: the request's V2 inputs go to the first step as they are;
+// between steps, outputs feed the next step's inputs by position.
+var tensorGlue = Glue{
+	First: tensorFirst,
+	Next: func(parent *Item, st *Step) ([]*Item, error) {
+		if len(parent.Out) != len(st.inputs) {
+			return nil, fmt.Errorf("previous stage has %d outputs, this one takes %d inputs", len(parent.Out), len(st.inputs))
+		}
+		in := make([]models.Tensor, len(parent.Out))
+		for i, t := range parent.Out {
+			in[i] = t
+			in[i].Name = st.inputs[i].Name
+		}
+		return []*Item{{In: in}}, nil
+	},
+	Finish: finishTensors,
+}
+
+// tensorFirst hands the request's V2 tensors to the first step.
+func tensorFirst(req *Request, st *Step) ([]*Item, error) {
+	if req.V2 == nil {
+		return nil, fmt.Errorf("%w: stage %q takes V2 tensors %v, not a raw body", v2codec.ErrBadRequest, st.Spec.Name, models.TensorNames(st.inputs))
 	}
+	return []*Item{{In: req.V2.Inputs}}, nil
 }
 
 // finishTensors answers with the last stage's outputs of a single chain of
 // items (no fan-out): the outputs of the one leaf.
-func finishTensors(_ *PipeRequest, roots []*Item, _ *PipeStage) ([]mlrt.Tensor, error) {
+func finishTensors(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
 	it := roots[0]
 	for len(it.Children) > 0 {
 		it = it.Children[0]

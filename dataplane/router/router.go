@@ -1,4 +1,4 @@
-package dataplane
+package router
 
 import (
 	"context"
@@ -15,13 +15,15 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 )
 
 // Router is the pipeline entry: it serves each pipeline as a V2 model,
 // attaches a deadline, chains the stages, and measures the arrival rate. It
 // is safe for concurrent use.
 type Router struct {
-	cfg     ServerConfig
+	cfg     dataplane.ServerConfig
 	pipes   map[string]*routedPipe
 	names   []string
 	log     *slog.Logger
@@ -33,7 +35,7 @@ type Router struct {
 }
 
 type routedPipe struct {
-	pipe  *Pipe
+	pipe  *Pipeline
 	rate  *RateCounter
 	set   *metrics.Set
 	total *metrics.PrometheusHistogram
@@ -44,7 +46,7 @@ type routedPipe struct {
 
 // NewRouter returns a router for pipes. extra, if not nil, handles paths
 // outside the router's own.
-func NewRouter(cfg ServerConfig, pipes []*Pipe, log *slog.Logger, version string, extra fasthttp.RequestHandler) *Router {
+func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, version string, extra fasthttp.RequestHandler) *Router {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -61,7 +63,7 @@ func NewRouter(cfg ServerConfig, pipes []*Pipe, log *slog.Logger, version string
 		r.pipes[name] = rp
 		r.names = append(r.names, name)
 	}
-	r.srv = newHTTPServer(cfg, r.Handle, log)
+	r.srv = dataplane.NewHTTPServer(cfg, r.Handle, log)
 	return r
 }
 
@@ -109,7 +111,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v2/health/live" || path == "/v2/health/ready":
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v2" || path == "/v2/":
-		writeJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
+		dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
 			"extensions": []string{"binary_tensor_data", "ipa_pipelines"}, "pipelines": r.names})
 	case path == "/router/rate":
 		r.serveRate(ctx)
@@ -122,7 +124,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 				r.extra(ctx)
 				return
 			}
-			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
+			dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
 			return
 		}
 		switch action {
@@ -132,19 +134,19 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 			ctx.SetStatusCode(fasthttp.StatusOK)
 		case "infer":
 			if string(ctx.Method()) != fasthttp.MethodPost {
-				writeError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
+				dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "infer takes POST")
 				return
 			}
 			r.infer(ctx, p)
 		default:
-			writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", path))
+			dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s", path))
 		}
 	default:
 		if r.extra != nil {
 			r.extra(ctx)
 			return
 		}
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2/models/{pipeline}/infer, /router/rate, /metrics", ctx.Method(), path))
+		dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2/models/{pipeline}/infer, /router/rate, /metrics", ctx.Method(), path))
 	}
 }
 
@@ -156,8 +158,8 @@ func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	}
 	first := p.pipe.Stages[0]
 	in, _ := first.Meta.Interface()
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "platform": "ipa_pipeline",
-		"inputs": tensorMetas(in), "parameters": map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}})
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "platform": "ipa_pipeline",
+		"inputs": v2codec.TensorMetadataOf(in), "parameters": map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}})
 }
 
 func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
@@ -171,17 +173,17 @@ func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
 	}
 	rates, err := r.Rate(name, min(n, 600))
 	if err != nil {
-		writeError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%v; pass ?pipeline= one of %v", err, r.names))
+		dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%v; pass ?pipeline= one of %v", err, r.names))
 		return
 	}
-	writeJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates})
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates})
 }
 
 type routerState struct {
-	v2   InferRequest
-	resp InferResponse
+	v2   v2codec.InferRequest
+	resp v2codec.InferResponse
 	buf  []byte
-	tim  []StageTiming
+	tim  []StepTiming
 }
 
 var routerPool = sync.Pool{New: func() any { return new(routerState) }}
@@ -191,21 +193,21 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	p.rate.Add(1)
 	st := routerPool.Get().(*routerState)
 	defer routerPool.Put(st)
-	req := PipeRequest{}
+	req := Request{}
 	body := ctx.PostBody()
-	hdr := ctx.Request.Header.Peek(headerHeaderLen)
+	hdr := ctx.Request.Header.Peek(v2codec.HeaderJSONLength)
 	if len(hdr) > 0 || isJSONBody(body) {
 		headerLen := -1
 		if len(hdr) > 0 {
 			n, err := strconv.Atoi(string(hdr))
 			if err != nil || n < 0 {
-				r.fail(ctx, p, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", headerHeaderLen, hdr))
+				r.fail(ctx, p, fasthttp.StatusBadRequest, fmt.Sprintf("header %s: %q is not a non-negative integer", v2codec.HeaderJSONLength, hdr))
 				return
 			}
 			headerLen = n
 		}
 		st.v2.AliasBinary = true
-		if err := DecodeInferRequest(body, headerLen, &st.v2); err != nil {
+		if err := v2codec.DecodeInferRequest(body, headerLen, &st.v2); err != nil {
 			r.fail(ctx, p, fasthttp.StatusBadRequest, err.Error())
 			return
 		}
@@ -215,7 +217,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	}
 	// The deadline: the client's budget if it sends one, else arrival + SLA.
 	deadline := arrival.Add(p.pipe.Spec.SLA)
-	if client, err := clientDeadline(ctx, req.V2, arrival); err != nil {
+	if client, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req.V2, arrival); err != nil {
 		r.fail(ctx, p, fasthttp.StatusBadRequest, err.Error())
 		return
 	} else if !client.IsZero() {
@@ -227,7 +229,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		p.stage[t.Stage].Update(t.Duration.Seconds())
 	}
 	if err != nil {
-		status, msg := statusOf(err)
+		status, msg := dataplane.StatusOf(err)
 		if status == fasthttp.StatusGatewayTimeout || status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable || errors.Is(err, errQueueFullRemote) {
 			p.counter(&p.drops, `ipa_router_dropped_total{pipeline=%q,reason=%q}`, dropReason(err)).Inc()
 		}
@@ -238,7 +240,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		return
 	}
 	resp := &st.resp
-	resp.ModelName, resp.ModelVersion, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, "", outs, ResponseParameters{}
+	resp.ModelName, resp.ModelVersion, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, "", outs, v2codec.ResponseParameters{}
 	if req.V2 != nil {
 		resp.ID = req.V2.ID
 	} else {
@@ -251,14 +253,14 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	}
 	resp.Timings = resp.Timings[:0]
 	for _, t := range tim {
-		resp.Timings = append(resp.Timings, Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
+		resp.Timings = append(resp.Timings, v2codec.Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
 	}
 	total := time.Since(arrival)
-	resp.Timings = append(resp.Timings, Timing{Key: "total_ns", NS: int64(total)})
+	resp.Timings = append(resp.Timings, v2codec.Timing{Key: "total_ns", NS: int64(total)})
 	var jsonLen int
-	st.buf, jsonLen = AppendInferResponse(st.buf[:0], resp)
+	st.buf, jsonLen = v2codec.AppendInferResponse(st.buf[:0], resp)
 	if jsonLen < len(st.buf) {
-		ctx.Response.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+		ctx.Response.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
 		ctx.SetContentType("application/octet-stream")
 	} else {
 		ctx.SetContentType("application/json")
@@ -273,7 +275,7 @@ func (r *Router) fail(ctx *fasthttp.RequestCtx, p *routedPipe, status int, msg s
 	if status == fasthttp.StatusTooManyRequests {
 		ctx.Response.Header.Set("Retry-After", "1")
 	}
-	writeError(ctx, status, msg)
+	dataplane.WriteError(ctx, status, msg)
 }
 
 func (p *routedPipe) counter(m *sync.Map, format, label string) *metrics.Counter {
@@ -289,11 +291,11 @@ func dropReason(err error) string {
 	switch {
 	case errors.Is(err, ErrDropped):
 		return "deadline_router"
-	case errors.Is(err, ErrDeadline):
+	case errors.Is(err, dataplane.ErrDeadline):
 		return "deadline_stage"
 	case errors.Is(err, errQueueFullRemote), errors.Is(err, batcher.ErrQueueFull):
 		return "queue_full"
-	case errors.Is(err, ErrUnavailable):
+	case errors.Is(err, dataplane.ErrUnavailable):
 		return "unavailable"
 	}
 	return "other"
@@ -311,38 +313,6 @@ func isJSONBody(b []byte) bool {
 		return false
 	}
 	return false
-}
-
-// clientDeadline returns the budget the client sent (headers or V2
-// parameters), the earliest if several; zero if none.
-func clientDeadline(ctx *fasthttp.RequestCtx, req *InferRequest, arrival time.Time) (time.Time, error) {
-	var d time.Time
-	earliest := func(t time.Time) {
-		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
-			d = t
-		}
-	}
-	if h := ctx.Request.Header.Peek(HeaderTimeout); len(h) > 0 {
-		t, err := time.ParseDuration(string(h))
-		if err != nil || t <= 0 {
-			return d, fmt.Errorf("header %s: %q is not a positive duration such as 250ms", HeaderTimeout, h)
-		}
-		earliest(arrival.Add(t))
-	}
-	if h := ctx.Request.Header.Peek(HeaderDeadline); len(h) > 0 {
-		t, err := parseDeadline(string(h))
-		if err != nil {
-			return d, fmt.Errorf("header %s: %w", HeaderDeadline, err)
-		}
-		earliest(t)
-	}
-	if req != nil {
-		if req.Timeout > 0 {
-			earliest(arrival.Add(req.Timeout))
-		}
-		earliest(req.Deadline)
-	}
-	return d, nil
 }
 
 // RateCounter counts events per second over a sliding window of whole

@@ -1,4 +1,4 @@
-package dataplane
+package router
 
 import (
 	"context"
@@ -9,19 +9,21 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
 // startHopStage serves ocr-cls with max batch 1 (at one request in flight a
-// larger batch would only add its max wait) and returns one input for it.
-func startHopStage(b *testing.B) (*models.Stage, *testServer, []mlrt.Tensor) {
-	repo, dir := testRepo(b)
-	st := subStage(b, repo, "ocr-cls")
+// larger batch would only add its max wait) and returns one dataplanetest.Input for it.
+func startHopStage(b *testing.B) (*models.Stage, *dataplanetest.Server, []models.Tensor) {
+	repo, dir := dataplanetest.Repo(b)
+	st := dataplanetest.SubStage(b, repo, "ocr-cls")
 	cfg := clsCfg
 	cfg.MaxBatch = 1
-	s := startServer(b, dir, st, cfg, ServerConfig{}, AdminConfig{})
-	return st, s, randomTensors(s.stage.inputs, 1, 1)
+	s := dataplanetest.StartServer(b, dir, st, cfg, dataplane.ServerConfig{}, dataplane.AdminConfig{})
+	return st, s, dataplanetest.RandomTensors(s.Inputs(), 1, 1)
 }
 
 // BenchmarkRouterHop measures, in one run, one request at a time through
@@ -31,20 +33,20 @@ func startHopStage(b *testing.B) (*models.Stage, *testServer, []mlrt.Tensor) {
 // reports its p50 latency; compare them (this machine is noisy).
 func BenchmarkRouterHop(b *testing.B) {
 	st, s, in := startHopStage(b)
-	body, jl := AppendInferRequest(nil, &InferRequest{Inputs: in, BinaryOutputs: true}, true)
+	body, jl := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in, BinaryOutputs: true}, true)
 	spec := chainSpec(10 * time.Second)
-	remote, _ := NewPipe(spec, []*PipeStage{{Spec: spec.Stages[0], Meta: st, Client: NewRemoteClient("ocr-cls", []string{s.addr})}})
+	remote, _ := NewPipeline(spec, []*Step{{Spec: spec.Stages[0], Meta: st, Client: NewRemoteClient("ocr-cls", []string{s.Addr})}}, BuiltinGlues())
 	rr := startRouter(b, remote)
 	spec2 := chainSpec(10 * time.Second)
 	spec2.Name = "local"
-	local, _ := NewPipe(spec2, []*PipeStage{{Spec: spec2.Stages[0], Meta: st, Client: LocalClient{s.stage}}})
+	local, _ := NewPipeline(spec2, []*Step{{Spec: spec2.Stages[0], Meta: st, Client: LocalClient{s.Stage}}}, BuiltinGlues())
 	lr := startRouter(b, local)
 	run := func(b *testing.B, addr, path string) {
 		client := &fasthttp.HostClient{Addr: addr}
 		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 		req.SetRequestURI("http://" + addr + path)
 		req.Header.SetMethod("POST")
-		req.Header.Set(headerHeaderLen, fmt.Sprint(jl))
+		req.Header.Set(v2codec.HeaderJSONLength, fmt.Sprint(jl))
 		req.SetBody(body)
 		var lat []time.Duration
 		b.ReportAllocs()
@@ -58,16 +60,16 @@ func BenchmarkRouterHop(b *testing.B) {
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	}
-	b.Run("direct", func(b *testing.B) { run(b, s.addr, "/v2/models/ocr-cls/infer") })
-	b.Run("router", func(b *testing.B) { run(b, rr.addr, "/v2/models/chain/infer") })
-	b.Run("local", func(b *testing.B) { run(b, lr.addr, "/v2/models/local/infer") })
+	b.Run("dataplanetest.Direct", func(b *testing.B) { run(b, s.Addr, "/v2/models/ocr-cls/infer") })
+	b.Run("router", func(b *testing.B) { run(b, rr.Addr, "/v2/models/chain/infer") })
+	b.Run("local", func(b *testing.B) { run(b, lr.Addr, "/v2/models/local/infer") })
 }
 
 // BenchmarkInProcessHop is the in-process hop of ipa local on its own: a
 // LocalClient call against the stage it wraps (target: ≤ 10 µs added).
 func BenchmarkInProcessHop(b *testing.B) {
 	_, s, in := startHopStage(b)
-	c := LocalClient{s.stage}
+	c := LocalClient{s.Stage}
 	measure := func(b *testing.B, call func() time.Duration) {
 		var over []time.Duration
 		for b.Loop() {
@@ -79,7 +81,7 @@ func BenchmarkInProcessHop(b *testing.B) {
 	b.Run("stage", func(b *testing.B) {
 		measure(b, func() time.Duration {
 			t := time.Now()
-			res, err := s.stage.Infer(context.Background(), in, time.Time{})
+			res, err := s.Stage.Infer(context.Background(), in, time.Time{})
 			if err != nil {
 				b.Fatal(err)
 			}

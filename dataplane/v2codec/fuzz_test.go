@@ -1,4 +1,4 @@
-package dataplane
+package v2codec
 
 import (
 	"bytes"
@@ -15,7 +15,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/runtime"
 )
 
 var updateFuzzSeeds = flag.Bool("update-fuzz-seeds", false, "rewrite testdata/fuzz/FuzzDecodeInferRequest/seed-* from fuzzSeeds")
@@ -169,7 +168,7 @@ func validNames(req *InferRequest) bool {
 // equivalentTensors compares a tensor with its re-decoded copy. Through
 // JSON, NaNs keep only their NaN-ness and invalid UTF-8 in BYTES becomes
 // U+FFFD, byte by byte.
-func equivalentTensors(a, b runtime.Tensor, viaJSON bool) bool {
+func equivalentTensors(a, b models.Tensor, viaJSON bool) bool {
 	if a.Name != b.Name || a.DataType != b.DataType || fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) {
 		return false
 	}

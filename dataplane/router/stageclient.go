@@ -1,4 +1,4 @@
-package dataplane
+package router
 
 import (
 	"context"
@@ -15,6 +15,9 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -23,12 +26,12 @@ import (
 // owned by the caller and unchanged until Infer returns; the reply is valid
 // until Release.
 type StageClient interface {
-	Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error)
+	Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Reply, error)
 }
 
 // Reply is a stage's answer to one request.
 type Reply struct {
-	Outputs   []mlrt.Tensor
+	Outputs   []models.Tensor
 	Variant   string
 	QueueWait time.Duration
 	Compute   time.Duration
@@ -44,10 +47,10 @@ func (r *Reply) Release() {
 
 // LocalClient hands requests to a Stage in this process: no HTTP, no
 // serialization (ipa local).
-type LocalClient struct{ Stage *Stage }
+type LocalClient struct{ Stage *dataplane.Stage }
 
 // Infer implements StageClient.
-func (c LocalClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error) {
+func (c LocalClient) Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Reply, error) {
 	res, err := c.Stage.Infer(ctx, in, deadline)
 	if err != nil {
 		return nil, err
@@ -68,9 +71,9 @@ func (e *StageError) Error() string { return fmt.Sprintf("status %d: %s", e.Stat
 func (e *StageError) Is(target error) bool {
 	switch e.Status {
 	case fasthttp.StatusGatewayTimeout:
-		return target == ErrDeadline
+		return target == dataplane.ErrDeadline
 	case fasthttp.StatusServiceUnavailable:
-		return target == ErrUnavailable
+		return target == dataplane.ErrUnavailable
 	case fasthttp.StatusBadRequest:
 		return target == mlrt.ErrInvalidInput
 	case fasthttp.StatusTooManyRequests:
@@ -165,8 +168,8 @@ func (c *RemoteClient) pick(tried []*endpoint) *endpoint {
 }
 
 type remoteState struct {
-	req  InferRequest
-	resp InferResponse
+	req  v2codec.InferRequest
+	resp v2codec.InferResponse
 	body []byte
 	hreq *fasthttp.Request
 	hres *fasthttp.Response
@@ -177,12 +180,12 @@ var remotePool = sync.Pool{New: func() any {
 }}
 
 // Infer implements StageClient.
-func (c *RemoteClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline time.Time) (*Reply, error) {
+func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Reply, error) {
 	st := remotePool.Get().(*remoteState)
 	release := func() { remotePool.Put(st) }
 	st.req.Inputs, st.req.BinaryOutputs, st.req.Deadline = in, true, deadline
 	var jsonLen int
-	st.body, jsonLen = AppendInferRequest(st.body[:0], &st.req, true)
+	st.body, jsonLen = v2codec.AppendInferRequest(st.body[:0], &st.req, true)
 	st.req.Inputs = nil
 	var tried []*endpoint
 	for {
@@ -190,9 +193,9 @@ func (c *RemoteClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline tim
 		if e == nil {
 			release()
 			if len(tried) == 0 {
-				return nil, fmt.Errorf("%w: stage %q has no replicas", ErrUnavailable, c.model)
+				return nil, fmt.Errorf("%w: stage %q has no replicas", dataplane.ErrUnavailable, c.model)
 			}
-			return nil, fmt.Errorf("%w: no replica of stage %q reachable (tried %d)", ErrUnavailable, c.model, len(tried))
+			return nil, fmt.Errorf("%w: no replica of stage %q reachable (tried %d)", dataplane.ErrUnavailable, c.model, len(tried))
 		}
 		tried = append(tried, e)
 		err := c.do(e, st, jsonLen, deadline)
@@ -207,10 +210,10 @@ func (c *RemoteClient) Infer(ctx context.Context, in []mlrt.Tensor, deadline tim
 		// Transport failure (replica down or connection reset): try another.
 	}
 	hl := -1
-	if h := st.hres.Header.Peek(headerHeaderLen); len(h) > 0 {
+	if h := st.hres.Header.Peek(v2codec.HeaderJSONLength); len(h) > 0 {
 		hl, _ = strconv.Atoi(string(h))
 	}
-	if err := DecodeInferResponse(st.hres.Body(), hl, &st.resp); err != nil {
+	if err := v2codec.DecodeInferResponse(st.hres.Body(), hl, &st.resp); err != nil {
 		release()
 		return nil, fmt.Errorf("stage %q answered badly: %w", c.model, err)
 	}
@@ -225,7 +228,7 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 	st.hreq.SetRequestURI("http://" + e.addr + "/v2/models/" + c.model + "/infer")
 	st.hreq.Header.SetMethod(fasthttp.MethodPost)
 	st.hreq.Header.SetContentType("application/octet-stream")
-	st.hreq.Header.Set(headerHeaderLen, strconv.Itoa(jsonLen))
+	st.hreq.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
 	st.hreq.SetBodyRaw(st.body)
 	var err error
 	if deadline.IsZero() {
@@ -238,14 +241,14 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 		// i/o timeout when it hits while reading the answer.
 		var ne net.Error
 		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
-			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", ErrDeadline, c.model, e.addr)
+			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", dataplane.ErrDeadline, c.model, e.addr)
 		}
 		return fmt.Errorf("stage %q at %s: %w", c.model, e.addr, err)
 	}
 	if code := st.hres.StatusCode(); code != fasthttp.StatusOK {
-		var er InferResponse
+		var er v2codec.InferResponse
 		msg := string(st.hres.Body())
-		if err := DecodeInferResponse(st.hres.Body(), -1, &er); err != nil {
+		if err := v2codec.DecodeInferResponse(st.hres.Body(), -1, &er); err != nil {
 			msg = err.Error()
 		}
 		return &StageError{Status: code, Msg: msg}
