@@ -37,8 +37,9 @@ models: bin/ipa ## build the model repository in .deps/models from the raw model
 k8s-deps: ## build once (cached in ~/.cache/k8s-test-bins; ~10 min cold): etcd, kube-apiserver, kcm, scheduler, kwok
 	@bash scripts/k8s-deps.sh >/dev/null
 
-test: models k8s-deps ## deps + go test -race -shuffle=on ./... (the README's test command; CI calls it)
+test: models k8s-deps ## deps + go test -race -shuffle=on ./..., then the allocation budgets without -race (the README's test command; CI calls it)
 	$(GO) test -race -shuffle=on -timeout 30m ./...
+	$(GO) test -count=1 -run '^TestNoRace' $$(grep -rl --include='*_test.go' '^func TestNoRace' . | grep -v '^./.deps' | xargs -n1 dirname | sort -u)
 
 bench: models ## benchmarks, baselines in the same run; then the served/raw ratios
 	$(GO) test -run='^$$' -bench=. -benchmem ./...
@@ -50,9 +51,12 @@ fuzz: ## each Fuzz* target for $(FUZZTIME)
 	    echo "fuzz $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
 	  done; done
 
-lint: ## gofmt -l, go vet
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@2026.2.2
+
+lint: deps ## gofmt -l, go vet, staticcheck (pinned; fetched through the module proxy)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 check: lint test ## lint + test + tidy check
 	$(GO) mod tidy && git diff --exit-code go.mod go.sum

@@ -38,9 +38,8 @@ type BenchCmd struct {
 }
 
 type benchRig struct {
-	dir  string
-	st   *models.Stage
-	addr string
+	dir string
+	st  *models.Stage
 }
 
 // Run prints the ratios the stage server's performance targets are stated in.

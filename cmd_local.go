@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -118,9 +119,14 @@ func (c *LocalCmd) Run(g *Globals) error {
 	}
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
-	router := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, stageSrv.Handle)
+	rt := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, stageSrv.Handle)
+	// The controller reconfigures the stages: it is joined before they close.
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	ctlDone := make(chan struct{})
+	close(ctlDone)
 	if c.Adapt {
-		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: router, pipeline: spec.Name}, localActuator{stages}, log)
+		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: rt, pipeline: spec.Name}, localActuator{stages}, log)
 		if err != nil {
 			for i := len(stages) - 1; i >= 0; i-- {
 				stages[i].Close()
@@ -129,10 +135,16 @@ func (c *LocalCmd) Run(g *Globals) error {
 		}
 		defer closer.Close()
 		defer ctl.Close()
-		go ctl.Run(ctx)
+		ctlDone = make(chan struct{})
+		go func() {
+			defer close(ctlDone)
+			ctl.Run(ctx)
+		}()
 	}
-	err = serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
+	err = serve(ctx, log, c.HTTP.ListenAddr, rt, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
 		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
+	stop() // ends the controller's Run also when serve failed on its own
+	<-ctlDone
 	for i := len(stages) - 1; i >= 0; i-- {
 		stages[i].Close()
 	}

@@ -236,7 +236,15 @@ func TestVariantSwitchOverTheAdminAPIUnderLoadFailsNoRequest(t *testing.T) {
 		versions.Store(resp.ModelVersion, true)
 	})
 	var maxPause float64
-	for i := 0; i < 20; i++ {
+	// At least 20 switches, and on until both variants have answered (a
+	// loaded machine may serve only a few requests per switch), 30 s at most.
+	servedBoth := func() bool {
+		_, sq := versions.Load("squeezenet")
+		_, sh := versions.Load("shufflenet")
+		return sq && sh
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; i < 20 || !servedBoth() && time.Now().Before(deadline); i++ {
 		v := []string{"shufflenet", "squeezenet"}[i%2]
 		r := s.Do(t, "POST", "/admin/stages/classify", []byte(`{"variant":"`+v+`"}`))
 		if r.Status != 200 {

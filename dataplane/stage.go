@@ -57,7 +57,11 @@ type Stage struct {
 	cfg   atomic.Pointer[models.StageConfig]
 	ready atomic.Bool
 
-	mu       sync.Mutex // guards replicas, nextID, closed; serialises Reconfigure
+	// reconf serialises Reconfigure. Sessions load under reconf alone, so
+	// that reading the replicas, Close and the metrics never wait for a load
+	// (seconds for a large variant).
+	reconf   sync.Mutex
+	mu       sync.Mutex // guards replicas, nextID, closed
 	replicas []*replica
 	nextID   int
 	closed   bool
@@ -224,13 +228,15 @@ func (p ConfigPatch) Apply(c models.StageConfig) models.StageConfig {
 	return c
 }
 
-// Reconfigure switches the stage to cfg without dropping a request. New
-// sessions (more replicas, or other cores per replica) are loaded before
-// anything changes; then the variant and batching take effect for every
-// batch formed from now on, new workers start, and surplus workers finish
-// their current batch and exit. It returns the pause: how long new batches
-// could not start (the critical section), which is zero for practical
-// purposes because nothing waits for a batch in flight.
+// Reconfigure switches the stage to cfg without dropping a request. The
+// sessions a new setting needs (more replicas, or other cores per replica)
+// load first, while the old setting serves and without holding the lock
+// that Close and the readers take. Then, in one short critical section, the
+// variant and batching take effect for every batch formed from then on and
+// the new workers start; last, surplus workers finish the batch they hold
+// and exit. Calls are serialised. It returns the pause: the length of the
+// critical section, during which running batches go on and no new batch
+// starts on a retiring worker.
 func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err error) {
 	if err := cfg.Validate(); err != nil {
 		return 0, err
@@ -238,40 +244,59 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	if s.meta.Variant(cfg.Variant) == nil {
 		return 0, fmt.Errorf("stage %q has no variant %q (have %v)", s.meta.Name, cfg.Variant, s.meta.VariantNames())
 	}
+	s.reconf.Lock()
+	defer s.reconf.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
+	closed, running := s.closed, len(s.replicas)
+	s.mu.Unlock()
+	if closed {
 		return 0, ErrUnavailable
 	}
 	start := time.Now()
 	old := *s.cfg.Load()
-	// Load what the new setting needs while the old one keeps serving.
-	var add, retire []*replica
+	// Load what the new setting needs while the old one keeps serving. Only
+	// Reconfigure changes the replicas (and Close, checked again below), so
+	// running stays true while the sessions load.
+	var add []*replica
 	switch {
 	case cfg.Cores != old.Cores:
-		if add, err = s.loadReplicas(cfg.Replicas, cfg.Cores); err != nil {
-			return 0, err
-		}
-		retire = slices.Clone(s.replicas)
-	case cfg.Replicas > len(s.replicas):
-		if add, err = s.loadReplicas(cfg.Replicas-len(s.replicas), cfg.Cores); err != nil {
-			return 0, err
-		}
-	case cfg.Replicas < len(s.replicas):
-		retire = slices.Clone(s.replicas[cfg.Replicas:])
+		add, err = s.loadReplicas(cfg.Replicas, cfg.Cores)
+	case cfg.Replicas > running:
+		add, err = s.loadReplicas(cfg.Replicas-running, cfg.Cores)
 	}
-	loaded := time.Now()
-	// The switch itself: two stores and the worker set change.
-	if err := s.b.SetConfig(batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: s.b.Config().MaxQueue}); err != nil {
+	if err != nil {
+		return 0, err
+	}
+	discard := func() {
 		for _, r := range add { // loaded, never started
 			r.close()
 		}
+	}
+	loaded := time.Now()
+	// The switch itself: two stores and the worker set change.
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		discard()
+		return 0, ErrUnavailable
+	}
+	var retire []*replica
+	switch {
+	case cfg.Cores != old.Cores:
+		retire = slices.Clone(s.replicas)
+	case cfg.Replicas < len(s.replicas):
+		retire = slices.Clone(s.replicas[cfg.Replicas:])
+	}
+	if err := s.b.SetConfig(batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: s.b.Config().MaxQueue}); err != nil {
+		s.mu.Unlock()
+		discard()
 		return 0, err
 	}
 	s.cfg.Store(&cfg)
 	s.startLocked(add)
 	s.replicas = slices.DeleteFunc(s.replicas, func(r *replica) bool { return slices.Contains(retire, r) })
 	pause = time.Since(loaded)
+	s.mu.Unlock()
 	// Retired workers finish the batch they hold; the new ones already pull.
 	stopReplicas(retire)
 	s.m.reconfigured(time.Since(start))

@@ -19,7 +19,7 @@ import (
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
-// fakeEngine doubles its FP32 dataplanetest.Input (plus an offset per variant, so tests can
+// fakeEngine doubles its FP32 input (plus an offset per variant, so tests can
 // tell variants apart) and can be held inside Run. It isolates the stage's
 // queueing and switching logic from ONNX Runtime in unit tests; the
 // end-to-end tests in server_test.go use real models.
@@ -416,7 +416,7 @@ func TestInferRejectsInputsThatDoNotFitTheStage(t *testing.T) {
 	}
 	in := dataplanetest.Input(1, 2)
 	in[0].Name = "z"
-	f(in, `needs dataplanetest.Input "x"`)
+	f(in, `needs input "x"`)
 	in = dataplanetest.Input(1, 2, 3)
 	in[0].Shape = []int64{1, 3}
 	f(in, "dimension 1 must be 2")

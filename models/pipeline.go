@@ -11,8 +11,8 @@ type Pipeline struct {
 	Name string `yaml:"name" json:"name"`
 	// SLA is the end-to-end latency objective; the router drops a request as
 	// soon as it cannot meet it.
-	SLA    time.Duration   `yaml:"sla" json:"sla"`
-	Stages []Step `yaml:"stages" json:"stages"`
+	SLA    time.Duration `yaml:"sla" json:"sla"`
+	Stages []Step        `yaml:"stages" json:"stages"`
 }
 
 // Step is one step of a pipeline.

@@ -136,7 +136,7 @@ type Controller struct {
 	clock   Clock
 	log     *slog.Logger
 	m       *metricsSet
-	mu      sync.Mutex // guards decisions, last
+	mu      sync.Mutex // guards last
 	out     io.Writer
 	last    *Decision
 }

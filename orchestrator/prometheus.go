@@ -114,19 +114,19 @@ func (o PrometheusObserver) window(ctx context.Context, seconds int) (int64, []f
 	}
 	res, err := parseQueryRange(body)
 	if err != nil {
-		return 0, nil, fmt.Errorf("Prometheus at %s: query %s: %w", o.URL, q, err)
+		return 0, nil, fmt.Errorf("query %s to Prometheus at %s: %w", q, o.URL, err)
 	}
 	if len(res) == 0 {
-		return 0, nil, fmt.Errorf("Prometheus at %s has no series for pipeline %q: query %s returned nothing from %s to %s; check that Prometheus scrapes the router's /metrics and that the pipeline is named right",
+		return 0, nil, fmt.Errorf("no series for pipeline %[2]q in Prometheus at %[1]s: query %[3]s returned nothing from %[4]s to %[5]s; check that Prometheus scrapes the router's /metrics and that the pipeline is named right",
 			o.URL, o.Pipeline, q, time.Unix(start, 0).UTC().Format(time.RFC3339), time.Unix(end, 0).UTC().Format(time.RFC3339))
 	}
 	series, err := pairSamples(res, end*1000)
 	if err != nil {
-		return 0, nil, fmt.Errorf("Prometheus at %s: query %s: %w", o.URL, q, err)
+		return 0, nil, fmt.Errorf("query %s to Prometheus at %s: %w", q, o.URL, err)
 	}
 	lo, counts, err := perSecond(series, seconds)
 	if err != nil {
-		return 0, nil, fmt.Errorf("Prometheus at %s, pipeline %q: %w", o.URL, o.Pipeline, err)
+		return 0, nil, fmt.Errorf("pipeline %q in Prometheus at %s: %w", o.Pipeline, o.URL, err)
 	}
 	return lo, counts, nil
 }
@@ -154,17 +154,17 @@ func (o PrometheusObserver) get(ctx context.Context, q string, start, end int64)
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, promMaxBody+1))
 	if err != nil {
-		return nil, fmt.Errorf("Prometheus at %s: reading the answer: %w", o.URL, err)
+		return nil, fmt.Errorf("reading the answer of Prometheus at %s: %w", o.URL, err)
 	}
 	if len(b) > promMaxBody {
-		return nil, fmt.Errorf("Prometheus at %s answered more than %d MiB to query %s; does the pipeline label match too many series?", o.URL, promMaxBody>>20, q)
+		return nil, fmt.Errorf("the Prometheus server at %s answered more than %d MiB to query %s; does the pipeline label match too many series?", o.URL, promMaxBody>>20, q)
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e promResponse
 		if json.Unmarshal(b, &e) == nil && e.Status == "error" {
-			return nil, fmt.Errorf("Prometheus at %s answered %s to query %s: %s: %s", o.URL, resp.Status, q, e.ErrorType, e.Error)
+			return nil, fmt.Errorf("the Prometheus server at %s answered %s to query %s: %s: %s", o.URL, resp.Status, q, e.ErrorType, e.Error)
 		}
-		return nil, fmt.Errorf("Prometheus at %s answered %s to GET /api/v1/query_range: %s; is the URL a Prometheus server?", o.URL, resp.Status, snippet(b))
+		return nil, fmt.Errorf("the Prometheus server at %s answered %s to GET /api/v1/query_range: %s; is the URL a Prometheus server?", o.URL, resp.Status, snippet(b))
 	}
 	return b, nil
 }
@@ -220,7 +220,7 @@ func parseQueryRange(body []byte) ([]promSeries, error) {
 	switch r.Status {
 	case "success":
 	case "error":
-		return nil, fmt.Errorf("Prometheus reports an error: %s: %s", r.ErrorType, r.Error)
+		return nil, fmt.Errorf("the Prometheus server reports an error: %s: %s", r.ErrorType, r.Error)
 	default:
 		return nil, fmt.Errorf("malformed answer: status %q, want \"success\": %s", r.Status, snippet(body))
 	}

@@ -128,7 +128,9 @@ func (s *Server) Do(t testing.TB, method, path string, body []byte, headers ...s
 		t.Fatalf("%s %s: %v", method, path, err)
 	}
 	h := map[string]string{}
-	resp.Header.VisitAll(func(k, v []byte) { h[string(k)] = string(v) })
+	for k, v := range resp.Header.All() {
+		h[string(k)] = string(v)
+	}
 	return Result{resp.StatusCode(), h, append([]byte(nil), resp.Body()...)}
 }
 

@@ -79,7 +79,7 @@ func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 	if strings.Join(text, "|") != strings.Join(want, "|") {
 		t.Fatalf("read %q, want %q", text, want)
 	}
-	// The same page as a V2 BYTES dataplanetest.Input gives the same answer.
+	// The same page as a V2 BYTES input gives the same answer.
 	framed := binary.LittleEndian.AppendUint32(nil, uint32(len(page)))
 	framed = append(framed, page...)
 	body, jl := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: []models.Tensor{{Name: "image", DataType: models.BYTES, Shape: []int64{1}, Data: framed}}}, true)

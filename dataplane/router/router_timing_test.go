@@ -16,7 +16,7 @@ import (
 )
 
 // startHopStage serves ocr-cls with max batch 1 (at one request in flight a
-// larger batch would only add its max wait) and returns one dataplanetest.Input for it.
+// larger batch would only add its max wait) and returns one input for it.
 func startHopStage(b *testing.B) (*models.Stage, *dataplanetest.Server, []models.Tensor) {
 	repo, dir := dataplanetest.Repo(b)
 	st := dataplanetest.SubStage(b, repo, "ocr-cls")
@@ -60,7 +60,7 @@ func BenchmarkRouterHop(b *testing.B) {
 		slices.Sort(lat)
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	}
-	b.Run("dataplanetest.Direct", func(b *testing.B) { run(b, s.Addr, "/v2/models/ocr-cls/infer") })
+	b.Run("direct", func(b *testing.B) { run(b, s.Addr, "/v2/models/ocr-cls/infer") })
 	b.Run("router", func(b *testing.B) { run(b, rr.Addr, "/v2/models/chain/infer") })
 	b.Run("local", func(b *testing.B) { run(b, lr.Addr, "/v2/models/local/infer") })
 }

@@ -71,8 +71,8 @@ type RequestedOutput struct {
 
 // InferRequest is a decoded V2 inference request.
 //
-// It owns every byte it holds (nothing aliases the body passed to
-// DecodeInferRequest), and it keeps its buffers across calls, so a pooled
+// Unless AliasBinary is set, it owns every byte it holds (nothing aliases
+// the body passed to DecodeInferRequest), and it keeps its buffers across calls, so a pooled
 // InferRequest decodes a request of the same shape again without allocating.
 // Decoding overwrites the Data and Shape buffers of earlier Inputs, also
 // beyond len(Inputs): do not put buffers you do not own there, and do not

@@ -116,7 +116,7 @@ func NewActuator(ctx context.Context, client kubernetes.Interface, opt ActuatorO
 	factory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), inf.Informer().HasSynced) {
 		a.m.close()
-		return nil, fmt.Errorf("Deployments of pipeline %q in namespace %q: the cache did not sync: %w", opt.Pipeline, opt.Namespace, context.Cause(ctx))
+		return nil, fmt.Errorf("the Deployments of pipeline %q in namespace %q: the cache did not sync: %w", opt.Pipeline, opt.Namespace, context.Cause(ctx))
 	}
 	w, err := WatchEndpoints(ctx, client, opt.Namespace, opt.Pipeline, opt.Steps, func(string, []Endpoint) { a.poke() }, a.log)
 	if err != nil {
@@ -159,7 +159,7 @@ func (a *Actuator) Current(ctx context.Context) ([]models.StageConfig, error) {
 			c = *want
 		case d.Annotations[AnnotationConfig] != "":
 			if err := json.Unmarshal([]byte(d.Annotations[AnnotationConfig]), &c); err != nil {
-				return nil, fmt.Errorf("Deployment %s/%s: annotation %s: %w", a.ns, d.Name, AnnotationConfig, err)
+				return nil, fmt.Errorf("deployment %s/%s: annotation %s: %w", a.ns, d.Name, AnnotationConfig, err)
 			}
 			adopted := c // adopt it: new pods get it
 			a.mu.Lock()
@@ -323,7 +323,7 @@ func (a *Actuator) reconcile(ctx context.Context, i int, verify bool) error {
 	}
 	d, err := a.deploys.Deployments(a.ns).Get(name)
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("Deployment %s/%s: %w", a.ns, name, err))...)
+		return errors.Join(append(errs, fmt.Errorf("deployment %s/%s: %w", a.ns, name, err))...)
 	}
 	note, _ := json.Marshal(want)
 	if d.Annotations[AnnotationConfig] != string(note) {

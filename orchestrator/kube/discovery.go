@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -69,22 +70,26 @@ func WatchEndpoints(ctx context.Context, client kubernetes.Interface, namespace,
 		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = sel }))
 	inf := factory.Discovery().V1().EndpointSlices()
 	w.lister = inf.Lister()
-	changed := make(chan string, 64)
+	// Notifications coalesce: the informer marks a step dirty and wakes the
+	// loop below without ever blocking (wake holds at most one signal); the
+	// loop recomputes every dirty step. Nothing is lost, nothing piles up.
+	var (
+		dirtyMu sync.Mutex
+		dirty   = map[string]bool{}
+		wake    = make(chan struct{}, 1)
+	)
 	notify := func(obj any) {
 		if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 			obj = t.Obj
 		}
 		if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
 			if step, ok := w.steps[es.Labels[discoveryv1.LabelServiceName]]; ok {
+				dirtyMu.Lock()
+				dirty[step] = true
+				dirtyMu.Unlock()
 				select {
-				case changed <- step:
-				default: // full: hand it over without blocking the informer
-					go func() {
-						select {
-						case changed <- step:
-						case <-ctx.Done():
-						}
-					}()
+				case wake <- struct{}{}:
+				default: // a wake-up is pending already
 				}
 			}
 		}
@@ -108,8 +113,14 @@ func WatchEndpoints(ctx context.Context, client kubernetes.Interface, namespace,
 			select {
 			case <-ctx.Done():
 				return
-			case s := <-changed:
-				w.recompute(s, false)
+			case <-wake:
+				dirtyMu.Lock()
+				steps := slices.Sorted(maps.Keys(dirty))
+				clear(dirty)
+				dirtyMu.Unlock()
+				for _, s := range steps {
+					w.recompute(s, false)
+				}
 			}
 		}
 	}()

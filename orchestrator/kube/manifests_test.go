@@ -510,11 +510,7 @@ func splitYAML(t *testing.T, b []byte) [][]byte {
 	if !bytes.HasPrefix(b, []byte("---\n")) {
 		t.Fatalf("the stream does not start with ---: %.40q", b)
 	}
-	var docs [][]byte
-	for _, d := range bytes.Split(b[4:], []byte("\n---\n")) {
-		docs = append(docs, d)
-	}
-	return docs
+	return bytes.Split(b[4:], []byte("\n---\n"))
 }
 
 func TestManifestsYAMLRoundTripsThroughTheAPIScheme(t *testing.T) {

@@ -8,8 +8,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ipa-serving/ipa/runtime/onnxpb"
 	mlrt "github.com/ipa-serving/ipa/runtime"
+	"github.com/ipa-serving/ipa/runtime/onnxpb"
 )
 
 // initORT loads ONNX Runtime for tests. It fails, never skips, when the
