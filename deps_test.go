@@ -37,15 +37,32 @@ func TestImportGraphKeepsItsShape(t *testing.T) {
 		"github.com/yalue/onnxruntime_go": "ONNX Runtime belongs to runtime only",
 		"github.com/lanl/highs":           "HiGHS belongs to optimizer/highs only",
 		"k8s.io/client-go":                "client-go belongs to orchestrator/kube only",
-		"github.com/valyala/fasthttp":     "HTTP belongs to dataplane",
 	}
-	f("models", native)
-	f("batcher", native)
+	pure := map[string]string{
+		"github.com/yalue/onnxruntime_go": "pure packages need no native library",
+		"github.com/lanl/highs":           "pure packages need no native library",
+		"k8s.io/client-go":                "pure packages know no Kubernetes",
+		"github.com/valyala/fasthttp":     "pure packages know no HTTP server",
+		mod + "runtime":                   "pure packages run no model",
+	}
+	for _, p := range []string{"models", "models/pipespec", "batcher", "profiles", "optimizer", "orchestrator", "orchestrator/predict", "dataplane/v2codec", "dataplane/glue"} {
+		f(p, pure)
+	}
 	f("batcher", map[string]string{mod: "batcher is generic and imports nothing of ipa"})
-	f("models", map[string]string{mod + "runtime": "models holds nouns only", mod + "dataplane": "models holds nouns only", mod + "batcher": "models holds nouns only"})
+	f("models", map[string]string{mod: "models holds the nouns and imports nothing of ipa"})
+	f("dataplane/v2codec", map[string]string{mod + "dataplane/": "the codec is a leaf: it knows tensors, not servers", mod + "batcher": "the codec is a leaf"})
+	f("dataplane/glue", map[string]string{mod + "dataplane/": "glue is pre/post-processing only", mod + "batcher": "glue is pre/post-processing only"})
+	f("dataplane/loadgen", native)
+	f("dataplane/loadgen", map[string]string{mod + "runtime": "the load generator is a client", mod + "dataplane/router": "the load generator is a client", mod + "batcher": "the load generator is a client"})
 	f("runtime", map[string]string{mod + "dataplane": "runtime must not know the server", "github.com/valyala/fasthttp": "runtime must not know HTTP", "k8s.io/client-go": "no Kubernetes in runtime"})
-	f("optimizer", map[string]string{"github.com/lanl/highs": "optimizer is pure; HiGHS lives in optimizer/highs", mod + "runtime": "optimizer must not run models", mod + "dataplane": "optimizer must not serve", "k8s.io/client-go": "optimizer is pure"})
-	f("profiles", map[string]string{"github.com/lanl/highs": "profiles is pure data", mod + "runtime": "profiles is pure data", mod + "optimizer": "profiles is pure data"})
-	f("orchestrator", map[string]string{mod + "dataplane": "the controller reaches stages through Actuator", mod + "runtime": "the controller must not run models", "github.com/lanl/highs": "the solver is injected", "github.com/yalue/onnxruntime_go": "no ONNX in the controller"})
-	f("dataplane", map[string]string{"github.com/lanl/highs": "the data plane must not link the solver", "k8s.io/client-go": "the data plane must not talk to Kubernetes"})
+	f("runtime/repobuild", map[string]string{mod + "dataplane": "the repository builder is a tool, not a server", "github.com/valyala/fasthttp": "the builder serves nothing"})
+	f("optimizer", map[string]string{mod + "dataplane": "optimizer must not serve", mod + "orchestrator": "optimizer is the pure decision core"})
+	f("profiles", map[string]string{mod + "optimizer": "profiles is pure data"})
+	f("orchestrator", map[string]string{mod + "dataplane": "the controller reaches stages through Actuator", "github.com/yalue/onnxruntime_go": "no ONNX in the controller"})
+	serving := map[string]string{"github.com/lanl/highs": "the data plane must not link the solver", "k8s.io/client-go": "the data plane must not talk to Kubernetes"}
+	f("dataplane", serving)
+	f("dataplane", map[string]string{mod + "dataplane/router": "the stage server does not know the router", mod + "optimizer": "the data plane does not solve", mod + "orchestrator": "the data plane does not control"})
+	f("dataplane/router", serving)
+	f("dataplane/router", map[string]string{mod + "optimizer": "the router does not solve", mod + "orchestrator": "the router does not control"})
+	f("orchestrator/kube", map[string]string{mod + "dataplane": "the Kubernetes actuator reaches stages over HTTP", mod + "runtime": "no ONNX in the controller", "github.com/lanl/highs": "the solver is injected"})
 }
