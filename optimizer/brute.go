@@ -41,7 +41,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 	var walk func(s int, lat float64, cores int)
 	walk = func(s int, lat float64, cores int) {
 		if s == S {
-			if lat > in.Budget || in.Capacity > 0 && cores > in.Capacity {
+			if !WithinBudget(lat, in.Budget) || in.Capacity > 0 && cores > in.Capacity {
 				return
 			}
 			obj := in.Objective(cur)
@@ -54,7 +54,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 		for i := range sp.Configs {
 			c := &sp.Configs[i]
 			for n := sp.MinReplicas; n <= sp.MaxReplicas; n++ {
-				if float64(n)*c.Throughput < in.Lambda {
+				if !Carries(float64(n)*c.Throughput, in.Lambda) {
 					continue
 				}
 				cur[s] = Pick{Config: i, Replicas: n}

@@ -23,6 +23,10 @@
 //	H[s,v,c,k] = profiled saturation throughput of one replica
 //	n*[s,v,c,k] = min{n ≥ 1 : n·H ≥ λ}        cheapest feasible replica count (IPA.md §10 item 15)
 //
+// (every comparison of a latency sum with the SLA and of a capacity with λ
+// allows a relative Tolerance of 1e-9, so that 0.1 s + 0.2 s meets 0.3 s and
+// 3 × 0.3/s carries 0.9/s; see Tolerance)
+//
 // and the Options (config, n*) with n* ≤ scaling cap. Since n appears only in
 // the throughput constraint n·H ≥ λ (IPA.md §2.5, "throughput") and with a
 // non-negative weight in the cost and the core capacity, n* is optimal for

@@ -116,7 +116,7 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 		}
 		return q.val + restVal[s]
 	}
-	slack := 1e-12 * max(1, math.Abs(in.Budget))
+	limit := pruneLimit(in.Budget)
 	start := partial{parent: -1, opt: -1}
 	if mul {
 		start.val = 1
@@ -130,7 +130,7 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 			for oi, o := range sp.Options {
 				c := &sp.Configs[o.Config]
 				q := partial{lat: ps.lat + c.Latency, cores: ps.cores + o.TotalCores, chg: ps.chg, parent: int32(pi), opt: int32(oi)}
-				if q.lat+restLat[s+1] > in.Budget+slack || useCores && q.cores+restCores[s+1] > in.Capacity {
+				if q.lat+restLat[s+1] > limit || useCores && q.cores+restCores[s+1] > in.Capacity {
 					continue
 				}
 				if c.Changed {

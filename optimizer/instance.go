@@ -77,26 +77,6 @@ type Pick struct {
 // ErrTooLarge is returned by a solver that refuses an instance beyond its size limit.
 var ErrTooLarge = errors.New("instance too large for this solver")
 
-// minReplicas returns the least n >= 1 with n·h >= λ, in floating point
-// exactly as Check tests it, or math.MaxInt when no int suffices.
-func minReplicas(h, lambda float64) int {
-	if lambda <= h {
-		return 1
-	}
-	x := math.Ceil(lambda / h)
-	if x > 1<<40 {
-		return math.MaxInt
-	}
-	n := int(x)
-	for n > 1 && float64(n-1)*h >= lambda {
-		n--
-	}
-	for float64(n)*h < lambda {
-		n++
-	}
-	return n
-}
-
 // pin is a stage's current variant, cores, batch and replicas.
 type pin struct {
 	v       string
@@ -240,14 +220,14 @@ func (in *Instance) Feasible(picks []Pick) error {
 		if pk.Replicas < sp.MinReplicas || pk.Replicas > sp.MaxReplicas {
 			return fmt.Errorf("stage %q: %d replicas outside [%d, %d]", sp.Name, pk.Replicas, sp.MinReplicas, sp.MaxReplicas)
 		}
-		if float64(pk.Replicas)*c.Throughput < in.Lambda {
+		if !Carries(float64(pk.Replicas)*c.Throughput, in.Lambda) {
 			return fmt.Errorf("stage %q: %d replicas x %.6g/s < λ = %.6g/s", sp.Name, pk.Replicas, c.Throughput, in.Lambda)
 		}
 		lat += c.Latency
 		cores += c.Cores * pk.Replicas
 	}
-	if lat > in.Budget {
-		return fmt.Errorf("latency %.9gs exceeds the budget %.9gs", lat, in.Budget)
+	if !WithinBudget(lat, in.Budget) {
+		return fmt.Errorf("latency %.12gs exceeds the budget %.12gs", lat, in.Budget)
 	}
 	if in.Capacity > 0 && cores > in.Capacity {
 		return fmt.Errorf("%d cores exceed the capacity %d", cores, in.Capacity)
@@ -308,11 +288,12 @@ func (in *Instance) Pruned() *Instance {
 		}
 		sumLat, sumCores = sumLat+minLat[s], sumCores+minCores[s]
 	}
+	limit := pruneLimit(in.Budget)
 	for s, sp := range in.Stages {
 		keys := make([]key, len(sp.Options))
 		alive := make([]bool, len(sp.Options))
 		for i, o := range sp.Options {
-			alive[i] = sumLat-minLat[s]+sp.Configs[o.Config].Latency <= in.Budget*(1+1e-12) &&
+			alive[i] = sumLat-minLat[s]+sp.Configs[o.Config].Latency <= limit &&
 				(in.Capacity == 0 || sumCores-minCores[s]+o.TotalCores <= in.Capacity)
 			c := &sp.Configs[o.Config]
 			k := key{lat: c.Latency, pen: in.Beta*float64(o.TotalCores) + in.Gamma*float64(c.Batch)}

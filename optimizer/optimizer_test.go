@@ -44,7 +44,7 @@ func TestMinReplicasIsTheLeastThatCarriesTheLoad(t *testing.T) {
 	f := func(h, lambda float64, want int) {
 		t.Helper()
 		n := minReplicas(h, lambda)
-		if n != want || n < math.MaxInt && (float64(n)*h < lambda || n > 1 && float64(n-1)*h >= lambda) {
+		if n != want || n < math.MaxInt && (!Carries(float64(n)*h, lambda) || n > 1 && Carries(float64(n-1)*h, lambda)) {
 			t.Fatalf("minReplicas(%v, %v) = %d, want %d", h, lambda, n, want)
 		}
 	}
@@ -52,6 +52,8 @@ func TestMinReplicasIsTheLeastThatCarriesTheLoad(t *testing.T) {
 	f(10, 10, 1)
 	f(10, 10.0001, 2)
 	f(0.1, 0.3, 3) // 3*0.1 = 0.30000000000000004 >= 0.3
+	f(0.3, 0.9, 3) // 3*0.3 = 0.8999999999999999: short of 0.9 by rounding only (Tolerance)
+	f(0.3, 0.9*(1+2*Tolerance), 4)
 	f(2.5, 10, 4)
 	f(1e-9, 1e9, math.MaxInt)
 }

@@ -287,7 +287,7 @@ func (Solver) Solve(in *optimizer.Instance) ([]optimizer.Pick, error) {
 		for s, pk := range picks {
 			lat += in.Stages[s].Configs[pk.Config].Latency
 		}
-		if lat <= in.Budget {
+		if optimizer.WithinBudget(lat, in.Budget) {
 			break
 		}
 		if try == 3 {
