@@ -27,11 +27,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 	if limit == 0 {
 		limit = 1e7
 	}
-	size := 1.0
-	for _, sp := range in.Stages {
-		size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
-	}
-	if size > limit {
+	if size := in.rawPlans(); size > limit {
 		return nil, fmt.Errorf("%w: %.3g raw plans > %.3g", ErrTooLarge, size, limit)
 	}
 	S := len(in.Stages)
@@ -67,4 +63,14 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 		return nil, ErrInfeasible
 	}
 	return best, nil
+}
+
+// rawPlans is the size of the raw decision space BruteForce enumerates:
+// Π_s configs × replica counts.
+func (in *Instance) rawPlans() float64 {
+	size := 1.0
+	for _, sp := range in.Stages {
+		size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
+	}
+	return size
 }

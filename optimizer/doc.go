@@ -39,10 +39,10 @@
 // maximising α·A − β·Σ_s c·n* − γ·Σ_s k (IPA.md §2.5 "objective"), where A is
 // the sum, the average or the product of the stage accuracies (IPA.md §2.4).
 //
-// Ties in the objective (within 1e-12 relative) go to the plan that changes
-// fewer stages' variant, cores or batch size relative to Problem.Current
-// (IPA.md §2.5, Adapter.choose_config); replicas are not counted, since
-// scaling out restarts nothing.
+// Ties in the objective (within TieTolerance of the magnitude of its terms)
+// go to the plan that changes fewer stages' variant, cores or batch size
+// relative to Problem.Current (IPA.md §2.5, Adapter.choose_config); replicas
+// are not counted, since scaling out restarts nothing.
 //
 // # Solvers
 //

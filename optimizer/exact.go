@@ -41,8 +41,8 @@ type partial struct {
 // Solve implements Solver. A first pass keeps only the beamWidth most
 // promising partial plans per stage to find a good feasible plan quickly;
 // its objective then prunes, in the exact pass, every partial plan whose
-// optimistic bound falls below it (beyond a 1e-9 relative margin, so ties
-// survive for the change count).
+// optimistic bound falls below it (beyond twice TieTolerance of the largest
+// magnitude of any plan, so ties survive for the change count).
 func (Exact) Solve(in *Instance) ([]Pick, error) {
 	in = in.Pruned()
 	size := 1.0
@@ -65,7 +65,7 @@ func (Exact) Solve(in *Instance) ([]Pick, error) {
 		}
 		return inc, nil
 	}
-	best, bestObj := dp(in, 0, incObj-1e-9*max(1, math.Abs(incObj)))
+	best, bestObj := dp(in, 0, incObj-2*TieTolerance*max(math.Abs(incObj), in.maxMagnitude()))
 	if best == nil || in.Better(inc, incObj, best, bestObj) {
 		return inc, nil
 	}

@@ -166,13 +166,50 @@ func Compile(p *Problem) (*Instance, error) {
 // §2.5 objective, cost in cores). Every solver's answer is scored by this one
 // function, so equal plans score bit-identically.
 func (in *Instance) Objective(picks []Pick) float64 {
-	cost, batches := 0, 0
+	cost, batches := in.totals(picks)
+	return in.Alpha*in.accuracy(picks) - in.Beta*float64(cost) - in.Gamma*float64(batches)
+}
+
+// magnitude returns α·|A| + β·Σ cores·replicas + γ·Σ batch, the scale of
+// the terms whose difference Objective is, and so of its rounding error.
+func (in *Instance) magnitude(picks []Pick) float64 {
+	cost, batches := in.totals(picks)
+	return in.Alpha*math.Abs(in.accuracy(picks)) + in.Beta*float64(cost) + in.Gamma*float64(batches)
+}
+
+// maxMagnitude bounds magnitude over every plan of in's options.
+func (in *Instance) maxMagnitude() float64 {
+	acc, pen := 0.0, 0.0
+	if in.Mode == Multiply {
+		acc = 1
+	}
+	for _, sp := range in.Stages {
+		ma, mp := 0.0, 0.0
+		for _, o := range sp.Options {
+			c := &sp.Configs[o.Config]
+			ma, mp = max(ma, math.Abs(c.Accuracy)), max(mp, in.Beta*float64(o.TotalCores)+in.Gamma*float64(c.Batch))
+		}
+		if in.Mode == Multiply {
+			acc *= ma
+		} else {
+			acc += ma
+		}
+		pen += mp
+	}
+	if in.Mode == Average {
+		acc /= float64(len(in.Stages))
+	}
+	return in.Alpha*acc + pen
+}
+
+// totals returns Σ cores·replicas and Σ batch of picks.
+func (in *Instance) totals(picks []Pick) (cost, batches int) {
 	for s, pk := range picks {
 		c := &in.Stages[s].Configs[pk.Config]
 		cost += c.Cores * pk.Replicas
 		batches += c.Batch
 	}
-	return in.Alpha*in.accuracy(picks) - in.Beta*float64(cost) - in.Gamma*float64(batches)
+	return cost, batches
 }
 
 func (in *Instance) accuracy(picks []Pick) float64 {
@@ -236,11 +273,11 @@ func (in *Instance) Feasible(picks []Pick) error {
 }
 
 // Better reports whether plan a (objective oa) should be preferred to b:
-// a higher objective, beyond a relative 1e-12; then fewer changes; then
-// the lexicographically smaller picks. Solvers use it to break ties the
-// same way.
+// a higher objective, beyond TieTolerance of the larger of the two plans'
+// term magnitudes α·|A| + β·cost + γ·Σ batch; then fewer changes; then the
+// lexicographically smaller picks. Solvers use it to break ties the same way.
 func (in *Instance) Better(a []Pick, oa float64, b []Pick, ob float64) bool {
-	if tol := 1e-12 * max(1, math.Abs(oa), math.Abs(ob)); math.Abs(oa-ob) > tol {
+	if tol := TieTolerance * max(in.magnitude(a), in.magnitude(b)); math.Abs(oa-ob) > tol {
 		return oa > ob
 	}
 	if ca, cb := in.Changes(a), in.Changes(b); ca != cb {

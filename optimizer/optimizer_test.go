@@ -278,9 +278,27 @@ func TestExactAgreesWithBruteForce(t *testing.T) {
 		n = 200
 	}
 	r := rand.New(rand.NewPCG(1, 2))
+	infeasible := exactAgreesWithBruteForce(t, n, func() *Problem { return RandomProblem(r, 1e5) })
+	if infeasible < n/20 || infeasible > n*2/3 {
+		t.Errorf("%d of %d instances infeasible: the generator does not probe the feasibility edge", infeasible, n)
+	}
+}
+
+// TestExactAgreesWithBruteForceOnBoundaries is the same on BoundaryProblem:
+// latency sums and capacities on the SLA and λ up to rounding (Tolerance),
+// and accuracies below 1e-9.
+func TestExactAgreesWithBruteForceOnBoundaries(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 2026))
+	exactAgreesWithBruteForce(t, 3000, func() *Problem { return BoundaryProblem(r, 1e5) })
+}
+
+// exactAgreesWithBruteForce solves n problems of gen with both solvers,
+// fails unless they agree, and returns how many were infeasible.
+func exactAgreesWithBruteForce(t *testing.T, n int, gen func() *Problem) int {
+	t.Helper()
 	infeasible := 0
 	for i := range n {
-		p := RandomProblem(r, 1e5)
+		p := gen()
 		want, errB := Solve(p, BruteForce{}, nil)
 		got, errE := Solve(p, Exact{}, nil)
 		if errors.Is(errB, ErrInfeasible) != errors.Is(errE, ErrInfeasible) {
@@ -295,13 +313,38 @@ func TestExactAgreesWithBruteForce(t *testing.T) {
 		if errB != nil {
 			infeasible++
 		}
-		if math.Abs(want.Objective-got.Objective) > 1e-9 || want.Changes != got.Changes && !want.Fallback {
+		if math.Abs(want.Objective-got.Objective) > 1e-9*max(1, math.Abs(want.Objective)) || want.Changes != got.Changes && !want.Fallback {
 			t.Fatalf("instance %d: brute %v (%d changes), exact %v (%d changes)\nbrute %+v\nexact %+v", i, want.Objective, want.Changes, got.Objective, got.Changes, want, got)
 		}
 	}
 	t.Logf("%d instances, %d infeasible", n, infeasible)
-	if infeasible < n/20 || infeasible > n*2/3 {
-		t.Errorf("%d of %d instances infeasible: the generator does not probe the feasibility edge", infeasible, n)
+	return infeasible
+}
+
+// TestTinyAccuraciesRankAsLargeOnes: scaling every accuracy by 1e-12 does
+// not change the plan (ties are relative to the objective's magnitude).
+func TestTinyAccuraciesRankAsLargeOnes(t *testing.T) {
+	for _, s := range solvers() {
+		p := SyntheticProblem(2, 3)
+		p.Beta, p.Gamma, p.ScalingCap = 0, 0, 20
+		want, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range p.Stages {
+			for j := range p.Stages[i].Variants {
+				p.Stages[i].Variants[j].Accuracy *= 1e-12
+			}
+		}
+		got, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want.Stages {
+			if got.Stages[i].Variant != want.Stages[i].Variant {
+				t.Fatalf("%s: stage %d: %s with accuracies x 1e-12, %s without", s.Name(), i, got.Stages[i].Variant, want.Stages[i].Variant)
+			}
+		}
 	}
 }
 

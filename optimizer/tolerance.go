@@ -36,6 +36,16 @@ func Carries(capacity, lambda float64) bool {
 	return capacity >= lambda*(1-Tolerance)
 }
 
+// TieTolerance is the relative margin within which two objectives are equal
+// (Instance.Better), so that the tie goes to the plan with fewer changes: a
+// difference of less than 1e-9 of the magnitude of the objective's terms,
+// α·|A| + β·cost + γ·Σ batch. Relative to that magnitude, not to 1, so that
+// the ranking does not depend on units (accuracies of 1e-12 rank as 0.9 do)
+// and rounding residue of cancelling terms is a tie; 1e-9, not less, because
+// that is as far as HiGHS resolves an objective (its gap and feasibility
+// tolerances), so all three solvers agree on what is a tie.
+const TieTolerance = 1e-9
+
 // minReplicas returns the least n >= 1 with Carries(n·h, λ), in floating
 // point exactly as Carries tests it, or math.MaxInt when no int suffices.
 func minReplicas(h, lambda float64) int {

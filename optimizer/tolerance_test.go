@@ -8,10 +8,10 @@ import (
 	"github.com/ipa-serving/ipa/profiles"
 )
 
-// boundaryProblem is a pipeline of one-variant, one-core, batch-1 stages
+// decimalProblem is a pipeline of one-variant, one-core, batch-1 stages
 // with the given p99 latencies and per-replica throughput h, at load λ and
 // the given SLA.
-func boundaryProblem(lats []float64, h, lambda float64, sla time.Duration) *Problem {
+func decimalProblem(lats []float64, h, lambda float64, sla time.Duration) *Problem {
 	p := &Problem{Profiles: &profiles.Profile{Version: profiles.Version}, ArrivalRate: lambda, SLA: sla, Alpha: 1, Beta: 0.1}
 	for i, l := range lats {
 		name := string(rune('a' + i))
@@ -31,7 +31,7 @@ func TestDecimalBoundariesAreFeasible(t *testing.T) {
 		t.Fatal("the float64 arithmetic of this test's premise changed")
 	}
 	for _, s := range solvers() {
-		p := boundaryProblem([]float64{0.1, 0.2}, 0.3, 0.9, 300*time.Millisecond)
+		p := decimalProblem([]float64{0.1, 0.2}, 0.3, 0.9, 300*time.Millisecond)
 		pl, err := Solve(p, s, nil)
 		if err != nil {
 			t.Fatalf("%s: 0.1 s + 0.2 s within 0.3 s at 0.9/s over 0.3/s: %v", s.Name(), err)
@@ -51,7 +51,7 @@ func TestDecimalBoundariesAreFeasible(t *testing.T) {
 		}
 	}
 	// Check agrees with the solvers on a plan just over the boundary.
-	p := boundaryProblem([]float64{0.1, 0.2}, 0.3, 0.9, 300*time.Millisecond)
+	p := decimalProblem([]float64{0.1, 0.2}, 0.3, 0.9, 300*time.Millisecond)
 	pl, err := Solve(p, Exact{}, nil)
 	if err != nil {
 		t.Fatal(err)
