@@ -28,7 +28,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 		limit = 1e7
 	}
 	if size := in.rawPlans(); size > limit {
-		return nil, fmt.Errorf("%w: %.3g raw plans > %.3g", ErrTooLarge, size, limit)
+		return nil, fmt.Errorf("%w: %.3g raw plans > %.3g; use --solver exact or highs", ErrTooLarge, size, limit)
 	}
 	S := len(in.Stages)
 	cur := make([]Pick, S)

@@ -159,6 +159,9 @@ func Compile(p *Problem) (*Instance, error) {
 			sp.Options = append(sp.Options, Option{Config: i, Replicas: n, TotalCores: cfg.Cores * n})
 		}
 	}
+	if m := in.maxMagnitude(); math.IsInf(m, 0) || math.IsNaN(m) {
+		return nil, errors.New("the objective overflows float64 (alpha times the product of the accuracies, or the cost terms, are beyond 1.8e308): use smaller weights or accuracies")
+	}
 	return in, nil
 }
 

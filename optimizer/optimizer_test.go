@@ -3,6 +3,7 @@ package optimizer
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -243,7 +244,30 @@ func TestValidateSaysWhatToChange(t *testing.T) {
 		}
 	}
 	f(func(p *Problem) { p.SLA = 0 }, "sla 0s must be positive")
-	f(func(p *Problem) { p.Beta = -1 }, "must be finite and >= 0")
+	f(func(p *Problem) { p.Beta = -1 }, "must be finite and in [0, 1e+12]")
+	f(func(p *Problem) { p.Alpha = 1e300 }, "must be finite and in [0, 1e+12]")
+	f(func(p *Problem) { p.ScalingCap = 1 << 21 }, "scaling_cap 2097152")
+	f(func(p *Problem) { p.CoreCapacity = 1 << 40 }, "must be at most")
+	f(func(p *Problem) { p.BatchCap = 1 << 17 }, "must be at most")
+	f(func(p *Problem) { p.Batches = []int{0} }, "batch size 0 must be in [1, 65536]")
+	f(func(p *Problem) { p.Stages[0].Variants[0].Accuracy = 1e7 }, "accuracy 1e+07 must be in")
+	f(func(p *Problem) { p.Stages[0].Variants[0].Cores = []int{-1} }, "cores -1 not profiled")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1, MaxBatch: 1, Replicas: 1 << 62}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+		p.Baseline = Switch
+	}, "current replicas 4611686018427387904 must be in [1, 1048576]")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1 << 40, MaxBatch: 1, Replicas: 1}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+	}, "current cores 1099511627776 must be in [0, 1024]")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1, MaxBatch: -1, Replicas: 1}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+	}, "current max_batch -1 must be in [0, 65536]")
+	f(func(p *Problem) {
+		p.Accuracy = Multiply
+		for len(p.Stages) < 100 {
+			p.Stages = append(p.Stages, Stage{Name: fmt.Sprint("b", len(p.Stages)), Profile: "b", Variants: []Variant{{Name: "only", Accuracy: 1e6}}})
+		}
+	}, "the objective overflows")
 	f(func(p *Problem) { p.Accuracy = "max" }, "use sum, average or multiply")
 	f(func(p *Problem) { p.Baseline = Scale }, "set current")
 	f(func(p *Problem) { p.Stages[0].Variants[0].Name = "missing" }, "not in the profile")
