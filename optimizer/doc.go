@@ -51,7 +51,17 @@
 // reference); Exact runs a Pareto dynamic program over stages; and
 // optimizer/highs solves the linear MILP with HiGHS. Solve rechecks every
 // answer with Check, which recomputes the plan from the Problem and the
-// profile without the Instance.
+// profile without the Instance. BruteForce refuses more than 10^7 raw plans
+// and Exact a search of more than DefaultExactSteps (its Pareto fronts can
+// grow exponentially with the stages), both with ErrTooLarge.
+//
+// # Inputs
+//
+// ReadProblem reads a problem document of at most MaxProblemSize bytes; a
+// required field left out is an error naming it, not a silent 0. Validate
+// bounds every input (MaxStages, MaxReplicas, MaxCores, MaxBatch,
+// MaxCoreCapacity, MaxWeight, MaxAccuracy, MaxArrivalRate, MaxSLASeconds),
+// so that integer sums of cores × replicas cannot overflow.
 //
 // # Infeasible problems
 //
