@@ -284,12 +284,13 @@ func (b *model) product(in *optimizer.Instance) {
 	}
 }
 
-// answer is one solve's decoded picks, the option columns they set, and
-// HiGHS's objective value for them.
+// answer is one solve's decoded picks, the option columns they set,
+// HiGHS's objective value for them, and the magnitude of that objective's
+// terms, Σ_j |cost_j·x_j|.
 type answer struct {
-	picks []optimizer.Pick
-	cols  []int
-	obj   float64
+	picks    []optimizer.Pick
+	cols     []int
+	obj, mag float64
 }
 
 // run solves the model and decodes one pick per stage, or reports infeasibility.
@@ -327,6 +328,9 @@ func (b *model) run(in *optimizer.Instance) (answer, error) {
 		return answer{}, fmt.Errorf("HiGHS ended with status %s", sol.Status)
 	}
 	a := answer{picks: make([]optimizer.Pick, len(in.Stages)), obj: sol.Objective}
+	for j, c := range b.m.ColCosts {
+		a.mag += math.Abs(c * sol.ColumnPrimal[j])
+	}
 	for s, cols := range b.col {
 		best := -1
 		for i, c := range cols {
@@ -394,11 +398,11 @@ func (Solver) Solve(in *optimizer.Instance) ([]optimizer.Pick, error) {
 		return picks, nil
 	}
 	// Second solve: fewest changes with the (scaled) objective held at its
-	// optimum, within 1e-9 of it: a band wider than Instance.Better's ties,
-	// which decides below.
-	// Coefficients up to HiGHS's small_matrix_value are left out of the row
-	// and its bound lowered by what they can add (every column is in [0, 1]).
-	lo := first.obj - 1e-9*max(1, math.Abs(first.obj))
+	// optimum, within twice optimizer.TieTolerance of its magnitude: a band
+	// wider than Instance.Better's ties, which decides below. Coefficients up
+	// to HiGHS's small_matrix_value are left out of the row and its bound
+	// lowered by what they can add (every column is in [0, 1]).
+	lo := first.obj - 2*optimizer.TieTolerance*max(first.mag, math.Abs(first.obj))
 	var cols []int
 	var coef []float64
 	for j, c := range b.obj {
