@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -16,11 +17,11 @@ import (
 
 // SolveCmd solves the integer program once and prints the plan.
 type SolveCmd struct {
-	Problem      string        `placeholder:"FILE" help:"The whole problem as one JSON document (optimizer.Problem: stages, profiles inline, arrival_rate, sla_seconds, …); the flags below are then ignored."`
+	Problem      string        `placeholder:"FILE" help:"The whole problem as one JSON document of at most 64 MiB (optimizer.Problem: stages, profiles inline, arrival_rate, sla_seconds, alpha, beta, gamma all required, …); the flags below are then ignored."`
 	Models       RepoFlags     `embed:"" prefix:"models."`
 	Pipeline     PipelineFlags `embed:""`
 	Profile      string        `placeholder:"FILE" help:"Profile file written by 'ipa profile' (required without --problem)."`
-	Rate         float64       `help:"Arrival rate λ in requests per second."`
+	Rate         *float64      `help:"Arrival rate λ in requests per second (required without --problem; 0 for no load)."`
 	SLA          time.Duration `help:"End-to-end SLA (default: the pipeline's)."`
 	DeriveSLA    float64       `name:"derive-sla" help:"Derive the SLA from the profile as the paper did, with this factor (e.g. 5); overrides --sla."`
 	Alpha        float64       `default:"1" help:"Weight of accuracy."`
@@ -38,8 +39,11 @@ type SolveCmd struct {
 }
 
 // Run builds the problem, solves it and prints the plan. An infeasible
-// problem prints the max-throughput fallback plan and exits non-zero.
-func (c *SolveCmd) Run(*Globals) error {
+// problem prints the max-throughput fallback plan and exits non-zero; so
+// does every other error, with a one-line message.
+func (c *SolveCmd) Run(*Globals) error { return c.run(os.Stdout) }
+
+func (c *SolveCmd) run(out io.Writer) error {
 	p, err := c.problem()
 	if err != nil {
 		return err
@@ -56,13 +60,13 @@ func (c *SolveCmd) Run(*Globals) error {
 		return solveErr
 	}
 	if c.Output == "json" {
-		enc := json.NewEncoder(os.Stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(plan); err != nil {
 			return err
 		}
 	} else {
-		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "STAGE\tVARIANT\tBATCH\tREPLICAS\tCORES\tP99 BATCH\tFILL\tCAPACITY/s\tCHANGED")
 		for _, st := range plan.Stages {
 			est := ""
@@ -73,11 +77,11 @@ func (c *SolveCmd) Run(*Globals) error {
 				st.ProfiledLatency.Round(time.Microsecond), st.Queue.Round(time.Microsecond), st.Throughput, st.Changed)
 		}
 		w.Flush()
-		fmt.Printf("\nλ %.4g/s, SLA %s: predicted latency %s, capacity %.1f/s (headroom %.1f/s), accuracy %.4f, cost %d cores, objective %.6g\n",
+		fmt.Fprintf(out, "\nλ %.4g/s, SLA %s: predicted latency %s, capacity %.1f/s (headroom %.1f/s), accuracy %.4f, cost %d cores, objective %.6g\n",
 			p.ArrivalRate, p.SLA, plan.Latency.Round(time.Microsecond), plan.Throughput, plan.Headroom, plan.Accuracy, plan.Cost, plan.Objective)
-		fmt.Printf("solver %s in %s\n", plan.Solver, plan.SolveTime.Round(time.Microsecond))
+		fmt.Fprintf(out, "solver %s in %s\n", plan.Solver, plan.SolveTime.Round(time.Microsecond))
 		if plan.Fallback {
-			fmt.Println("INFEASIBLE: this is the max-throughput fallback plan, which does not meet the SLA at this load")
+			fmt.Fprintln(out, "INFEASIBLE: this is the max-throughput fallback plan, which does not meet the SLA at this load")
 		}
 	}
 	return solveErr
@@ -85,18 +89,22 @@ func (c *SolveCmd) Run(*Globals) error {
 
 func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	if c.Problem != "" {
-		b, err := os.ReadFile(c.Problem)
+		f, err := os.Open(c.Problem)
 		if err != nil {
 			return nil, err
 		}
-		var p optimizer.Problem
-		if err := json.Unmarshal(b, &p); err != nil {
+		defer f.Close()
+		p, err := optimizer.ReadProblem(f)
+		if err != nil {
 			return nil, fmt.Errorf("%s: %w", c.Problem, err)
 		}
-		return &p, nil
+		return p, nil
 	}
 	if c.Profile == "" {
 		return nil, fmt.Errorf("give --profile FILE (from 'ipa profile') or --problem FILE")
+	}
+	if c.Rate == nil {
+		return nil, fmt.Errorf("give --rate (the arrival rate λ in requests per second; 0 for no load)")
 	}
 	prof, err := loadProfile(c.Profile)
 	if err != nil {
@@ -106,7 +114,7 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &optimizer.Problem{Profiles: prof, ArrivalRate: c.Rate, SLA: spec.SLA, Alpha: c.Alpha, Beta: c.Beta, Gamma: c.Gamma,
+	p := &optimizer.Problem{Profiles: prof, ArrivalRate: *c.Rate, SLA: spec.SLA, Alpha: c.Alpha, Beta: c.Beta, Gamma: c.Gamma,
 		Accuracy: optimizer.AccuracyMode(c.Accuracy), Normalize: c.Normalize, BatchCap: c.BatchCap, ScalingCap: c.ScalingCap,
 		CoreCapacity: c.CoreCapacity, Baseline: optimizer.Baseline(c.Baseline), Compat: c.Compat}
 	if p.Stages, err = pipelineStages(spec, repo, prof, c.Profile); err != nil {

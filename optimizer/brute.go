@@ -27,12 +27,8 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 	if limit == 0 {
 		limit = 1e7
 	}
-	size := 1.0
-	for _, sp := range in.Stages {
-		size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
-	}
-	if size > limit {
-		return nil, fmt.Errorf("%w: %.3g raw plans > %.3g", ErrTooLarge, size, limit)
+	if size := in.rawPlans(); size > limit {
+		return nil, fmt.Errorf("%w: %.3g raw plans > %.3g; use --solver exact or highs", ErrTooLarge, size, limit)
 	}
 	S := len(in.Stages)
 	cur := make([]Pick, S)
@@ -41,7 +37,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 	var walk func(s int, lat float64, cores int)
 	walk = func(s int, lat float64, cores int) {
 		if s == S {
-			if lat > in.Budget || in.Capacity > 0 && cores > in.Capacity {
+			if !WithinBudget(lat, in.Budget) || in.Capacity > 0 && cores > in.Capacity {
 				return
 			}
 			obj := in.Objective(cur)
@@ -54,7 +50,7 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 		for i := range sp.Configs {
 			c := &sp.Configs[i]
 			for n := sp.MinReplicas; n <= sp.MaxReplicas; n++ {
-				if float64(n)*c.Throughput < in.Lambda {
+				if !Carries(float64(n)*c.Throughput, in.Lambda) {
 					continue
 				}
 				cur[s] = Pick{Config: i, Replicas: n}
@@ -67,4 +63,14 @@ func (b BruteForce) Solve(in *Instance) ([]Pick, error) {
 		return nil, ErrInfeasible
 	}
 	return best, nil
+}
+
+// rawPlans is the size of the raw decision space BruteForce enumerates:
+// Π_s configs × replica counts.
+func (in *Instance) rawPlans() float64 {
+	size := 1.0
+	for _, sp := range in.Stages {
+		size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
+	}
+	return size
 }

@@ -23,6 +23,10 @@
 //	H[s,v,c,k] = profiled saturation throughput of one replica
 //	n*[s,v,c,k] = min{n ≥ 1 : n·H ≥ λ}        cheapest feasible replica count (IPA.md §10 item 15)
 //
+// (every comparison of a latency sum with the SLA and of a capacity with λ
+// allows a relative Tolerance of 1e-9, so that 0.1 s + 0.2 s meets 0.3 s and
+// 3 × 0.3/s carries 0.9/s; see Tolerance)
+//
 // and the Options (config, n*) with n* ≤ scaling cap. Since n appears only in
 // the throughput constraint n·H ≥ λ (IPA.md §2.5, "throughput") and with a
 // non-negative weight in the cost and the core capacity, n* is optimal for
@@ -35,10 +39,10 @@
 // maximising α·A − β·Σ_s c·n* − γ·Σ_s k (IPA.md §2.5 "objective"), where A is
 // the sum, the average or the product of the stage accuracies (IPA.md §2.4).
 //
-// Ties in the objective (within 1e-12 relative) go to the plan that changes
-// fewer stages' variant, cores or batch size relative to Problem.Current
-// (IPA.md §2.5, Adapter.choose_config); replicas are not counted, since
-// scaling out restarts nothing.
+// Ties in the objective (within TieTolerance of the magnitude of its terms)
+// go to the plan that changes fewer stages' variant, cores or batch size
+// relative to Problem.Current (IPA.md §2.5, Adapter.choose_config); replicas
+// are not counted, since scaling out restarts nothing.
 //
 // # Solvers
 //
@@ -47,7 +51,17 @@
 // reference); Exact runs a Pareto dynamic program over stages; and
 // optimizer/highs solves the linear MILP with HiGHS. Solve rechecks every
 // answer with Check, which recomputes the plan from the Problem and the
-// profile without the Instance.
+// profile without the Instance. BruteForce refuses more than 10^7 raw plans
+// and Exact a search of more than DefaultExactSteps (its Pareto fronts can
+// grow exponentially with the stages), both with ErrTooLarge.
+//
+// # Inputs
+//
+// ReadProblem reads a problem document of at most MaxProblemSize bytes; a
+// required field left out is an error naming it, not a silent 0. Validate
+// bounds every input (MaxStages, MaxReplicas, MaxCores, MaxBatch,
+// MaxCoreCapacity, MaxWeight, MaxAccuracy, MaxArrivalRate, MaxSLASeconds),
+// so that integer sums of cores × replicas cannot overflow.
 //
 // # Infeasible problems
 //

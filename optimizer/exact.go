@@ -2,6 +2,8 @@ package optimizer
 
 import (
 	"cmp"
+	"errors"
+	"fmt"
 	"math"
 	"slices"
 )
@@ -21,7 +23,36 @@ import (
 // Partial plans whose latency plus the least latency of the remaining
 // stages exceeds the budget (likewise for cores) are dropped at once. Final
 // plans are rescored with Instance.Objective and ranked by Instance.Better.
-type Exact struct{}
+//
+// The Pareto fronts can grow exponentially with the number of stages (in
+// multiply mode 100 stages of 2 variants took 10 s, 2,000 stages ran for
+// minutes at 2 GB), so the search is metered: every partial plan formed
+// costs partialSteps steps (its memory) and every domination test one, and
+// past MaxSteps Solve gives up with ErrTooLarge, pointing to HiGHS.
+type Exact struct {
+	// MaxSteps bounds the search; 0 means DefaultExactSteps.
+	MaxSteps float64
+}
+
+// DefaultExactSteps is Exact's default search bound: at most about 3·10^6
+// partial plans (150 MB) and about a second of domination tests. The
+// paper's shapes (10 stages x 10 variants) take under 3·10^6 steps.
+const DefaultExactSteps = 1e8
+
+// partialSteps is what forming one partial plan costs in steps.
+const partialSteps = 32
+
+// meter counts the exact search's steps against its limit.
+type meter struct{ steps, limit float64 }
+
+// spend adds n steps at stage s of S and fails past the limit.
+func (m *meter) spend(n float64, s, S int) error {
+	if m.steps += n; m.steps > m.limit {
+		return fmt.Errorf("%w: the exact search passed %.3g steps at stage %d of %d (partial plans x %d + domination tests); use the HiGHS solver (--solver highs)",
+			ErrTooLarge, m.limit, s+1, S, partialSteps)
+	}
+	return nil
+}
 
 var _ Solver = Exact{}
 
@@ -41,32 +72,38 @@ type partial struct {
 // Solve implements Solver. A first pass keeps only the beamWidth most
 // promising partial plans per stage to find a good feasible plan quickly;
 // its objective then prunes, in the exact pass, every partial plan whose
-// optimistic bound falls below it (beyond a 1e-9 relative margin, so ties
-// survive for the change count).
-func (Exact) Solve(in *Instance) ([]Pick, error) {
+// optimistic bound falls below it (beyond twice TieTolerance of the largest
+// magnitude of any plan, so ties survive for the change count).
+func (e Exact) Solve(in *Instance) ([]Pick, error) {
+	m := &meter{limit: e.MaxSteps}
+	if m.limit == 0 {
+		m.limit = DefaultExactSteps
+	}
 	in = in.Pruned()
 	size := 1.0
 	for _, sp := range in.Stages {
 		size *= float64(len(sp.Options))
 	}
 	if size <= 1e4 { // small enough for the plain program: skip the beam
-		best, _ := dp(in, 0, math.Inf(-1))
-		if best == nil {
-			return nil, ErrInfeasible
-		}
-		return best, nil
+		return dp(in, 0, math.Inf(-1), m)
 	}
-	inc, incObj := dp(in, beamWidth, math.Inf(-1))
-	if inc == nil {
+	inc, err := dp(in, beamWidth, math.Inf(-1), m)
+	if errors.Is(err, ErrInfeasible) {
 		// The beam dropped every feasible completion, or there is none.
-		inc, incObj = dp(in, 0, math.Inf(-1))
-		if inc == nil {
-			return nil, ErrInfeasible
-		}
+		return dp(in, 0, math.Inf(-1), m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	incObj := in.Objective(inc)
+	best, err := dp(in, 0, incObj-2*TieTolerance*max(math.Abs(incObj), in.maxMagnitude()), m)
+	if errors.Is(err, ErrInfeasible) {
 		return inc, nil
 	}
-	best, bestObj := dp(in, 0, incObj-1e-9*max(1, math.Abs(incObj)))
-	if best == nil || in.Better(inc, incObj, best, bestObj) {
+	if err != nil {
+		return nil, err
+	}
+	if in.Better(inc, incObj, best, in.Objective(best)) {
 		return inc, nil
 	}
 	return best, nil
@@ -77,8 +114,9 @@ const beamWidth = 64
 // dp runs the Pareto dynamic program. With beam > 0 it keeps only the beam
 // partial plans with the best bounds per stage (a heuristic); with floor
 // finite it drops partial plans whose bound is below floor. It returns the
-// best complete plan by Instance.Better, or nil.
-func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
+// best complete plan by Instance.Better, ErrInfeasible when there is none,
+// or m's error.
+func dp(in *Instance, beam int, floor float64, m *meter) ([]Pick, error) {
 	S := len(in.Stages)
 	mul := in.Mode == Multiply
 	w := in.Alpha
@@ -108,7 +146,7 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 		restVal[s], restProd[s], restPen[s] = restVal[s+1]+mv, restProd[s+1]*ma, restPen[s+1]+mp
 	}
 	if math.IsInf(restLat[0], 1) {
-		return nil, 0
+		return nil, ErrInfeasible
 	}
 	bound := func(q *partial, s int) float64 { // optimistic objective after stage s−1
 		if mul {
@@ -116,7 +154,7 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 		}
 		return q.val + restVal[s]
 	}
-	slack := 1e-12 * max(1, math.Abs(in.Budget))
+	limit := pruneLimit(in.Budget)
 	start := partial{parent: -1, opt: -1}
 	if mul {
 		start.val = 1
@@ -125,12 +163,15 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 	for s := 0; s < S; s++ {
 		sp := &in.Stages[s]
 		prev := layers[s]
+		if err := m.spend(partialSteps*float64(len(prev))*float64(len(sp.Options)), s, S); err != nil {
+			return nil, err
+		}
 		var next []partial
 		for pi, ps := range prev {
 			for oi, o := range sp.Options {
 				c := &sp.Configs[o.Config]
 				q := partial{lat: ps.lat + c.Latency, cores: ps.cores + o.TotalCores, chg: ps.chg, parent: int32(pi), opt: int32(oi)}
-				if q.lat+restLat[s+1] > in.Budget+slack || useCores && q.cores+restCores[s+1] > in.Capacity {
+				if q.lat+restLat[s+1] > limit || useCores && q.cores+restCores[s+1] > in.Capacity {
 					continue
 				}
 				if c.Changed {
@@ -148,13 +189,16 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 				next = append(next, q)
 			}
 		}
-		next = pareto(next, mul, useCores, useChg)
+		next, tests := pareto(next, mul, useCores, useChg)
+		if err := m.spend(float64(tests), s, S); err != nil {
+			return nil, err
+		}
 		if beam > 0 && len(next) > beam {
 			slices.SortStableFunc(next, func(a, b partial) int { return cmp.Compare(bound(&b, s+1), bound(&a, s+1)) })
 			next = next[:beam]
 		}
 		if len(next) == 0 {
-			return nil, 0
+			return nil, ErrInfeasible
 		}
 		layers = append(layers, next)
 	}
@@ -177,21 +221,27 @@ func dp(in *Instance, beam int, floor float64) ([]Pick, float64) {
 			best, bestObj = slices.Clone(cur), obj
 		}
 	}
-	return best, bestObj
+	if best == nil {
+		return nil, ErrInfeasible
+	}
+	return best, nil
 }
 
 // pareto returns the partial plans of ps that no other one dominates. It
 // sorts them so that a dominating plan always precedes the plans it
-// dominates, then keeps a plan only if no kept plan dominates it.
-func pareto(ps []partial, mul, useCores, useChg bool) []partial {
+// dominates, then keeps a plan only if no kept plan dominates it. It also
+// returns the number of domination tests it made.
+func pareto(ps []partial, mul, useCores, useChg bool) ([]partial, int) {
 	slices.SortStableFunc(ps, func(a, b partial) int {
 		return cmp.Or(cmp.Compare(a.lat, b.lat), cmp.Compare(a.cores, b.cores), cmp.Compare(a.chg, b.chg),
 			cmp.Compare(b.val, a.val), cmp.Compare(a.pen, b.pen))
 	})
 	kept := ps[:0:0]
+	tests := 0
 	for _, q := range ps {
 		dominated := false
 		for i := len(kept) - 1; i >= 0; i-- {
+			tests++
 			k := &kept[i]
 			if k.lat <= q.lat && k.val >= q.val && (!mul || k.pen <= q.pen) &&
 				(!useCores || k.cores <= q.cores) && (!useChg || k.chg <= q.chg) {
@@ -203,5 +253,5 @@ func pareto(ps []partial, mul, useCores, useChg bool) []partial {
 			kept = append(kept, q)
 		}
 	}
-	return kept
+	return kept, tests
 }

@@ -77,26 +77,6 @@ type Pick struct {
 // ErrTooLarge is returned by a solver that refuses an instance beyond its size limit.
 var ErrTooLarge = errors.New("instance too large for this solver")
 
-// minReplicas returns the least n >= 1 with n·h >= λ, in floating point
-// exactly as Check tests it, or math.MaxInt when no int suffices.
-func minReplicas(h, lambda float64) int {
-	if lambda <= h {
-		return 1
-	}
-	x := math.Ceil(lambda / h)
-	if x > 1<<40 {
-		return math.MaxInt
-	}
-	n := int(x)
-	for n > 1 && float64(n-1)*h >= lambda {
-		n--
-	}
-	for float64(n)*h < lambda {
-		n++
-	}
-	return n
-}
-
 // pin is a stage's current variant, cores, batch and replicas.
 type pin struct {
 	v       string
@@ -179,6 +159,9 @@ func Compile(p *Problem) (*Instance, error) {
 			sp.Options = append(sp.Options, Option{Config: i, Replicas: n, TotalCores: cfg.Cores * n})
 		}
 	}
+	if m := in.maxMagnitude(); math.IsInf(m, 0) || math.IsNaN(m) {
+		return nil, errors.New("the objective overflows float64 (alpha times the product of the accuracies, or the cost terms, are beyond 1.8e308): use smaller weights or accuracies")
+	}
 	return in, nil
 }
 
@@ -186,13 +169,50 @@ func Compile(p *Problem) (*Instance, error) {
 // §2.5 objective, cost in cores). Every solver's answer is scored by this one
 // function, so equal plans score bit-identically.
 func (in *Instance) Objective(picks []Pick) float64 {
-	cost, batches := 0, 0
+	cost, batches := in.totals(picks)
+	return in.Alpha*in.accuracy(picks) - in.Beta*float64(cost) - in.Gamma*float64(batches)
+}
+
+// magnitude returns α·|A| + β·Σ cores·replicas + γ·Σ batch, the scale of
+// the terms whose difference Objective is, and so of its rounding error.
+func (in *Instance) magnitude(picks []Pick) float64 {
+	cost, batches := in.totals(picks)
+	return in.Alpha*math.Abs(in.accuracy(picks)) + in.Beta*float64(cost) + in.Gamma*float64(batches)
+}
+
+// maxMagnitude bounds magnitude over every plan of in's options.
+func (in *Instance) maxMagnitude() float64 {
+	acc, pen := 0.0, 0.0
+	if in.Mode == Multiply {
+		acc = 1
+	}
+	for _, sp := range in.Stages {
+		ma, mp := 0.0, 0.0
+		for _, o := range sp.Options {
+			c := &sp.Configs[o.Config]
+			ma, mp = max(ma, math.Abs(c.Accuracy)), max(mp, in.Beta*float64(o.TotalCores)+in.Gamma*float64(c.Batch))
+		}
+		if in.Mode == Multiply {
+			acc *= ma
+		} else {
+			acc += ma
+		}
+		pen += mp
+	}
+	if in.Mode == Average {
+		acc /= float64(len(in.Stages))
+	}
+	return in.Alpha*acc + pen
+}
+
+// totals returns Σ cores·replicas and Σ batch of picks.
+func (in *Instance) totals(picks []Pick) (cost, batches int) {
 	for s, pk := range picks {
 		c := &in.Stages[s].Configs[pk.Config]
 		cost += c.Cores * pk.Replicas
 		batches += c.Batch
 	}
-	return in.Alpha*in.accuracy(picks) - in.Beta*float64(cost) - in.Gamma*float64(batches)
+	return cost, batches
 }
 
 func (in *Instance) accuracy(picks []Pick) float64 {
@@ -240,14 +260,14 @@ func (in *Instance) Feasible(picks []Pick) error {
 		if pk.Replicas < sp.MinReplicas || pk.Replicas > sp.MaxReplicas {
 			return fmt.Errorf("stage %q: %d replicas outside [%d, %d]", sp.Name, pk.Replicas, sp.MinReplicas, sp.MaxReplicas)
 		}
-		if float64(pk.Replicas)*c.Throughput < in.Lambda {
+		if !Carries(float64(pk.Replicas)*c.Throughput, in.Lambda) {
 			return fmt.Errorf("stage %q: %d replicas x %.6g/s < λ = %.6g/s", sp.Name, pk.Replicas, c.Throughput, in.Lambda)
 		}
 		lat += c.Latency
 		cores += c.Cores * pk.Replicas
 	}
-	if lat > in.Budget {
-		return fmt.Errorf("latency %.9gs exceeds the budget %.9gs", lat, in.Budget)
+	if !WithinBudget(lat, in.Budget) {
+		return fmt.Errorf("latency %.12gs exceeds the budget %.12gs", lat, in.Budget)
 	}
 	if in.Capacity > 0 && cores > in.Capacity {
 		return fmt.Errorf("%d cores exceed the capacity %d", cores, in.Capacity)
@@ -256,11 +276,11 @@ func (in *Instance) Feasible(picks []Pick) error {
 }
 
 // Better reports whether plan a (objective oa) should be preferred to b:
-// a higher objective, beyond a relative 1e-12; then fewer changes; then
-// the lexicographically smaller picks. Solvers use it to break ties the
-// same way.
+// a higher objective, beyond TieTolerance of the larger of the two plans'
+// term magnitudes α·|A| + β·cost + γ·Σ batch; then fewer changes; then the
+// lexicographically smaller picks. Solvers use it to break ties the same way.
 func (in *Instance) Better(a []Pick, oa float64, b []Pick, ob float64) bool {
-	if tol := 1e-12 * max(1, math.Abs(oa), math.Abs(ob)); math.Abs(oa-ob) > tol {
+	if tol := TieTolerance * max(in.magnitude(a), in.magnitude(b)); math.Abs(oa-ob) > tol {
 		return oa > ob
 	}
 	if ca, cb := in.Changes(a), in.Changes(b); ca != cb {
@@ -308,11 +328,12 @@ func (in *Instance) Pruned() *Instance {
 		}
 		sumLat, sumCores = sumLat+minLat[s], sumCores+minCores[s]
 	}
+	limit := pruneLimit(in.Budget)
 	for s, sp := range in.Stages {
 		keys := make([]key, len(sp.Options))
 		alive := make([]bool, len(sp.Options))
 		for i, o := range sp.Options {
-			alive[i] = sumLat-minLat[s]+sp.Configs[o.Config].Latency <= in.Budget*(1+1e-12) &&
+			alive[i] = sumLat-minLat[s]+sp.Configs[o.Config].Latency <= limit &&
 				(in.Capacity == 0 || sumCores-minCores[s]+o.TotalCores <= in.Capacity)
 			c := &sp.Configs[o.Config]
 			k := key{lat: c.Latency, pen: in.Beta*float64(o.TotalCores) + in.Gamma*float64(c.Batch)}

@@ -3,6 +3,7 @@ package optimizer
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -44,7 +45,7 @@ func TestMinReplicasIsTheLeastThatCarriesTheLoad(t *testing.T) {
 	f := func(h, lambda float64, want int) {
 		t.Helper()
 		n := minReplicas(h, lambda)
-		if n != want || n < math.MaxInt && (float64(n)*h < lambda || n > 1 && float64(n-1)*h >= lambda) {
+		if n != want || n < math.MaxInt && (!Carries(float64(n)*h, lambda) || n > 1 && Carries(float64(n-1)*h, lambda)) {
 			t.Fatalf("minReplicas(%v, %v) = %d, want %d", h, lambda, n, want)
 		}
 	}
@@ -52,6 +53,8 @@ func TestMinReplicasIsTheLeastThatCarriesTheLoad(t *testing.T) {
 	f(10, 10, 1)
 	f(10, 10.0001, 2)
 	f(0.1, 0.3, 3) // 3*0.1 = 0.30000000000000004 >= 0.3
+	f(0.3, 0.9, 3) // 3*0.3 = 0.8999999999999999: short of 0.9 by rounding only (Tolerance)
+	f(0.3, 0.9*(1+2*Tolerance), 4)
 	f(2.5, 10, 4)
 	f(1e-9, 1e9, math.MaxInt)
 }
@@ -241,7 +244,30 @@ func TestValidateSaysWhatToChange(t *testing.T) {
 		}
 	}
 	f(func(p *Problem) { p.SLA = 0 }, "sla 0s must be positive")
-	f(func(p *Problem) { p.Beta = -1 }, "must be finite and >= 0")
+	f(func(p *Problem) { p.Beta = -1 }, "must be finite and in [0, 1e+12]")
+	f(func(p *Problem) { p.Alpha = 1e300 }, "must be finite and in [0, 1e+12]")
+	f(func(p *Problem) { p.ScalingCap = 1 << 21 }, "scaling_cap 2097152")
+	f(func(p *Problem) { p.CoreCapacity = 1 << 40 }, "must be at most")
+	f(func(p *Problem) { p.BatchCap = 1 << 17 }, "must be at most")
+	f(func(p *Problem) { p.Batches = []int{0} }, "batch size 0 must be in [1, 65536]")
+	f(func(p *Problem) { p.Stages[0].Variants[0].Accuracy = 1e7 }, "accuracy 1e+07 must be in")
+	f(func(p *Problem) { p.Stages[0].Variants[0].Cores = []int{-1} }, "cores -1 not profiled")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1, MaxBatch: 1, Replicas: 1 << 62}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+		p.Baseline = Switch
+	}, "current replicas 4611686018427387904 must be in [1, 1048576]")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1 << 40, MaxBatch: 1, Replicas: 1}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+	}, "current cores 1099511627776 must be in [0, 1024]")
+	f(func(p *Problem) {
+		p.Current = []models.StageConfig{{Variant: "fast", Cores: 1, MaxBatch: -1, Replicas: 1}, {Variant: "only", Cores: 1, MaxBatch: 1, Replicas: 1}}
+	}, "current max_batch -1 must be in [0, 65536]")
+	f(func(p *Problem) {
+		p.Accuracy = Multiply
+		for len(p.Stages) < 100 {
+			p.Stages = append(p.Stages, Stage{Name: fmt.Sprint("b", len(p.Stages)), Profile: "b", Variants: []Variant{{Name: "only", Accuracy: 1e6}}})
+		}
+	}, "the objective overflows")
 	f(func(p *Problem) { p.Accuracy = "max" }, "use sum, average or multiply")
 	f(func(p *Problem) { p.Baseline = Scale }, "set current")
 	f(func(p *Problem) { p.Stages[0].Variants[0].Name = "missing" }, "not in the profile")
@@ -276,9 +302,27 @@ func TestExactAgreesWithBruteForce(t *testing.T) {
 		n = 200
 	}
 	r := rand.New(rand.NewPCG(1, 2))
+	infeasible := exactAgreesWithBruteForce(t, n, func() *Problem { return RandomProblem(r, 1e5) })
+	if infeasible < n/20 || infeasible > n*2/3 {
+		t.Errorf("%d of %d instances infeasible: the generator does not probe the feasibility edge", infeasible, n)
+	}
+}
+
+// TestExactAgreesWithBruteForceOnBoundaries is the same on BoundaryProblem:
+// latency sums and capacities on the SLA and λ up to rounding (Tolerance),
+// and accuracies below 1e-9.
+func TestExactAgreesWithBruteForceOnBoundaries(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 2026))
+	exactAgreesWithBruteForce(t, 3000, func() *Problem { return BoundaryProblem(r, 1e5) })
+}
+
+// exactAgreesWithBruteForce solves n problems of gen with both solvers,
+// fails unless they agree, and returns how many were infeasible.
+func exactAgreesWithBruteForce(t *testing.T, n int, gen func() *Problem) int {
+	t.Helper()
 	infeasible := 0
 	for i := range n {
-		p := RandomProblem(r, 1e5)
+		p := gen()
 		want, errB := Solve(p, BruteForce{}, nil)
 		got, errE := Solve(p, Exact{}, nil)
 		if errors.Is(errB, ErrInfeasible) != errors.Is(errE, ErrInfeasible) {
@@ -293,13 +337,38 @@ func TestExactAgreesWithBruteForce(t *testing.T) {
 		if errB != nil {
 			infeasible++
 		}
-		if math.Abs(want.Objective-got.Objective) > 1e-9 || want.Changes != got.Changes && !want.Fallback {
+		if math.Abs(want.Objective-got.Objective) > 1e-9*max(1, math.Abs(want.Objective)) || want.Changes != got.Changes && !want.Fallback {
 			t.Fatalf("instance %d: brute %v (%d changes), exact %v (%d changes)\nbrute %+v\nexact %+v", i, want.Objective, want.Changes, got.Objective, got.Changes, want, got)
 		}
 	}
 	t.Logf("%d instances, %d infeasible", n, infeasible)
-	if infeasible < n/20 || infeasible > n*2/3 {
-		t.Errorf("%d of %d instances infeasible: the generator does not probe the feasibility edge", infeasible, n)
+	return infeasible
+}
+
+// TestTinyAccuraciesRankAsLargeOnes: scaling every accuracy by 1e-12 does
+// not change the plan (ties are relative to the objective's magnitude).
+func TestTinyAccuraciesRankAsLargeOnes(t *testing.T) {
+	for _, s := range solvers() {
+		p := SyntheticProblem(2, 3)
+		p.Beta, p.Gamma, p.ScalingCap = 0, 0, 20
+		want, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range p.Stages {
+			for j := range p.Stages[i].Variants {
+				p.Stages[i].Variants[j].Accuracy *= 1e-12
+			}
+		}
+		got, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range want.Stages {
+			if got.Stages[i].Variant != want.Stages[i].Variant {
+				t.Fatalf("%s: stage %d: %s with accuracies x 1e-12, %s without", s.Name(), i, got.Stages[i].Variant, want.Stages[i].Variant)
+			}
+		}
 	}
 }
 

@@ -184,7 +184,7 @@ func (in *Instance) Fallback() ([]Pick, error) {
 		for s, sp := range in.Stages {
 			best, bestCores := -1, 0
 			for i, c := range sp.Configs {
-				n := max(sp.MinReplicas, minReplicas(c.Throughput, t))
+				n := max(sp.MinReplicas, leastReplicas(c.Throughput, t))
 				if n > sp.MaxReplicas {
 					continue
 				}
@@ -314,7 +314,7 @@ func Check(p *Problem, plan Plan) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", at, err)
 		}
-		if !plan.Fallback && float64(sp.Replicas)*pt.Throughput < p.ArrivalRate {
+		if !plan.Fallback && !Carries(float64(sp.Replicas)*pt.Throughput, p.ArrivalRate) {
 			return fmt.Errorf("%s: %d x %.6g/s cannot carry λ = %.6g/s", at, sp.Replicas, pt.Throughput, p.ArrivalRate)
 		}
 		q := 0.0
@@ -360,8 +360,8 @@ func Check(p *Problem, plan Plan) error {
 			sla += float64(len(st.Variants)*(len(p.batchSet())-1)) / p.ArrivalRate
 		}
 	}
-	if !plan.Fallback && lat > sla {
-		return fmt.Errorf("predicted latency %.9gs exceeds the SLA budget %.9gs", lat, sla)
+	if !plan.Fallback && !WithinBudget(lat, sla) {
+		return fmt.Errorf("predicted latency %.12gs exceeds the SLA budget %.12gs", lat, sla)
 	}
 	if p.CoreCapacity > 0 && cost > p.CoreCapacity {
 		return fmt.Errorf("%d cores exceed the capacity %d", cost, p.CoreCapacity)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"time"
@@ -38,6 +39,25 @@ const (
 
 // DefaultScalingCap is IPA's scaling_cap (IPA.md §2.7).
 const DefaultScalingCap = 100
+
+// Bounds on a Problem's inputs, far beyond any deployment, which Validate
+// enforces. With them every integer the optimizer forms stays exact: cores
+// × replicas of a stage is at most 2^30 and their sum over MaxStages stages
+// below 2^44, far inside int64 (a current replica count of 2^62 once made
+// the cost wrap to −2^63); and the float terms of the objective stay finite
+// (Compile also refuses a product of accuracies that overflows).
+const (
+	MaxStages       = 10_000                 // stages of a pipeline
+	MaxReplicas     = 1 << 20                // replicas of a stage: scaling_cap and current replicas
+	MaxCores        = 1024                   // cores per replica, as the profile format allows
+	MaxBatch        = 1 << 16                // batch size, as the profile format allows
+	MaxCoreCapacity = MaxReplicas * MaxCores // core_capacity
+	MaxWeight       = 1e12                   // alpha, beta and gamma
+	MaxAccuracy     = 1e6                    // |accuracy| of a variant, in the metric's unit
+	MaxArrivalRate  = 1e9                    // arrival_rate, requests/s
+	MaxSLASeconds   = 1e6                    // sla_seconds
+	MaxProblemSize  = 64 << 20               // bytes of a problem document (ReadProblem)
+)
 
 // Problem is everything one decision needs. The zero values of the optional
 // fields are documented defaults. A Problem is not modified by Solve.
@@ -135,9 +155,41 @@ func (p Problem) MarshalJSON() ([]byte, error) {
 	}{problemJSON(p), p.SLA.Seconds()})
 }
 
+// ReadProblem reads one problem document (the JSON of Problem, see
+// MarshalJSON) from r, at most MaxProblemSize bytes, and validates it.
+func ReadProblem(r io.Reader) (*Problem, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxProblemSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the problem document: %w", err)
+	}
+	if len(b) > MaxProblemSize {
+		return nil, fmt.Errorf("the problem document is larger than %d MiB", MaxProblemSize>>20)
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, errors.New("the problem document is empty")
+	}
+	var p Problem
+	if err := json.Unmarshal(b, &p); err != nil {
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			line := 1 + bytes.Count(b[:syn.Offset], []byte("\n"))
+			return nil, fmt.Errorf("invalid JSON at line %d (byte %d): %v", line, syn.Offset, err)
+		}
+		return nil, err
+	}
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
 // UnmarshalJSON reads the problem document written by MarshalJSON, strictly:
-// unknown fields are errors, and the profile is loaded (sorted and
-// validated) as profiles.Load does.
+// unknown fields are errors, so are missing (or null) required fields, the
+// ones MarshalJSON always writes and whose zero would silently change the
+// problem: stages, profiles, arrival_rate, sla_seconds, alpha, beta, gamma,
+// and every stage's name and variants and every variant's name and accuracy
+// (0 is a legal arrival rate, weight or accuracy, but must be written). The
+// profile is loaded (sorted and validated) as profiles.Load does.
 func (p *Problem) UnmarshalJSON(b []byte) error {
 	var doc struct {
 		problemJSON
@@ -149,8 +201,11 @@ func (p *Problem) UnmarshalJSON(b []byte) error {
 	if err := dec.Decode(&doc); err != nil {
 		return err
 	}
-	if bad(doc.SLASeconds) || doc.SLASeconds > 1e6 {
-		return fmt.Errorf("sla_seconds %v must be finite, >= 0 and at most 1e6", doc.SLASeconds)
+	if err := required(b); err != nil {
+		return err
+	}
+	if bad(doc.SLASeconds) || doc.SLASeconds > MaxSLASeconds {
+		return fmt.Errorf("sla_seconds %v must be finite, >= 0 and at most %g", doc.SLASeconds, MaxSLASeconds)
 	}
 	*p = Problem(doc.problemJSON)
 	p.SLA = time.Duration(math.Round(doc.SLASeconds * 1e9))
@@ -165,6 +220,56 @@ func (p *Problem) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// required reports the first required field that the problem document b
+// (already decoded once, strictly) leaves out or sets to null.
+func required(b []byte) error {
+	var doc struct {
+		Stages []struct {
+			Name     *string `json:"name"`
+			Variants *[]struct {
+				Name     *string  `json:"name"`
+				Accuracy *float64 `json:"accuracy"`
+			} `json:"variants"`
+		} `json:"stages"`
+		Profiles    json.RawMessage `json:"profiles"`
+		ArrivalRate *float64        `json:"arrival_rate"`
+		SLASeconds  *float64        `json:"sla_seconds"`
+		Alpha       *float64        `json:"alpha"`
+		Beta        *float64        `json:"beta"`
+		Gamma       *float64        `json:"gamma"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return err
+	}
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"stages", doc.Stages != nil}, {"profiles", len(doc.Profiles) > 0 && string(doc.Profiles) != "null"},
+		{"arrival_rate", doc.ArrivalRate != nil}, {"sla_seconds", doc.SLASeconds != nil},
+		{"alpha", doc.Alpha != nil}, {"beta", doc.Beta != nil}, {"gamma", doc.Gamma != nil}} {
+		if !f.set {
+			return fmt.Errorf("%q is missing (or null); it is required, even where 0 is meant", f.name)
+		}
+	}
+	for i, st := range doc.Stages {
+		if st.Name == nil {
+			return fmt.Errorf("stages[%d]: \"name\" is missing (or null)", i)
+		}
+		if st.Variants == nil {
+			return fmt.Errorf("stage %q: \"variants\" is missing (or null)", *st.Name)
+		}
+		for j, v := range *st.Variants {
+			switch {
+			case v.Name == nil:
+				return fmt.Errorf("stage %q variants[%d]: \"name\" is missing (or null)", *st.Name, j)
+			case v.Accuracy == nil:
+				return fmt.Errorf("stage %q variant %q: \"accuracy\" is missing (or null); it is required, even where 0 is meant", *st.Name, *v.Name)
+			}
+		}
+	}
+	return nil
+}
+
 func bad(x float64) bool { return math.IsNaN(x) || math.IsInf(x, 0) || x < 0 }
 
 // Validate checks p on its own and against its profile.
@@ -172,20 +277,26 @@ func (p *Problem) Validate() error {
 	if len(p.Stages) == 0 {
 		return errors.New("the pipeline has no stages")
 	}
+	if len(p.Stages) > MaxStages {
+		return fmt.Errorf("the pipeline has %d stages, more than %d", len(p.Stages), MaxStages)
+	}
 	if p.Profiles == nil {
 		return errors.New("no profiles")
 	}
 	switch {
-	case bad(p.ArrivalRate) || p.ArrivalRate > 1e9:
-		return fmt.Errorf("arrival rate %v must be finite and in [0, 1e9] requests/s", p.ArrivalRate)
+	case bad(p.ArrivalRate) || p.ArrivalRate > MaxArrivalRate:
+		return fmt.Errorf("arrival rate %v must be finite and in [0, %g] requests/s", p.ArrivalRate, MaxArrivalRate)
 	case p.SLA <= 0:
 		return fmt.Errorf("sla %s must be positive", p.SLA)
-	case bad(p.Alpha) || bad(p.Beta) || bad(p.Gamma):
-		return fmt.Errorf("alpha %v, beta %v and gamma %v must be finite and >= 0", p.Alpha, p.Beta, p.Gamma)
+	case p.SLA.Seconds() > MaxSLASeconds:
+		return fmt.Errorf("sla %s is more than %g s", p.SLA, MaxSLASeconds)
+	case bad(p.Alpha) || bad(p.Beta) || bad(p.Gamma) || max(p.Alpha, p.Beta, p.Gamma) > MaxWeight:
+		return fmt.Errorf("alpha %v, beta %v and gamma %v must be finite and in [0, %g]", p.Alpha, p.Beta, p.Gamma, MaxWeight)
 	case p.BatchCap < 0 || p.ScalingCap < 0 || p.CoreCapacity < 0:
 		return errors.New("batch_cap, scaling_cap and core_capacity must be >= 0 (0: default)")
-	case p.ScalingCap > 1<<20:
-		return fmt.Errorf("scaling_cap %d is absurd", p.ScalingCap)
+	case p.BatchCap > MaxBatch || p.ScalingCap > MaxReplicas || p.CoreCapacity > MaxCoreCapacity:
+		return fmt.Errorf("batch_cap %d, scaling_cap %d and core_capacity %d must be at most %d, %d and %d",
+			p.BatchCap, p.ScalingCap, p.CoreCapacity, MaxBatch, MaxReplicas, MaxCoreCapacity)
 	}
 	switch p.Accuracy {
 	case "", Sum, Average, Multiply:
@@ -205,8 +316,8 @@ func (p *Problem) Validate() error {
 		return fmt.Errorf("current has %d stage configs for %d stages", len(p.Current), len(p.Stages))
 	}
 	for _, b := range p.Batches {
-		if b < 1 || b > 1<<16 {
-			return fmt.Errorf("batch size %d must be in [1, 65536]", b)
+		if b < 1 || b > MaxBatch {
+			return fmt.Errorf("batch size %d must be in [1, %d]", b, MaxBatch)
 		}
 	}
 	names := map[string]bool{}
@@ -225,8 +336,8 @@ func (p *Problem) Validate() error {
 				return fmt.Errorf("stage %q: variant %q is offered twice", s.Name, v.Name)
 			}
 			vs[v.Name] = true
-			if math.IsNaN(v.Accuracy) || math.IsInf(v.Accuracy, 0) {
-				return fmt.Errorf("stage %q variant %q: accuracy must be finite", s.Name, v.Name)
+			if math.IsNaN(v.Accuracy) || math.Abs(v.Accuracy) > MaxAccuracy {
+				return fmt.Errorf("stage %q variant %q: accuracy %v must be in [−%g, %g]", s.Name, v.Name, v.Accuracy, MaxAccuracy, MaxAccuracy)
 			}
 			if p.Accuracy == Multiply && !p.Normalize && v.Accuracy < 0 {
 				return fmt.Errorf("stage %q variant %q: multiply needs accuracies >= 0, have %v; map error rates to 100−WER as PAS does (IPA.md §2.4)", s.Name, v.Name, v.Accuracy)
@@ -236,7 +347,7 @@ func (p *Problem) Validate() error {
 				return fmt.Errorf("stage %q variant %q is not in the profile (stage %q)", s.Name, v.Name, s.profileName())
 			}
 			for _, c := range v.Cores {
-				if vp.Config(c) == nil {
+				if c < 1 || c > MaxCores || vp.Config(c) == nil {
 					return fmt.Errorf("stage %q variant %q: cores %d not profiled (have %v)", s.Name, v.Name, c, vp.Cores())
 				}
 			}
@@ -246,8 +357,13 @@ func (p *Problem) Validate() error {
 			if !vs[c.Variant] && p.Baseline != Full {
 				return fmt.Errorf("stage %q: current variant %q is not offered, so baseline %q cannot pin it", s.Name, c.Variant, p.Baseline)
 			}
-			if c.Replicas < 1 || c.Cores < 0 || c.MaxBatch < 0 {
-				return fmt.Errorf("stage %q: current config %+v needs replicas >= 1", s.Name, c)
+			switch {
+			case c.Replicas < 1 || c.Replicas > MaxReplicas:
+				return fmt.Errorf("stage %q: current replicas %d must be in [1, %d]", s.Name, c.Replicas, MaxReplicas)
+			case c.Cores < 0 || c.Cores > MaxCores:
+				return fmt.Errorf("stage %q: current cores %d must be in [0, %d] (0: not pinned)", s.Name, c.Cores, MaxCores)
+			case c.MaxBatch < 0 || c.MaxBatch > MaxBatch:
+				return fmt.Errorf("stage %q: current max_batch %d must be in [0, %d]", s.Name, c.MaxBatch, MaxBatch)
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package optimizer
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ func benchPaper(b *testing.B, solvers []Solver) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			p, err := loadProblem(raw)
+			p, err := ReadProblem(bytes.NewReader(raw))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -69,17 +69,15 @@ func SyntheticProblem(stages, variants int) *Problem {
 // capacity caps, and SLAs around the feasibility edge. Its raw decision
 // space (what BruteForce enumerates) stays below maxRaw plans.
 func RandomProblem(r *rand.Rand, maxRaw float64) *Problem {
+	return draw(r, maxRaw, randomProblem)
+}
+
+// draw returns the first problem of gen that compiles with a raw decision
+// space of at most maxRaw plans.
+func draw(r *rand.Rand, maxRaw float64, gen func(*rand.Rand) *Problem) *Problem {
 	for {
-		p := randomProblem(r)
-		in, err := Compile(p)
-		if err != nil {
-			continue
-		}
-		size := 1.0
-		for _, sp := range in.Stages {
-			size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
-		}
-		if size <= maxRaw {
+		p := gen(r)
+		if in, err := Compile(p); err == nil && in.rawPlans() <= maxRaw {
 			return p
 		}
 	}
@@ -193,13 +191,100 @@ func BenchCases() []BenchCase {
 				if err != nil {
 					panic("BUG: synthetic problem does not compile: " + err.Error())
 				}
-				size := 1.0
-				for _, sp := range in.Stages {
-					size *= float64(len(sp.Configs) * (sp.MaxReplicas - sp.MinReplicas + 1))
-				}
-				out = append(out, BenchCase{Name: fmt.Sprintf("%s/s%02dxv%02d", mode, st, v), Problem: p, RawPlans: size})
+				out = append(out, BenchCase{Name: fmt.Sprintf("%s/s%02dxv%02d", mode, st, v), Problem: p, RawPlans: in.rawPlans()})
 			}
 		}
 	}
 	return out
+}
+
+// BoundaryProblem draws a small random problem whose constraints are tight
+// in decimal arithmetic, for property tests of Tolerance: latencies are
+// whole milliseconds, throughputs and λ short decimals (3 × 0.3/s against
+// 0.9/s), batch fill times (k−1)/λ whole milliseconds, and the SLA is the
+// exact latency of a random plan (sometimes 1 ms or a few ns off), so that many plans
+// sit on the latency or load boundary up to floating-point rounding. About
+// one problem in six is in multiply mode with accuracies below 1e-9. Its
+// raw decision space stays below maxRaw plans.
+func BoundaryProblem(r *rand.Rand, maxRaw float64) *Problem {
+	return draw(r, maxRaw, boundaryProblem)
+}
+
+func boundaryProblem(r *rand.Rand) *Problem {
+	oneOf := func(xs ...float64) float64 { return xs[r.IntN(len(xs))] }
+	// λ with batch 1 only, or λ whose 1/λ is a whole number of milliseconds
+	// with batches up to 5.
+	batches := []int{1}
+	lambda := oneOf(0.3, 0.6, 0.9, 1.2, 2.1, 0.7, 0)
+	if r.IntN(2) == 0 {
+		lambda = oneOf(0.5, 1, 2, 2.5, 4, 5)
+		batches = [][]int{{1, 2}, {1, 3}, {1, 2, 5}, {2, 3}}[r.IntN(4)]
+	}
+	tiny := r.IntN(6) == 0
+	p := &Problem{
+		Profiles:    &profiles.Profile{Version: profiles.Version},
+		ArrivalRate: lambda,
+		Alpha:       oneOf(0.5, 1, 2, 10),
+		Beta:        oneOf(0, 0.05, 0.1, 0.3),
+		Gamma:       oneOf(0, 1e-6, 0.01),
+		Accuracy:    []AccuracyMode{Sum, Average, Multiply}[r.IntN(3)],
+		Normalize:   r.IntN(4) == 0,
+		ScalingCap:  3 + r.IntN(8),
+	}
+	if tiny {
+		p.Accuracy, p.Normalize, p.Beta, p.Gamma = Multiply, false, oneOf(0, 1e-3), oneOf(0, 1e-12)
+	}
+	S := 1 + r.IntN(3)
+	var ms [][]int // ms[s][config] latency in ms, in Compile's config order
+	for s := range S {
+		name := fmt.Sprintf("s%d", s)
+		st, sp := Stage{Name: name}, profiles.StageProfile{Name: name}
+		var lat []int
+		for v := range 1 + r.IntN(3) {
+			vn := fmt.Sprintf("v%d", v)
+			acc := float64(40 + r.IntN(50))
+			if tiny {
+				acc = oneOf(1, 3, 7, 0.5) * oneOf(1e-10, 1e-11, 1e-12, 1e-9)
+			}
+			st.Variants = append(st.Variants, Variant{Name: vn, Accuracy: acc})
+			vp := profiles.VariantProfile{Name: vn}
+			for _, c := range []int{1, 2}[:1+r.IntN(2)] {
+				cfg := profiles.Config{Cores: c}
+				for _, b := range batches {
+					l := 100 * (1 + r.IntN(5)) * b / c // ms
+					thr := oneOf(0.1, 0.3, 0.7, 0.9, 1.1, 0.5, 2.5) * float64(b*c)
+					cfg.Points = append(cfg.Points, profiles.Point{Batch: b, LatencyP50: float64(l) / 1000, LatencyP99: float64(l) / 1000, Throughput: thr})
+					q := 0
+					if lambda > 0 {
+						q = int(math.Round(float64(b-1) * 1000 / lambda))
+					}
+					lat = append(lat, l+q)
+				}
+				vp.Configs = append(vp.Configs, cfg)
+			}
+			sp.Variants = append(sp.Variants, vp)
+		}
+		ms = append(ms, lat)
+		p.Stages = append(p.Stages, st)
+		p.Profiles.Stages = append(p.Profiles.Stages, sp)
+	}
+	sla := 0
+	for _, lat := range ms {
+		sla += lat[r.IntN(len(lat))]
+	}
+	sla += []int{0, 0, 0, -1, 1}[r.IntN(5)]
+	// A few nanoseconds under a plan's latency: beyond Tolerance or not,
+	// depending on the SLA, and within HiGHS's absolute 1e-9 feasibility
+	// tolerance on an unscaled row.
+	p.SLA = time.Duration(max(sla, 1))*time.Millisecond - []time.Duration{0, 0, 1, 2, 5}[r.IntN(5)]
+	if r.IntN(3) == 0 {
+		for s := range S {
+			v := p.Stages[s].Variants[r.IntN(len(p.Stages[s].Variants))].Name
+			p.Current = append(p.Current, models.StageConfig{Variant: v, Cores: 1, MaxBatch: batches[0], Replicas: 1 + r.IntN(3)})
+		}
+	}
+	if r.IntN(4) == 0 {
+		p.CoreCapacity = 2*S + r.IntN(6*S)
+	}
+	return p
 }

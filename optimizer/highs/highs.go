@@ -45,14 +45,22 @@
 //
 // # Exactness and ties
 //
-// Gaps are set to zero and feasibility tolerances to 1e-9; the chosen picks
-// are decoded (largest x per stage), rescored by optimizer.Instance.Objective
-// and rechecked by Instance.Feasible. Should HiGHS's tolerance admit a plan
-// just over the SLA, the budget is tightened by the excess and the model
-// solved again. When a current configuration is given, a second solve
-// minimises the number of changed stages with the objective held at the
-// optimum, and optimizer.Instance.Better decides between the two answers, so
-// ties go toward fewer changes as in the other solvers.
+// The latency row is divided by the budget, so that HiGHS's feasibility
+// tolerance (1e-9) is relative as optimizer.Tolerance is, and its right side
+// is 1 + Tolerance (plus 1e-11 for rounding), so every plan the other
+// solvers accept is feasible here too. The objective is divided by its
+// largest coefficient, and in multiply mode each stage's accuracies by the
+// stage's best, so that accuracies of 1e-12 are as representable as 0.9
+// (HiGHS drops matrix entries up to 1e-9 and lanl/highs then refuses the
+// model). Gaps are set to (nearly) zero and presolve off (see run). The
+// chosen picks are decoded (largest x per stage), rescored by
+// optimizer.Instance.Objective and rechecked by Instance.Feasible, which
+// uses optimizer.WithinBudget; should HiGHS's tolerance admit a plan over
+// the budget beyond Tolerance, a no-good cut removes exactly that plan and
+// the model is solved again. When a current configuration is given, a second
+// solve minimises the number of changed stages with the objective held at
+// the optimum, and optimizer.Instance.Better decides between the two
+// answers, so ties go toward fewer changes as in the other solvers.
 package highs
 
 import (
@@ -84,7 +92,6 @@ type model struct {
 	// obj holds the objective's coefficients (by column) for the second,
 	// tie-breaking solve; changed the change indicator of option columns.
 	obj     []float64
-	latRow  int
 	changed []float64
 }
 
@@ -137,12 +144,9 @@ func build(in *optimizer.Instance) *model {
 			if !mul {
 				cost += w * c.Accuracy
 			}
-			if math.Abs(cost) < 1e-12 {
-				cost = 0 // rounding residue (e.g. −5.6e-17); HiGHS warns on such values and lanl/highs then drops the model
-			}
 			cols[i] = b.addCol(cost, 0, 1, lanl.IntegerType)
 			ones[i] = 1
-			lat = append(lat, c.Latency)
+			lat = append(lat, c.Latency/in.Budget)
 			cores = append(cores, float64(o.TotalCores))
 			all = append(all, cols[i])
 			if c.Changed {
@@ -154,21 +158,71 @@ func build(in *optimizer.Instance) *model {
 		b.col = append(b.col, cols)
 		b.addRow(1, cols, ones, 1) // one option per stage
 	}
-	b.latRow = b.addRow(-inf, all, lat, in.Budget)
+	// The latency row is divided by the budget, so that HiGHS's absolute
+	// feasibility tolerance is relative to it as optimizer.Tolerance is; its
+	// right side is 1 + Tolerance and a rounding margin, so that every plan
+	// optimizer.WithinBudget accepts is feasible here. Plans HiGHS accepts
+	// beyond that are cut off one by one in Solve.
+	b.addRow(-inf, all, lat, (1+optimizer.Tolerance)*(1+1e-11))
 	if in.Capacity > 0 {
 		b.addRow(-inf, all, cores, float64(in.Capacity))
 	}
 	if mul {
 		b.product(in)
 	}
+	b.scaleObjective()
 	b.obj = append([]float64(nil), b.m.ColCosts...)
 	return b
 }
 
+// scaleObjective divides the objective by its largest coefficient, so that
+// HiGHS's gap tolerances are relative to the objective's scale whatever the
+// units of accuracy and cost (accuracies of 1e-12 are then as well resolved
+// as 0.9), and zeroes the coefficients below 1e-12 of it: rounding residue
+// such as w·a − β·c·n = −5.6e-17, below the 1e-12 of the objective's
+// magnitude within which Instance.Better calls objectives equal anyway.
+func (b *model) scaleObjective() {
+	scale := 0.0
+	for _, c := range b.m.ColCosts {
+		scale = max(scale, math.Abs(c))
+	}
+	if scale == 0 {
+		return
+	}
+	for i, c := range b.m.ColCosts {
+		if c /= scale; math.Abs(c) < 1e-12 {
+			c = 0
+		}
+		b.m.ColCosts[i] = c
+	}
+}
+
+// small is HiGHS's small_matrix_value: HiGHS drops matrix entries no larger
+// with a warning, on which lanl/highs refuses the model (it cannot be set
+// before the model is passed).
+const small = 1e-9
+
 // product adds the disaggregated chain of partial accuracy products
 // described in the package documentation, with α on the last one.
+//
+// Each stage's accuracies are divided by the stage's largest, and α by the
+// product of those, so that the chain's coefficients lie in [0, 1] however
+// small the accuracies are (HiGHS drops entries up to 1e-9); a variant at
+// most 1e-9 as accurate as its stage's best counts as 0 here, which moves
+// the objective by at most 1e-9 of its accuracy term. When some stage's
+// accuracies are all 0, the product is identically 0 and left out.
 func (b *model) product(in *optimizer.Instance) {
 	S := len(in.Stages)
+	scale, total := make([]float64, S), 1.0
+	for s, sp := range in.Stages {
+		for _, o := range sp.Options {
+			scale[s] = max(scale[s], sp.Configs[o.Config].Accuracy)
+		}
+		total *= scale[s]
+	}
+	if total == 0 || in.Alpha == 0 {
+		return
+	}
 	prev, U, L := -1, 1.0, 1.0 // column of p_{s−1} and its bounds
 	for s := range in.Stages {
 		sp := &in.Stages[s]
@@ -183,12 +237,15 @@ func (b *model) product(in *optimizer.Instance) {
 				order = append(order, c.VariantIndex)
 			}
 			byV[c.VariantIndex] = append(byV[c.VariantIndex], b.col[s][i])
-			acc[c.VariantIndex] = c.Accuracy
-			maxA, minA = max(maxA, c.Accuracy), min(minA, c.Accuracy)
+			acc[c.VariantIndex] = c.Accuracy / scale[s]
+			if acc[c.VariantIndex] <= small {
+				acc[c.VariantIndex] = 0 // less than 1e-9 of the stage's best: see product
+			}
+			maxA, minA = max(maxA, acc[c.VariantIndex]), min(minA, acc[c.VariantIndex])
 		}
 		cost := 0.0
 		if s == S-1 {
-			cost = in.Alpha
+			cost = in.Alpha * total
 		}
 		p := b.addCol(cost, L*minA, U*maxA, lanl.ContinuousType)
 		def, defCoef := []int{p}, []float64{1} // p_s − Σ_v a_v·w_v = 0
@@ -211,7 +268,7 @@ func (b *model) product(in *optimizer.Instance) {
 				cols, coef = append(cols, c), append(coef, -U)
 			}
 			b.addRow(math.Inf(-1), cols, coef, 0)
-			if L > 0 {
+			if L > small { // only tightens the relaxation
 				lc := []float64{1}
 				for range byV[v] {
 					lc = append(lc, -L)
@@ -227,33 +284,53 @@ func (b *model) product(in *optimizer.Instance) {
 	}
 }
 
+// answer is one solve's decoded picks, the option columns they set,
+// HiGHS's objective value for them, and the magnitude of that objective's
+// terms, Σ_j |cost_j·x_j|.
+type answer struct {
+	picks    []optimizer.Pick
+	cols     []int
+	obj, mag float64
+}
+
 // run solves the model and decodes one pick per stage, or reports infeasibility.
-func (b *model) run(in *optimizer.Instance) ([]optimizer.Pick, error) {
+func (b *model) run(in *optimizer.Instance) (answer, error) {
 	raw, err := b.m.ToRawModel()
 	if err != nil {
-		return nil, fmt.Errorf("cannot build the HiGHS model: %w", err)
+		return answer{}, fmt.Errorf("cannot build the HiGHS model: %w", err)
 	}
 	for _, o := range hiGHSOptions {
 		if err := raw.SetFloat64Option(o.name, o.v); err != nil {
-			return nil, fmt.Errorf("cannot set HiGHS option %s: %w", o.name, err)
+			return answer{}, fmt.Errorf("cannot set HiGHS option %s: %w", o.name, err)
 		}
 	}
 	if err := raw.SetBoolOption("output_flag", false); err != nil {
-		return nil, err
+		return answer{}, err
+	}
+	// HiGHS 1.10's MIP presolve answered a plan 0.4 worse than the optimum
+	// as "Optimal" on a 3-stage multiply instance (BoundaryProblem seed
+	// (9, 2026) #2367, TestHiGHSRegressions); presolve=off solves it, at
+	// about the same speed on these small models. HiGHS has a history of
+	// such presolve defects (ERGO-Code/HiGHS#1725, #2173, #3073).
+	if err := raw.SetStringOption("presolve", "off"); err != nil {
+		return answer{}, err
 	}
 
 	sol, err := raw.Solve()
 	if err != nil {
-		return nil, fmt.Errorf("HiGHS: %w", err)
+		return answer{}, fmt.Errorf("HiGHS: %w", err)
 	}
 	switch sol.Status {
 	case lanl.Optimal:
 	case lanl.Infeasible:
-		return nil, optimizer.ErrInfeasible
+		return answer{}, optimizer.ErrInfeasible
 	default:
-		return nil, fmt.Errorf("HiGHS ended with status %s", sol.Status)
+		return answer{}, fmt.Errorf("HiGHS ended with status %s", sol.Status)
 	}
-	picks := make([]optimizer.Pick, len(in.Stages))
+	a := answer{picks: make([]optimizer.Pick, len(in.Stages)), obj: sol.Objective}
+	for j, c := range b.m.ColCosts {
+		a.mag += math.Abs(c * sol.ColumnPrimal[j])
+	}
 	for s, cols := range b.col {
 		best := -1
 		for i, c := range cols {
@@ -262,9 +339,44 @@ func (b *model) run(in *optimizer.Instance) ([]optimizer.Pick, error) {
 			}
 		}
 		o := in.Stages[s].Options[best]
-		picks[s] = optimizer.Pick{Config: o.Config, Replicas: o.Replicas}
+		a.picks[s] = optimizer.Pick{Config: o.Config, Replicas: o.Replicas}
+		a.cols = append(a.cols, cols[best])
 	}
-	return picks, nil
+	return a, nil
+}
+
+// maxCuts bounds the plans Solve cuts off for being over the latency budget
+// within HiGHS's feasibility tolerance but not within optimizer.Tolerance.
+// Such plans sit within 1e-9 of the budget; there are rarely more than a few.
+const maxCuts = 100
+
+// verified runs the model until HiGHS's answer meets every constraint as
+// optimizer.Instance.Feasible (and so Check) judges it. HiGHS accepts a row
+// within its absolute feasibility tolerance, so it may answer a plan whose
+// latency is over the budget by more than optimizer.Tolerance; such a plan
+// is cut off exactly, by the row Σ_s x[s, o_s] <= |S| − 1 that excludes that
+// one combination and no other, and the model solved again. Tightening the
+// budget instead would also cut off feasible plans just under it, and a
+// tightening smaller than HiGHS's tolerance changes nothing.
+func (b *model) verified(in *optimizer.Instance) (answer, error) {
+	for cuts := 0; ; cuts++ {
+		a, err := b.run(in)
+		if err != nil {
+			return answer{}, err
+		}
+		ferr := in.Feasible(a.picks)
+		if ferr == nil {
+			return a, nil
+		}
+		if cuts == maxCuts {
+			return answer{}, fmt.Errorf("HiGHS answered %d plans that fail the constraints within its tolerance (last: %v); use --solver exact", cuts+1, ferr)
+		}
+		ones := make([]float64, len(a.cols))
+		for i := range ones {
+			ones[i] = 1
+		}
+		b.addRow(math.Inf(-1), a.cols, ones, float64(len(a.cols)-1))
+	}
 }
 
 // Solve implements optimizer.Solver.
@@ -277,50 +389,42 @@ func (Solver) Solve(in *optimizer.Instance) ([]optimizer.Pick, error) {
 		}
 	}
 	b := build(in)
-	var picks []optimizer.Pick
-	var err error
-	for try := 0; ; try++ {
-		if picks, err = b.run(in); err != nil {
-			return nil, err
-		}
-		lat := 0.0
-		for s, pk := range picks {
-			lat += in.Stages[s].Configs[pk.Config].Latency
-		}
-		if lat <= in.Budget {
-			break
-		}
-		if try == 3 {
-			return nil, fmt.Errorf("HiGHS keeps answering over the latency budget (%.12g > %.12g)", lat, in.Budget)
-		}
-		// HiGHS accepted the budget within its feasibility tolerance: tighten it.
-		b.m.RowUpper[b.latRow] -= lat - in.Budget + 1e-12*max(1, in.Budget)
+	first, err := b.verified(in)
+	if err != nil {
+		return nil, err
 	}
-	if err := in.Feasible(picks); err != nil {
-		return nil, fmt.Errorf("BUG: HiGHS answer fails the constraints: %w", err)
-	}
+	picks := first.picks
 	if in.Problem == nil || in.Problem.Current == nil || in.Changes(picks) == 0 {
 		return picks, nil
 	}
-	// Second solve: fewest changes with the objective held at its optimum.
-	obj := in.Objective(picks)
-	cols := make([]int, len(b.obj))
-	for i := range cols {
-		cols[i] = i
+	// Second solve: fewest changes with the (scaled) objective held at its
+	// optimum, within twice optimizer.TieTolerance of its magnitude: a band
+	// wider than Instance.Better's ties, which decides below. Coefficients up
+	// to HiGHS's small_matrix_value are left out of the row and its bound
+	// lowered by what they can add (every column is in [0, 1]).
+	lo := first.obj - 2*optimizer.TieTolerance*max(first.mag, math.Abs(first.obj))
+	var cols []int
+	var coef []float64
+	for j, c := range b.obj {
+		if math.Abs(c) <= small {
+			lo -= math.Abs(c)
+			continue
+		}
+		cols, coef = append(cols, j), append(coef, c)
 	}
-	b.addRow(obj-1e-9*max(1, math.Abs(obj)), cols, b.obj, math.Inf(1))
+	b.addRow(lo, cols, coef, math.Inf(1))
 	b.m.Maximize = false
 	b.m.ColCosts = make([]float64, len(b.obj))
 	copy(b.m.ColCosts, b.changed) // option columns come first
-	tie, err := b.run(in)
-	if errors.Is(err, optimizer.ErrInfeasible) || err == nil && in.Feasible(tie) != nil {
+	tie, err := b.verified(in)
+	if errors.Is(err, optimizer.ErrInfeasible) {
 		return picks, nil // the tolerance band was empty in floating point: keep the first answer
 	}
 	if err != nil {
 		return nil, err
 	}
-	if in.Better(tie, in.Objective(tie), picks, obj) {
-		return tie, nil
+	if in.Better(tie.picks, in.Objective(tie.picks), picks, in.Objective(picks)) {
+		return tie.picks, nil
 	}
 	return picks, nil
 }
@@ -330,4 +434,4 @@ func (Solver) Solve(in *optimizer.Instance) ([]optimizer.Pick, error) {
 var hiGHSOptions = []struct {
 	name string
 	v    float64
-}{{"mip_rel_gap", 1e-12}, {"mip_abs_gap", 1e-10}, {"mip_feasibility_tolerance", 1e-9}, {"primal_feasibility_tolerance", 1e-9}}
+}{{"mip_rel_gap", 1e-12}, {"mip_abs_gap", 1e-13}, {"mip_feasibility_tolerance", 1e-9}, {"primal_feasibility_tolerance", 1e-9}}
