@@ -1,0 +1,345 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+// Defaults of the delays, and where they come from.
+const (
+	// LocalStartupDelay is how long `ipa local` took to add a classify
+	// replica (load every variant's ONNX Runtime session) while the old one
+	// served: apply_seconds 5.2 of the scale-up in docs/run-bursty/decisions.jsonl.
+	LocalStartupDelay = 5200 * time.Millisecond
+	// LocalSwitchDelay is a variant switch in `ipa local`: one atomic store
+	// (apply_seconds 0.0001 in the same log); zero here.
+	LocalSwitchDelay = 0
+	// KubernetesStartupDelay is a new stage pod on Kubernetes: the
+	// Kubernetes pod start-up SLO (5 s at the 99th percentile for a
+	// schedulable pod whose image is present, sig-scalability's slos.md),
+	// plus loading the sessions (LocalStartupDelay), plus one readiness
+	// probe period (1 s in `ipa manifests`).
+	KubernetesStartupDelay = 5*time.Second + LocalStartupDelay + time.Second
+	// DefaultMaxQueue and DefaultMaxInflight are ipa local's
+	// --batch.max-queue and ipa load's --max-inflight defaults.
+	DefaultMaxQueue    = 1024
+	DefaultMaxInflight = 1024
+)
+
+// Epoch is the virtual time of a simulation's start unless Options.Start
+// says otherwise: fixed, so that outputs are reproducible.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Step is one step of the simulated pipeline.
+type Step struct {
+	// Name is the step's name (decision log, plan).
+	Name string
+	// Profile names its stage in the profile; empty means Name.
+	Profile string
+	// Initial is the configuration it starts with.
+	Initial models.StageConfig
+}
+
+// Adaptation is the controller of a simulated run.
+type Adaptation struct {
+	Config orchestrator.Config
+	// Problem is the optimizer's template: stages, profile, SLA, weights,
+	// caps, baseline (ArrivalRate and Current are filled in every interval).
+	Problem   optimizer.Problem
+	Solver    optimizer.Solver
+	Predictor orchestrator.Predictor
+}
+
+// Options are one simulated run.
+type Options struct {
+	// Pipeline names the pipeline (in drop reasons); SLA is its deadline
+	// from arrival.
+	Pipeline string
+	SLA      time.Duration
+	Steps    []Step
+	Profiles *profiles.Profile
+
+	// Load, Process and Slot are what `ipa load` would send; Duration (if
+	// positive) ends the schedule, as --duration. Seed seeds the arrivals as
+	// `ipa load --seed` does, and the service times.
+	Load     loadgen.Load
+	Process  loadgen.Process
+	Slot     time.Duration
+	Duration time.Duration
+	Seed     uint64
+
+	// Adapt runs the controller; nil keeps the initial configuration and
+	// logs no decision.
+	Adapt *Adaptation
+
+	// GlueCost is the router's time per request before its first stage.
+	GlueCost time.Duration
+	// StartupDelay is how long new replicas (or replicas with other
+	// cores) take to load; SwitchDelay how long a variant switch takes.
+	StartupDelay, SwitchDelay time.Duration
+	// MaxQueue is each stage's --batch.max-queue; MaxInflight the load
+	// generator's --max-inflight (0: the defaults).
+	MaxQueue, MaxInflight int
+	// Start is the virtual wall time of the start (zero: Epoch).
+	Start time.Time
+	// Decisions receives the decision log (may be nil).
+	Decisions io.Writer
+}
+
+// Result is a finished simulated run.
+type Result struct {
+	// Load is what `ipa load` would have recorded.
+	Load *loadgen.Result
+	// Decisions are the controller's, in order.
+	Decisions []orchestrator.Decision
+	// Events, Batches count the work done.
+	Events, Batches uint64
+	// Wall is the real time the simulation took.
+	Wall time.Duration
+}
+
+// request is one simulated request.
+type request struct {
+	seq      int
+	sent     time.Duration
+	deadline time.Time
+	step     int
+	answered bool
+}
+
+// sim is one run.
+type sim struct {
+	opt      Options
+	loop     *loop
+	rng      *rand.Rand
+	svc      services
+	stages   []*stage
+	arrivals *loadgen.Arrivals
+	horizon  time.Duration
+
+	records  []loadgen.Record
+	inflight int
+	lastDone time.Duration
+	perSec   []int64 // router arrivals per second
+	actions  []orchestrator.Action
+	batches  uint64
+	err      error
+
+	// onBatch, when set (tests), sees every batch a replica takes: when,
+	// and the sequence numbers in it.
+	onBatch func(at time.Duration, seqs []int)
+}
+
+// Run simulates opt. It fails on a misconfigured run, or when ctx ends.
+func Run(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, nil) }
+
+func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (*Result, error) {
+	wall := time.Now()
+	s, err := newSim(opt)
+	if err != nil {
+		return nil, err
+	}
+	s.onBatch = onBatch
+	var ctl *orchestrator.Controller
+	if opt.Adapt != nil {
+		ctl, err = orchestrator.New(opt.Adapt.Config, opt.Adapt.Problem, orchestrator.Options{
+			Observer: observer{s}, Predictor: opt.Adapt.Predictor, Actuator: actuator{s},
+			Solver: opt.Adapt.Solver, Log: opt.Decisions, Clock: s.loop})
+		if err != nil {
+			return nil, err
+		}
+		defer ctl.Close()
+	}
+	res := &Result{}
+	if ctl != nil {
+		iv := opt.Adapt.Config.Interval
+		var step func()
+		step = func() {
+			res.Decisions = append(res.Decisions, ctl.Step(ctx))
+			if next := s.loop.now + iv; next <= s.horizon {
+				s.loop.at(next, step)
+			}
+		}
+		if iv <= s.horizon {
+			s.loop.at(iv, step)
+		}
+	}
+	s.nextArrival()
+	if !s.loop.run(func() bool { return ctx.Err() != nil || s.err != nil }) {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, ctx.Err()
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	res.Load = &loadgen.Result{
+		Start:       s.loop.epoch,
+		Elapsed:     max(s.arrivals.End(), s.lastDone),
+		SLA:         opt.SLA,
+		MaxInflight: opt.MaxInflight,
+		Records:     s.records,
+	}
+	res.Events, res.Batches, res.Wall = s.loop.ran, s.batches, time.Since(wall)
+	return res, nil
+}
+
+func newSim(opt Options) (*sim, error) {
+	switch {
+	case len(opt.Steps) == 0:
+		return nil, errors.New("sim: the pipeline has no steps")
+	case opt.Profiles == nil:
+		return nil, errors.New("sim: no profile")
+	case opt.Load == nil:
+		return nil, errors.New("sim: no load")
+	case opt.SLA <= 0:
+		return nil, errors.New("sim: the SLA must be positive")
+	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0:
+		return nil, errors.New("sim: delays and glue cost must not be negative")
+	}
+	if opt.Slot <= 0 {
+		opt.Slot = time.Second
+	}
+	if opt.MaxQueue <= 0 {
+		opt.MaxQueue = DefaultMaxQueue
+	}
+	if opt.MaxInflight <= 0 {
+		opt.MaxInflight = DefaultMaxInflight
+	}
+	if opt.Start.IsZero() {
+		opt.Start = Epoch
+	}
+	s := &sim{
+		opt:  opt,
+		loop: &loop{epoch: opt.Start},
+		// Arrivals are seeded as `ipa load` seeds them; service times get
+		// their own stream.
+		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
+		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
+		svc:      services{prof: opt.Profiles, cache: map[serviceKey]logNormal{}},
+	}
+	s.arrivals.Until = opt.Duration
+	switch l := opt.Load.(type) {
+	case loadgen.Counts:
+		s.horizon = time.Duration(len(l)) * opt.Slot
+		if opt.Duration > 0 {
+			s.horizon = min(s.horizon, opt.Duration)
+		}
+	default:
+		if opt.Duration <= 0 {
+			return nil, errors.New("sim: an unbounded load needs a duration")
+		}
+		s.horizon = opt.Duration
+	}
+	for i, st := range opt.Steps {
+		prof := st.Profile
+		if prof == "" {
+			prof = st.Name
+		}
+		if err := st.Initial.Validate(); err != nil {
+			return nil, fmt.Errorf("step %q: initial configuration: %w", st.Name, err)
+		}
+		if _, err := s.svc.dist(prof, st.Initial.Variant, st.Initial.Cores, 1); err != nil {
+			return nil, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+		stg := &stage{s: s, idx: i, name: st.Name, profile: prof, cfg: st.Initial, target: st.Initial}
+		b, err := batcher.New[*request](batcher.Config{MaxBatch: st.Initial.MaxBatch, MaxWait: st.Initial.MaxWait, MaxQueue: max(opt.MaxQueue, st.Initial.MaxBatch)},
+			batcher.WithClock(stageClock{loop: s.loop, after: stg.dispatch}),
+			batcher.OnExpire(func(r *request, _ error) { stg.s.drop(r, 504, stg.deadlineReason()) }))
+		if err != nil {
+			return nil, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+		stg.b = b
+		for range st.Initial.Replicas {
+			stg.addReplica(st.Initial.Cores)
+		}
+		s.stages = append(s.stages, stg)
+	}
+	return s, nil
+}
+
+// nextArrival schedules the next request of the load.
+func (s *sim) nextArrival() {
+	at, ok := s.arrivals.Next()
+	if !ok {
+		return
+	}
+	s.loop.at(at, func() {
+		s.arrive(at)
+		s.nextArrival()
+	})
+}
+
+// arrive is the load generator sending a request and the router taking it.
+func (s *sim) arrive(at time.Duration) {
+	seq := len(s.records)
+	s.records = append(s.records, loadgen.Record{Seq: seq, Scheduled: at, Sent: at})
+	if s.inflight >= s.opt.MaxInflight {
+		s.records[seq].Outcome = loadgen.Outcome{Kind: loadgen.Dropped, Reason: loadgen.ReasonClientOverload}
+		return
+	}
+	s.inflight++
+	sec := int(at / time.Second)
+	for len(s.perSec) <= sec {
+		s.perSec = append(s.perSec, 0)
+	}
+	s.perSec[sec]++
+	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.opt.SLA)}
+	if s.opt.GlueCost > 0 {
+		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
+		return
+	}
+	s.enter(r)
+}
+
+// enter is the router sending r to its next stage, or dropping it there as
+// dataplane.Pipe.Run does once the deadline has passed.
+func (s *sim) enter(r *request) {
+	st := s.stages[r.step]
+	if !s.loop.Now().Before(r.deadline) {
+		s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: dropped: deadline exceeded before the request was computed before stage %q (%d of %d)",
+			s.opt.Pipeline, st.name, r.step+1, len(s.stages)))
+		return
+	}
+	st.infer(r)
+}
+
+// answer finishes r at now.
+func (s *sim) answer(r *request, out loadgen.Outcome) {
+	if r.answered {
+		s.err = fmt.Errorf("BUG: request %d answered twice (%v, then %v)", r.seq, s.records[r.seq].Outcome, out)
+		return
+	}
+	r.answered = true
+	rec := &s.records[r.seq]
+	rec.Latency = s.loop.now - r.sent
+	rec.Outcome = out
+	s.inflight--
+	s.lastDone = max(s.lastDone, s.loop.now)
+}
+
+func (s *sim) drop(r *request, status int, reason string) {
+	s.answer(r, loadgen.Outcome{Kind: loadgen.Dropped, Status: status, Reason: reason})
+}
+
+// done moves r past its current stage.
+func (s *sim) done(r *request) {
+	r.step++
+	if r.step == len(s.stages) {
+		s.answer(r, loadgen.Outcome{Kind: loadgen.Succeeded, Status: 200})
+		return
+	}
+	s.enter(r)
+}
