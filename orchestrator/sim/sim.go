@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,16 +60,46 @@ type Adaptation struct {
 	Problem   optimizer.Problem
 	Solver    optimizer.Solver
 	Predictor orchestrator.Predictor
+	// Off turns the controller off: every interval the loop only observes,
+	// predicts and logs the running configuration evaluated at the
+	// predicted load (baseline fixed), so that the run has a decision log
+	// to render; it never applies anything.
+	Off bool
+}
+
+// Pipeline is what the simulator knows of a pipeline.
+type Pipeline struct {
+	// Name is the pipeline's (drop reasons); SLA its latency objective.
+	Name  string
+	SLA   time.Duration
+	Steps []Step
+	// Stages offers each step's variants, with their accuracies, to the
+	// optimizer, in step order.
+	Stages   []optimizer.Stage
+	Profiles *profiles.Profile
+}
+
+// Problem returns the optimizer's template for p with the given weights
+// and caps (γ = 1e-6, as IPA).
+func (p Pipeline) Problem(alpha, beta float64, scalingCap, coreCapacity int) optimizer.Problem {
+	return optimizer.Problem{Stages: p.Stages, Profiles: p.Profiles, SLA: p.SLA, Alpha: alpha, Beta: beta, Gamma: 1e-6,
+		ScalingCap: scalingCap, CoreCapacity: coreCapacity}
+}
+
+// Initial returns the steps' initial configurations.
+func (p Pipeline) Initial() []models.StageConfig {
+	out := make([]models.StageConfig, len(p.Steps))
+	for i, s := range p.Steps {
+		out[i] = s.Initial
+	}
+	return out
 }
 
 // Options are one simulated run.
 type Options struct {
-	// Pipeline names the pipeline (in drop reasons); SLA is its deadline
-	// from arrival.
-	Pipeline string
-	SLA      time.Duration
-	Steps    []Step
-	Profiles *profiles.Profile
+	Pipeline Pipeline
+	// SLA is each request's deadline from its arrival (0: the pipeline's).
+	SLA time.Duration
 
 	// Load, Process and Slot are what `ipa load` would send; Duration (if
 	// positive) ends the schedule, as --duration. Seed seeds the arrivals as
@@ -77,7 +108,9 @@ type Options struct {
 	Process  loadgen.Process
 	Slot     time.Duration
 	Duration time.Duration
-	Seed     uint64
+	// Total, when positive, ends the load after that many requests.
+	Total int
+	Seed  uint64
 
 	// Adapt runs the controller; nil keeps the initial configuration and
 	// logs no decision.
@@ -152,7 +185,7 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 	}
 	s.onBatch = onBatch
 	var ctl *orchestrator.Controller
-	if opt.Adapt != nil {
+	if opt.Adapt != nil && !opt.Adapt.Off {
 		ctl, err = orchestrator.New(opt.Adapt.Config, opt.Adapt.Problem, orchestrator.Options{
 			Observer: observer{s}, Predictor: opt.Adapt.Predictor, Actuator: actuator{s},
 			Solver: opt.Adapt.Solver, Log: opt.Decisions, Clock: s.loop})
@@ -162,11 +195,15 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 		defer ctl.Close()
 	}
 	res := &Result{}
-	if ctl != nil {
+	if opt.Adapt != nil {
 		iv := opt.Adapt.Config.Interval
 		var step func()
 		step = func() {
-			res.Decisions = append(res.Decisions, ctl.Step(ctx))
+			if ctl == nil {
+				res.Decisions = append(res.Decisions, s.observe(ctx))
+			} else {
+				res.Decisions = append(res.Decisions, ctl.Step(ctx))
+			}
 			if next := s.loop.now + iv; next <= s.horizon {
 				s.loop.at(next, step)
 			}
@@ -188,8 +225,8 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 	res.Load = &loadgen.Result{
 		Start:       s.loop.epoch,
 		Elapsed:     max(s.arrivals.End(), s.lastDone),
-		SLA:         opt.SLA,
-		MaxInflight: opt.MaxInflight,
+		SLA:         s.opt.SLA,
+		MaxInflight: s.opt.MaxInflight,
 		Records:     s.records,
 	}
 	res.Events, res.Batches, res.Wall = s.loop.ran, s.batches, time.Since(wall)
@@ -197,10 +234,13 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 }
 
 func newSim(opt Options) (*sim, error) {
+	if opt.SLA == 0 {
+		opt.SLA = opt.Pipeline.SLA
+	}
 	switch {
-	case len(opt.Steps) == 0:
+	case len(opt.Pipeline.Steps) == 0:
 		return nil, errors.New("sim: the pipeline has no steps")
-	case opt.Profiles == nil:
+	case opt.Pipeline.Profiles == nil:
 		return nil, errors.New("sim: no profile")
 	case opt.Load == nil:
 		return nil, errors.New("sim: no load")
@@ -228,7 +268,7 @@ func newSim(opt Options) (*sim, error) {
 		// their own stream.
 		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
 		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
-		svc:      services{prof: opt.Profiles, cache: map[serviceKey]logNormal{}},
+		svc:      services{prof: opt.Pipeline.Profiles, cache: map[serviceKey]logNormal{}},
 	}
 	s.arrivals.Until = opt.Duration
 	switch l := opt.Load.(type) {
@@ -243,7 +283,7 @@ func newSim(opt Options) (*sim, error) {
 		}
 		s.horizon = opt.Duration
 	}
-	for i, st := range opt.Steps {
+	for i, st := range opt.Pipeline.Steps {
 		prof := st.Profile
 		if prof == "" {
 			prof = st.Name
@@ -270,8 +310,46 @@ func newSim(opt Options) (*sim, error) {
 	return s, nil
 }
 
+// observe is one interval of a loop that is off: what it sees, what it
+// predicts, and the running configuration evaluated at that load.
+func (s *sim) observe(ctx context.Context) orchestrator.Decision {
+	a := s.opt.Adapt
+	d := orchestrator.Decision{Time: s.loop.Now()}
+	rates, _ := observer{s}.Rates(ctx, a.Config.History)
+	if n := min(int(a.Config.Interval/time.Second), len(rates)); n > 0 {
+		for _, r := range rates[len(rates)-n:] {
+			d.Observed += r / float64(n)
+			d.PeakSeen = max(d.PeakSeen, r)
+		}
+	}
+	d.Predicted = a.Predictor.Predict(rates) * a.Config.Margin
+	current, _ := actuator{s}.Current(ctx)
+	p := a.Problem
+	p.Baseline, p.ArrivalRate, p.Current = optimizer.Fixed, d.Predicted, current
+	plan, err := optimizer.Solve(&p, a.Solver, s.loop.Now)
+	switch {
+	case errors.Is(err, optimizer.ErrInfeasible):
+		d.Fallback = true
+	case err != nil:
+		d.Error = fmt.Sprintf("cannot evaluate the running configuration: %v", err)
+	}
+	if err == nil || d.Fallback {
+		d.Plan = &plan
+	}
+	d.Applied = current
+	if s.opt.Decisions != nil {
+		if b, err := json.Marshal(d); err == nil {
+			s.opt.Decisions.Write(append(b, '\n'))
+		}
+	}
+	return d
+}
+
 // nextArrival schedules the next request of the load.
 func (s *sim) nextArrival() {
+	if s.opt.Total > 0 && len(s.records) >= s.opt.Total {
+		return
+	}
 	at, ok := s.arrivals.Next()
 	if !ok {
 		return
@@ -310,7 +388,7 @@ func (s *sim) enter(r *request) {
 	st := s.stages[r.step]
 	if !s.loop.Now().Before(r.deadline) {
 		s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: dropped: deadline exceeded before the request was computed before stage %q (%d of %d)",
-			s.opt.Pipeline, st.name, r.step+1, len(s.stages)))
+			s.opt.Pipeline.Name, st.name, r.step+1, len(s.stages)))
 		return
 	}
 	st.infer(r)

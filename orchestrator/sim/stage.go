@@ -34,7 +34,7 @@ type replica struct {
 }
 
 func (st *stage) deadlineReason() string {
-	return fmt.Sprintf("HTTP 504: pipeline %q: stage %q: deadline exceeded before the request was computed", st.s.opt.Pipeline, st.name)
+	return fmt.Sprintf("HTTP 504: pipeline %q: stage %q: deadline exceeded before the request was computed", st.s.opt.Pipeline.Name, st.name)
 }
 
 // infer is dataplane.Stage.Infer: admission, then the queue.
@@ -52,7 +52,7 @@ func (st *stage) infer(r *request) {
 			st.s.drop(r, 504, st.deadlineReason())
 			return
 		}
-		st.s.drop(r, status, fmt.Sprintf("HTTP %d: pipeline %q: stage %q: %v", status, st.s.opt.Pipeline, st.name, err))
+		st.s.drop(r, status, fmt.Sprintf("HTTP %d: pipeline %q: stage %q: %v", status, st.s.opt.Pipeline.Name, st.name, err))
 		return
 	}
 	st.dispatch()
