@@ -52,7 +52,7 @@ func TestImportGraphKeepsItsShape(t *testing.T) {
 	// (loadgen itself still reaches dataplane's V2 codec, and through it
 	// runtime, until the codec moves to dataplane/v2; hence the direct
 	// check for runtime and dataplane.)
-	for _, pkg := range []string{"orchestrator/sim"} {
+	for _, pkg := range []string{"orchestrator/sim", "orchestrator/experiment"} {
 		f(pkg, map[string]string{"github.com/lanl/highs": "the solver is injected by main", mod + "optimizer/highs": "the solver is injected by main",
 			"k8s.io/client-go": "no Kubernetes in the simulator", mod + "orchestrator/kube": "no Kubernetes in the simulator"})
 		out, err := exec.Command("go", "list", "-f", `{{join .Imports "\n"}}`, "./"+pkg).Output()
