@@ -34,7 +34,7 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg := models.StageConfig{Variant: "v", MaxBatch: 4, MaxWait: 3 * time.Millisecond, Replicas: replicas, Cores: 1}
-	sla := 60 * time.Millisecond
+	sla := 150 * time.Millisecond
 	opt := Options{Pipeline: Pipeline{Name: "p", SLA: sla, Profiles: prof, Steps: []Step{{Name: "s", Initial: cfg}}}, Load: load, Seed: 3}
 
 	type batch struct {

@@ -220,11 +220,16 @@ func (a actuator) TakeActions() []orchestrator.Action {
 	return out
 }
 
+// routerRateSeconds is how many seconds the router's counter keeps
+// (dataplane.NewRouter's RateCounter).
+const routerRateSeconds = 600
+
 // observer is the router's arrival counter (dataplane.RateCounter.Last):
 // the last n complete seconds, zeros before the start.
 type observer struct{ s *sim }
 
 func (o observer) Rates(_ context.Context, n int) ([]float64, error) {
+	n = min(n, routerRateSeconds-1)
 	now := int(o.s.loop.now / time.Second)
 	out := make([]float64, n)
 	for j := range n {
