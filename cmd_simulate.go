@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -29,27 +30,12 @@ type SimulateCmd struct {
 	Control ControllerFlags `embed:"" prefix:"controller."`
 
 	Glue    time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
-	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (5.2 s, measured by ipa local), kubernetes (11.2 s: pod start-up SLO 5 s + loading + readiness period) or a duration."`
+	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (5.2 s, measured by ipa local), kubernetes (17.2 s: pod start-up SLO 5 s + loading + startup- and readiness-probe periods) or a duration."`
 	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
 
-	Out        string `default:"sim" help:"Directory for decisions.jsonl, load-report.json and records.jsonl (render with ipa report)."`
+	Out        string `default:"sim" help:"Directory for decisions.jsonl (unless --controller.decision-log names another file; the simulator writes it anew), load-report.json and records.jsonl (render with ipa report)."`
 	PlotDir    string `name:"plot-dir" placeholder:"DIR" help:"Also render ipa load's plots here."`
 	PlotFormat string `name:"plot-format" default:"svg" enum:"svg,png" help:"Format of the plots: ${enum}."`
-}
-
-// startupDelay parses --startup-delay.
-func startupDelay(s string) (time.Duration, error) {
-	switch s {
-	case "local", "":
-		return sim.LocalStartupDelay, nil
-	case "kubernetes":
-		return sim.KubernetesStartupDelay, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("--startup-delay %q: give local, kubernetes or a non-negative duration", s)
-	}
-	return d, nil
 }
 
 // defaultProfile returns the measured profile of a built-in pipeline
@@ -106,9 +92,9 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	startup, err := startupDelay(c.Startup)
+	startup, err := sim.ParseStartupDelay(c.Startup)
 	if err != nil {
-		return err
+		return fmt.Errorf("--startup-delay: %w", err)
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
 		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight}
@@ -118,7 +104,8 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}
-	decisions, err := os.Create(filepath.Join(c.Out, "decisions.jsonl"))
+	logPath := cmp.Or(c.Control.DecisionLog, filepath.Join(c.Out, "decisions.jsonl"))
+	decisions, err := os.Create(logPath)
 	if err != nil {
 		return err
 	}
@@ -145,7 +132,7 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	}
 	log.Info("simulated", "requests", len(res.Load.Records), "decisions", len(res.Decisions), "events", res.Events,
 		"virtual_seconds", res.Load.Elapsed.Seconds(), "wall_seconds", res.Wall.Seconds())
-	fmt.Printf("render: ipa report --decisions %[1]s/decisions.jsonl --records %[1]s/records.jsonl --load-report %[1]s/load-report.json --out %[1]s/report\n", c.Out)
+	fmt.Printf("render: ipa report --decisions %[2]s --records %[1]s/records.jsonl --load-report %[1]s/load-report.json --out %[1]s/report\n", c.Out, logPath)
 	return nil
 }
 

@@ -166,15 +166,9 @@ func (f *File) validate() error {
 }
 
 func (f *File) startup() (time.Duration, error) {
-	switch f.StartupDelay {
-	case "local":
-		return sim.LocalStartupDelay, nil
-	case "kubernetes":
-		return sim.KubernetesStartupDelay, nil
-	}
-	d, err := time.ParseDuration(f.StartupDelay)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("startup_delay %q: use local, kubernetes or a non-negative duration", f.StartupDelay)
+	d, err := sim.ParseStartupDelay(f.StartupDelay)
+	if err != nil {
+		return 0, fmt.Errorf("startup_delay: %w", err)
 	}
 	return d, nil
 }

@@ -26,17 +26,34 @@ const (
 	// LocalSwitchDelay is a variant switch in `ipa local`: one atomic store
 	// (apply_seconds 0.0001 in the same log); zero here.
 	LocalSwitchDelay = 0
-	// KubernetesStartupDelay is a new stage pod on Kubernetes: the
-	// Kubernetes pod start-up SLO (5 s at the 99th percentile for a
-	// schedulable pod whose image is present, sig-scalability's slos.md),
-	// plus loading the sessions (LocalStartupDelay), plus one readiness
-	// probe period (1 s in `ipa manifests`).
-	KubernetesStartupDelay = 5*time.Second + LocalStartupDelay + time.Second
+	// KubernetesStartupDelay is a new stage pod on Kubernetes: the pod
+	// start-up SLO (99th percentile ≤ 5 s for a schedulable stateless pod,
+	// image pull excluded: kubernetes/community,
+	// sig-scalability/slos/pod_startup_latency.md), plus loading the sessions
+	// (LocalStartupDelay), plus one period of the stage's startup probe (5 s)
+	// and of its readiness probe (2 s) as `ipa manifests` renders them.
+	KubernetesStartupDelay = 5*time.Second + LocalStartupDelay + 5*time.Second + 2*time.Second
 	// DefaultMaxQueue and DefaultMaxInflight are ipa local's
 	// --batch.max-queue and ipa load's --max-inflight defaults.
 	DefaultMaxQueue    = 1024
 	DefaultMaxInflight = 1024
 )
+
+// ParseStartupDelay reads a start-up delay: local, kubernetes, or a
+// non-negative duration.
+func ParseStartupDelay(s string) (time.Duration, error) {
+	switch s {
+	case "local":
+		return LocalStartupDelay, nil
+	case "kubernetes":
+		return KubernetesStartupDelay, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("start-up delay %q: use local, kubernetes or a non-negative duration", s)
+	}
+	return d, nil
+}
 
 // Epoch is the virtual time of a simulation's start unless Options.Start
 // says otherwise: fixed, so that outputs are reproducible.
