@@ -115,7 +115,10 @@ func (p Pipeline) Initial() []models.StageConfig {
 // Options are one simulated run.
 type Options struct {
 	Pipeline Pipeline
-	// SLA is each request's deadline from its arrival (0: the pipeline's).
+	// SLA is the load generator's --sla: the report measures against it,
+	// and it is sent as the request's budget, so a request's deadline is
+	// arrival + the earlier of it and the pipeline's SLA, as the router
+	// takes the earliest (0: the pipeline's).
 	SLA time.Duration
 
 	// Load, Process and Slot are what `ipa load` would send; Duration (if
@@ -180,6 +183,7 @@ type sim struct {
 
 	records  []loadgen.Record
 	inflight int
+	budget   time.Duration // from arrival to the deadline
 	lastDone time.Duration
 	perSec   []int64 // router arrivals per second
 	actions  []orchestrator.Action
@@ -288,6 +292,10 @@ func newSim(opt Options) (*sim, error) {
 		svc:      services{prof: opt.Pipeline.Profiles, cache: map[serviceKey]logNormal{}},
 	}
 	s.arrivals.Until = opt.Duration
+	s.budget = min(opt.SLA, opt.Pipeline.SLA)
+	if opt.Pipeline.SLA <= 0 {
+		s.budget = opt.SLA
+	}
 	switch l := opt.Load.(type) {
 	case loadgen.Counts:
 		s.horizon = time.Duration(len(l)) * opt.Slot
@@ -391,7 +399,7 @@ func (s *sim) arrive(at time.Duration) {
 		s.perSec = append(s.perSec, 0)
 	}
 	s.perSec[sec]++
-	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.opt.SLA)}
+	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.budget)}
 	if s.opt.GlueCost > 0 {
 		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
 		return

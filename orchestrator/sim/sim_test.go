@@ -160,3 +160,36 @@ func BenchmarkSimulateBurstyWindowLSTM(b *testing.B) {
 	b.ReportMetric(float64(len(res.Load.Records)), "requests/op")
 	b.ReportMetric(float64(res.Events), "events/op")
 }
+
+// TestSimulateDeadlineIsTheEarlierBudget: as the router, a request's
+// deadline is its arrival plus the earlier of the pipeline's SLA and the
+// client's; the report measures against the client's.
+func TestSimulateDeadlineIsTheEarlierBudget(t *testing.T) {
+	for _, c := range []struct {
+		sla     time.Duration
+		maxLate time.Duration
+	}{{300 * time.Millisecond, 300 * time.Millisecond}, {5 * time.Second, time.Second}} {
+		opt := classifyOptions(t, stepLoad(t), nil)
+		opt.SLA = c.sla
+		opt.Adapt.Problem.CoreCapacity = 1 // overloaded: answers come late or not at all
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Load.SLA != c.sla {
+			t.Fatalf("the report measures against %v, want %v", res.Load.SLA, c.sla)
+		}
+		drops := 0
+		for _, r := range res.Load.Records {
+			if r.Kind == loadgen.Dropped {
+				drops++
+				if r.Latency > c.maxLate {
+					t.Fatalf("--sla %v: dropped after %v, past the deadline %v", c.sla, r.Latency, c.maxLate)
+				}
+			}
+		}
+		if drops == 0 {
+			t.Fatalf("--sla %v: nothing dropped", c.sla)
+		}
+	}
+}
