@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/orchestrator"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
@@ -192,4 +193,47 @@ func TestSimulateDeadlineIsTheEarlierBudget(t *testing.T) {
 			t.Fatalf("--sla %v: nothing dropped", c.sla)
 		}
 	}
+}
+
+// TestSimulateThreeSteps runs a three-step pipeline (a synthetic profile
+// with the shape of real ones) through steps up and down: every request is
+// answered once, the plans cover every step, and replicas come and go.
+func TestSimulateThreeSteps(t *testing.T) {
+	prob := optimizer.SyntheticProblem(3, 3)
+	var steps []sim.Step
+	for _, st := range prob.Stages {
+		steps = append(steps, sim.Step{Name: st.Name, Initial: models.StageConfig{Variant: "v0", MaxBatch: 1, Replicas: 1, Cores: 1}})
+	}
+	pipe := sim.Pipeline{Name: "three", SLA: prob.SLA, Steps: steps, Stages: prob.Stages, Profiles: prob.Profiles}
+	load, err := loadgen.ParseSteps("60s@5,60s@60,60s@5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opt := sim.Options{Pipeline: pipe, Load: load, Seed: 11, StartupDelay: sim.LocalStartupDelay,
+		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: 10 * time.Second, History: 120, Margin: 1.1},
+			Problem: pipe.Problem(2, 0.05, 16, 24), Solver: optimizer.Exact{}, Predictor: predict.Reactive{}}}
+	res, err := sim.Run(context.Background(), opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep := res.Load.Report()
+	if rep.Sent != int(load.Total()) || rep.Sent != rep.Succeeded+rep.Dropped+rep.Failed || rep.Failed != 0 {
+		t.Fatalf("accounting: %+v", rep)
+	}
+	most := 0
+	for _, d := range res.Decisions {
+		if d.Plan == nil || len(d.Applied) != 3 {
+			t.Fatalf("decision at %v: %+v", d.Time, d)
+		}
+		for _, c := range d.Applied {
+			most = max(most, c.Replicas)
+		}
+	}
+	if most < 2 {
+		t.Fatal("60/s never scaled a step out")
+	}
+	if last := res.Decisions[len(res.Decisions)-1].Applied; last[0].Replicas != 1 {
+		t.Fatalf("5/s at the end still runs %+v", last)
+	}
+	t.Logf("sent %d: succeeded %d, dropped %d %v; p99 %.3f s", rep.Sent, rep.Succeeded, rep.Dropped, rep.DroppedByReason, rep.Latency.P99)
 }
