@@ -72,8 +72,9 @@ type Row struct {
 	// P99 is the 99th percentile latency of the answered requests, seconds.
 	P99     float64 `json:"p99_seconds"`
 	Changes int     `json:"changes"`
-	// WallSeconds is what the simulation took.
-	WallSeconds float64 `json:"wall_seconds"`
+	// WallSeconds is what the simulation took (not written, so that the
+	// files depend only on the experiment).
+	WallSeconds float64 `json:"-"`
 }
 
 // job is one run to do.
