@@ -24,6 +24,7 @@ import (
 	"github.com/ipa-serving/ipa/orchestrator"
 	"github.com/ipa-serving/ipa/orchestrator/kube"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
+	"github.com/ipa-serving/ipa/profiles"
 )
 
 // ControllerFlags configure the adaptation loop (ipa local --controller and
@@ -54,19 +55,11 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 	if err != nil {
 		return nil, nil, err
 	}
-	capacity := f.CoreCapacity
-	if capacity == 0 {
-		capacity = goruntime.NumCPU()
-	}
-	problem := optimizer.Problem{Stages: stages, Profiles: prof, SLA: spec.SLA, Alpha: f.Alpha, Beta: f.Beta, Gamma: 1e-6,
-		ScalingCap: f.ScalingCap, CoreCapacity: capacity}
+	problem := f.problem(stages, prof, spec.SLA)
 	for _, a := range adjust {
 		a(&problem)
 	}
-	var solver optimizer.Solver = optimizer.Exact{}
-	if f.Solver == "highs" {
-		solver = highs.Solver{}
-	}
+	solver := f.solver()
 	var out io.Writer
 	var closer io.Closer = io.NopCloser(nil)
 	if f.DecisionLog != "" {
@@ -88,6 +81,24 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 		return nil, nil, err
 	}
 	return c, closer, nil
+}
+
+// problem is the optimizer's template the loop plans with.
+func (f ControllerFlags) problem(stages []optimizer.Stage, prof *profiles.Profile, sla time.Duration) optimizer.Problem {
+	capacity := f.CoreCapacity
+	if capacity == 0 {
+		capacity = goruntime.NumCPU()
+	}
+	return optimizer.Problem{Stages: stages, Profiles: prof, SLA: sla, Alpha: f.Alpha, Beta: f.Beta, Gamma: 1e-6,
+		ScalingCap: f.ScalingCap, CoreCapacity: capacity}
+}
+
+// solver returns the solver the flags name.
+func (f ControllerFlags) solver() optimizer.Solver {
+	if f.Solver == "highs" {
+		return highs.Solver{}
+	}
+	return optimizer.Exact{}
 }
 
 // localActuator reconfigures stages of this process.

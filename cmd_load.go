@@ -7,6 +7,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -21,18 +22,7 @@ import (
 type LoadCmd struct {
 	URL string `name:"url" required:"" placeholder:"URL" help:"Infer URL of the router or a stage, e.g. http://127.0.0.1:8080/v2/models/ocr/infer."`
 
-	Pattern   string        `default:"constant" enum:"constant,step,trace" help:"Offered load: constant (--rate), step (--steps) or trace (a window of --trace)."`
-	Rate      float64       `default:"10" help:"Requests per second (--pattern constant)."`
-	Steps     string        `placeholder:"DUR@RATE,…" help:"Step pattern (--pattern step): DURATION@RATE steps, e.g. 10s@5,20s@40,10s@5."`
-	Trace     string        `placeholder:"FILE" type:"path" help:"Per-second trace (--pattern trace): text, or the .tbz2 it ships in (default: the Twitter trace of the paper, built in)."`
-	Start     int           `default:"1301160" help:"First second of the trace window (default: the paper's bursty window, 1301160-1302360)."`
-	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; -1: the end of the trace."`
-	Damping   float64       `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
-	TimeScale float64       `name:"time-scale" default:"1" help:"Seconds one trace second lasts (--pattern trace): 0.5 replays the window twice as fast, at twice the rate."`
-	Arrivals  string        `default:"exponential" enum:"exponential,poisson,equal" help:"Arrivals within each second: exponential (IPA's tester: independent exponential offsets, bunched at the second's start), poisson (a true Poisson process) or equal (evenly spaced)."`
-	Duration  time.Duration `default:"0s" help:"Stop scheduling after this long (0: the pattern's end)."`
-	Total     int           `default:"0" help:"Stop after this many requests (0: no limit)."`
-	Seed      uint64        `default:"1" help:"Seed of the arrival times and random tensors; the same seed gives the same schedule."`
+	LoadPattern `embed:""`
 
 	SLA         time.Duration `name:"sla" default:"0s" help:"Latency objective: sent as the Ipa-Timeout header and used for SLA attainment and goodput (0: none)."`
 	Timeout     time.Duration `default:"30s" help:"Client-side limit on one request; a request that hits it fails."`
@@ -50,8 +40,40 @@ type LoadCmd struct {
 	Progress   bool   `default:"true" negatable:"" help:"Show a progress bar on a terminal."`
 }
 
+// LoadPattern is the offered load of `ipa load` and `ipa simulate`: its
+// shape, its arrivals within each second and their seed.
+type LoadPattern struct {
+	Pattern   string        `default:"constant" enum:"constant,step,trace" help:"Offered load: constant (--rate), step (--steps) or trace (a window of --trace)."`
+	Rate      float64       `default:"10" help:"Requests per second (--pattern constant)."`
+	Steps     string        `placeholder:"DUR@RATE,…" help:"Step pattern (--pattern step): DURATION@RATE steps, e.g. 10s@5,20s@40,10s@5."`
+	Trace     string        `placeholder:"FILE" type:"path" help:"Per-second trace (--pattern trace): text, or the .tbz2 it ships in (default: the Twitter trace of the paper, built in)."`
+	Start     int           `default:"1301160" help:"First second of the trace window (default: the paper's bursty window, 1301160-1302360)."`
+	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; -1: the end of the trace."`
+	Damping   float64       `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
+	TimeScale float64       `name:"time-scale" default:"1" help:"Seconds one trace second lasts (--pattern trace): 0.5 replays the window twice as fast, at twice the rate."`
+	Arrivals  string        `default:"exponential" enum:"exponential,poisson,equal" help:"Arrivals within each second: exponential (IPA's tester: independent exponential offsets, bunched at the second's start), poisson (a true Poisson process) or equal (evenly spaced)."`
+	Duration  time.Duration `default:"0s" help:"Stop scheduling after this long (0: the pattern's end)."`
+	Total     int           `default:"0" help:"Stop after this many requests (0: no limit)."`
+	Seed      uint64        `default:"1" help:"Seed of the arrival times and random tensors; the same seed gives the same schedule."`
+}
+
+// besideCheckout returns rel if it exists relative to the working
+// directory, else relative to the checkout of the binary in bin/, or "".
+func besideCheckout(rel string) string {
+	candidates := []string{rel}
+	if exe, err := os.Executable(); err == nil {
+		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "..", rel))
+	}
+	for _, c := range candidates {
+		if _, err := os.Stat(c); err == nil {
+			return c
+		}
+	}
+	return ""
+}
+
 // load builds the offered load the flags ask for, with its slot length.
-func (c *LoadCmd) load() (loadgen.Load, time.Duration, error) {
+func (c *LoadPattern) load() (loadgen.Load, time.Duration, error) {
 	switch c.Pattern {
 	case "constant":
 		if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {

@@ -84,6 +84,8 @@ type CLI struct {
 	Predict    PredictCmd    `cmd:"" help:"Train and evaluate the load predictors (LSTM, reactive, max-window, EWMA) on the Twitter trace."`
 	Stage      StageCmd      `cmd:"" help:"Serve one stage: preload its variants, batch requests, run ONNX Runtime."`
 	Models     ModelsCmd     `cmd:"" help:"Build or list the model repository."`
+	Simulate   SimulateCmd   `cmd:"" help:"Simulate a pipeline under a load in virtual time, adapted by the real controller; writes the decision log and ipa load's report and records."`
+	Experiment ExperimentCmd `cmd:"" help:"Run an experiment file: pipelines × load windows × systems (ipa, fa2-low, fa2-high, rim, static, off) in the simulator; summary table and figures."`
 	Load       LoadCmd       `cmd:"" help:"Send an open-loop load (constant, steps or a Twitter-trace window) to an infer URL and report every outcome."`
 	Profile    ProfileCmd    `cmd:"" help:"Measure latency and throughput per variant, cores and batch size; write a profile file."`
 	Solve      SolveCmd      `cmd:"" help:"Solve the integer program once (HiGHS, exact or brute force) and print the plan."`

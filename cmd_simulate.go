@@ -1,0 +1,161 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/orchestrator/sim"
+	"github.com/ipa-serving/ipa/runtime/repobuild"
+)
+
+// SimulateCmd runs a pipeline under a load in virtual time, adapted by the
+// real controller, and writes what ipa local's decision log and ipa load
+// would have written.
+type SimulateCmd struct {
+	Models   RepoFlags     `embed:"" prefix:"models."`
+	Pipeline PipelineFlags `embed:""`
+	LoadPattern
+
+	SLA         time.Duration `name:"sla" help:"Deadline of each request from its arrival (default: the pipeline's SLA)."`
+	MaxInflight int           `name:"max-inflight" default:"1024" help:"The load generator's --max-inflight."`
+	MaxQueue    int           `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
+
+	Adapt   bool            `name:"controller" default:"true" negatable:"" help:"Adapt with the controller (--no-controller: keep the initial configuration; the loop only logs it)."`
+	Control ControllerFlags `embed:"" prefix:"controller."`
+
+	Glue    time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
+	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (5.2 s, measured by ipa local), kubernetes (17.2 s: pod start-up SLO 5 s + loading + startup- and readiness-probe periods) or a duration."`
+	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
+
+	Out        string `default:"sim" help:"Directory for decisions.jsonl (unless --controller.decision-log names another file; the simulator writes it anew), load-report.json and records.jsonl (render with ipa report)."`
+	PlotDir    string `name:"plot-dir" placeholder:"DIR" help:"Also render ipa load's plots here."`
+	PlotFormat string `name:"plot-format" default:"svg" enum:"svg,png" help:"Format of the plots: ${enum}."`
+}
+
+// defaultProfile returns the measured profile of a built-in pipeline
+// (profiles/measured/NAME.json in the working directory or next to the
+// binary), or "".
+func defaultProfile(pipeline string) string {
+	return besideCheckout(filepath.Join("profiles", "measured", pipeline+".json"))
+}
+
+// simPipeline resolves a pipeline for the simulator: the spec, the profile,
+// and each step's variants with their accuracies from the model repository,
+// or from the repository's catalog where it was not built.
+func simPipeline(pf PipelineFlags, repoFlags RepoFlags, profile string) (sim.Pipeline, error) {
+	if profile == "" {
+		if profile = defaultProfile(pf.Pipeline); profile == "" {
+			return sim.Pipeline{}, fmt.Errorf("pipeline %q: give a profile (--controller.profile FILE, from `ipa profile`); profiles/measured/ has none for it", pf.Pipeline)
+		}
+	}
+	prof, err := loadProfile(profile)
+	if err != nil {
+		return sim.Pipeline{}, err
+	}
+	repo, err := repoFlags.Open()
+	if err != nil {
+		repo = repobuild.CatalogRepository()
+	}
+	spec, err := pf.Load(repo)
+	if err != nil {
+		return sim.Pipeline{}, err
+	}
+	stages, err := pipelineStages(spec, repo, prof, profile)
+	if err != nil {
+		return sim.Pipeline{}, err
+	}
+	p := sim.Pipeline{Name: spec.Name, SLA: spec.SLA, Stages: stages, Profiles: prof}
+	for _, s := range spec.Stages {
+		p.Steps = append(p.Steps, sim.Step{Name: s.Name, Profile: s.Model, Initial: s.Initial})
+	}
+	return p, nil
+}
+
+// Run simulates, prints ipa load's report and writes the files.
+func (c *SimulateCmd) Run(g *Globals) error {
+	log := g.Logger().With("role", "simulate")
+	pipe, err := simPipeline(c.Pipeline, c.Models, c.Control.Profile)
+	if err != nil {
+		return err
+	}
+	load, slot, err := c.load()
+	if err != nil {
+		return err
+	}
+	proc, err := loadgen.ParseProcess(c.Arrivals)
+	if err != nil {
+		return err
+	}
+	startup, err := sim.ParseStartupDelay(c.Startup)
+	if err != nil {
+		return fmt.Errorf("--startup-delay: %w", err)
+	}
+	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
+		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight}
+	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.Out, 0o755); err != nil {
+		return err
+	}
+	logPath := cmp.Or(c.Control.DecisionLog, filepath.Join(c.Out, "decisions.jsonl"))
+	decisions, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer decisions.Close()
+	opt.Decisions = decisions
+	res, err := sim.Run(context.Background(), opt)
+	if err != nil {
+		return err
+	}
+	if err := decisions.Close(); err != nil {
+		return err
+	}
+	rep := res.Load.Report()
+	if err := rep.WriteText(os.Stdout); err != nil {
+		return err
+	}
+	if err := writeSimFiles(c.Out, res, &rep); err != nil {
+		return err
+	}
+	if c.PlotDir != "" {
+		if _, err := loadgen.WritePlots(c.PlotDir, c.PlotFormat, res.Load); err != nil {
+			return err
+		}
+	}
+	log.Info("simulated", "requests", len(res.Load.Records), "decisions", len(res.Decisions), "events", res.Events,
+		"virtual_seconds", res.Load.Elapsed.Seconds(), "wall_seconds", res.Wall.Seconds())
+	fmt.Printf("render: ipa report --decisions %[2]s --records %[1]s/records.jsonl --load-report %[1]s/load-report.json --out %[1]s/report\n", c.Out, logPath)
+	return nil
+}
+
+// writeSimFiles writes ipa load's --report and --records of a simulated run
+// into dir.
+func writeSimFiles(dir string, res *sim.Result, rep *loadgen.Report) error {
+	if err := writeFile(filepath.Join(dir, "load-report.json"), func(w io.Writer) error { return rep.WriteJSON(w) }); err != nil {
+		return err
+	}
+	return writeFile(filepath.Join(dir, "records.jsonl"), func(w io.Writer) error {
+		return loadgen.WriteRecords(w, res.Load.Records, loadgen.JSONLines)
+	})
+}
+
+// adaptation is the simulated controller the flags ask for; with adapt
+// false it is off: it only logs the running configuration every interval,
+// so that the run still has a decision log.
+func (f ControllerFlags) adaptation(pipe sim.Pipeline, adapt bool) (*sim.Adaptation, error) {
+	pred, err := f.predictor()
+	if err != nil {
+		return nil, err
+	}
+	a := &sim.Adaptation{Config: f.Loop, Problem: f.problem(pipe.Stages, pipe.Profiles, pipe.SLA), Solver: f.solver(), Predictor: pred}
+	a.Off = !adapt
+	return a, nil
+}

@@ -1,0 +1,186 @@
+package experiment
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/orchestrator/predict"
+	"github.com/ipa-serving/ipa/orchestrator/sim"
+	"github.com/ipa-serving/ipa/orchestrator/sim/simtest"
+)
+
+const tiny = `
+name: tiny
+seed: 5
+core_capacity: 6
+pipelines:
+  - name: classify
+windows:
+  - name: step
+    steps: 40s@4,40s@30,40s@4
+  - name: flat
+    rate: 10
+    duration: 60s
+systems: [ipa, "ipa:resource", fa2-low, fa2-high, "rim:2", "static:resnet50/1/2/1", "off"]
+`
+
+func testEnv(t testing.TB) Env {
+	t.Helper()
+	pipe := simtest.Classify(t, "../..")
+	return Env{
+		Resolve: func(string, string) (sim.Pipeline, error) { return pipe, nil },
+		Solvers: map[string]optimizer.Solver{"exact": optimizer.Exact{}},
+		Predictor: func(string) (orchestrator.Predictor, error) {
+			return predict.Default()
+		},
+	}
+}
+
+// TestExperimentRunsTheMatrix runs a tiny file twice, sequentially and in
+// parallel: the same results, every system behaving as its baseline says,
+// and every output file written.
+func TestExperimentRunsTheMatrix(t *testing.T) {
+	f, err := Parse(strings.NewReader(tiny))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var outs [][]byte
+	var runs []*Run
+	for _, par := range []int{1, 4} {
+		env := testEnv(t)
+		env.Parallel = par
+		calls := 0
+		env.Progress = func(done, total int) {
+			calls++
+			if done != calls || total != 14 {
+				t.Errorf("progress %d/%d at call %d", done, total, calls)
+			}
+		}
+		dir := t.TempDir()
+		if runs, err = Execute(context.Background(), f, env, dir); err != nil {
+			t.Fatal(err)
+		}
+		files, err := WriteAll(dir, "svg", f, runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(files) != 4 {
+			t.Fatalf("files %v", files)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "summary.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, b)
+		for _, name := range []string{"decisions.jsonl", "load-report.json", "records.jsonl"} {
+			if st, err := os.Stat(filepath.Join(dir, "runs", "classify", "step", "rim_2", name)); err != nil || st.Size() == 0 {
+				t.Fatalf("run file %s: %v", name, err)
+			}
+		}
+	}
+	if !bytes.Equal(outs[0], outs[1]) {
+		t.Fatal("sequential and parallel runs differ")
+	}
+	if len(runs) != 14 {
+		t.Fatalf("%d runs for 1 pipeline × 2 windows × 7 systems", len(runs))
+	}
+	for _, r := range runs {
+		if r.Row.Requests == 0 || len(r.Sim.Decisions) == 0 {
+			t.Fatalf("%s/%s: empty run", r.Window, r.System)
+		}
+		first := r.Sim.Decisions[0].Applied[0]
+		for _, d := range r.Sim.Decisions {
+			a := d.Applied[0]
+			switch r.System {
+			case "fa2-low", "fa2-high":
+				if a.Variant != first.Variant {
+					t.Fatalf("%s switched variant %s → %s", r.System, first.Variant, a.Variant)
+				}
+			case "rim:2":
+				if a.Replicas != 2 {
+					t.Fatalf("rim:2 runs %d replicas", a.Replicas)
+				}
+			case "static:resnet50/1/2/1", "off":
+				if len(d.Changes) > 0 || a != first {
+					t.Fatalf("%s changed its configuration: %+v", r.System, d.Changes)
+				}
+			}
+		}
+		switch r.System {
+		case "fa2-low":
+			if first.Variant != "squeezenet" {
+				t.Fatalf("fa2-low pinned %s, want the lightest (squeezenet)", first.Variant)
+			}
+		case "fa2-high":
+			if first.Variant != "resnet50" {
+				t.Fatalf("fa2-high pinned %s, want the most accurate within the SLA (resnet50)", first.Variant)
+			}
+		case "static:resnet50/1/2/1":
+			if first.Variant != "resnet50" || first.Replicas != 2 {
+				t.Fatalf("static runs %+v", first)
+			}
+		}
+	}
+	var md bytes.Buffer
+	if err := WriteMarkdown(&md, Rows(runs)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", md.String())
+}
+
+func TestExperimentFileErrors(t *testing.T) {
+	for _, c := range []struct{ file, want string }{
+		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, rate: 1}]\nsystems: [ipa]", "needs a duration"},
+		{"pipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", "core_capacity"},
+		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [nope]", "unknown system"},
+		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]\nbogus: 1", "bogus"},
+		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1, rate: 2, duration: 1s}]\nsystems: [ipa]", "exactly one"},
+		{"core_capacity: 4\nmode: real\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", ""},
+	} {
+		f, err := Parse(strings.NewReader(c.file))
+		if c.want == "" {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := Execute(context.Background(), f, Env{}, ""); err == nil || !strings.Contains(err.Error(), "not implemented") {
+				t.Fatalf("mode real: %v", err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("%q: got %v, want %q", c.file, err, c.want)
+		}
+	}
+}
+
+// BenchmarkPaperGrid runs experiments/paper.yaml (5 systems × 4 windows of
+// the trace, classify) with every core, reading the trace included and
+// writing nothing. Target: ≤ 60 s on 2 cores.
+func BenchmarkPaperGrid(b *testing.B) {
+	fh, err := os.Open("../../experiments/paper.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := Parse(fh)
+	fh.Close()
+	if err != nil {
+		b.Fatal(err)
+	}
+	env := testEnv(b)
+	env.Trace = loadgen.TwitterTrace
+	if _, err := os.Stat(env.Trace); err != nil {
+		b.Skipf("no trace: %v", err)
+	}
+	for b.Loop() {
+		if _, err := Execute(context.Background(), f, env, ""); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,440 @@
+package experiment
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/orchestrator/report"
+	"github.com/ipa-serving/ipa/orchestrator/sim"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+// Env is what main injects.
+type Env struct {
+	// Resolve returns a pipeline (built-in name or spec path) with its
+	// profile (empty: the default one).
+	Resolve func(name, profile string) (sim.Pipeline, error)
+	// Solvers by name (exact, highs, …).
+	Solvers map[string]optimizer.Solver
+	// Predictor returns a load predictor by name (lstm, reactive, …).
+	Predictor func(name string) (orchestrator.Predictor, error)
+	// Trace is the trace file when the experiment file names none.
+	Trace string
+	// Parallel bounds the runs at once (0: GOMAXPROCS).
+	Parallel int
+	// Progress, when set, is called after each run with the runs done and
+	// the total.
+	Progress func(done, total int)
+}
+
+// Run is the result of one pipeline × window × system.
+type Run struct {
+	Pipeline, Window, System string
+	Sim                      *sim.Result `json:"-"`
+	Row                      Row         `json:"-"`
+	Intervals                []report.Interval
+	// PAS and Cost per interval, as the run's configuration had them.
+	PAS, Cost []float64 `json:"-"`
+}
+
+// Row is one line of the summary table.
+type Row struct {
+	Pipeline string `json:"pipeline"`
+	Window   string `json:"window"`
+	System   string `json:"system"`
+	Requests int    `json:"requests"`
+	// PAS is the mean over intervals of 100 × Π stage accuracy / 100 of
+	// the configuration that ran (the JSys revision's Pipeline Accuracy
+	// Score, IPA.md §7).
+	PAS float64 `json:"pas"`
+	// Cost is the mean over intervals of Σ cores × replicas.
+	Cost float64 `json:"cost_cores"`
+	// Violations = Dropped + Late (the paper's SLA violations, plus the
+	// answers past the SLA the paper's metric ignores).
+	Dropped       int     `json:"dropped"`
+	Late          int     `json:"late"`
+	Violations    int     `json:"violations"`
+	ViolationsPct float64 `json:"violations_pct"`
+	// P99 is the 99th percentile latency of the answered requests, seconds.
+	P99     float64 `json:"p99_seconds"`
+	Changes int     `json:"changes"`
+	// WallSeconds is what the simulation took (not written, so that the
+	// files depend only on the experiment).
+	WallSeconds float64 `json:"-"`
+}
+
+// job is one run to do.
+type job struct {
+	pipe   int
+	window int
+	system System
+	load   loadgen.Counts
+}
+
+// Execute runs every pipeline × window × system of f and writes each run's
+// decision log, report and records under out/runs/PIPELINE/WINDOW/SYSTEM/.
+// Runs are independent and deterministic; the results come back in file
+// order whatever the parallelism.
+func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) {
+	if f.Mode == "real" {
+		return nil, errors.New("mode real (ipa local + ipa load on this machine) is not implemented yet; use mode sim")
+	}
+	solver, ok := env.Solvers[f.Solver]
+	if !ok {
+		return nil, fmt.Errorf("solver %q: not available (have %v)", f.Solver, keys(env.Solvers))
+	}
+	if _, err := env.Predictor(f.Predictor); err != nil {
+		return nil, err
+	}
+	startup, err := f.startup()
+	if err != nil {
+		return nil, err
+	}
+	proc, _ := loadgen.ParseProcess(f.Arrivals)
+	loads, err := f.loads(env.Trace)
+	if err != nil {
+		return nil, err
+	}
+	pipes := make([]sim.Pipeline, len(f.Pipelines))
+	for i, p := range f.Pipelines {
+		if pipes[i], err = env.Resolve(p.Name, p.Profile); err != nil {
+			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
+		}
+	}
+	var jobs []job
+	for pi := range pipes {
+		for wi := range f.Windows {
+			for _, s := range f.Systems {
+				sys, _ := ParseSystem(s)
+				jobs = append(jobs, job{pipe: pi, window: wi, system: sys, load: loads[wi]})
+			}
+		}
+	}
+	runs := make([]*Run, len(jobs))
+	errs := make([]error, len(jobs))
+	par := env.Parallel
+	if par <= 0 {
+		par = runtime.GOMAXPROCS(0)
+	}
+	var (
+		mu   sync.Mutex
+		done int
+		wg   sync.WaitGroup
+		next = make(chan int)
+	)
+	for range min(par, len(jobs)) {
+		wg.Go(func() {
+			for i := range next {
+				j := jobs[i]
+				runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], j, solver, env.Predictor, proc, startup, out)
+				mu.Lock()
+				done++
+				if env.Progress != nil {
+					env.Progress(done, len(jobs))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	for i := range jobs {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return runs, nil
+}
+
+// loads reads the trace once, over the span of every window's segments,
+// and builds each window's load.
+func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
+	lo, hi := math.MaxInt, -1
+	for _, w := range f.Windows {
+		for _, seg := range w.Trace {
+			lo, hi = min(lo, seg[0]), max(hi, seg[1])
+		}
+	}
+	var trace []int
+	if hi >= 0 {
+		path := cmp.Or(f.Trace, defaultTrace)
+		if path == "" {
+			return nil, errors.New("trace windows need a trace: set trace in the file")
+		}
+		var err error
+		if trace, err = loadgen.OpenTrace(path, lo, hi); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]loadgen.Counts, len(f.Windows))
+	for i := range f.Windows {
+		var err error
+		if out[i], err = f.Windows[i].load(trace, lo, f.Damping); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// runOne simulates one job and writes its files.
+func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optimizer.Solver,
+	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup time.Duration, out string) (*Run, error) {
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
+	pred, err := predictor(f.Predictor)
+	if err != nil {
+		return nil, err
+	}
+	pipe, baseline, err := configure(pipe, j.system, j.load)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
+	problem.Baseline = baseline
+	var log bytes.Buffer
+	res, err := sim.Run(ctx, sim.Options{
+		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed,
+		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin},
+			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
+		GlueCost: f.GlueCost, StartupDelay: startup, SwitchDelay: f.SwitchDelay, Decisions: &log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Sim: res}
+	r.summarize(pipe)
+	if out != "" {
+		dir := filepath.Join(out, "runs", pipe.Name, r.Window, fileName(r.System))
+		if err := writeRun(dir, res, log.Bytes()); err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return r, nil
+}
+
+// configure sets the initial configuration and the baseline of a system
+// (IPA.md §2.6): fa2 pins the variant (scale baseline), rim the replicas
+// (switch baseline); static and off run with the controller off (fixed).
+func configure(pipe sim.Pipeline, sys System, load loadgen.Counts) (sim.Pipeline, optimizer.Baseline, error) {
+	steps := slices.Clone(pipe.Steps)
+	pipe.Steps = steps
+	peak := slices.Max(append([]float64{0}, load...))
+	switch sys.Kind {
+	case "ipa":
+		return pipe, optimizer.Full, nil
+	case "off":
+		return pipe, optimizer.Fixed, nil
+	case "static":
+		if len(sys.Static) != len(steps) {
+			return pipe, "", fmt.Errorf("static gives %d configurations for %d steps", len(sys.Static), len(steps))
+		}
+		for i := range steps {
+			steps[i].Initial = sys.Static[i]
+		}
+		return pipe, optimizer.Fixed, nil
+	}
+	for i := range steps {
+		st := &pipe.Stages[i]
+		prof := pipe.Profiles.Stage(cmp.Or(steps[i].Profile, steps[i].Name))
+		if prof == nil {
+			return pipe, "", fmt.Errorf("step %q is not in the profile", steps[i].Name)
+		}
+		var v string
+		var err error
+		switch sys.Kind {
+		case "fa2-high":
+			v, err = heavy(st, prof, pipe.SLA/time.Duration(len(steps)), sys.Variant)
+		default:
+			v = lightest(st, prof)
+		}
+		if err != nil {
+			return pipe, "", fmt.Errorf("step %q: %w", steps[i].Name, err)
+		}
+		vp := pipe.Profiles.Variant(prof.Name, v)
+		c := vp.Cores()[0]
+		steps[i].Initial = models.StageConfig{Variant: v, MaxBatch: 1, Replicas: 1, Cores: c}
+		if sys.Kind == "rim" {
+			n := sys.Replicas
+			if n == 0 { // provisioned for the window's peak with the heavy variant, as RIM's fixed large capacity
+				hv, err := heavy(st, prof, pipe.SLA/time.Duration(len(steps)), "")
+				if err != nil {
+					return pipe, "", err
+				}
+				pt, _ := pipe.Profiles.Variant(prof.Name, hv).Configs[0].Lookup(1)
+				n = max(1, int(math.Ceil(peak/pt.Throughput)))
+			}
+			steps[i].Initial.Replicas = n
+		}
+	}
+	if sys.Kind == "rim" {
+		return pipe, optimizer.Switch, nil
+	}
+	return pipe, optimizer.Scale, nil
+}
+
+// lightest is the offered variant with the highest one-replica throughput
+// at batch 1 and its fewest cores (ties: the less accurate).
+func lightest(st *optimizer.Stage, prof *profiles.StageProfile) string {
+	best, bestH, bestA := "", -1.0, 0.0
+	for _, v := range st.Variants {
+		h := throughput1(prof, v.Name)
+		if h > bestH || (h == bestH && v.Accuracy < bestA) {
+			best, bestH, bestA = v.Name, h, v.Accuracy
+		}
+	}
+	return best
+}
+
+// heavy is want, or the most accurate offered variant whose batch-1 p99 at
+// its fewest cores fits share (its step's part of the SLA).
+func heavy(st *optimizer.Stage, prof *profiles.StageProfile, share time.Duration, want string) (string, error) {
+	if want != "" {
+		for _, v := range st.Variants {
+			if v.Name == want {
+				return want, nil
+			}
+		}
+		return "", fmt.Errorf("fa2-high:%s: not an offered variant", want)
+	}
+	best, bestA := "", math.Inf(-1)
+	for _, v := range st.Variants {
+		vp := variant(prof, v.Name)
+		if vp == nil {
+			continue
+		}
+		pt, err := vp.Configs[0].Lookup(1)
+		if err != nil || pt.LatencyP99 > share.Seconds() {
+			continue
+		}
+		if v.Accuracy > bestA {
+			best, bestA = v.Name, v.Accuracy
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("no variant meets %s at batch 1", share)
+	}
+	return best, nil
+}
+
+func variant(prof *profiles.StageProfile, name string) *profiles.VariantProfile {
+	for i := range prof.Variants {
+		if prof.Variants[i].Name == name {
+			return &prof.Variants[i]
+		}
+	}
+	return nil
+}
+
+func throughput1(prof *profiles.StageProfile, name string) float64 {
+	vp := variant(prof, name)
+	if vp == nil {
+		return -1
+	}
+	pt, err := vp.Configs[0].Lookup(1)
+	if err != nil {
+		return -1
+	}
+	return pt.Throughput
+}
+
+// summarize fills r's row and per-interval series.
+func (r *Run) summarize(pipe sim.Pipeline) {
+	res := r.Sim
+	reqs := make([]report.Request, len(res.Load.Records))
+	lat := make([]time.Duration, 0, len(reqs))
+	for i, rec := range res.Load.Records {
+		reqs[i] = report.Request{Sent: rec.Sent.Seconds(), Latency: rec.Latency.Seconds(), Outcome: rec.Kind.String()}
+		if rec.Kind == loadgen.Succeeded {
+			lat = append(lat, rec.Latency)
+		}
+	}
+	iv, sum := report.Build(res.Decisions, reqs, res.Load.Start, res.Load.SLA)
+	r.Intervals = iv
+	acc := map[string]float64{}
+	for s, st := range pipe.Stages {
+		for _, v := range st.Variants {
+			acc[fmt.Sprint(s, "/", v.Name)] = v.Accuracy
+		}
+	}
+	var pas, cost float64
+	for _, d := range res.Decisions {
+		p, c := 100.0, 0
+		for s, cfg := range d.Applied {
+			p *= acc[fmt.Sprint(s, "/", cfg.Variant)] / 100
+			c += cfg.Cores * cfg.Replicas
+		}
+		r.PAS, r.Cost = append(r.PAS, p), append(r.Cost, float64(c))
+		pas += p
+		cost += float64(c)
+	}
+	n := max(len(res.Decisions), 1)
+	slices.Sort(lat)
+	row := Row{Pipeline: r.Pipeline, Window: r.Window, System: r.System, Requests: len(reqs),
+		PAS: pas / float64(n), Cost: cost / float64(n), Dropped: sum.Drops, Late: sum.Late, Violations: sum.Violations,
+		Changes: sum.Changes, WallSeconds: res.Wall.Seconds()}
+	if len(reqs) > 0 {
+		row.ViolationsPct = 100 * float64(sum.Violations) / float64(len(reqs))
+	}
+	if len(lat) > 0 {
+		row.P99 = lat[min(len(lat)-1, int(math.Ceil(0.99*float64(len(lat))))-1)].Seconds()
+	}
+	r.Row = row
+}
+
+// writeRun writes a run as ipa local and ipa load would have: the decision
+// log, the load report and the records.
+func writeRun(dir string, res *sim.Result, decisions []byte) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "decisions.jsonl"), decisions, 0o644); err != nil {
+		return err
+	}
+	rep := res.Load.Report()
+	var b bytes.Buffer
+	if err := rep.WriteJSON(&b); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "load-report.json"), b.Bytes(), 0o644); err != nil {
+		return err
+	}
+	b.Reset()
+	if err := loadgen.WriteRecords(&b, res.Load.Records, loadgen.JSONLines); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "records.jsonl"), b.Bytes(), 0o644)
+}
+
+// fileName makes a system name safe as a directory name.
+func fileName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+func keys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}

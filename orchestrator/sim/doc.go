@@ -1,0 +1,46 @@
+// Package sim is ipa's deterministic discrete-event simulator of a pipeline
+// under a load, driven by the real adaptation code under virtual time
+// (`ipa simulate`, and `ipa experiment`'s sim mode).
+//
+// What is real and what is modelled:
+//
+//   - Arrivals: loadgen.Arrivals, the generator of `ipa load`, seeded the
+//     same way, so a seed gives the schedule `ipa load --seed` sends.
+//   - Adaptation: orchestrator.Controller itself (observe, predict, solve,
+//     apply, decision log), stepped every Interval on the virtual clock,
+//     with the injected predictor (the LSTM included) and solver.
+//   - Batching: each stage's queue is a batcher.Batcher on the virtual clock,
+//     polled (Batcher.Poll) whenever a replica is idle, an item arrives, the
+//     configuration changes or the batcher's timer fires: the batches the
+//     data plane's workers would get from Next, at the same times
+//     (TestBatchingMatchesBlockingNext checks this against real workers).
+//   - Drops, where the data plane drops (dataplane/pipeline.go, call.go,
+//     worker.go): the router before each stage once the deadline (sent +
+//     SLA) has passed; the stage at admission; the batcher at the deadline
+//     while queued; the worker when it takes a batch; 429 when the queue is
+//     full; and the load generator's own client-overload drop.
+//   - Service time of a batch: drawn from a log-normal fitted to the
+//     profile's p50 and p99 for (variant, cores, rows) (estimated batch sizes
+//     as the optimizer estimates them); a replica with cores the profile did
+//     not measure scales the nearest measured count's times by
+//     measured/actual cores.
+//   - Reconfiguration: as dataplane.Stage.Reconfigure, replicas (or cores)
+//     are loaded first while the old ones serve, then variant, batching and
+//     the worker set switch at once, surplus workers finish their batch;
+//     the loading takes StartupDelay, a variant switch SwitchDelay. Changes
+//     to one stage are applied in order.
+//   - The router's glue (decode, resize) delays each request by GlueCost
+//     before its first stage, and the controller reserves cores for it as
+//     in ipa local (OverheadObserver).
+//
+// Not modelled: network hops, CPU contention between replicas beyond what
+// the profile measured, fan-out (one item per request per stage).
+//
+// Output: the decision log (orchestrator.Decision lines) and a
+// loadgen.Result, whose report and records are written by loadgen exactly
+// as `ipa load` writes them, so `ipa report` renders a simulated run like a
+// real one. Same options and seed, same bytes.
+//
+// The package is pure Go: it imports no runtime, dataplane (but
+// dataplane/loadgen), optimizer/highs or client-go; main injects the solver.
+package sim

@@ -1,0 +1,448 @@
+package sim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/profiles"
+)
+
+// Defaults of the delays, and where they come from.
+const (
+	// LocalStartupDelay is how long `ipa local` took to add a classify
+	// replica (load every variant's ONNX Runtime session) while the old one
+	// served: apply_seconds 5.2 of the scale-up in docs/run-bursty/decisions.jsonl.
+	LocalStartupDelay = 5200 * time.Millisecond
+	// LocalSwitchDelay is a variant switch in `ipa local`: one atomic store
+	// (apply_seconds 0.0001 in the same log); zero here.
+	LocalSwitchDelay = 0
+	// KubernetesStartupDelay is a new stage pod on Kubernetes: the pod
+	// start-up SLO (99th percentile ≤ 5 s for a schedulable stateless pod,
+	// image pull excluded: kubernetes/community,
+	// sig-scalability/slos/pod_startup_latency.md), plus loading the sessions
+	// (LocalStartupDelay), plus one period of the stage's startup probe (5 s)
+	// and of its readiness probe (2 s) as `ipa manifests` renders them.
+	KubernetesStartupDelay = 5*time.Second + LocalStartupDelay + 5*time.Second + 2*time.Second
+	// DefaultMaxQueue and DefaultMaxInflight are ipa local's
+	// --batch.max-queue and ipa load's --max-inflight defaults.
+	DefaultMaxQueue    = 1024
+	DefaultMaxInflight = 1024
+)
+
+// ParseStartupDelay reads a start-up delay: local, kubernetes, or a
+// non-negative duration.
+func ParseStartupDelay(s string) (time.Duration, error) {
+	switch s {
+	case "local":
+		return LocalStartupDelay, nil
+	case "kubernetes":
+		return KubernetesStartupDelay, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("start-up delay %q: use local, kubernetes or a non-negative duration", s)
+	}
+	return d, nil
+}
+
+// Epoch is the virtual time of a simulation's start unless Options.Start
+// says otherwise: fixed, so that outputs are reproducible.
+var Epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// Step is one step of the simulated pipeline.
+type Step struct {
+	// Name is the step's name (decision log, plan).
+	Name string
+	// Profile names its stage in the profile; empty means Name.
+	Profile string
+	// Initial is the configuration it starts with.
+	Initial models.StageConfig
+}
+
+// Adaptation is the controller of a simulated run.
+type Adaptation struct {
+	Config orchestrator.Config
+	// Problem is the optimizer's template: stages, profile, SLA, weights,
+	// caps, baseline (ArrivalRate and Current are filled in every interval).
+	Problem   optimizer.Problem
+	Solver    optimizer.Solver
+	Predictor orchestrator.Predictor
+	// Off turns the controller off: every interval the loop only observes,
+	// predicts and logs the running configuration evaluated at the
+	// predicted load (baseline fixed), so that the run has a decision log
+	// to render; it never applies anything.
+	Off bool
+}
+
+// Pipeline is what the simulator knows of a pipeline.
+type Pipeline struct {
+	// Name is the pipeline's (drop reasons); SLA its latency objective.
+	Name  string
+	SLA   time.Duration
+	Steps []Step
+	// Stages offers each step's variants, with their accuracies, to the
+	// optimizer, in step order.
+	Stages   []optimizer.Stage
+	Profiles *profiles.Profile
+}
+
+// Problem returns the optimizer's template for p with the given weights
+// and caps (γ = 1e-6, as IPA).
+func (p Pipeline) Problem(alpha, beta float64, scalingCap, coreCapacity int) optimizer.Problem {
+	return optimizer.Problem{Stages: p.Stages, Profiles: p.Profiles, SLA: p.SLA, Alpha: alpha, Beta: beta, Gamma: 1e-6,
+		ScalingCap: scalingCap, CoreCapacity: coreCapacity}
+}
+
+// Initial returns the steps' initial configurations.
+func (p Pipeline) Initial() []models.StageConfig {
+	out := make([]models.StageConfig, len(p.Steps))
+	for i, s := range p.Steps {
+		out[i] = s.Initial
+	}
+	return out
+}
+
+// Options are one simulated run.
+type Options struct {
+	Pipeline Pipeline
+	// SLA is the load generator's --sla: the report measures against it,
+	// and it is sent as the request's budget, so a request's deadline is
+	// arrival + the earlier of it and the pipeline's SLA, as the router
+	// takes the earliest (0: the pipeline's).
+	SLA time.Duration
+
+	// Load, Process and Slot are what `ipa load` would send; Duration (if
+	// positive) ends the schedule, as --duration. Seed seeds the arrivals as
+	// `ipa load --seed` does, and the service times.
+	Load     loadgen.Load
+	Process  loadgen.Process
+	Slot     time.Duration
+	Duration time.Duration
+	// Total, when positive, ends the load after that many requests.
+	Total int
+	Seed  uint64
+
+	// Adapt runs the controller; nil keeps the initial configuration and
+	// logs no decision.
+	Adapt *Adaptation
+
+	// GlueCost is the router's time per request before its first stage.
+	GlueCost time.Duration
+	// StartupDelay is how long new replicas (or replicas with other
+	// cores) take to load; SwitchDelay how long a variant switch takes.
+	StartupDelay, SwitchDelay time.Duration
+	// MaxQueue is each stage's --batch.max-queue; MaxInflight the load
+	// generator's --max-inflight (0: the defaults).
+	MaxQueue, MaxInflight int
+	// Start is the virtual wall time of the start (zero: Epoch).
+	Start time.Time
+	// Decisions receives the decision log (may be nil).
+	Decisions io.Writer
+}
+
+// Result is a finished simulated run.
+type Result struct {
+	// Load is what `ipa load` would have recorded.
+	Load *loadgen.Result
+	// Decisions are the controller's, in order.
+	Decisions []orchestrator.Decision
+	// Events, Batches count the work done.
+	Events, Batches uint64
+	// Wall is the real time the simulation took.
+	Wall time.Duration
+}
+
+// request is one simulated request.
+type request struct {
+	seq      int
+	sent     time.Duration
+	deadline time.Time
+	step     int
+	answered bool
+}
+
+// sim is one run.
+type sim struct {
+	opt      Options
+	loop     *loop
+	rng      *rand.Rand
+	svc      services
+	stages   []*stage
+	arrivals *loadgen.Arrivals
+	horizon  time.Duration
+
+	records  []loadgen.Record
+	inflight int
+	budget   time.Duration // from arrival to the deadline
+	lastDone time.Duration
+	perSec   []int64 // router arrivals per second
+	actions  []orchestrator.Action
+	batches  uint64
+	err      error
+
+	// onBatch, when set (tests), sees every batch a replica takes: when,
+	// and the sequence numbers in it.
+	onBatch func(at time.Duration, seqs []int)
+}
+
+// Run simulates opt. It fails on a misconfigured run, or when ctx ends.
+func Run(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, nil) }
+
+func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (*Result, error) {
+	wall := time.Now()
+	s, err := newSim(opt)
+	if err != nil {
+		return nil, err
+	}
+	s.onBatch = onBatch
+	var ctl *orchestrator.Controller
+	if opt.Adapt != nil && !opt.Adapt.Off {
+		ctl, err = orchestrator.New(opt.Adapt.Config, opt.Adapt.Problem, orchestrator.Options{
+			Observer: observer{s}, Predictor: opt.Adapt.Predictor, Actuator: actuator{s},
+			Solver: opt.Adapt.Solver, Log: opt.Decisions, Clock: s.loop})
+		if err != nil {
+			return nil, err
+		}
+		defer ctl.Close()
+	}
+	res := &Result{}
+	if opt.Adapt != nil {
+		iv := opt.Adapt.Config.Interval
+		var step func()
+		step = func() {
+			if ctl == nil {
+				res.Decisions = append(res.Decisions, s.observe(ctx))
+			} else {
+				res.Decisions = append(res.Decisions, ctl.Step(ctx))
+			}
+			if next := s.loop.now + iv; next <= s.horizon {
+				s.loop.at(next, step)
+			}
+		}
+		if iv <= s.horizon {
+			s.loop.at(iv, step)
+		}
+	}
+	s.nextArrival()
+	if !s.loop.run(func() bool { return ctx.Err() != nil || s.err != nil }) {
+		if s.err != nil {
+			return nil, s.err
+		}
+		return nil, ctx.Err()
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	res.Load = &loadgen.Result{
+		Start:       s.loop.epoch,
+		Elapsed:     max(s.arrivals.End(), s.lastDone),
+		SLA:         s.opt.SLA,
+		MaxInflight: s.opt.MaxInflight,
+		Records:     s.records,
+	}
+	res.Events, res.Batches, res.Wall = s.loop.ran, s.batches, time.Since(wall)
+	return res, nil
+}
+
+func newSim(opt Options) (*sim, error) {
+	if opt.SLA == 0 {
+		opt.SLA = opt.Pipeline.SLA
+	}
+	switch {
+	case len(opt.Pipeline.Steps) == 0:
+		return nil, errors.New("sim: the pipeline has no steps")
+	case opt.Pipeline.Profiles == nil:
+		return nil, errors.New("sim: no profile")
+	case opt.Load == nil:
+		return nil, errors.New("sim: no load")
+	case opt.SLA <= 0:
+		return nil, errors.New("sim: the SLA must be positive")
+	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0:
+		return nil, errors.New("sim: delays and glue cost must not be negative")
+	}
+	if opt.Slot <= 0 {
+		opt.Slot = time.Second
+	}
+	if opt.MaxQueue <= 0 {
+		opt.MaxQueue = DefaultMaxQueue
+	}
+	if opt.MaxInflight <= 0 {
+		opt.MaxInflight = DefaultMaxInflight
+	}
+	if opt.Start.IsZero() {
+		opt.Start = Epoch
+	}
+	s := &sim{
+		opt:  opt,
+		loop: &loop{epoch: opt.Start},
+		// Arrivals are seeded as `ipa load` seeds them; service times get
+		// their own stream.
+		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
+		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
+		svc:      services{prof: opt.Pipeline.Profiles, cache: map[serviceKey]logNormal{}},
+	}
+	s.arrivals.Until = opt.Duration
+	s.budget = min(opt.SLA, opt.Pipeline.SLA)
+	if opt.Pipeline.SLA <= 0 {
+		s.budget = opt.SLA
+	}
+	switch l := opt.Load.(type) {
+	case loadgen.Counts:
+		s.horizon = time.Duration(len(l)) * opt.Slot
+		if opt.Duration > 0 {
+			s.horizon = min(s.horizon, opt.Duration)
+		}
+	default:
+		if opt.Duration <= 0 {
+			return nil, errors.New("sim: an unbounded load needs a duration")
+		}
+		s.horizon = opt.Duration
+	}
+	for i, st := range opt.Pipeline.Steps {
+		prof := st.Profile
+		if prof == "" {
+			prof = st.Name
+		}
+		if err := st.Initial.Validate(); err != nil {
+			return nil, fmt.Errorf("step %q: initial configuration: %w", st.Name, err)
+		}
+		if _, err := s.svc.dist(prof, st.Initial.Variant, st.Initial.Cores, 1); err != nil {
+			return nil, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+		stg := &stage{s: s, idx: i, name: st.Name, profile: prof, cfg: st.Initial, target: st.Initial}
+		b, err := batcher.New[*request](batcher.Config{MaxBatch: st.Initial.MaxBatch, MaxWait: st.Initial.MaxWait, MaxQueue: max(opt.MaxQueue, st.Initial.MaxBatch)},
+			batcher.WithClock(stageClock{loop: s.loop, after: stg.dispatch}),
+			batcher.OnExpire(func(r *request, _ error) { stg.s.drop(r, 504, stg.deadlineReason()) }))
+		if err != nil {
+			return nil, fmt.Errorf("step %q: %w", st.Name, err)
+		}
+		stg.b = b
+		for range st.Initial.Replicas {
+			stg.addReplica(st.Initial.Cores)
+		}
+		s.stages = append(s.stages, stg)
+	}
+	return s, nil
+}
+
+// observe is one interval of a loop that is off: what it sees, what it
+// predicts, and the running configuration evaluated at that load.
+func (s *sim) observe(ctx context.Context) orchestrator.Decision {
+	a := s.opt.Adapt
+	d := orchestrator.Decision{Time: s.loop.Now()}
+	rates, _ := observer{s}.Rates(ctx, a.Config.History)
+	if n := min(int(a.Config.Interval/time.Second), len(rates)); n > 0 {
+		for _, r := range rates[len(rates)-n:] {
+			d.Observed += r / float64(n)
+			d.PeakSeen = max(d.PeakSeen, r)
+		}
+	}
+	d.Predicted = a.Predictor.Predict(rates) * a.Config.Margin
+	current, _ := actuator{s}.Current(ctx)
+	p := a.Problem
+	p.Baseline, p.ArrivalRate, p.Current = optimizer.Fixed, d.Predicted, current
+	plan, err := optimizer.Solve(&p, a.Solver, s.loop.Now)
+	switch {
+	case errors.Is(err, optimizer.ErrInfeasible):
+		d.Fallback = true
+	case err != nil:
+		d.Error = fmt.Sprintf("cannot evaluate the running configuration: %v", err)
+	}
+	if err == nil || d.Fallback {
+		d.Plan = &plan
+	}
+	d.Applied = current
+	if s.opt.Decisions != nil {
+		if b, err := json.Marshal(d); err == nil {
+			s.opt.Decisions.Write(append(b, '\n'))
+		}
+	}
+	return d
+}
+
+// nextArrival schedules the next request of the load.
+func (s *sim) nextArrival() {
+	if s.opt.Total > 0 && len(s.records) >= s.opt.Total {
+		return
+	}
+	at, ok := s.arrivals.Next()
+	if !ok {
+		return
+	}
+	s.loop.at(at, func() {
+		s.arrive(at)
+		s.nextArrival()
+	})
+}
+
+// arrive is the load generator sending a request and the router taking it.
+func (s *sim) arrive(at time.Duration) {
+	seq := len(s.records)
+	s.records = append(s.records, loadgen.Record{Seq: seq, Scheduled: at, Sent: at})
+	if s.inflight >= s.opt.MaxInflight {
+		s.records[seq].Outcome = loadgen.Outcome{Kind: loadgen.Dropped, Reason: loadgen.ReasonClientOverload}
+		return
+	}
+	s.inflight++
+	sec := int(at / time.Second)
+	for len(s.perSec) <= sec {
+		s.perSec = append(s.perSec, 0)
+	}
+	s.perSec[sec]++
+	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.budget)}
+	if s.opt.GlueCost > 0 {
+		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
+		return
+	}
+	s.enter(r)
+}
+
+// enter is the router sending r to its next stage, or dropping it there as
+// dataplane.Pipe.Run does once the deadline has passed.
+func (s *sim) enter(r *request) {
+	st := s.stages[r.step]
+	if !s.loop.Now().Before(r.deadline) {
+		s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: dropped: deadline exceeded before the request was computed before stage %q (%d of %d)",
+			s.opt.Pipeline.Name, st.name, r.step+1, len(s.stages)))
+		return
+	}
+	st.infer(r)
+}
+
+// answer finishes r at now.
+func (s *sim) answer(r *request, out loadgen.Outcome) {
+	if r.answered {
+		s.err = fmt.Errorf("BUG: request %d answered twice (%v, then %v)", r.seq, s.records[r.seq].Outcome, out)
+		return
+	}
+	r.answered = true
+	rec := &s.records[r.seq]
+	rec.Latency = s.loop.now - r.sent
+	rec.Outcome = out
+	s.inflight--
+	s.lastDone = max(s.lastDone, s.loop.now)
+}
+
+func (s *sim) drop(r *request, status int, reason string) {
+	s.answer(r, loadgen.Outcome{Kind: loadgen.Dropped, Status: status, Reason: reason})
+}
+
+// done moves r past its current stage.
+func (s *sim) done(r *request) {
+	r.step++
+	if r.step == len(s.stages) {
+		s.answer(r, loadgen.Outcome{Kind: loadgen.Succeeded, Status: 200})
+		return
+	}
+	s.enter(r)
+}
