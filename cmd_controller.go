@@ -84,7 +84,7 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 }
 
 // problem is the optimizer's template the loop plans with.
-func (f ControllerFlags) problem(stages []optimizer.Stage, prof *profiles.Profile, sla time.Duration) optimizer.Problem {
+func (f ControllerFlags) problem(stages []optimizer.Step, prof *profiles.Profile, sla time.Duration) optimizer.Problem {
 	capacity := f.CoreCapacity
 	if capacity == 0 {
 		capacity = goruntime.NumCPU()

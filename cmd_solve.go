@@ -149,8 +149,8 @@ func loadProfile(path string) (*profiles.Profile, error) {
 
 // pipelineStages offers, for each step of spec, the variants of its
 // repository stage that the profile measured, with their accuracy.
-func pipelineStages(spec *models.Pipeline, repo *models.Repository, prof *profiles.Profile, profPath string) ([]optimizer.Stage, error) {
-	var stages []optimizer.Stage
+func pipelineStages(spec *models.Pipeline, repo *models.Repository, prof *profiles.Profile, profPath string) ([]optimizer.Step, error) {
+	var stages []optimizer.Step
 	for _, s := range spec.Stages {
 		meta, err := s.RepoStage(repo)
 		if err != nil {

@@ -19,7 +19,7 @@ func TestExactRefusesASearchTooLargeForIt(t *testing.T) {
 		p := SyntheticProblem(1, 2)
 		p.Accuracy, p.SLA = mode, 2000*p.SLA
 		for i := 1; i < 2000; i++ {
-			p.Stages = append(p.Stages, Stage{Name: fmt.Sprintf("c%d", i), Profile: "s0", Variants: p.Stages[0].Variants})
+			p.Stages = append(p.Stages, Step{Name: fmt.Sprintf("c%d", i), Profile: "s0", Variants: p.Stages[0].Variants})
 		}
 		t0 := time.Now()
 		_, err := Solve(p, Exact{}, nil)

@@ -188,7 +188,7 @@ func paperProblem(stages []paperStage, sla time.Duration, lambda, alpha, beta fl
 	}
 	for _, st := range stages {
 		p.Profiles.Stages = append(p.Profiles.Stages, paperProfile(st.name, st.base, st.order, st.batches))
-		s := Stage{Name: st.name}
+		s := Step{Name: st.name}
 		for _, v := range st.order {
 			s.Variants = append(s.Variants, Variant{Name: v, Accuracy: st.acc[v]})
 		}

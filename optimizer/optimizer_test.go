@@ -31,7 +31,7 @@ func tiny() *Problem {
 		}},
 	}}
 	return &Problem{
-		Stages: []Stage{
+		Stages: []Step{
 			{Name: "a", Variants: []Variant{{Name: "fast", Accuracy: 50}, {Name: "good", Accuracy: 80}}},
 			{Name: "b", Variants: []Variant{{Name: "only", Accuracy: 90}}},
 		},
@@ -265,7 +265,7 @@ func TestValidateSaysWhatToChange(t *testing.T) {
 	f(func(p *Problem) {
 		p.Accuracy = Multiply
 		for len(p.Stages) < 100 {
-			p.Stages = append(p.Stages, Stage{Name: fmt.Sprint("b", len(p.Stages)), Profile: "b", Variants: []Variant{{Name: "only", Accuracy: 1e6}}})
+			p.Stages = append(p.Stages, Step{Name: fmt.Sprint("b", len(p.Stages)), Profile: "b", Variants: []Variant{{Name: "only", Accuracy: 1e6}}})
 		}
 	}, "the objective overflows")
 	f(func(p *Problem) { p.Accuracy = "max" }, "use sum, average or multiply")

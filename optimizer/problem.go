@@ -63,7 +63,7 @@ const (
 // fields are documented defaults. A Problem is not modified by Solve.
 type Problem struct {
 	// Stages is the pipeline, in request order.
-	Stages []Stage `json:"stages"`
+	Stages []Step `json:"stages"`
 	// Profiles holds the measurements of every offered variant.
 	Profiles *profiles.Profile `json:"profiles"`
 	// ArrivalRate is the predicted load λ in requests per second (>= 0).
@@ -104,8 +104,8 @@ type Problem struct {
 	Compat bool `json:"compat,omitempty"`
 }
 
-// Stage is one step of the pipeline and the variants offered for it.
-type Stage struct {
+// Step is one step of the pipeline and the variants offered for it.
+type Step struct {
 	// Name of the step (unique in the pipeline).
 	Name string `json:"name"`
 	// Profile names the stage in Problem.Profiles; empty means Name.
@@ -123,7 +123,7 @@ type Variant struct {
 	Cores []int `json:"cores,omitempty"`
 }
 
-func (s *Stage) profileName() string {
+func (s *Step) profileName() string {
 	if s.Profile != "" {
 		return s.Profile
 	}
@@ -132,8 +132,8 @@ func (s *Stage) profileName() string {
 
 // StagesFromModels offers every variant of each repository stage, in order,
 // with its published accuracy.
-func StagesFromModels(stages ...*models.Stage) []Stage {
-	out := make([]Stage, len(stages))
+func StagesFromModels(stages ...*models.Stage) []Step {
+	out := make([]Step, len(stages))
 	for i, st := range stages {
 		out[i].Name = st.Name
 		for _, v := range st.Variants {

@@ -27,10 +27,10 @@ const DefaultSLAFactor = 5
 // config, DefaultSLAFactor), so with the default the stage SLA is 25 × the
 // mean batch-1 p99 of its variants at their largest core count. The
 // original's latency_margin is not applied: profiles here are measured to
-// saturation, and a margin, if wanted, belongs in the factor. Stage.Variants
-// and Stage.Profile choose the variants and profile stage; Variant.Cores is
+// saturation, and a margin, if wanted, belongs in the factor. Step.Variants
+// and Step.Profile choose the variants and profile stage; Variant.Cores is
 // ignored, as the original ignored the base allocation here.
-func DeriveSLA(prof *profiles.Profile, stages []Stage, factor float64) (time.Duration, error) {
+func DeriveSLA(prof *profiles.Profile, stages []Step, factor float64) (time.Duration, error) {
 	if prof == nil || len(stages) == 0 {
 		return 0, errors.New("need a profile and at least one stage")
 	}

@@ -54,7 +54,7 @@ func SyntheticProblem(stages, variants int) *Problem {
 		Alpha: 2, Beta: 0.05, Gamma: 1e-6, Accuracy: Multiply, ScalingCap: 100,
 	}
 	for s := range stages {
-		st := Stage{Name: fmt.Sprintf("s%d", s)}
+		st := Step{Name: fmt.Sprintf("s%d", s)}
 		for v := range variants {
 			st.Variants = append(st.Variants, Variant{Name: fmt.Sprintf("v%d", v), Accuracy: 60 + 30*float64(v+1)/float64(variants)})
 		}
@@ -120,7 +120,7 @@ func randomProblem(r *rand.Rand) *Problem {
 	for s := range S {
 		name := fmt.Sprintf("s%d", s)
 		V := 1 + r.IntN(6)
-		st := Stage{Name: name}
+		st := Step{Name: name}
 		sp := profiles.StageProfile{Name: name}
 		lo, hi := math.Inf(1), 0.0
 		for v := range V {
@@ -238,7 +238,7 @@ func boundaryProblem(r *rand.Rand) *Problem {
 	var ms [][]int // ms[s][config] latency in ms, in Compile's config order
 	for s := range S {
 		name := fmt.Sprintf("s%d", s)
-		st, sp := Stage{Name: name}, profiles.StageProfile{Name: name}
+		st, sp := Step{Name: name}, profiles.StageProfile{Name: name}
 		var lat []int
 		for v := range 1 + r.IntN(3) {
 			vn := fmt.Sprintf("v%d", v)

@@ -17,7 +17,7 @@ func decimalProblem(lats []float64, h, lambda float64, sla time.Duration) *Probl
 		name := string(rune('a' + i))
 		p.Profiles.Stages = append(p.Profiles.Stages, profiles.StageProfile{Name: name, Variants: []profiles.VariantProfile{{Name: "v",
 			Configs: []profiles.Config{{Cores: 1, Points: []profiles.Point{{Batch: 1, LatencyP50: l, LatencyP99: l, Throughput: h}}}}}}})
-		p.Stages = append(p.Stages, Stage{Name: name, Variants: []Variant{{Name: "v", Accuracy: 50}}})
+		p.Stages = append(p.Stages, Step{Name: name, Variants: []Variant{{Name: "v", Accuracy: 50}}})
 	}
 	return p
 }

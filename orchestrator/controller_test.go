@@ -71,7 +71,7 @@ func measuredProblem(t *testing.T) optimizer.Problem {
 	}{{"shufflenet", 58}, {"squeezenet", 56.85}, {"inception-v2", 73.5}, {"resnet50", 74.93}} {
 		vs = append(vs, optimizer.Variant{Name: v.name, Accuracy: v.acc})
 	}
-	return optimizer.Problem{Stages: []optimizer.Stage{{Name: "classify", Variants: vs}}, Profiles: prof,
+	return optimizer.Problem{Stages: []optimizer.Step{{Name: "classify", Variants: vs}}, Profiles: prof,
 		SLA: time.Second, Alpha: 1, Beta: 0.05, Gamma: 1e-6, ScalingCap: 16}
 }
 

@@ -23,7 +23,7 @@ type metricsSet struct {
 	batch     map[string]float64
 }
 
-func newMetrics(stages []optimizer.Stage) *metricsSet {
+func newMetrics(stages []optimizer.Step) *metricsSet {
 	m := &metricsSet{set: metrics.NewSet(), replicas: map[string]float64{}, batch: map[string]float64{}}
 	m.solveDur = m.set.NewPrometheusHistogram("ipa_controller_solve_duration_seconds")
 	m.observeErrors = m.set.NewCounter("ipa_controller_observe_errors_total")

@@ -288,7 +288,7 @@ func configure(pipe sim.Pipeline, sys System, load loadgen.Counts) (sim.Pipeline
 
 // lightest is the offered variant with the highest one-replica throughput
 // at batch 1 and its fewest cores (ties: the less accurate).
-func lightest(st *optimizer.Stage, prof *profiles.StageProfile) string {
+func lightest(st *optimizer.Step, prof *profiles.StageProfile) string {
 	best, bestH, bestA := "", -1.0, 0.0
 	for _, v := range st.Variants {
 		h := throughput1(prof, v.Name)
@@ -301,7 +301,7 @@ func lightest(st *optimizer.Stage, prof *profiles.StageProfile) string {
 
 // heavy is want, or the most accurate offered variant whose batch-1 p99 at
 // its fewest cores fits share (its step's part of the SLA).
-func heavy(st *optimizer.Stage, prof *profiles.StageProfile, share time.Duration, want string) (string, error) {
+func heavy(st *optimizer.Step, prof *profiles.StageProfile, share time.Duration, want string) (string, error) {
 	if want != "" {
 		for _, v := range st.Variants {
 			if v.Name == want {

@@ -92,7 +92,7 @@ type Pipeline struct {
 	Steps []Step
 	// Stages offers each step's variants, with their accuracies, to the
 	// optimizer, in step order.
-	Stages   []optimizer.Stage
+	Stages   []optimizer.Step
 	Profiles *profiles.Profile
 }
 

@@ -39,5 +39,5 @@ func Classify(t testing.TB, root string) sim.Pipeline {
 	}
 	initial := models.StageConfig{Variant: "squeezenet", MaxBatch: 4, MaxWait: 2 * time.Millisecond, Replicas: 1, Cores: 1}
 	return sim.Pipeline{Name: "classify", SLA: time.Second, Profiles: prof, Steps: []sim.Step{{Name: "classify", Initial: initial}},
-		Stages: []optimizer.Stage{{Name: "classify", Variants: vs}}}
+		Stages: []optimizer.Step{{Name: "classify", Variants: vs}}}
 }
