@@ -1,9 +1,15 @@
-// Package dataplane serves inference: a Stage runs one pipeline stage (every
-// variant preloaded, dynamic batching, N replica workers, live
-// reconfiguration) and Server exposes stages over the Open Inference Protocol
-// (KServe V2) REST API on fasthttp, with the binary tensor extension, an admin
-// API and Prometheus metrics.
+// Package dataplane is the stage server: a Stage runs one pipeline stage
+// (every variant preloaded, dynamic batching, N replica workers, live
+// reconfiguration) and Server exposes stages over the Open Inference
+// Protocol (KServe V2) REST API on fasthttp, with an admin API and
+// Prometheus metrics. It also holds what every HTTP role shares: the
+// fasthttp server with ipa's limits, V2 error bodies, and the mapping of
+// errors to HTTP statuses.
 //
-// It may import batcher, runtime and models; it must not import optimizer,
-// orchestrator, client-go or HiGHS.
+// Its neighbours each do one job: dataplane/v2codec encodes and decodes V2
+// bodies, dataplane/router chains stages into a pipeline (the router role),
+// dataplane/glue pre- and post-processes the models' tensors,
+// dataplane/loadgen is the load generator, dataplane/dataplanetest the test
+// rig. dataplane may import batcher, runtime, models and v2codec; it never
+// imports the router, optimizer, orchestrator, client-go or HiGHS.
 package dataplane
