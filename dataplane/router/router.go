@@ -35,13 +35,16 @@ type Router struct {
 }
 
 type routedPipe struct {
-	pipe  *Pipeline
-	rate  *RateCounter
-	set   *metrics.Set
-	total *metrics.PrometheusHistogram
-	stage map[string]*metrics.PrometheusHistogram
-	codes sync.Map // "2xx" → *metrics.Counter
-	drops sync.Map // reason → *metrics.Counter
+	pipe *Pipeline
+	rate *RateCounter
+	set  *metrics.Set
+	// arrivals counts every request to the pipeline, served or not: the
+	// series a controller reads through Prometheus (ArrivalsMetric).
+	arrivals *metrics.Counter
+	total    *metrics.PrometheusHistogram
+	stage    map[string]*metrics.PrometheusHistogram
+	codes    sync.Map // "2xx" → *metrics.Counter
+	drops    sync.Map // reason → *metrics.Counter
 }
 
 // NewRouter returns a router for pipes. extra, if not nil, handles paths
@@ -58,7 +61,7 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 		for _, st := range p.Stages {
 			rp.stage[st.Spec.Name] = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_stage_duration_seconds{pipeline=%q,stage=%q}`, name, st.Spec.Name))
 		}
-		rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
+		rp.arrivals = rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
 		metrics.RegisterSet(rp.set)
 		r.pipes[name] = rp
 		r.names = append(r.names, name)
@@ -191,6 +194,7 @@ var routerPool = sync.Pool{New: func() any { return new(routerState) }}
 func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	arrival := time.Now()
 	p.rate.Add(1)
+	p.arrivals.Inc()
 	st := routerPool.Get().(*routerState)
 	defer routerPool.Put(st)
 	req := Request{}
