@@ -14,12 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/promtext"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -116,7 +116,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4")
-		metrics.WritePrometheus(ctx, true)
+		promtext.Write(ctx, true)
 		return
 	case path == "/v2/health/live":
 		ctx.SetStatusCode(fasthttp.StatusOK)

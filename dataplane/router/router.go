@@ -17,6 +17,7 @@ import (
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/promtext"
 )
 
 // Router is the pipeline entry: it serves each pipeline as a V2 model,
@@ -110,7 +111,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4")
-		metrics.WritePrometheus(ctx, true)
+		promtext.Write(ctx, true)
 	case path == "/v2/health/live" || path == "/v2/health/ready":
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v2" || path == "/v2/":
