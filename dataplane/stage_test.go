@@ -416,7 +416,7 @@ func TestInferRejectsInputsThatDoNotFitTheStage(t *testing.T) {
 	}
 	in := dataplanetest.Input(1, 2)
 	in[0].Name = "z"
-	f(in, `needs dataplanetest.Input "x"`)
+	f(in, `needs input "x"`)
 	in = dataplanetest.Input(1, 2, 3)
 	in[0].Shape = []int64{1, 3}
 	f(in, "dimension 1 must be 2")
