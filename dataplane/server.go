@@ -206,10 +206,20 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 	}
 }
 
+// modelMetadata answers GET /v2/models/{stage}[/versions/{v}]. The stage's
+// inputs and outputs are those of its active variant (what a request must
+// match now), with a dynamic batch dimension since the stage batches rows;
+// parameters.common_inputs and common_outputs give what every variant
+// shares (-1 where they differ), which stays valid across switches.
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version string) {
-	in, out := st.Interface()
+	commonIn, commonOut := st.Interface()
 	cfg := st.Config()
-	params := map[string]any{"active_variant": cfg.Variant, "config": configJSON(cfg)}
+	in, out := commonIn, commonOut
+	if v := st.Meta().Variant(cfg.Variant); v != nil {
+		in, out = batchDynamic(v.Inputs), batchDynamic(v.Outputs)
+	}
+	params := map[string]any{"active_variant": cfg.Variant, "config": configJSON(cfg),
+		"common_inputs": v2codec.TensorMetadataOf(commonIn), "common_outputs": v2codec.TensorMetadataOf(commonOut)}
 	if version != "" {
 		v := st.Meta().Variant(version)
 		in, out = v.Inputs, v.Outputs
@@ -328,6 +338,19 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		ctx.SetContentType("application/json")
 	}
 	ctx.SetBody(is.buf)
+}
+
+// batchDynamic returns specs with dimension 0 dynamic.
+func batchDynamic(specs []models.TensorSpec) []models.TensorSpec {
+	out := make([]models.TensorSpec, len(specs))
+	for i, t := range specs {
+		t.Shape = append([]int64(nil), t.Shape...)
+		if len(t.Shape) > 0 {
+			t.Shape[0] = models.Dynamic
+		}
+		out[i] = t
+	}
+	return out
 }
 
 func hasSpec(specs []models.TensorSpec, name string) bool {
