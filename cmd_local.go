@@ -119,6 +119,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
 	router := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, stageSrv.Handle)
+	router.Index = stageSrv.RepositoryIndex
 	if c.Adapt {
 		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: router, pipeline: spec.Name}, localActuator{stages}, log)
 		if err != nil {

@@ -145,7 +145,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
 			return
 		}
-		s.repositoryIndex(ctx)
+		WriteJSON(ctx, fasthttp.StatusOK, s.RepositoryIndex())
 		return
 	case strings.HasPrefix(path, "/v2/models/"):
 		s.model(ctx, method, strings.TrimPrefix(path, "/v2/models/"))
@@ -235,15 +235,19 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version stri
 	})
 }
 
-func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
-	type entry struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		State   string `json:"state"`
-		Reason  string `json:"reason,omitempty"`
-		Active  bool   `json:"active"`
-	}
-	var list []entry
+// IndexEntry is one model version of POST /v2/repository/index (Triton's
+// repository extension): a stage's variant, or a pipeline.
+type IndexEntry struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+	Active  bool   `json:"active"`
+}
+
+// RepositoryIndex returns every (stage, variant) the server serves.
+func (s *Server) RepositoryIndex() []IndexEntry {
+	list := []IndexEntry{}
 	for _, name := range s.names {
 		st := s.stages[name]
 		state := "READY"
@@ -252,10 +256,10 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		}
 		active := st.Config().Variant
 		for _, v := range st.Meta().Variants {
-			list = append(list, entry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
+			list = append(list, IndexEntry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
 		}
 	}
-	WriteJSON(ctx, fasthttp.StatusOK, list)
+	return list
 }
 
 // inferState is the per-request scratch of the infer handler, pooled.

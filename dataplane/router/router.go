@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/promtext"
 )
 
@@ -33,6 +35,9 @@ type Router struct {
 	// extra serves paths the router does not know (ipa local mounts the
 	// stages' admin API and models there); nil means 404.
 	extra fasthttp.RequestHandler
+	// Index, if set, lists the models served next to the pipelines (ipa
+	// local: the stages' variants) in POST /v2/repository/index.
+	Index func() []dataplane.IndexEntry
 }
 
 type routedPipe struct {
@@ -115,8 +120,18 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v2/health/live" || path == "/v2/health/ready":
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v2" || path == "/v2/":
+		ext := []string{"binary_tensor_data", "model_repository", "ipa_pipelines"}
+		if r.extra != nil {
+			ext = append(ext, "ipa_admin") // ipa local serves the stages' admin API too
+		}
 		dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
-			"extensions": []string{"binary_tensor_data", "ipa_pipelines"}, "pipelines": r.names})
+			"extensions": ext, "pipelines": r.names})
+	case path == "/v2/repository/index":
+		if m := string(ctx.Method()); m != fasthttp.MethodPost && m != fasthttp.MethodGet {
+			dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
+			return
+		}
+		dataplane.WriteJSON(ctx, fasthttp.StatusOK, r.repositoryIndex())
 	case path == "/router/rate":
 		r.serveRate(ctx)
 	case strings.HasPrefix(path, "/v2/models/"):
@@ -130,6 +145,15 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 			}
 			dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
 			return
+		}
+		if rest, ok := strings.CutPrefix(action, "versions/"); ok {
+			// A pipeline's one version is what its steps run now.
+			var v string
+			v, action, _ = strings.Cut(rest, "/")
+			if now := p.pipe.Version(); v != now {
+				dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("pipeline %q has no version %q; its version is %q (the variants its steps run now), or omit the version", name, v, now))
+				return
+			}
 		}
 		switch action {
 		case "":
@@ -154,16 +178,36 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// repositoryIndex lists the pipelines (version: the variants serving them
+// now, as in model_version) and, in ipa local, the stages' variants.
+func (r *Router) repositoryIndex() []dataplane.IndexEntry {
+	list := []dataplane.IndexEntry{}
+	for _, name := range r.names {
+		list = append(list, dataplane.IndexEntry{Name: name, Version: r.pipes[name].pipe.Version(), State: "READY", Active: true})
+	}
+	if r.Index != nil {
+		list = append(list, r.Index()...)
+	}
+	return list
+}
+
 func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	var stages []map[string]any
 	for _, st := range p.pipe.Stages {
 		stages = append(stages, map[string]any{"name": st.Spec.Name, "model": st.Spec.Model, "input": st.Spec.Input,
 			"variants": st.Meta.VariantNames(), "active_variant": st.Variant().Name})
 	}
-	first := p.pipe.Stages[0]
-	in, _ := first.Meta.Interface()
-	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "platform": "ipa_pipeline",
-		"inputs": v2codec.TensorMetadataOf(in), "parameters": map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}})
+	params := map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}
+	in := p.pipe.Inputs()
+	if first, _ := p.pipe.Stages[0].Meta.Interface(); in[0].Name != first[0].Name {
+		params["raw_body"] = "POST one PNG or JPEG image as the body, or send input " + in[0].Name + " in a V2 request"
+		if p.pipe.Stages[0].Spec.Input == "image-imagenet" {
+			params["tensor_inputs"] = v2codec.TensorMetadataOf(first) // the classifier's own tensor is accepted too
+		}
+	}
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "versions": []string{p.pipe.Version()},
+		"platform": "ipa_pipeline", "inputs": v2codec.TensorMetadataOf(in), "outputs": v2codec.TensorMetadataOf(p.pipe.Outputs()),
+		"parameters": params})
 }
 
 func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
@@ -220,6 +264,15 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	} else {
 		req.Raw = body
 	}
+	if req.V2 != nil {
+		declared := p.pipe.Outputs()
+		for _, o := range req.V2.Outputs {
+			if !slices.ContainsFunc(declared, func(s models.TensorSpec) bool { return s.Name == o.Name }) {
+				r.fail(ctx, p, fasthttp.StatusBadRequest, fmt.Sprintf("pipeline %q has no output %q (outputs are %v)", p.pipe.Spec.Name, o.Name, models.TensorNames(declared)))
+				return
+			}
+		}
+	}
 	// The deadline: the client's budget if it sends one, else arrival + SLA.
 	deadline := arrival.Add(p.pipe.Spec.SLA)
 	if client, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req.V2, arrival); err != nil {
@@ -245,21 +298,39 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		return
 	}
 	resp := &st.resp
-	resp.ModelName, resp.ModelVersion, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, "", outs, v2codec.ResponseParameters{}
-	if req.V2 != nil {
-		resp.ID = req.V2.ID
-	} else {
-		resp.ID = ""
-	}
-	binary := req.V2 != nil && req.V2.BinaryOutputs
+	resp.ModelName, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, resp.Outputs[:0], v2codec.ResponseParameters{}
+	resp.ID = ""
 	resp.Binary = resp.Binary[:0]
-	for range outs {
+	for _, t := range outs {
+		binary := req.V2 != nil && req.V2.BinaryOutputs
+		if req.V2 != nil && len(req.V2.Outputs) > 0 {
+			i := slices.IndexFunc(req.V2.Outputs, func(o v2codec.RequestedOutput) bool { return o.Name == t.Name })
+			if i < 0 {
+				continue
+			}
+			binary = req.V2.Outputs[i].Binary
+		}
+		resp.Outputs = append(resp.Outputs, t)
 		resp.Binary = append(resp.Binary, binary)
 	}
-	resp.Timings = resp.Timings[:0]
+	if req.V2 != nil {
+		resp.ID = req.V2.ID
+	}
+	resp.Timings, resp.Labels = resp.Timings[:0], resp.Labels[:0]
+	variants := make([]string, len(p.pipe.Stages))
+	for i, s := range p.pipe.Stages {
+		variants[i] = s.Variant().Name // a step without work (nothing found upstream): its active variant
+		if i < len(tim) {
+			variants[i] = tim[i].Variant
+		}
+	}
 	for _, t := range tim {
 		resp.Timings = append(resp.Timings, v2codec.Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
+		resp.Labels = append(resp.Labels, v2codec.Label{Key: t.Stage + "_variant", Value: t.Variant})
 	}
+	// model_version names the variants that computed the answer, step by
+	// step, joined by "+": the pipeline's version (Pipeline.Version).
+	resp.ModelVersion = strings.Join(variants, "+")
 	total := time.Since(arrival)
 	resp.Timings = append(resp.Timings, v2codec.Timing{Key: "total_ns", NS: int64(total)})
 	var jsonLen int

@@ -1,0 +1,209 @@
+package router
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
+)
+
+// jsonAnswer is a JSON V2 answer (or error) as a client reads it.
+type jsonAnswer struct {
+	ModelVersion string            `json:"model_version"`
+	Parameters   map[string]any    `json:"parameters"`
+	Outputs      []json.RawMessage `json:"outputs"`
+	Error        string            `json:"error"`
+	Inputs       []v2codec.TensorMetadata
+	Versions     []string
+}
+
+type jsonOutput struct {
+	Name     string  `json:"name"`
+	DataType string  `json:"datatype"`
+	Shape    []int64 `json:"shape"`
+	Data     []any   `json:"data"`
+}
+
+func (a jsonAnswer) output(t *testing.T, name string) *jsonOutput {
+	t.Helper()
+	for _, raw := range a.Outputs {
+		var o jsonOutput
+		if err := json.Unmarshal(raw, &o); err != nil {
+			t.Fatal(err)
+		}
+		if o.Name == name {
+			return &o
+		}
+	}
+	return nil
+}
+
+// slowMachine gives a request a deadline that a loaded test machine (race
+// detector, shared cores) meets: these tests are about the protocol.
+var slowMachine = []string{v2codec.HeaderTimeout, "120s"}
+
+// postJSON sends a JSON V2 request and decodes the answer.
+func postJSON(t *testing.T, r *testRouter, pipeline, body string) (int, jsonAnswer) {
+	t.Helper()
+	res := r.Do(t, "POST", "/v2/models/"+pipeline+"/infer", []byte(body), slowMachine...)
+	var a jsonAnswer
+	if err := json.Unmarshal(res.Body, &a); err != nil {
+		t.Fatalf("%s: %v: %s", pipeline, err, res.Body)
+	}
+	return res.Status, a
+}
+
+// imagesRequest is a JSON request whose input "image" holds elems as JSON
+// strings, plus extra request fields.
+func imagesRequest(elems []string, extra string) string {
+	q, _ := json.Marshal(elems)
+	return fmt.Sprintf(`{"inputs":[{"name":"image","datatype":"BYTES","shape":[%d],"data":%s}]%s}`, len(elems), q, extra)
+}
+
+func samplePage(t *testing.T) []byte {
+	t.Helper()
+	page, err := os.ReadFile("../../docs/sample-page.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return page
+}
+
+// TestOCRPipelineSpeaksTheProtocol: the metadata declares the true input
+// (image BYTES) and outputs; a request made from the metadata works; images
+// come as base64 (standard, URL-safe, data URL) or raw; N images are N items;
+// requested outputs are honoured and unknown ones refused; the answer names
+// the variants that computed it.
+func TestOCRPipelineSpeaksTheProtocol(t *testing.T) {
+	r := localPipe(t, "ocr")
+	page := samplePage(t)
+
+	var meta struct {
+		Inputs, Outputs []v2codec.TensorMetadata
+		Versions        []string
+	}
+	if err := json.Unmarshal(r.Do(t, "GET", "/v2/models/ocr", nil).Body, &meta); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(meta.Inputs) != "[{image BYTES [-1]}]" {
+		t.Errorf("inputs %v, want image BYTES [-1]", meta.Inputs)
+	}
+	if fmt.Sprint(meta.Outputs) != "[{text BYTES [-1]} {boxes INT32 [-1 4]} {confidence FP32 [-1]} {item INT32 [-1]}]" {
+		t.Errorf("outputs %v", meta.Outputs)
+	}
+	if fmt.Sprint(meta.Versions) != "[det-640+rec-v4]" {
+		t.Errorf("versions %v", meta.Versions)
+	}
+
+	// One image as standard base64: the answer has every declared output,
+	// with the declared datatypes, and says which variants served it.
+	std := base64.StdEncoding.EncodeToString(page)
+	status, a := postJSON(t, r, "ocr", imagesRequest([]string{std}, ""))
+	if status != 200 {
+		t.Fatalf("base64 image: %d %s", status, a.Error)
+	}
+	for _, m := range meta.Outputs {
+		o := a.output(t, m.Name)
+		if o == nil || o.DataType != m.DataType || len(o.Shape) != len(m.Shape) {
+			t.Errorf("output %v: got %+v", m, o)
+		}
+	}
+	lines := a.output(t, "text").Data
+	if len(lines) != 4 || lines[0] != "Inference pipelines adapt" {
+		t.Fatalf("text %v", lines)
+	}
+	if a.ModelVersion != "det-640+rec-v4" || a.Parameters["det_variant"] != "det-640" || a.Parameters["rec_variant"] != "rec-v4" {
+		t.Errorf("model_version %q, parameters %v", a.ModelVersion, a.Parameters)
+	}
+
+	// Two images (URL-safe base64 with line breaks, and a data URL): two
+	// items, each line tagged with its image; only the requested outputs.
+	url := base64.RawURLEncoding.EncodeToString(page)
+	url = url[:76] + "\n" + url[76:]
+	dataURL := "data:image/png;base64," + std
+	status, a = postJSON(t, r, "ocr", imagesRequest([]string{url, dataURL}, `,"outputs":[{"name":"text"},{"name":"item"}]`))
+	if status != 200 {
+		t.Fatalf("two images: %d %s", status, a.Error)
+	}
+	if len(a.Outputs) != 2 || a.output(t, "boxes") != nil {
+		t.Errorf("asked for text and item, got %d outputs", len(a.Outputs))
+	}
+	text, item := a.output(t, "text"), a.output(t, "item")
+	if text == nil || item == nil || len(text.Data) != 8 || fmt.Sprint(item.Data) != "[0 0 0 0 1 1 1 1]" || text.Data[4] != lines[0] {
+		t.Fatalf("two images: text %v, item %v", text, item)
+	}
+
+	// Bad inputs are 400s that say what is wrong.
+	for _, tc := range []struct{ body, want string }{
+		{imagesRequest([]string{"", std}, ""), "element 0 of 2 is empty"},
+		{imagesRequest([]string{"hello, world"}, ""), "base64"},
+		{imagesRequest([]string{std}, `,"outputs":[{"name":"nope"}]`), `no output "nope"`},
+		{`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3,2,2],"data":[1,2,3,4,5,6,7,8,9,10,11,12]}]}`, `input "image" BYTES`},
+		{`{"inputs":[{"name":"image","datatype":"BYTES","shape":[0],"data":[]}]}`, "no image"},
+	} {
+		status, a := postJSON(t, r, "ocr", tc.body)
+		if status != 400 || !strings.Contains(a.Error, tc.want) {
+			t.Errorf("%.80s: %d %q, want 400 containing %q", tc.body, status, a.Error, tc.want)
+		}
+	}
+
+	// The version in the path: the current one works, another is a 404.
+	res := r.Do(t, "POST", "/v2/models/ocr/versions/det-640+rec-v4/infer", []byte(imagesRequest([]string{std}, `,"outputs":[{"name":"item"}]`)), slowMachine...)
+	if res.Status != 200 {
+		t.Errorf("infer with the current version: %d %s", res.Status, res.Body)
+	}
+	if res := r.Do(t, "GET", "/v2/models/ocr/versions/det-960+rec-v4", nil); res.Status != 404 {
+		t.Errorf("metadata of another version: %d %s", res.Status, res.Body)
+	}
+
+	// The repository index lists the pipeline; /v2 names the extensions.
+	var index []map[string]any
+	json.Unmarshal(r.Do(t, "POST", "/v2/repository/index", nil).Body, &index)
+	if len(index) == 0 || index[0]["name"] != "ocr" || index[0]["state"] != "READY" || index[0]["version"] != "det-640+rec-v4" {
+		t.Errorf("repository index %v", index)
+	}
+	var server struct{ Extensions []string }
+	json.Unmarshal(r.Do(t, "GET", "/v2", nil).Body, &server)
+	for _, e := range []string{"binary_tensor_data", "model_repository"} {
+		if !slices.Contains(server.Extensions, e) {
+			t.Errorf("/v2 extensions %v lack %q", server.Extensions, e)
+		}
+	}
+}
+
+// TestClassifyPipelineBatchesImages: N images are N rows of prob, in order,
+// each the same as the image sent alone; the tensor form still works.
+func TestClassifyPipelineBatchesImages(t *testing.T) {
+	r := localPipe(t, "classify")
+	page := base64.StdEncoding.EncodeToString(samplePage(t))
+	status, one := postJSON(t, r, "classify", imagesRequest([]string{page}, ""))
+	if status != 200 {
+		t.Fatalf("one image: %d %s", status, one.Error)
+	}
+	status, two := postJSON(t, r, "classify", imagesRequest([]string{page, page}, ""))
+	if status != 200 {
+		t.Fatalf("two images: %d %s", status, two.Error)
+	}
+	p1, p2 := one.output(t, "prob"), two.output(t, "prob")
+	if p1 == nil || p2 == nil || fmt.Sprint(p2.Shape) != "[2 1000]" || len(p2.Data) != 2000 {
+		t.Fatalf("prob of one image %v, of two %v", p1.Shape, p2.Shape)
+	}
+	for i := range 1000 {
+		if p2.Data[i] != p1.Data[i] || p2.Data[1000+i] != p1.Data[i] {
+			t.Fatalf("row 0 or 1 of the batch differs from the image alone at %d", i)
+		}
+	}
+	var meta struct {
+		Inputs, Outputs []v2codec.TensorMetadata
+		Parameters      map[string]any
+	}
+	json.Unmarshal(r.Do(t, "GET", "/v2/models/classify", nil).Body, &meta)
+	if fmt.Sprint(meta.Inputs, meta.Outputs) != "[{image BYTES [-1]}] [{prob FP32 [-1 1000]}]" || meta.Parameters["tensor_inputs"] == nil {
+		t.Errorf("classify metadata %+v", meta)
+	}
+}
