@@ -140,6 +140,18 @@ func (p *Pipeline) Inputs() []models.TensorSpec {
 	return p.Stages[0].inputs
 }
 
+// NotReady returns the first step whose client says it cannot take
+// requests (clients with a Ready method: in-process and remote stages), or
+// "" when every step can.
+func (p *Pipeline) NotReady() string {
+	for _, st := range p.Stages {
+		if r, ok := st.Client.(interface{ Ready() bool }); ok && !r.Ready() {
+			return st.Spec.Name
+		}
+	}
+	return ""
+}
+
 // Version names the variants the pipeline's steps run now, in step order,
 // joined by "+" (the model_version of its answers, when every step had work).
 func (p *Pipeline) Version() string {

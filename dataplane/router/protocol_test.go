@@ -4,12 +4,17 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/valyala/fasthttp"
 )
 
 // jsonAnswer is a JSON V2 answer (or error) as a client reads it.
@@ -167,6 +172,9 @@ func TestOCRPipelineSpeaksTheProtocol(t *testing.T) {
 	if len(index) == 0 || index[0]["name"] != "ocr" || index[0]["state"] != "READY" || index[0]["version"] != "det-640+rec-v4" {
 		t.Errorf("repository index %v", index)
 	}
+	if res := r.Do(t, "GET", "/v2/models/ocr/ready", nil); res.Status != 200 {
+		t.Errorf("ready: %d %s", res.Status, res.Body)
+	}
 	var server struct{ Extensions []string }
 	json.Unmarshal(r.Do(t, "GET", "/v2", nil).Body, &server)
 	for _, e := range []string{"binary_tensor_data", "model_repository"} {
@@ -205,5 +213,53 @@ func TestClassifyPipelineBatchesImages(t *testing.T) {
 	json.Unmarshal(r.Do(t, "GET", "/v2/models/classify", nil).Body, &meta)
 	if fmt.Sprint(meta.Inputs, meta.Outputs) != "[{image BYTES [-1]}] [{prob FP32 [-1 1000]}]" || meta.Parameters["tensor_inputs"] == nil {
 		t.Errorf("classify metadata %+v", meta)
+	}
+}
+
+// A router is ready only when every step has a stage to call: a remote step
+// without replicas (discovery found none yet) makes it unready.
+func TestRouterIsReadyWhenEveryStepHasAStage(t *testing.T) {
+	repo, _ := dataplanetest.Repo(t)
+	spec := chainSpec(time.Second)
+	client := NewRemoteClient("ocr-cls", nil)
+	pipe, err := NewPipeline(spec, []*Step{{Spec: spec.Stages[0], Meta: dataplanetest.SubStage(t, repo, "ocr-cls"), Client: client}}, BuiltinGlues())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startRouter(t, pipe)
+	for _, path := range []string{"/v2/health/ready", "/v2/models/chain/ready"} {
+		if res := r.Do(t, "GET", path, nil); res.Status != 503 || !strings.Contains(string(res.Body), `angle`) {
+			t.Errorf("%s without replicas: %d %s", path, res.Status, res.Body)
+		}
+	}
+	client.SetEndpoints([]string{"127.0.0.1:1"})
+	for _, path := range []string{"/v2/health/ready", "/v2/models/chain/ready", "/v2/health/live"} {
+		if res := r.Do(t, "GET", path, nil); res.Status != 200 {
+			t.Errorf("%s with a replica: %d %s", path, res.Status, res.Body)
+		}
+	}
+}
+
+// In ipa local the stages' server answers for other models; its 404 for an
+// unknown model also names the pipelines.
+func TestUnknownModelNamesPipelinesAndStages(t *testing.T) {
+	repo, _ := dataplanetest.Repo(t)
+	spec := chainSpec(time.Second)
+	pipe, err := NewPipeline(spec, []*Step{{Spec: spec.Stages[0], Meta: dataplanetest.SubStage(t, repo, "ocr-cls"), Client: NewRemoteClient("ocr-cls", nil)}}, BuiltinGlues())
+	if err != nil {
+		t.Fatal(err)
+	}
+	stages := dataplane.NewServer(dataplane.ServerConfig{}, dataplane.AdminConfig{}, nil, nil, "test")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt := NewRouter(dataplane.ServerConfig{MaxBodySize: 1 << 20}, []*Pipeline{pipe}, nil, "test", stages.Handle)
+	go rt.Serve(ln)
+	t.Cleanup(func() { rt.Shutdown(t.Context()) })
+	r := &dataplanetest.Server{Addr: ln.Addr().String(), Client: &fasthttp.HostClient{Addr: ln.Addr().String()}}
+	res := r.Do(t, "GET", "/v2/models/nope", nil)
+	if res.Status != 404 || !strings.Contains(string(res.Body), "[chain]") || !strings.Contains(string(res.Body), `unknown model \"nope\"`) {
+		t.Errorf("unknown model: %d %s", res.Status, res.Body)
 	}
 }

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,7 +118,15 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4")
 		promtext.Write(ctx, true)
-	case path == "/v2/health/live" || path == "/v2/health/ready":
+	case path == "/v2/health/live":
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case path == "/v2/health/ready":
+		for _, name := range r.names {
+			if step := r.pipes[name].pipe.NotReady(); step != "" {
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				return
+			}
+		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v2" || path == "/v2/":
 		ext := []string{"binary_tensor_data", "model_repository", "ipa_pipelines"}
@@ -141,6 +150,11 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		if !ok {
 			if r.extra != nil {
 				r.extra(ctx)
+				var e struct{ Error string }
+				if ctx.Response.StatusCode() == fasthttp.StatusNotFound && json.Unmarshal(ctx.Response.Body(), &e) == nil && strings.HasPrefix(e.Error, "unknown model") {
+					// The stages' server does not know the pipelines.
+					dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%s, and pipelines %v", e.Error, r.names))
+				}
 				return
 			}
 			dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
@@ -159,6 +173,10 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		case "":
 			r.metadata(ctx, p)
 		case "ready":
+			if step := p.pipe.NotReady(); step != "" {
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				return
+			}
 			ctx.SetStatusCode(fasthttp.StatusOK)
 		case "infer":
 			if string(ctx.Method()) != fasthttp.MethodPost {
