@@ -2,7 +2,9 @@ package router
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/models"
 	"github.com/valyala/fasthttp"
 )
 
@@ -262,4 +265,30 @@ func TestUnknownModelNamesPipelinesAndStages(t *testing.T) {
 	if res.Status != 404 || !strings.Contains(string(res.Body), "[chain]") || !strings.Contains(string(res.Body), `unknown model \"nope\"`) {
 		t.Errorf("unknown model: %d %s", res.Status, res.Body)
 	}
+}
+
+// FuzzRequestImages: any BYTES tensor (elements, shape) either decodes to
+// as many images as it has elements or is a bad request; nothing panics.
+func FuzzRequestImages(f *testing.F) {
+	png := binary.LittleEndian.AppendUint32(nil, 4)
+	f.Add(append(png, "\x89PNG"...), int64(1))
+	f.Add([]byte{0, 0, 0, 0}, int64(1))
+	f.Add([]byte{255, 255, 255, 255, 1}, int64(1))
+	f.Add([]byte("\x08\x00\x00\x00iVBORw0K\x04\x00\x00\x00/9j/"), int64(2))
+	f.Fuzz(func(t *testing.T, data []byte, n int64) {
+		if len(data) > 64<<10 {
+			return
+		}
+		req := &Request{V2: &v2codec.InferRequest{Inputs: []models.Tensor{{Name: ImageInput.Name, DataType: models.BYTES, Shape: []int64{n}, Data: data}}}}
+		imgs, err := requestImages(req)
+		if err != nil {
+			if !errors.Is(err, v2codec.ErrBadRequest) {
+				t.Fatalf("error %q is not a bad request", err)
+			}
+			return
+		}
+		if int64(len(imgs)) != n {
+			t.Fatalf("%d images from shape [%d]", len(imgs), n)
+		}
+	})
 }
