@@ -20,6 +20,13 @@ func DecodeImageData(b []byte) (image.Image, error) {
 	return decodeImageData(b, MaxPixels)
 }
 
+// DecodeImageDataWithin is DecodeImageData with another pixel limit (a
+// request's remaining budget when it carries several images); a limit over
+// MaxPixels is MaxPixels.
+func DecodeImageDataWithin(b []byte, maxPixels int) (image.Image, error) {
+	return decodeImageData(b, min(maxPixels, MaxPixels))
+}
+
 func decodeImageData(b []byte, maxPixels int) (image.Image, error) {
 	if len(b) == 0 || bytes.HasPrefix(b, pngMagic) || bytes.HasPrefix(b, jpegMagic) {
 		return decodeImage(b, maxPixels)

@@ -3,6 +3,7 @@ package router
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -46,14 +47,19 @@ func requestImages(req *Request) ([]image.Image, error) {
 		}
 	}
 	imgs := make([]image.Image, len(elems))
+	budget := glue.MaxPixels // for all the request's images together
 	for i, b := range elems {
-		img, err := glue.DecodeImageData(b)
+		img, err := glue.DecodeImageDataWithin(b, budget)
 		if err != nil {
+			if errors.Is(err, glue.ErrTooLarge) && i > 0 {
+				err = fmt.Errorf("%v (the limit is for all the request's images together: %d of them took %.1f megapixels)", err, i, float64(glue.MaxPixels-budget)/1e6)
+			}
 			if req.V2 != nil {
 				return nil, fmt.Errorf("%w: input %q element %d of %d: %v", v2codec.ErrBadRequest, ImageInput.Name, i, len(elems), err)
 			}
 			return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, err)
 		}
+		budget -= img.Bounds().Dx() * img.Bounds().Dy()
 		imgs[i] = img
 	}
 	req.Images = imgs

@@ -1,11 +1,14 @@
 package router
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"image"
+	"image/png"
 	"net"
 	"os"
 	"slices"
@@ -291,4 +294,25 @@ func FuzzRequestImages(f *testing.F) {
 			t.Fatalf("%d images from shape [%d]", len(imgs), n)
 		}
 	})
+}
+
+// The pixel limit holds for a request's images together: two 30-megapixel
+// images are refused (each alone is fine), before the second is decoded.
+func TestRequestImagesShareOnePixelBudget(t *testing.T) {
+	var buf bytes.Buffer
+	enc := png.Encoder{CompressionLevel: png.BestSpeed}
+	if err := enc.Encode(&buf, image.NewGray(image.Rect(0, 0, 5000, 6000))); err != nil {
+		t.Fatal(err)
+	}
+	elem := binary.LittleEndian.AppendUint32(nil, uint32(buf.Len()))
+	elem = append(elem, buf.Bytes()...)
+	one := &Request{V2: &v2codec.InferRequest{Inputs: []models.Tensor{{Name: "image", DataType: models.BYTES, Shape: []int64{1}, Data: elem}}}}
+	if _, err := requestImages(one); err != nil {
+		t.Fatalf("one 30 MP image: %v", err)
+	}
+	two := &Request{V2: &v2codec.InferRequest{Inputs: []models.Tensor{{Name: "image", DataType: models.BYTES, Shape: []int64{2}, Data: append(slices.Clone(elem), elem...)}}}}
+	_, err := requestImages(two)
+	if !errors.Is(err, v2codec.ErrBadRequest) || !strings.Contains(err.Error(), "element 1 of 2") || !strings.Contains(err.Error(), "together") {
+		t.Fatalf("two 30 MP images: %v", err)
+	}
 }
