@@ -182,6 +182,10 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q has no version %q; versions are its variants %v", name, version, st.Meta().VariantNames()))
 		return
 	}
+	if action != "infer" && !IsRead(ctx) {
+		WriteError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("%s takes GET", ctx.Path()))
+		return
+	}
 	switch action {
 	case "":
 		s.modelMetadata(ctx, st, version)
@@ -356,6 +360,10 @@ func batchDynamic(specs []models.TensorSpec) []models.TensorSpec {
 	}
 	return out
 }
+
+// IsRead reports whether the request is a GET or HEAD, the methods of the
+// metadata and health endpoints.
+func IsRead(ctx *fasthttp.RequestCtx) bool { return ctx.IsGet() || ctx.IsHead() }
 
 func hasSpec(specs []models.TensorSpec, name string) bool {
 	for _, s := range specs {

@@ -378,4 +378,9 @@ func TestStageMetadataStatesTheActiveVariantsShapes(t *testing.T) {
 	if in, _ := meta(); in != "[{x FP32 [-1 3 480 480]}]" {
 		t.Errorf("det-480 active: inputs %s", in)
 	}
+	for _, path := range []string{"/v2/models/ocr-det", "/v2/models/ocr-det/ready", "/v2/models/ocr-det/versions/det-480"} {
+		if res := s.Do(t, "POST", path, nil); res.Status != 405 {
+			t.Errorf("POST %s: %d %s, want 405", path, res.Status, res.Body)
+		}
+	}
 }

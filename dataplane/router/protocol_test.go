@@ -178,6 +178,11 @@ func TestOCRPipelineSpeaksTheProtocol(t *testing.T) {
 	if len(index) == 0 || index[0]["name"] != "ocr" || index[0]["state"] != "READY" || index[0]["version"] != "det-640+rec-v4" {
 		t.Errorf("repository index %v", index)
 	}
+	for _, path := range []string{"/v2/models/ocr", "/v2/models/ocr/ready"} {
+		if res := r.Do(t, "POST", path, nil); res.Status != 405 {
+			t.Errorf("POST %s: %d %s, want 405", path, res.Status, res.Body)
+		}
+	}
 	if res := r.Do(t, "GET", "/v2/models/ocr/ready", nil); res.Status != 200 {
 		t.Errorf("ready: %d %s", res.Status, res.Body)
 	}

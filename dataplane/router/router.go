@@ -169,6 +169,10 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 				return
 			}
 		}
+		if action != "infer" && !dataplane.IsRead(ctx) {
+			dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("%s takes GET", path))
+			return
+		}
 		switch action {
 		case "":
 			r.metadata(ctx, p)
