@@ -321,3 +321,31 @@ func TestRequestImagesShareOnePixelBudget(t *testing.T) {
 		t.Fatalf("two 30 MP images: %v", err)
 	}
 }
+
+// Faces on a batch of two images, the page (no face) and the speakers'
+// frame: every detection row is tagged with image 1, and the answer names
+// both steps' variants.
+func TestFacesPipelineTagsDetectionsWithTheirImage(t *testing.T) {
+	r := localPipe(t, "faces")
+	frame, err := os.ReadFile("../glue/testdata/video-001.png")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := samplePage(t)
+	status, a := postJSON(t, r, "faces", imagesRequest([]string{base64.StdEncoding.EncodeToString(page), base64.StdEncoding.EncodeToString(frame)}, ""))
+	if status != 200 {
+		t.Fatalf("two images: %d %s", status, a.Error)
+	}
+	item, boxes := a.output(t, "item"), a.output(t, "boxes")
+	if item == nil || boxes == nil || len(item.Data) == 0 || len(item.Data)*4 != len(boxes.Data) {
+		t.Fatalf("item %v, boxes %v: want one item per detected face, and some faces on the frame", item, boxes)
+	}
+	for _, v := range item.Data {
+		if v != float64(1) {
+			t.Fatalf("item %v: every face is on image 1", item.Data)
+		}
+	}
+	if a.ModelVersion != "front-128+squeezenet" || a.Parameters["classify_variant"] != "squeezenet" {
+		t.Errorf("model_version %q, parameters %v", a.ModelVersion, a.Parameters)
+	}
+}

@@ -341,9 +341,10 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	resp.Timings, resp.Labels = resp.Timings[:0], resp.Labels[:0]
 	variants := make([]string, len(p.pipe.Stages))
 	for i, s := range p.pipe.Stages {
-		variants[i] = s.Variant().Name // a step without work (nothing found upstream): its active variant
 		if i < len(tim) {
 			variants[i] = tim[i].Variant
+		} else {
+			variants[i] = s.Variant().Name // a step without work (nothing found upstream): its active variant
 		}
 	}
 	for _, t := range tim {
