@@ -14,8 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/models"
@@ -25,6 +23,7 @@ import (
 	"github.com/ipa-serving/ipa/orchestrator/kube"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
 	"github.com/ipa-serving/ipa/profiles"
+	"github.com/ipa-serving/ipa/promtext"
 )
 
 // ControllerFlags configure the adaptation loop (ipa local --controller and
@@ -264,7 +263,7 @@ func controllerServer(addr string, ctl *orchestrator.Controller, log *slog.Logge
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		metrics.WritePrometheus(w, true)
+		promtext.Write(w, true)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /decision", func(w http.ResponseWriter, _ *http.Request) {

@@ -120,6 +120,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	// The stages' own V2 models and admin API share the router's port.
 	stageSrv := dataplane.NewServer(c.HTTP, c.Admin, stages, log, version)
 	rt := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, stageSrv.Handle)
+	rt.Index = stageSrv.RepositoryIndex
 	// The controller reconfigures the stages: it is joined before they close.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -14,12 +14,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/promtext"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -116,7 +116,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4")
-		metrics.WritePrometheus(ctx, true)
+		promtext.Write(ctx, true)
 		return
 	case path == "/v2/health/live":
 		ctx.SetStatusCode(fasthttp.StatusOK)
@@ -145,7 +145,7 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
 			return
 		}
-		s.repositoryIndex(ctx)
+		WriteJSON(ctx, fasthttp.StatusOK, s.RepositoryIndex())
 		return
 	case strings.HasPrefix(path, "/v2/models/"):
 		s.model(ctx, method, strings.TrimPrefix(path, "/v2/models/"))
@@ -182,6 +182,10 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 		WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("model %q has no version %q; versions are its variants %v", name, version, st.Meta().VariantNames()))
 		return
 	}
+	if action != "infer" && !IsRead(ctx) {
+		WriteError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("%s takes GET", ctx.Path()))
+		return
+	}
 	switch action {
 	case "":
 		s.modelMetadata(ctx, st, version)
@@ -206,10 +210,20 @@ func (s *Server) model(ctx *fasthttp.RequestCtx, method, rest string) {
 	}
 }
 
+// modelMetadata answers GET /v2/models/{stage}[/versions/{v}]. The stage's
+// inputs and outputs are those of its active variant (what a request must
+// match now), with a dynamic batch dimension since the stage batches rows;
+// parameters.common_inputs and common_outputs give what every variant
+// shares (-1 where they differ), which stays valid across switches.
 func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version string) {
-	in, out := st.Interface()
+	commonIn, commonOut := st.Interface()
 	cfg := st.Config()
-	params := map[string]any{"active_variant": cfg.Variant, "config": configJSON(cfg)}
+	in, out := commonIn, commonOut
+	if v := st.Meta().Variant(cfg.Variant); v != nil {
+		in, out = batchDynamic(v.Inputs), batchDynamic(v.Outputs)
+	}
+	params := map[string]any{"active_variant": cfg.Variant, "config": configJSON(cfg),
+		"common_inputs": v2codec.TensorMetadataOf(commonIn), "common_outputs": v2codec.TensorMetadataOf(commonOut)}
 	if version != "" {
 		v := st.Meta().Variant(version)
 		in, out = v.Inputs, v.Outputs
@@ -225,15 +239,19 @@ func (s *Server) modelMetadata(ctx *fasthttp.RequestCtx, st *Stage, version stri
 	})
 }
 
-func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
-	type entry struct {
-		Name    string `json:"name"`
-		Version string `json:"version"`
-		State   string `json:"state"`
-		Reason  string `json:"reason,omitempty"`
-		Active  bool   `json:"active"`
-	}
-	var list []entry
+// IndexEntry is one model version of POST /v2/repository/index (Triton's
+// repository extension): a stage's variant, or a pipeline.
+type IndexEntry struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	State   string `json:"state"`
+	Reason  string `json:"reason,omitempty"`
+	Active  bool   `json:"active"`
+}
+
+// RepositoryIndex returns every (stage, variant) the server serves.
+func (s *Server) RepositoryIndex() []IndexEntry {
+	list := []IndexEntry{}
 	for _, name := range s.names {
 		st := s.stages[name]
 		state := "READY"
@@ -242,10 +260,10 @@ func (s *Server) repositoryIndex(ctx *fasthttp.RequestCtx) {
 		}
 		active := st.Config().Variant
 		for _, v := range st.Meta().Variants {
-			list = append(list, entry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
+			list = append(list, IndexEntry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
 		}
 	}
-	WriteJSON(ctx, fasthttp.StatusOK, list)
+	return list
 }
 
 // inferState is the per-request scratch of the infer handler, pooled.
@@ -329,6 +347,23 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 	}
 	ctx.SetBody(is.buf)
 }
+
+// batchDynamic returns specs with dimension 0 dynamic.
+func batchDynamic(specs []models.TensorSpec) []models.TensorSpec {
+	out := make([]models.TensorSpec, len(specs))
+	for i, t := range specs {
+		t.Shape = append([]int64(nil), t.Shape...)
+		if len(t.Shape) > 0 {
+			t.Shape[0] = models.Dynamic
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// IsRead reports whether the request is a GET or HEAD, the methods of the
+// metadata and health endpoints.
+func IsRead(ctx *fasthttp.RequestCtx) bool { return ctx.IsGet() || ctx.IsHead() }
 
 func hasSpec(specs []models.TensorSpec, name string) bool {
 	for _, s := range specs {

@@ -356,3 +356,39 @@ func TestMetricsCountRequestsBatchesAndInferenceTimePerVariant(t *testing.T) {
 		}
 	}
 }
+
+// The stage's metadata states what a request must match now: the active
+// variant's tensors (batch dynamic), which follow a variant switch; what
+// every variant shares is in parameters.common_inputs.
+func TestStageMetadataStatesTheActiveVariantsShapes(t *testing.T) {
+	repo, dir := dataplanetest.Repo(t)
+	st := dataplanetest.SubStage(t, repo, "ocr-det", "det-480", "det-640")
+	cfg := models.StageConfig{Variant: "det-640", MaxBatch: 1, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
+	s := dataplanetest.StartServer(t, dir, st, cfg, dataplane.ServerConfig{}, dataplane.AdminConfig{})
+	meta := func() (in, common string) {
+		var m struct {
+			Inputs     []v2codec.TensorMetadata
+			Parameters struct {
+				CommonInputs []v2codec.TensorMetadata `json:"common_inputs"`
+			}
+		}
+		if err := json.Unmarshal(s.Do(t, "GET", "/v2/models/ocr-det", nil).Body, &m); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprint(m.Inputs), fmt.Sprint(m.Parameters.CommonInputs)
+	}
+	if in, common := meta(); in != "[{x FP32 [-1 3 640 640]}]" || common != "[{x FP32 [-1 3 -1 -1]}]" {
+		t.Errorf("det-640 active: inputs %s, common %s", in, common)
+	}
+	if res := s.Do(t, "POST", "/admin/stages/ocr-det", []byte(`{"variant":"det-480"}`)); res.Status != 200 {
+		t.Fatalf("switch: %d %s", res.Status, res.Body)
+	}
+	if in, _ := meta(); in != "[{x FP32 [-1 3 480 480]}]" {
+		t.Errorf("det-480 active: inputs %s", in)
+	}
+	for _, path := range []string{"/v2/models/ocr-det", "/v2/models/ocr-det/ready", "/v2/models/ocr-det/versions/det-480"} {
+		if res := s.Do(t, "POST", path, nil); res.Status != 405 {
+			t.Errorf("POST %s: %d %s, want 405", path, res.Status, res.Body)
+		}
+	}
+}

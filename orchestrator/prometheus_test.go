@@ -1,7 +1,6 @@
 package orchestrator
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,17 +10,15 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
+
+	"github.com/ipa-serving/ipa/orchestrator/promtest"
 )
 
 // fakeSample is one scrape: its time in Unix ms and the counter's value.
@@ -399,13 +396,7 @@ func FuzzParseQueryRange(f *testing.F) {
 // every second, and checks the per-second counts and their sum against the
 // injected arrivals.
 func TestPrometheusServerReadsTheRouterCounter(t *testing.T) {
-	bin := os.Getenv("IPA_PROMETHEUS")
-	if bin == "" {
-		t.Skip("IPA_PROMETHEUS is not set: run through `make test`, which installs Prometheus with scripts/prometheus.sh, or set IPA_PROMETHEUS=$PWD/.deps/prometheus/usr/bin/prometheus")
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("IPA_PROMETHEUS=%s: %v; run scripts/prometheus.sh to install it", bin, err)
-	}
+	bin := promtest.Bin(t)
 
 	// The router's counter, served by the same library the router uses.
 	const r1, r2 = 20.0, 50.0 // arrivals per second before and after t1
@@ -418,14 +409,14 @@ func TestPrometheusServerReadsTheRouterCounter(t *testing.T) {
 	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { set.WritePrometheus(w) }))
 	defer target.Close()
 
-	prom := startPrometheus(t, bin, strings.TrimPrefix(target.URL, "http://"))
+	prom := promtest.Start(t, bin, strings.TrimPrefix(target.URL, "http://"))
 	o := PrometheusObserver{URL: prom, Pipeline: "p", Client: &http.Client{Timeout: 5 * time.Second}}
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 
 	// Two scrapes of the idle counter first, so that the window can start
 	// before the arrivals do.
-	waitFor(t, ctx, "Prometheus to scrape the counter twice", func() error { _, _, err := o.window(ctx, 1); return err })
+	promtest.WaitFor(t, ctx, "Prometheus to scrape the counter twice", func() error { _, _, err := o.window(ctx, 1); return err })
 
 	t0 := time.Now()
 	t1 := t0.Add(7 * time.Second)
@@ -464,7 +455,7 @@ func TestPrometheusServerReadsTheRouterCounter(t *testing.T) {
 	// the window from 2 s after t0: both ends at a steady rate.
 	sec := func(t time.Time) int64 { return t.Add(time.Second - 1).Unix() } // first whole second at or after t
 	var end int64
-	waitFor(t, ctx, "Prometheus to have 4 s of samples after the rate change", func() error {
+	promtest.WaitFor(t, ctx, "Prometheus to have 4 s of samples after the rate change", func() error {
 		lo, c, err := o.window(ctx, 1)
 		if err != nil {
 			return err
@@ -542,108 +533,4 @@ func fmtCounts(c []float64) string {
 		s[i] = strconv.FormatFloat(v, 'f', 1, 64)
 	}
 	return "[" + strings.Join(s, " ") + "]"
-}
-
-// startPrometheus runs bin scraping target every second and returns its URL
-// once /-/ready answers. It stops with the test; its log is shown on failure.
-func startPrometheus(t *testing.T, bin, target string) string {
-	t.Helper()
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	err := os.WriteFile(cfg, []byte(fmt.Sprintf(`global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-scrape_configs:
-  - job_name: ipa
-    static_configs:
-      - targets: [%q]
-`, target)), 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	var logBuf bytes.Buffer
-	var logMu sync.Mutex
-	cmd := exec.Command(bin, "--config.file="+cfg, "--storage.tsdb.path="+filepath.Join(dir, "data"),
-		"--web.listen-address="+addr, "--log.level=warn")
-	w := lockedWriter{&logMu, &logBuf}
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			logMu.Lock()
-			t.Logf("prometheus log:\n%s", logBuf.String())
-			logMu.Unlock()
-		}
-	})
-	url := "http://" + addr
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	waitFor(t, ctx, "Prometheus to be ready", func() error {
-		select {
-		case err := <-exited:
-			exited <- err
-			return fmt.Errorf("%w: prometheus exited: %v", errStop, err)
-		default:
-		}
-		resp, err := http.Get(url + "/-/ready")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("/-/ready: %s", resp.Status)
-		}
-		return nil
-	})
-	return url
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-var errStop = errors.New("giving up")
-
-// waitFor polls f every 200 ms until it returns nil; it fails the test when
-// ctx ends or f's error wraps errStop.
-func waitFor(t *testing.T, ctx context.Context, what string, f func() error) {
-	t.Helper()
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if errors.Is(err, errStop) {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last: %v)", what, ctx.Err(), err)
-		case <-time.After(200 * time.Millisecond):
-		}
-	}
 }

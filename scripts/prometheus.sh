@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # prometheus.sh installs Debian's Prometheus server into .deps/prometheus/ (ignored by git), without
 # root and without touching the system: the .deb is fetched with `apt-get download` and unpacked
-# with `dpkg-deb -x`. The orchestrator's PrometheusObserver integration test runs this binary.
+# with `dpkg-deb -x`. The orchestrator's PrometheusObserver integration test runs this binary, and the
+# metrics tests run its promtool (`promtool check metrics` on every role's /metrics).
 # Idempotent: a stamp under .deps/stamps skips the step when it is done.
 #
 #   .deps/prometheus/usr/bin/prometheus     Prometheus 2.42 (Debian bookworm); tests read it from IPA_PROMETHEUS
+#   .deps/prometheus/usr/bin/promtool       from the same package; tests find it next to IPA_PROMETHEUS
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,6 +39,7 @@ if [ ! -f "$STAMPS/prometheus" ] || [ ! -x "$BIN" ]; then
 	rm -rf "$OUT"
 	dpkg-deb -x "$deb" "$OUT"
 	[ -x "$BIN" ] || { echo "prometheus.sh: $deb has no usr/bin/prometheus" >&2; exit 1; }
+	[ -x "$OUT/usr/bin/promtool" ] || { echo "prometheus.sh: $deb has no usr/bin/promtool" >&2; exit 1; }
 	date -u +%FT%TZ >"$STAMPS/prometheus"
 fi
 say "ok: $BIN ($("$BIN" --version 2>&1 | head -n1))"

@@ -2,8 +2,10 @@
 // built-in image pipelines: decoding request images, turning images into model
 // input tensors, and turning model outputs into boxes, crops, classes and text.
 //
-//   - Images: DecodeImage (PNG/JPEG from raw request bytes, with size limits),
-//     Crop, Stack.
+//   - Images: DecodeImage (PNG/JPEG from raw request bytes, with size limits;
+//     a truncated image is an error whatever its format, baseline or
+//     progressive JPEG or PNG; CMYK and YCCK JPEGs are converted to RGB in
+//     linear light), DecodeImageData (the same, or base64 of it), Crop, Stack.
 //   - ImageNet classifiers: ClassifyInput, TopK.
 //   - OCR (PP-OCRv4 det → rec): DetInput, DetBoxes, GroupLines, RecInput,
 //     CTCDecode, LoadKeys.

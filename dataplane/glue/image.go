@@ -11,6 +11,7 @@ import (
 	"image/png"
 	"io"
 	"math"
+	"sync"
 
 	"golang.org/x/image/draw"
 
@@ -63,7 +64,7 @@ func decodeImage(b []byte, maxPixels int) (image.Image, error) {
 	}
 	cfg, err := decodeConfig(bytes.NewReader(b))
 	if err != nil {
-		return nil, decodeError(format, len(b), err)
+		return nil, decodeError(format, b, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 {
 		return nil, fmt.Errorf("%w: %s image is %d×%d pixels", ErrBadImage, format, cfg.Width, cfg.Height)
@@ -74,18 +75,83 @@ func decodeImage(b []byte, maxPixels int) (image.Image, error) {
 	}
 	img, err := decode(bytes.NewReader(b))
 	if err != nil {
-		return nil, decodeError(format, len(b), err)
+		return nil, decodeError(format, b, err)
+	}
+	if format == "JPEG" && !jpegComplete(b) {
+		// image/jpeg returns what it has of a progressive image cut short
+		// (a blurred or grey picture) without an error; a baseline one
+		// fails with io.ErrUnexpectedEOF. Both are truncated.
+		return nil, fmt.Errorf("%w: JPEG data ends after %d bytes without its end-of-image marker", ErrTruncated, len(b))
+	}
+	if c, ok := img.(*image.CMYK); ok {
+		img = cmykToRGBA(c)
 	}
 	return img, nil
 }
 
-func decodeError(format string, n int, err error) error {
+// jpegComplete reports whether a JPEG stream has its end-of-image marker
+// (FF D9) after its first start-of-scan (FF DA). Entropy-coded data escapes
+// every FF byte (FF 00) and restart markers are FF D0–D7, so an FF D9 after
+// the first scan is the end of the image; one before it belongs to an
+// embedded thumbnail. Bytes after the marker (padding some cameras append)
+// are allowed.
+func jpegComplete(b []byte) bool {
+	sos := bytes.Index(b, []byte{0xff, 0xda})
+	return sos >= 0 && bytes.LastIndex(b, []byte{0xff, 0xd9}) > sos
+}
+
+// cmykLUT maps (255−C)·(255−K) (0…65025) to an sRGB channel value.
+var cmykLUT = sync.OnceValue(func() *[65026]uint8 {
+	var t [65026]uint8
+	for i := range t {
+		v := float64(i) / 65025 // linear light
+		if v <= 0.0031308 {
+			v *= 12.92
+		} else {
+			v = 1.055*math.Pow(v, 1/2.4) - 0.055
+		}
+		t[i] = uint8(math.Round(v * 255))
+	}
+	return &t
+})
+
+// cmykToRGBA converts a decoded CMYK JPEG (image/jpeg has already undone
+// Adobe's inverted storage and, for YCCK, the YCbCr transform) to RGB. Without
+// an ICC profile, ink coverage is taken to act on linear light,
+// R = (1−C)(1−K) then sRGB-encoded: the inverse of ImageMagick's
+// sRGB→CMYK (which works in linear RGB). On Go's reference frame
+// (testdata/video-001.cmyk.jpeg against video-001.png) this is 1.7/255 off on
+// average, against 35/255 for color.CMYKToRGB's device formula, which reads
+// the ink as acting on gamma-encoded values and comes out far too dark.
+func cmykToRGBA(c *image.CMYK) *image.RGBA {
+	lut := cmykLUT()
+	b := c.Bounds()
+	out := image.NewRGBA(b)
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		src := c.Pix[c.PixOffset(b.Min.X, y):]
+		dst := out.Pix[out.PixOffset(b.Min.X, y):]
+		for x := 0; x < b.Dx(); x++ {
+			s, d := src[4*x:4*x+4], dst[4*x:4*x+4]
+			k := 255 - int(s[3])
+			d[0] = lut[(255-int(s[0]))*k]
+			d[1] = lut[(255-int(s[1]))*k]
+			d[2] = lut[(255-int(s[2]))*k]
+			d[3] = 255
+		}
+	}
+	return out
+}
+
+func decodeError(format string, b []byte, err error) error {
 	// image/png reports pixel data that stops early (an IDAT stream cut
-	// short) as the FormatError "not enough pixel data".
+	// short) as the FormatError "not enough pixel data"; image/jpeg reports
+	// a scan cut short as "short Huffman data" or another format error, so a
+	// JPEG that fails without its end-of-image marker counts as truncated.
 	var pngErr png.FormatError
 	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
-		errors.As(err, &pngErr) && pngErr == "not enough pixel data" {
-		return fmt.Errorf("%w: %s data ends after %d bytes", ErrTruncated, format, n)
+		errors.As(err, &pngErr) && pngErr == "not enough pixel data" ||
+		format == "JPEG" && !jpegComplete(b) {
+		return fmt.Errorf("%w: %s data ends after %d bytes", ErrTruncated, format, len(b))
 	}
 	return fmt.Errorf("%w: %s: %v", ErrBadImage, format, err)
 }

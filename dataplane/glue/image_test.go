@@ -208,18 +208,26 @@ func FuzzDecodeImage(f *testing.F) {
 			return
 		}
 		img, err := decodeImage(b, limit)
-		if err != nil {
-			if img != nil {
-				t.Fatal("an image with an error")
-			}
-			if !errors.Is(err, ErrNotImage) && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrBadImage) {
-				t.Fatalf("unclassified error %q", err)
-			}
-			return
-		}
-		r := img.Bounds()
-		if r.Empty() || r.Dx()*r.Dy() > limit {
-			t.Fatalf("decoded bounds %v", r)
-		}
+		checkDecoded(t, img, err, limit)
 	})
+}
+
+// checkDecoded fails t unless err is nil and img a non-empty image within
+// limit pixels, or err is a classified error and img nil. It reports
+// whether img was decoded.
+func checkDecoded(t *testing.T, img image.Image, err error, limit int) bool {
+	t.Helper()
+	if err != nil {
+		if img != nil {
+			t.Fatal("an image with an error")
+		}
+		if !errors.Is(err, ErrNotImage) && !errors.Is(err, ErrTruncated) && !errors.Is(err, ErrTooLarge) && !errors.Is(err, ErrBadImage) {
+			t.Fatalf("unclassified error %q", err)
+		}
+		return false
+	}
+	if r := img.Bounds(); r.Empty() || r.Dx()*r.Dy() > limit {
+		t.Fatalf("decoded bounds %v", r)
+	}
+	return true
 }

@@ -57,6 +57,16 @@ func ClassifyInput(img image.Image, name string, size int) models.Tensor {
 	// torchvision CenterCrop: offset round((dim − size)/2).
 	ox := int(math.Round(float64(rw-size) / 2))
 	oy := int(math.Round(float64(rh-size) / 2))
+	if int64(rw)*int64(rh) > 4*int64(short)*int64(short) {
+		// A long strip (1×3000 resized to 256×768000 would take 786 MB):
+		// resample only the part of the source the center crop keeps.
+		fx, fy := float64(w)/float64(rw), float64(h)/float64(rh)
+		src := image.Rect(b.Min.X+int(float64(ox)*fx), b.Min.Y+int(float64(oy)*fy),
+			b.Min.X+int(math.Ceil(float64(ox+size)*fx)), b.Min.Y+int(math.Ceil(float64(oy+size)*fy)))
+		rgba := resized(Crop(img, src), size, size, draw.ApproxBiLinear)
+		writeNCHW(t.Data, rgba, rgba.Bounds(), size, imagenetLUT, false)
+		return t
+	}
 	rgba := resized(img, rw, rh, draw.ApproxBiLinear)
 	writeNCHW(t.Data, rgba, image.Rect(ox, oy, ox+size, oy+size), size, imagenetLUT, false)
 	return t

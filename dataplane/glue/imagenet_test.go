@@ -4,6 +4,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"runtime"
 	"testing"
 )
 
@@ -17,7 +18,7 @@ func TestClassifyInputConstantColourIsExact(t *testing.T) {
 		(128.0/255 - 0.406) / 0.225,
 	}
 	for _, size := range []int{224, 299} {
-		for _, wh := range [][2]int{{300, 500}, {640, 480}, {1, 1}, {224, 224}} {
+		for _, wh := range [][2]int{{300, 500}, {640, 480}, {1, 1}, {224, 224}, {1, 3000}, {3000, 2}} {
 			in := ClassifyInput(solid(wh[0], wh[1], c), "data", size)
 			if in.Name != "data" || len(in.Shape) != 4 || in.Shape[0] != 1 || in.Shape[1] != 3 ||
 				in.Shape[2] != int64(size) || in.Shape[3] != int64(size) || len(in.Data) != 4*3*size*size {
@@ -121,5 +122,23 @@ func TestTopK(t *testing.T) {
 		if _, err := bad.t(); err == nil {
 			t.Errorf("%s: no error", bad.name)
 		}
+	}
+}
+
+// A long strip is not resized whole: 1×3000 would become 256×768000 (786 MB
+// of RGBA) before the centre crop.
+func TestClassifyInputOfAStripStaysSmall(t *testing.T) {
+	strip := pattern(1, 3000)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	in := ClassifyInput(strip, "data", 224)
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16<<20 {
+		t.Errorf("ClassifyInput of a 1×3000 image allocated %d MB", alloc>>20)
+	}
+	// The crop is the middle of the strip: row 1500's colour fills it.
+	c := strip.RGBAAt(0, 1500)
+	if got, want := getF32(in.Data, 112*224+112), (float32(c.R)/255-ImageNetMean[0])/ImageNetStd[0]; math.Abs(float64(got-want)) > 0.1 {
+		t.Errorf("centre value %v, want about %v", got, want)
 	}
 }

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"image"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/glue"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 )
@@ -35,11 +37,12 @@ type Item struct {
 }
 
 // Request is a pipeline request as the first glue sees it: V2 tensors,
-// or an image (raw body, or a V2 BYTES tensor decoded by the glue).
+// or images (raw body, or the elements of a V2 BYTES tensor, decoded by the
+// glue).
 type Request struct {
-	V2    *v2codec.InferRequest
-	Raw   []byte
-	Image image.Image
+	V2     *v2codec.InferRequest
+	Raw    []byte
+	Images []image.Image
 }
 
 // Step is one step of a running pipeline.
@@ -69,10 +72,17 @@ func (s *Step) Variant() *models.Variant {
 // Glue makes a stage's items: First from the request (first stage), Next
 // from one item the previous stage computed. Finish turns the items of the
 // last stage into the response's outputs.
+//
+// First makes one root item per item of the request (an image of a batch).
+// Inputs, on a first glue, declares what the pipeline takes (nil: the first
+// step's inputs); Outputs, on a last glue, what Finish answers (nil: the
+// last step's outputs).
 type Glue struct {
-	First  func(req *Request, st *Step) ([]*Item, error)
-	Next   func(parent *Item, st *Step) ([]*Item, error)
-	Finish func(req *Request, roots []*Item, last *Step) ([]models.Tensor, error)
+	First   func(req *Request, st *Step) ([]*Item, error)
+	Next    func(parent *Item, st *Step) ([]*Item, error)
+	Finish  func(req *Request, roots []*Item, last *Step) ([]models.Tensor, error)
+	Inputs  func(first *Step) []models.TensorSpec
+	Outputs func(last *Step) []models.TensorSpec
 }
 
 // Glues maps the glue names of pipeline specs to their code. There is no
@@ -122,6 +132,46 @@ func (p *Pipeline) GlueCost() (total time.Duration, requests int64) {
 	return time.Duration(p.glueNanos.Load()), p.glueRequests.Load()
 }
 
+// Inputs returns the V2 inputs the pipeline takes (-1: dynamic).
+func (p *Pipeline) Inputs() []models.TensorSpec {
+	if in := p.glues[0].Inputs; in != nil {
+		return in(p.Stages[0])
+	}
+	return p.Stages[0].inputs
+}
+
+// NotReady returns the first step whose client says it cannot take
+// requests (clients with a Ready method: in-process and remote stages), or
+// "" when every step can.
+func (p *Pipeline) NotReady() string {
+	for _, st := range p.Stages {
+		if r, ok := st.Client.(interface{ Ready() bool }); ok && !r.Ready() {
+			return st.Spec.Name
+		}
+	}
+	return ""
+}
+
+// Version names the variants the pipeline's steps run now, in step order,
+// joined by "+" (the model_version of its answers, when every step had work).
+func (p *Pipeline) Version() string {
+	v := make([]string, len(p.Stages))
+	for i, st := range p.Stages {
+		v[i] = st.Variant().Name
+	}
+	return strings.Join(v, "+")
+}
+
+// Outputs returns the V2 outputs the pipeline answers with.
+func (p *Pipeline) Outputs() []models.TensorSpec {
+	last := p.Stages[len(p.Stages)-1]
+	if out := p.glues[len(p.glues)-1].Outputs; out != nil {
+		return out(last)
+	}
+	_, out := last.Meta.Interface()
+	return out
+}
+
 // NewPipeline binds a pipeline spec to its stages' clients.
 func NewPipeline(spec *models.Pipeline, stages []*Step, glues Glues) (*Pipeline, error) {
 	if len(stages) != len(spec.Stages) {
@@ -147,6 +197,9 @@ type StepTiming struct {
 	Stage    string
 	Duration time.Duration
 	Items    int
+	// Variant is the variant that computed the step's items (several,
+	// comma-separated, when a switch happened between them).
+	Variant string
 }
 
 // ErrDropped marks a request the router gave up on because it could no
@@ -175,11 +228,12 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 		if !deadline.IsZero() && !start.Before(deadline) {
 			return nil, timings, fmt.Errorf("%w before stage %q (%d of %d)", ErrDropped, st.Spec.Name, i+1, len(p.Stages))
 		}
-		if err := runLevel(ctx, st, level, deadline); err != nil {
+		variant, err := runLevel(ctx, st, level, deadline)
+		if err != nil {
 			return nil, timings, err
 		}
 		end := time.Now() // also the start of the next stage's glue
-		timings = append(timings, StepTiming{Stage: st.Spec.Name, Duration: end.Sub(start), Items: len(level)})
+		timings = append(timings, StepTiming{Stage: st.Spec.Name, Duration: end.Sub(start), Items: len(level), Variant: variant})
 		if i+1 == len(p.Stages) {
 			break
 		}
@@ -202,9 +256,11 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 }
 
 // runLevel sends every item of one stage concurrently, so that the stage
-// batches them, and copies each reply into its item.
-func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) error {
+// batches them, copies each reply into its item, and returns the variants
+// that computed them.
+func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) (string, error) {
 	errs := make([]error, len(items))
+	variants := make([]string, len(items))
 	var wg sync.WaitGroup
 	for i, it := range items {
 		wg.Add(1)
@@ -216,16 +272,18 @@ func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) 
 				return
 			}
 			it.Out = cloneTensors(it.Out[:0], rep.Outputs)
+			variants[i] = rep.Variant
 			rep.Release()
 		}()
 	}
 	wg.Wait()
 	for _, err := range errs {
 		if err != nil {
-			return fmt.Errorf("stage %q: %w", st.Spec.Name, err)
+			return "", fmt.Errorf("stage %q: %w", st.Spec.Name, err)
 		}
 	}
-	return nil
+	slices.Sort(variants)
+	return strings.Join(slices.Compact(variants), ","), nil
 }
 
 func cloneTensors(dst, src []models.Tensor) []models.Tensor {
@@ -264,12 +322,35 @@ func tensorFirst(req *Request, st *Step) ([]*Item, error) {
 	return []*Item{{In: req.V2.Inputs}}, nil
 }
 
-// finishTensors answers with the last stage's outputs of a single chain of
-// items (no fan-out): the outputs of the one leaf.
+// finishTensors answers with the last stage's outputs of chains of items
+// (no fan-out): the outputs of the one leaf of each root, stacked along
+// dimension 0 when the request had several items (images).
 func finishTensors(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
-	it := roots[0]
-	for len(it.Children) > 0 {
-		it = it.Children[0]
+	leaf := func(it *Item) *Item {
+		for len(it.Children) > 0 {
+			it = it.Children[0]
+		}
+		return it
 	}
-	return it.Out, nil
+	if len(roots) == 1 {
+		return leaf(roots[0]).Out, nil
+	}
+	first := leaf(roots[0]).Out
+	out := make([]models.Tensor, len(first))
+	for j := range first {
+		parts := make([]models.Tensor, len(roots))
+		for i, r := range roots {
+			l := leaf(r)
+			if len(l.Out) != len(first) {
+				return nil, fmt.Errorf("item %d has %d outputs, item 0 has %d", i, len(l.Out), len(first))
+			}
+			parts[i] = l.Out[j]
+		}
+		t, err := glue.Stack(parts)
+		if err != nil {
+			return nil, err
+		}
+		out[j] = t
+	}
+	return out, nil
 }

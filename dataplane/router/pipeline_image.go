@@ -3,6 +3,7 @@ package router
 import (
 	"cmp"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -19,34 +20,88 @@ import (
 // Image glues: the router decodes the request's image once and makes each
 // stage's tensors in Go (dataplane/glue holds the model conventions).
 
-// requestImage decodes the request's image: the raw body, or the first
-// element of a V2 BYTES input.
-func requestImage(req *Request) (image.Image, error) {
-	if req.Image != nil {
-		return req.Image, nil
+// ImageInput is the V2 input of the image pipelines: BYTES, one element per
+// image (PNG or JPEG bytes, or their base64).
+var ImageInput = models.TensorSpec{Name: "image", DataType: models.BYTES, Shape: []int64{models.Dynamic}}
+
+// MaxImages is the most images one request may carry.
+const MaxImages = 64
+
+// requestImages decodes the request's images: the raw body (one image), or
+// every element of the V2 BYTES input "image" (a batch: each is an item of
+// the answer).
+func requestImages(req *Request) ([]image.Image, error) {
+	if req.Images != nil {
+		return req.Images, nil
 	}
-	b := req.Raw
-	if req.V2 != nil {
-		b = nil
-		for _, t := range req.V2.Inputs {
-			if t.DataType == models.BYTES && len(t.Data) >= 4 {
-				n := binary.LittleEndian.Uint32(t.Data)
-				if int(n) <= len(t.Data)-4 {
-					b = t.Data[4 : 4+n]
-				}
-				break
-			}
+	var elems [][]byte
+	if req.V2 == nil {
+		if len(req.Raw) == 0 {
+			return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, errNoImage)
+		}
+		elems = [][]byte{req.Raw}
+	} else {
+		var err error
+		if elems, err = imageElements(req.V2); err != nil {
+			return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, err)
 		}
 	}
-	if len(b) == 0 {
-		return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, errNoImage)
+	imgs := make([]image.Image, len(elems))
+	budget := glue.MaxPixels // for all the request's images together
+	for i, b := range elems {
+		img, err := glue.DecodeImageDataWithin(b, budget)
+		if err != nil {
+			if errors.Is(err, glue.ErrTooLarge) && i > 0 {
+				err = fmt.Errorf("%v (the limit is for all the request's images together: %d of them took %.1f megapixels)", err, i, float64(glue.MaxPixels-budget)/1e6)
+			}
+			if req.V2 != nil {
+				return nil, fmt.Errorf("%w: input %q element %d of %d: %v", v2codec.ErrBadRequest, ImageInput.Name, i, len(elems), err)
+			}
+			return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, err)
+		}
+		budget -= img.Bounds().Dx() * img.Bounds().Dy()
+		imgs[i] = img
 	}
-	img, err := glue.DecodeImage(b)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", v2codec.ErrBadRequest, err)
+	req.Images = imgs
+	return imgs, nil
+}
+
+// imageElements checks that a V2 request to an image pipeline carries
+// exactly the input "image", BYTES with at least one element, and returns
+// its elements.
+func imageElements(r *v2codec.InferRequest) ([][]byte, error) {
+	if len(r.Inputs) != 1 || r.Inputs[0].Name != ImageInput.Name || r.Inputs[0].DataType != models.BYTES {
+		var got []string
+		for _, t := range r.Inputs {
+			got = append(got, fmt.Sprintf("%s %s%s", t.Name, t.DataType, models.FormatShape(t.Shape)))
+		}
+		return nil, fmt.Errorf("%v; this pipeline takes one input %q BYTES [N] (N images, PNG or JPEG bytes or base64), got %v", errNoImage, ImageInput.Name, got)
 	}
-	req.Image = img
-	return img, nil
+	t := r.Inputs[0]
+	n := models.Elements(t.Shape)
+	if n < 1 {
+		return nil, fmt.Errorf("input %q has shape %s: no image; send shape [N] with N >= 1", t.Name, models.FormatShape(t.Shape))
+	}
+	if n > MaxImages {
+		return nil, fmt.Errorf("input %q holds %d images; send at most %d per request", t.Name, n, MaxImages)
+	}
+	elems := make([][]byte, 0, n)
+	b := t.Data
+	for i := 0; i < n; i++ {
+		if len(b) < 4 {
+			return nil, fmt.Errorf("input %q: element %d of %d is missing", t.Name, i, n)
+		}
+		m := binary.LittleEndian.Uint32(b)
+		if uint64(m) > uint64(len(b)-4) {
+			return nil, fmt.Errorf("input %q: element %d claims %d bytes, %d are left", t.Name, i, m, len(b)-4)
+		}
+		if m == 0 {
+			return nil, fmt.Errorf("input %q: element %d of %d is empty; every element must hold an image", t.Name, i, n)
+		}
+		elems = append(elems, b[4:4+m])
+		b = b[4+m:]
+	}
+	return elems, nil
 }
 
 // side returns dimension d of the active variant's first input.
@@ -103,7 +158,7 @@ func addImageGlues(g Glues) {
 			if req.V2 != nil && len(req.V2.Inputs) > 0 && req.V2.Inputs[0].DataType != models.BYTES {
 				return tensorFirst(req, st)
 			}
-			img, err := requestImage(req)
+			imgs, err := requestImages(req)
 			if err != nil {
 				return nil, err
 			}
@@ -111,14 +166,19 @@ func addImageGlues(g Glues) {
 			if err != nil {
 				return nil, err
 			}
-			return []*Item{{In: []models.Tensor{glue.ClassifyInput(img, st.inputs[0].Name, size)}}}, nil
+			items := make([]*Item, len(imgs))
+			for i, img := range imgs {
+				items[i] = &Item{In: []models.Tensor{glue.ClassifyInput(img, st.inputs[0].Name, size)}}
+			}
+			return items, nil
 		},
 		Finish: finishTensors,
+		Inputs: func(*Step) []models.TensorSpec { return []models.TensorSpec{ImageInput} },
 	}
 	// image-ocr-det: the page, letterboxed to the det variant's side.
 	g["image-ocr-det"] = Glue{
 		First: func(req *Request, st *Step) ([]*Item, error) {
-			img, err := requestImage(req)
+			imgs, err := requestImages(req)
 			if err != nil {
 				return nil, err
 			}
@@ -126,10 +186,15 @@ func addImageGlues(g Glues) {
 			if err != nil {
 				return nil, err
 			}
-			t, g := glue.DetInput(img, s)
-			t.Name = st.inputs[0].Name
-			return []*Item{{In: []models.Tensor{t}, Data: detData{img, g}}}, nil
+			items := make([]*Item, len(imgs))
+			for i, img := range imgs {
+				t, g := glue.DetInput(img, s)
+				t.Name = st.inputs[0].Name
+				items[i] = &Item{In: []models.Tensor{t}, Data: detData{img, g}}
+			}
+			return items, nil
 		},
+		Inputs: func(*Step) []models.TensorSpec { return []models.TensorSpec{ImageInput} },
 	}
 	// ocr-lines: probability map → line boxes → crops 48 pixels high, one
 	// item per width bucket (each a batch of lines).
@@ -155,12 +220,13 @@ func addImageGlues(g Glues) {
 			}
 			return items, nil
 		},
-		Finish: finishOCR,
+		Finish:  finishOCR,
+		Outputs: func(*Step) []models.TensorSpec { return ocrOutputs },
 	}
 	// image-face: the image letterboxed to the BlazeFace variant's size.
 	g["image-face"] = Glue{
 		First: func(req *Request, st *Step) ([]*Item, error) {
-			img, err := requestImage(req)
+			imgs, err := requestImages(req)
 			if err != nil {
 				return nil, err
 			}
@@ -168,10 +234,15 @@ func addImageGlues(g Glues) {
 			if err != nil {
 				return nil, err
 			}
-			t, g := glue.FaceInput(img, s)
-			t.Name = st.inputs[0].Name
-			return []*Item{{In: []models.Tensor{t}, Data: faceData{img, g, s}}}, nil
+			items := make([]*Item, len(imgs))
+			for i, img := range imgs {
+				t, g := glue.FaceInput(img, s)
+				t.Name = st.inputs[0].Name
+				items[i] = &Item{In: []models.Tensor{t}, Data: faceData{img, g, s}}
+			}
+			return items, nil
 		},
+		Inputs: func(*Step) []models.TensorSpec { return []models.TensorSpec{ImageInput} },
 	}
 	// face-crops: BlazeFace detections → one ImageNet-normalised crop each.
 	g["face-crops"] = Glue{
@@ -195,25 +266,49 @@ func addImageGlues(g Glues) {
 			}
 			return items, nil
 		},
-		Finish: finishFaces,
+		Finish:  finishFaces,
+		Outputs: func(*Step) []models.TensorSpec { return faceOutputs },
 	}
 }
 
 type ocrLine struct {
+	item int
 	box  image.Rectangle
 	text string
 	conf float32
 }
 
-// finishOCR answers text BYTES[n], boxes INT32[n,4] (x0,y0,x1,y1) and
-// confidence FP32[n], in reading order.
+// itemOutput is the output of the detection pipelines that says which
+// image of the request each row belongs to.
+var itemOutput = models.TensorSpec{Name: "item", DataType: models.INT32, Shape: []int64{models.Dynamic}}
+
+// ocrOutputs are the outputs of finishOCR.
+var ocrOutputs = []models.TensorSpec{
+	{Name: "text", DataType: models.BYTES, Shape: []int64{models.Dynamic}},
+	{Name: "boxes", DataType: models.INT32, Shape: []int64{models.Dynamic, 4}},
+	{Name: "confidence", DataType: models.FP32, Shape: []int64{models.Dynamic}},
+	itemOutput,
+}
+
+// faceOutputs are the outputs of finishFaces.
+var faceOutputs = []models.TensorSpec{
+	{Name: "boxes", DataType: models.INT32, Shape: []int64{models.Dynamic, 4}},
+	{Name: "face_score", DataType: models.FP32, Shape: []int64{models.Dynamic}},
+	{Name: "class", DataType: models.INT32, Shape: []int64{models.Dynamic}},
+	{Name: "class_prob", DataType: models.FP32, Shape: []int64{models.Dynamic}},
+	itemOutput,
+}
+
+// finishOCR answers text BYTES[n], boxes INT32[n,4] (x0,y0,x1,y1),
+// confidence FP32[n] and item INT32[n] (the request image of each line):
+// the lines of image 0 in reading order, then those of image 1, ….
 func finishOCR(_ *Request, roots []*Item, last *Step) ([]models.Tensor, error) {
 	keys, err := ocrKeys(last)
 	if err != nil {
 		return nil, err
 	}
 	var lines []ocrLine
-	for _, root := range roots {
+	for r, root := range roots {
 		for _, it := range root.Children {
 			ld := it.Data.(linesData)
 			for row, box := range ld.boxes {
@@ -221,11 +316,14 @@ func finishOCR(_ *Request, roots []*Item, last *Step) ([]models.Tensor, error) {
 				if err != nil {
 					return nil, err
 				}
-				lines = append(lines, ocrLine{box, text, conf})
+				lines = append(lines, ocrLine{r, box, text, conf})
 			}
 		}
 	}
 	slices.SortStableFunc(lines, func(a, b ocrLine) int {
+		if c := cmp.Compare(a.item, b.item); c != 0 {
+			return c
+		}
 		if c := cmp.Compare(a.box.Min.Y, b.box.Min.Y); c != 0 {
 			return c
 		}
@@ -235,30 +333,38 @@ func finishOCR(_ *Request, roots []*Item, last *Step) ([]models.Tensor, error) {
 	text := models.Tensor{Name: "text", DataType: models.BYTES, Shape: []int64{n}}
 	boxes := models.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
 	conf := models.Tensor{Name: "confidence", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	item := models.Tensor{Name: itemOutput.Name, DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	for i, l := range lines {
 		text.Data = binary.LittleEndian.AppendUint32(text.Data, uint32(len(l.text)))
 		text.Data = append(text.Data, l.text...)
 		putBox(boxes.Data[16*i:], l.box)
 		binary.LittleEndian.PutUint32(conf.Data[4*i:], math.Float32bits(l.conf))
+		binary.LittleEndian.PutUint32(item.Data[4*i:], uint32(l.item))
 	}
 	if text.Data == nil {
 		text.Data = []byte{}
 	}
-	return []models.Tensor{text, boxes, conf}, nil
+	return []models.Tensor{text, boxes, conf, item}, nil
 }
 
 // finishFaces answers boxes INT32[n,4], face_score FP32[n], class INT32[n]
-// (top-1 ImageNet index of the crop) and class_prob FP32[n].
+// (top-1 ImageNet index of the crop), class_prob FP32[n] and item INT32[n]
+// (the request image of each face), image by image.
 func finishFaces(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
 	var faces []*Item
-	for _, r := range roots {
-		faces = append(faces, r.Children...)
+	var items []int
+	for r, root := range roots {
+		faces = append(faces, root.Children...)
+		for range root.Children {
+			items = append(items, r)
+		}
 	}
 	n := int64(len(faces))
 	boxes := models.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
 	score := models.Tensor{Name: "face_score", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	class := models.Tensor{Name: "class", DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	prob := models.Tensor{Name: "class_prob", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
+	item := models.Tensor{Name: itemOutput.Name, DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
 	for i, f := range faces {
 		putBox(boxes.Data[16*i:], f.Box)
 		binary.LittleEndian.PutUint32(score.Data[4*i:], math.Float32bits(f.Score))
@@ -268,8 +374,9 @@ func finishFaces(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
 		}
 		binary.LittleEndian.PutUint32(class.Data[4*i:], uint32(top[0].Index))
 		binary.LittleEndian.PutUint32(prob.Data[4*i:], math.Float32bits(top[0].Prob))
+		binary.LittleEndian.PutUint32(item.Data[4*i:], uint32(items[i]))
 	}
-	return []models.Tensor{boxes, score, class, prob}, nil
+	return []models.Tensor{boxes, score, class, prob, item}, nil
 }
 
 func putBox(b []byte, r image.Rectangle) {

@@ -2,10 +2,12 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,8 @@ import (
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/promtext"
 )
 
 // Router is the pipeline entry: it serves each pipeline as a V2 model,
@@ -32,16 +36,22 @@ type Router struct {
 	// extra serves paths the router does not know (ipa local mounts the
 	// stages' admin API and models there); nil means 404.
 	extra fasthttp.RequestHandler
+	// Index, if set, lists the models served next to the pipelines (ipa
+	// local: the stages' variants) in POST /v2/repository/index.
+	Index func() []dataplane.IndexEntry
 }
 
 type routedPipe struct {
-	pipe  *Pipeline
-	rate  *RateCounter
-	set   *metrics.Set
-	total *metrics.PrometheusHistogram
-	stage map[string]*metrics.PrometheusHistogram
-	codes sync.Map // "2xx" → *metrics.Counter
-	drops sync.Map // reason → *metrics.Counter
+	pipe *Pipeline
+	rate *RateCounter
+	set  *metrics.Set
+	// arrivals counts every request to the pipeline, served or not: the
+	// series a controller reads through Prometheus (ArrivalsMetric).
+	arrivals *metrics.Counter
+	total    *metrics.PrometheusHistogram
+	stage    map[string]*metrics.PrometheusHistogram
+	codes    sync.Map // "2xx" → *metrics.Counter
+	drops    sync.Map // reason → *metrics.Counter
 }
 
 // NewRouter returns a router for pipes. extra, if not nil, handles paths
@@ -58,7 +68,7 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 		for _, st := range p.Stages {
 			rp.stage[st.Spec.Name] = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_stage_duration_seconds{pipeline=%q,stage=%q}`, name, st.Spec.Name))
 		}
-		rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
+		rp.arrivals = rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
 		metrics.RegisterSet(rp.set)
 		r.pipes[name] = rp
 		r.names = append(r.names, name)
@@ -107,12 +117,30 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	switch {
 	case path == "/metrics":
 		ctx.SetContentType("text/plain; version=0.0.4")
-		metrics.WritePrometheus(ctx, true)
-	case path == "/v2/health/live" || path == "/v2/health/ready":
+		promtext.Write(ctx, true)
+	case path == "/v2/health/live":
+		ctx.SetStatusCode(fasthttp.StatusOK)
+	case path == "/v2/health/ready":
+		for _, name := range r.names {
+			if step := r.pipes[name].pipe.NotReady(); step != "" {
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				return
+			}
+		}
 		ctx.SetStatusCode(fasthttp.StatusOK)
 	case path == "/v2" || path == "/v2/":
+		ext := []string{"binary_tensor_data", "model_repository", "ipa_pipelines"}
+		if r.extra != nil {
+			ext = append(ext, "ipa_admin") // ipa local serves the stages' admin API too
+		}
 		dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
-			"extensions": []string{"binary_tensor_data", "ipa_pipelines"}, "pipelines": r.names})
+			"extensions": ext, "pipelines": r.names})
+	case path == "/v2/repository/index":
+		if m := string(ctx.Method()); m != fasthttp.MethodPost && m != fasthttp.MethodGet {
+			dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
+			return
+		}
+		dataplane.WriteJSON(ctx, fasthttp.StatusOK, r.repositoryIndex())
 	case path == "/router/rate":
 		r.serveRate(ctx)
 	case strings.HasPrefix(path, "/v2/models/"):
@@ -122,15 +150,37 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		if !ok {
 			if r.extra != nil {
 				r.extra(ctx)
+				var e struct{ Error string }
+				if ctx.Response.StatusCode() == fasthttp.StatusNotFound && json.Unmarshal(ctx.Response.Body(), &e) == nil && strings.HasPrefix(e.Error, "unknown model") {
+					// The stages' server does not know the pipelines.
+					dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%s, and pipelines %v", e.Error, r.names))
+				}
 				return
 			}
 			dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("unknown pipeline %q; this router serves %v", name, r.names))
+			return
+		}
+		if rest, ok := strings.CutPrefix(action, "versions/"); ok {
+			// A pipeline's one version is what its steps run now.
+			var v string
+			v, action, _ = strings.Cut(rest, "/")
+			if now := p.pipe.Version(); v != now {
+				dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("pipeline %q has no version %q; its version is %q (the variants its steps run now), or omit the version", name, v, now))
+				return
+			}
+		}
+		if action != "infer" && !dataplane.IsRead(ctx) {
+			dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, fmt.Sprintf("%s takes GET", path))
 			return
 		}
 		switch action {
 		case "":
 			r.metadata(ctx, p)
 		case "ready":
+			if step := p.pipe.NotReady(); step != "" {
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				return
+			}
 			ctx.SetStatusCode(fasthttp.StatusOK)
 		case "infer":
 			if string(ctx.Method()) != fasthttp.MethodPost {
@@ -150,16 +200,36 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// repositoryIndex lists the pipelines (version: the variants serving them
+// now, as in model_version) and, in ipa local, the stages' variants.
+func (r *Router) repositoryIndex() []dataplane.IndexEntry {
+	list := []dataplane.IndexEntry{}
+	for _, name := range r.names {
+		list = append(list, dataplane.IndexEntry{Name: name, Version: r.pipes[name].pipe.Version(), State: "READY", Active: true})
+	}
+	if r.Index != nil {
+		list = append(list, r.Index()...)
+	}
+	return list
+}
+
 func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	var stages []map[string]any
 	for _, st := range p.pipe.Stages {
 		stages = append(stages, map[string]any{"name": st.Spec.Name, "model": st.Spec.Model, "input": st.Spec.Input,
 			"variants": st.Meta.VariantNames(), "active_variant": st.Variant().Name})
 	}
-	first := p.pipe.Stages[0]
-	in, _ := first.Meta.Interface()
-	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "platform": "ipa_pipeline",
-		"inputs": v2codec.TensorMetadataOf(in), "parameters": map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}})
+	params := map[string]any{"sla": p.pipe.Spec.SLA.String(), "stages": stages}
+	in := p.pipe.Inputs()
+	if first, _ := p.pipe.Stages[0].Meta.Interface(); in[0].Name != first[0].Name {
+		params["raw_body"] = "POST one PNG or JPEG image as the body, or send input " + in[0].Name + " in a V2 request"
+		if p.pipe.Stages[0].Spec.Input == "image-imagenet" {
+			params["tensor_inputs"] = v2codec.TensorMetadataOf(first) // the classifier's own tensor is accepted too
+		}
+	}
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": p.pipe.Spec.Name, "versions": []string{p.pipe.Version()},
+		"platform": "ipa_pipeline", "inputs": v2codec.TensorMetadataOf(in), "outputs": v2codec.TensorMetadataOf(p.pipe.Outputs()),
+		"parameters": params})
 }
 
 func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
@@ -191,6 +261,7 @@ var routerPool = sync.Pool{New: func() any { return new(routerState) }}
 func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	arrival := time.Now()
 	p.rate.Add(1)
+	p.arrivals.Inc()
 	st := routerPool.Get().(*routerState)
 	defer routerPool.Put(st)
 	req := Request{}
@@ -214,6 +285,15 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		req.V2 = &st.v2
 	} else {
 		req.Raw = body
+	}
+	if req.V2 != nil {
+		declared := p.pipe.Outputs()
+		for _, o := range req.V2.Outputs {
+			if !slices.ContainsFunc(declared, func(s models.TensorSpec) bool { return s.Name == o.Name }) {
+				r.fail(ctx, p, fasthttp.StatusBadRequest, fmt.Sprintf("pipeline %q has no output %q (outputs are %v)", p.pipe.Spec.Name, o.Name, models.TensorNames(declared)))
+				return
+			}
+		}
 	}
 	// The deadline: the client's budget if it sends one, else arrival + SLA.
 	deadline := arrival.Add(p.pipe.Spec.SLA)
@@ -240,21 +320,40 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		return
 	}
 	resp := &st.resp
-	resp.ModelName, resp.ModelVersion, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, "", outs, v2codec.ResponseParameters{}
-	if req.V2 != nil {
-		resp.ID = req.V2.ID
-	} else {
-		resp.ID = ""
-	}
-	binary := req.V2 != nil && req.V2.BinaryOutputs
+	resp.ModelName, resp.Outputs, resp.Parameters = p.pipe.Spec.Name, resp.Outputs[:0], v2codec.ResponseParameters{}
+	resp.ID = ""
 	resp.Binary = resp.Binary[:0]
-	for range outs {
+	for _, t := range outs {
+		binary := req.V2 != nil && req.V2.BinaryOutputs
+		if req.V2 != nil && len(req.V2.Outputs) > 0 {
+			i := slices.IndexFunc(req.V2.Outputs, func(o v2codec.RequestedOutput) bool { return o.Name == t.Name })
+			if i < 0 {
+				continue
+			}
+			binary = req.V2.Outputs[i].Binary
+		}
+		resp.Outputs = append(resp.Outputs, t)
 		resp.Binary = append(resp.Binary, binary)
 	}
-	resp.Timings = resp.Timings[:0]
+	if req.V2 != nil {
+		resp.ID = req.V2.ID
+	}
+	resp.Timings, resp.Labels = resp.Timings[:0], resp.Labels[:0]
+	variants := make([]string, len(p.pipe.Stages))
+	for i, s := range p.pipe.Stages {
+		if i < len(tim) {
+			variants[i] = tim[i].Variant
+		} else {
+			variants[i] = s.Variant().Name // a step without work (nothing found upstream): its active variant
+		}
+	}
 	for _, t := range tim {
 		resp.Timings = append(resp.Timings, v2codec.Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
+		resp.Labels = append(resp.Labels, v2codec.Label{Key: t.Stage + "_variant", Value: t.Variant})
 	}
+	// model_version names the variants that computed the answer, step by
+	// step, joined by "+": the pipeline's version (Pipeline.Version).
+	resp.ModelVersion = strings.Join(variants, "+")
 	total := time.Since(arrival)
 	resp.Timings = append(resp.Timings, v2codec.Timing{Key: "total_ns", NS: int64(total)})
 	var jsonLen int

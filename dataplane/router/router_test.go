@@ -87,12 +87,20 @@ func TestRouterChainsInProcessStagesAndReportsStageTimings(t *testing.T) {
 	// Per-stage timings are in the JSON parameters.
 	hl := 0
 	fmt.Sscan(res.Header[v2codec.HeaderJSONLength], &hl)
-	var head struct{ Parameters map[string]int64 }
+	var head struct {
+		ModelVersion string `json:"model_version"`
+		Parameters   map[string]any
+	}
 	if err := json.Unmarshal(res.Body[:hl], &head); err != nil {
 		t.Fatal(err)
 	}
-	if head.Parameters["angle_ns"] <= 0 || head.Parameters["total_ns"] < head.Parameters["angle_ns"] {
+	ns := func(k string) float64 { f, _ := head.Parameters[k].(float64); return f }
+	if ns("angle_ns") <= 0 || ns("total_ns") < ns("angle_ns") {
 		t.Fatalf("timings %v", head.Parameters)
+	}
+	// The variant that computed the step, in the answer.
+	if head.ModelVersion != clsCfg.Variant || head.Parameters["angle_variant"] != clsCfg.Variant {
+		t.Fatalf("model_version %q, parameters %v; want variant %q", head.ModelVersion, head.Parameters, clsCfg.Variant)
 	}
 	if got := r.Do(t, "POST", "/v2/models/nope/infer", body); got.Status != 404 || !strings.Contains(string(got.Body), `unknown pipeline \"nope\"`) {
 		t.Fatalf("unknown pipeline: %d %s", got.Status, got.Body)

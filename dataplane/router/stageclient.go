@@ -58,6 +58,9 @@ func (c LocalClient) Infer(ctx context.Context, in []models.Tensor, deadline tim
 	return &Reply{Outputs: res.Outputs, Variant: res.Variant, QueueWait: res.QueueWait, Compute: res.Compute, release: res.Release}, nil
 }
 
+// Ready reports whether the stage takes requests.
+func (c LocalClient) Ready() bool { return c.Stage.Ready() }
+
 // StageError is an error a remote stage answered with.
 type StageError struct {
 	Status int
@@ -132,6 +135,14 @@ func (c *RemoteClient) SetEndpoints(addrs []string) {
 			MaxIdleConnDuration: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
 	}
 	c.endpoints = eps
+}
+
+// Ready reports whether the step has a replica to call (discovery lists
+// only ready ones).
+func (c *RemoteClient) Ready() bool {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return len(c.endpoints) > 0
 }
 
 // pick returns the endpoint with the fewest outstanding requests among those

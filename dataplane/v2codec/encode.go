@@ -32,30 +32,31 @@ func AppendInferResponse(dst []byte, resp *InferResponse) (out []byte, jsonLen i
 		dst = append(dst, `,"id":`...)
 		dst = appendJSONString(dst, resp.ID)
 	}
-	if p := resp.Parameters; p != (ResponseParameters{}) || len(resp.Timings) > 0 {
+	if p := resp.Parameters; p != (ResponseParameters{}) || len(resp.Timings) > 0 || len(resp.Labels) > 0 {
 		dst = append(dst, `,"parameters":{`...)
 		sep := false
-		for _, t := range resp.Timings {
+		key := func(k string) {
 			if sep {
 				dst = append(dst, ',')
 			}
 			sep = true
-			dst = appendJSONString(dst, t.Key)
+			dst = appendJSONString(dst, k)
 			dst = append(dst, ':')
+		}
+		for _, t := range resp.Timings {
+			key(t.Key)
 			dst = strconv.AppendInt(dst, t.NS, 10)
+		}
+		for _, l := range resp.Labels {
+			key(l.Key)
+			dst = appendJSONString(dst, l.Value)
 		}
 		for _, f := range [...]struct {
 			key string
 			n   int64
 		}{{"queue_time_ns", int64(p.QueueTime)}, {"infer_time_ns", int64(p.InferTime)}, {"batch_size", int64(p.BatchSize)}} {
 			if f.n != 0 {
-				if sep {
-					dst = append(dst, ',')
-				}
-				sep = true
-				dst = append(dst, '"')
-				dst = append(dst, f.key...)
-				dst = append(dst, `":`...)
+				key(f.key)
 				dst = strconv.AppendInt(dst, f.n, 10)
 			}
 		}

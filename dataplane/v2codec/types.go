@@ -95,6 +95,11 @@ type Timing struct {
 	NS  int64
 }
 
+// Label is one extra string response parameter.
+type Label struct {
+	Key, Value string
+}
+
 // InferResponse is a V2 inference response.
 //
 // For encoding, fill the exported fields; AppendInferResponse only reads
@@ -115,6 +120,9 @@ type InferResponse struct {
 	// Timings are extra integer parameters, written after Parameters: the
 	// router's per-stage times ("<stage>_ns"). Not decoded.
 	Timings []Timing
+	// Labels are extra string parameters, written after Timings: the
+	// router's per-stage variants ("<stage>_variant"). Not decoded.
+	Labels []Label
 
 	dec *decoder
 }
