@@ -6,6 +6,7 @@ import (
 	"image"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -330,6 +331,16 @@ func CTCDecode(probs models.Tensor, row int, keys []string) (text string, confid
 		confidence = float32(sum / float64(n))
 	}
 	return sb.String(), confidence, nil
+}
+
+// LoadKeysFile reads the character dictionary at path (see LoadKeys).
+func LoadKeysFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the OCR character list: %w", err)
+	}
+	defer f.Close()
+	return LoadKeys(f)
 }
 
 // LoadKeys reads a PaddleOCR character dictionary (ppocr_keys_v1.txt, next to
