@@ -13,6 +13,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -101,7 +102,7 @@ type Result struct {
 // Accuracy is r as a measured accuracy of set, dated at.
 func (r Result) Accuracy(set string, at time.Time) models.Accuracy {
 	return models.Accuracy{
-		Value:  100 * (1 - r.CER()),
+		Value:  math.Round(10000*(1-r.CER())) / 100, // % to 0.01
 		Metric: OCRMetric,
 		Source: fmt.Sprintf("measured by `ipa models score`: %d character errors in %d reference characters (CER %.2f %%) on %d pages",
 			r.Errors, r.Chars, 100*r.CER(), r.Pages),

@@ -6,7 +6,8 @@
 //     Crop, Stack.
 //   - ImageNet classifiers: ClassifyInput, TopK.
 //   - OCR (PP-OCRv4 det → rec): DetInput, DetBoxes, GroupLines, RecInput,
-//     CTCDecode, LoadKeys.
+//     CTCDecode, LoadKeys, LoadKeysFile. Package ocrset generates labelled pages
+//     to measure them (character error rate).
 //   - Faces (MediaPipe BlazeFace): FaceInput, FaceAnchors, FaceBoxes.
 //
 // Nothing here opens a model session or does I/O beyond its arguments; the

@@ -53,3 +53,22 @@ func TestRebuildKeepsMeasuredAccuracy(t *testing.T) {
 		t.Fatalf("published number in variant.json: %+v; want the catalog's", a)
 	}
 }
+
+// TestCommittedMeasuredAccuracy: the committed measured-accuracy file, which
+// `ipa models build` reads by default, parses and names catalog variants.
+func TestCommittedMeasuredAccuracy(t *testing.T) {
+	f, err := os.Open("../../profiles/measured/accuracy.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := models.ReadMeasuredAccuracy(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range m.Variants {
+		if catalogEntry(v.Stage, v.Variant) == nil {
+			t.Errorf("%s/%s is not in the catalog", v.Stage, v.Variant)
+		}
+	}
+}
