@@ -34,7 +34,7 @@ func (c *ModelsBuildCmd) Run(g *Globals) error {
 		return err
 	}
 	if len(measured.Variants) == 0 {
-		fmt.Fprintf(os.Stderr, "no measured accuracies in %q: variants get the catalog's published numbers\n", c.Accuracy)
+		fmt.Fprintf(os.Stderr, "no measured accuracies in %q: variants keep a measurement their variant.json holds, else get the catalog's published number\n", c.Accuracy)
 	}
 	ctx := signalContext(g.Logger())
 	rep, err := repobuild.Build(ctx, repobuild.Options{RawDir: c.Raw, OutDir: c.Out, Progress: os.Stderr, CheckBatch: c.CheckBatch, Threads: 1, Measured: measured})
