@@ -13,6 +13,7 @@ import (
 type ModelsCmd struct {
 	Build ModelsBuildCmd `cmd:"" help:"Build the model repository from the raw models of 'make deps': normalise interfaces, make batch dimensions dynamic, self-check each variant."`
 	List  ModelsListCmd  `cmd:"" help:"List the stages and variants of the model repository."`
+	Score ModelsScoreCmd `cmd:"" help:"Measure the accuracy of a stage's variants on a generated labelled set (OCR: character error rate of the pipeline per detection variant) and write it into variant.json and the measured-accuracy file."`
 }
 
 // ModelsBuildCmd builds the repository.
@@ -20,6 +21,7 @@ type ModelsBuildCmd struct {
 	Raw        string `default:".deps/raw" env:"IPA_RAW_DIR" help:"Raw models fetched by 'make deps'."`
 	Out        string `default:".deps/models" env:"IPA_MODELS_DIR" help:"Repository to write."`
 	CheckBatch int    `default:"4" help:"Batch size k of the self-check (batch k vs k runs of batch 1)."`
+	Accuracy   string `default:"${accuracy_file}" help:"Measured accuracies ('ipa models score') that replace the catalog's published ones; a missing file means none."`
 }
 
 // Run builds the repository, printing one line per variant.
@@ -27,8 +29,15 @@ func (c *ModelsBuildCmd) Run(g *Globals) error {
 	if err := g.InitORT(); err != nil {
 		return err
 	}
+	measured, err := readMeasured(c.Accuracy, true)
+	if err != nil {
+		return err
+	}
+	if len(measured.Variants) == 0 {
+		fmt.Fprintf(os.Stderr, "no measured accuracies in %q: variants keep a measurement their variant.json holds, else get the catalog's published number\n", c.Accuracy)
+	}
 	ctx := signalContext(g.Logger())
-	rep, err := repobuild.Build(ctx, repobuild.Options{RawDir: c.Raw, OutDir: c.Out, Progress: os.Stderr, CheckBatch: c.CheckBatch, Threads: 1})
+	rep, err := repobuild.Build(ctx, repobuild.Options{RawDir: c.Raw, OutDir: c.Out, Progress: os.Stderr, CheckBatch: c.CheckBatch, Threads: 1, Measured: measured})
 	if err != nil {
 		return err
 	}

@@ -174,7 +174,7 @@ func main() {
 		kong.Description("Serve multi-stage ML inference pipelines and adapt them online."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", ")},
+		kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", "), "accuracy_file": defaultAccuracyFile},
 	)
 	kctx.FatalIfErrorf(kctx.Run(&cli.Globals))
 }

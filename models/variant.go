@@ -24,8 +24,18 @@ type Accuracy struct {
 	// Source says where Value was published or how it was measured.
 	Source string `json:"source"`
 	// Verified is false when Value could not be checked against Source.
+	// A measurement (MeasuredAt set) is verified.
 	Verified bool `json:"verified"`
+	// Set describes the labelled set a measured Value comes from (e.g.
+	// ocrset's Describe); empty for a published number.
+	Set string `json:"set,omitempty"`
+	// MeasuredAt is the UTC date (YYYY-MM-DD) of the measurement; empty for a
+	// published number.
+	MeasuredAt string `json:"measured_at,omitempty"`
 }
+
+// Measured reports whether a is an in-project measurement.
+func (a Accuracy) Measured() bool { return a.MeasuredAt != "" }
 
 // Variant is the metadata of one model variant of a stage, stored as
 // <repository>/<stage>/<variant>/variant.json.
@@ -299,4 +309,17 @@ func ParseVariant(b []byte) (*Variant, error) {
 		return nil, err
 	}
 	return &v, nil
+}
+
+// EncodeVariant validates v and encodes it as variant.json is written:
+// indented JSON and a final newline.
+func EncodeVariant(v *Variant) ([]byte, error) {
+	if err := v.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
 }

@@ -8,7 +8,8 @@
 //     linear light), DecodeImageData (the same, or base64 of it), Crop, Stack.
 //   - ImageNet classifiers: ClassifyInput, TopK.
 //   - OCR (PP-OCRv4 det → rec): DetInput, DetBoxes, GroupLines, RecInput,
-//     CTCDecode, LoadKeys.
+//     CTCDecode, LoadKeys, LoadKeysFile. Package ocrset generates labelled pages
+//     to measure them (character error rate).
 //   - Faces (MediaPipe BlazeFace): FaceInput, FaceAnchors, FaceBoxes.
 //
 // Nothing here opens a model session or does I/O beyond its arguments; the

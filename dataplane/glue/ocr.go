@@ -6,6 +6,7 @@ import (
 	"image"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -31,6 +32,23 @@ const (
 	// DetUnclipRatio is PaddleOCR's det_db_unclip_ratio: DB's map marks a
 	// shrunk text kernel, grown back by area·ratio/perimeter on every side.
 	DetUnclipRatio = 1.5
+	// DetHalo is the part of the det map's text region that does not scale
+	// with the text, in map pixels: on the pages of dataplane/glue/ocrset
+	// (v1, seed 1, 24 pages, det-480/640/960) the region above DetThresh is
+	// 0.385 × the font size + 3.0 map pixels high at every input size.
+	DetHalo = 3.0
+	// DetRefSide is the input side at which DetUnclipRatio reads best: the
+	// smallest det variant, det-480 (see DetBoxes).
+	DetRefSide = 480
+	// DetHaloGain scales the padding that makes up for the halo a larger
+	// input lacks (DetBoxes): 1 gives boxes of det-480's size, more gives
+	// larger inputs roomier crops. Chosen on ocrset seed 2 (24 pages; the
+	// measured accuracies use seed 1): the pipeline's CER at det-640/960 was
+	// 4.0/5.9 % without, 2.3/2.1 % with gain 1, 1.7/1.3 % with 1.5, det-480
+	// 2.1 % throughout. Gains 2 and 2.5 read seed 2 better still (1.2/1.0 %,
+	// 1.2/0.8 %), but the box of a skewed line, tall already, grew to 2.6×
+	// the font and into the next line, and det-960 dropped letters from it.
+	DetHaloGain = 1.5
 	// RecHeight is the input height of the PP-OCRv3/v4 recognisers
 	// (rec_image_shape "3, 48, 320").
 	RecHeight = 48
@@ -105,9 +123,23 @@ func DetInput(img image.Image, side int) (models.Tensor, DetGeometry) {
 // polygons): pixels above thresh (DetThresh) form 4-connected components;
 // components with fewer than minArea pixels (DetMinArea) are dropped; each
 // component's bounding box is grown on every side by DB's unclip offset
-// area·DetUnclipRatio/perimeter (≈ 0.75× its height for a long line), scaled
-// to the original image and clipped to it. Rotated text is not handled (no
-// minimum-area rectangles) and there is no box-score filter (box_thresh).
+// area·DetUnclipRatio/perimeter (≈ 0.75× its height for a long line) plus
+// the halo padding below, scaled to the original image and clipped to it.
+// Rotated text is not handled (no minimum-area rectangles) and there is no
+// box-score filter (box_thresh).
+//
+// Halo padding. The map's text region carries a halo of DetHalo map pixels
+// whatever the input size, i.e. DetHalo/scale original pixels: it is a large
+// part of the region at a small input and a small one at a large input. DB's
+// unclip, proportional to the region, therefore made boxes tighter as the
+// input grew (capitals' boxes 34 → 29 → 27 px at det-480/640/960), and the
+// recogniser drops the spaces between words in tight crops (det-960 read
+// "WARNING:HIGHVOLTAGE"; CER 2.1 / 4.2 / 6.1 % on ocrset seed 1). The unclip
+// offset now gets (1+DetUnclipRatio)/2 · DetHalo · DetHaloGain ·
+// (side/DetRefSide − 1) map pixels more on every side, side being the
+// input's: what the halo adds to a det-480 box, which a larger input's
+// region lacks (with DetHaloGain 1), so the padding grows with the
+// detection resolution and boxes keep their size in the original image.
 //
 // MODELS.md §5 padded by half the box height instead; on rendered pages the
 // unclip offset reads more spaces right (the recogniser drops spaces when the
@@ -136,6 +168,7 @@ func DetBoxes(prob models.Tensor, row int, g DetGeometry, thresh float32, minAre
 	}
 	sx := float64(g.Width) / float64(w)
 	sy := float64(g.Height) / float64(h)
+	halo := (1 + DetUnclipRatio) / 2 * DetHalo * DetHaloGain * max(0, float64(max(g.InputW, g.InputH))/DetRefSide-1)
 	var boxes []image.Rectangle
 	stack := make([]int, 0, 256)
 	for start := range on {
@@ -174,7 +207,7 @@ func DetBoxes(prob models.Tensor, row int, g DetGeometry, thresh float32, minAre
 		}
 		// DB unclip of the component's rectangle: offset = area·ratio/perimeter.
 		cw, ch := float64(x1-x0+1), float64(y1-y0+1)
-		pad := cw * ch * DetUnclipRatio / (2 * (cw + ch))
+		pad := cw*ch*DetUnclipRatio/(2*(cw+ch)) + halo
 		r := image.Rect(
 			int(math.Floor((float64(x0)-pad)*sx)), int(math.Floor((float64(y0)-pad)*sy)),
 			int(math.Ceil((float64(x1+1)+pad)*sx)), int(math.Ceil((float64(y1+1)+pad)*sy)),
@@ -330,6 +363,16 @@ func CTCDecode(probs models.Tensor, row int, keys []string) (text string, confid
 		confidence = float32(sum / float64(n))
 	}
 	return sb.String(), confidence, nil
+}
+
+// LoadKeysFile reads the character dictionary at path (see LoadKeys).
+func LoadKeysFile(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the OCR character list: %w", err)
+	}
+	defer f.Close()
+	return LoadKeys(f)
 }
 
 // LoadKeys reads a PaddleOCR character dictionary (ppocr_keys_v1.txt, next to

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/image/font/gofont/gomono"
 	"golang.org/x/image/font/gofont/goregular"
 
+	"github.com/ipa-serving/ipa/dataplane/glue/ocrset"
 	"github.com/ipa-serving/ipa/runtime"
 )
 
@@ -24,28 +25,6 @@ var pageLines = []string{
 	"ONNX Runtime runs on two CPU cores",
 	"Invoice 2024 total 1375 dollars",
 	"Hello world from the glue package",
-}
-
-// levenshtein is the edit distance between a and b, in runes.
-func levenshtein(a, b string) int {
-	ra, rb := []rune(a), []rune(b)
-	prev := make([]int, len(rb)+1)
-	cur := make([]int, len(rb)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(ra); i++ {
-		cur[0] = i
-		for j := 1; j <= len(rb); j++ {
-			sub := prev[j-1]
-			if ra[i-1] != rb[j-1] {
-				sub++
-			}
-			cur[j] = min(sub, prev[j]+1, cur[j-1]+1)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(rb)]
 }
 
 // ocrResult compares read lines with the reference.
@@ -68,9 +47,9 @@ func score(got, want []string) ocrResult {
 		}
 	}
 	g, w := strings.Join(got, "\n"), strings.Join(want, "\n")
-	r.errs, r.chars = levenshtein(g, w), len([]rune(w))
+	r.errs, r.chars = ocrset.EditDistance(g, w), len([]rune(w))
 	nos := func(s string) string { return strings.ReplaceAll(s, " ", "") }
-	r.errsNoSpaces, r.charsNoSpace = levenshtein(nos(g), nos(w)), len([]rune(nos(w)))
+	r.errsNoSpaces, r.charsNoSpace = ocrset.EditDistance(nos(g), nos(w)), len([]rune(nos(w)))
 	return r
 }
 

@@ -3,6 +3,7 @@ package glue
 import (
 	"image"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -219,5 +220,40 @@ func TestLoadKeys(t *testing.T) {
 	// 6625 classes = blank + 6623 keys + space (variant.json of rec-v4).
 	if err != nil || len(keys) != 6623 || keys[0] != "'" {
 		t.Fatalf("ppocr_keys_v1.txt: %d keys, first %q, %v", len(keys), keys[0], err)
+	}
+}
+
+// TestDetBoxesKeepTheirSizeAcrossInputSizes draws the det map's region of
+// one text line as PP-OCRv4 makes it at det-480, 640 and 960 (0.385 × the
+// font size + DetHalo map pixels high, see DetHalo) and checks that the box
+// in the original image does not shrink as the input grows: DB's unclip
+// alone gave 44 → 39 → 32 px here, tight crops whose spaces the recogniser
+// drops.
+func TestDetBoxesKeepTheirSizeAcrossInputSizes(t *testing.T) {
+	const width, height, font = 1200, 400, 24.0 // original image and font size, px
+	var heights []int
+	for _, side := range []int{480, 640, 960} {
+		scale := float64(side) / width
+		prob := fp32("sigmoid_0.tmp_0", 1, 1, int64(side), int64(side))
+		kh := int(math.Round(0.385*font*scale + 3.0))
+		kw := int(math.Round(800*scale + 3.0))
+		y0, x0 := int(100*scale)-kh/2, int(200*scale)
+		for y := y0; y < y0+kh; y++ {
+			for x := x0; x < x0+kw; x++ {
+				putF32(prob.Data, y*side+x, 0.9)
+			}
+		}
+		g := DetGeometry{Width: width, Height: height, ResizedW: side, ResizedH: int(math.Round(height * scale)), InputW: side, InputH: side}
+		boxes, err := DetBoxes(prob, 0, g, DetThresh, DetMinArea)
+		if err != nil || len(boxes) != 1 {
+			t.Fatalf("side %d: %v %v", side, boxes, err)
+		}
+		heights = append(heights, boxes[0].Dy())
+	}
+	t.Logf("box heights at det-480/640/960: %v px (font %v px)", heights, font)
+	for i := 1; i < len(heights); i++ {
+		if heights[i] < heights[0] || heights[i] > heights[0]*13/10 {
+			t.Errorf("box heights %v: a larger input must give a box no tighter than det-480's and at most 30 %% taller", heights)
+		}
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"image"
 	"math"
-	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -136,12 +135,7 @@ func ocrKeys(st *Step) ([]string, error) {
 	if k, ok := keysCache.Load(p); ok {
 		return k.([]string), nil
 	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the OCR character list: %w", err)
-	}
-	defer f.Close()
-	keys, err := glue.LoadKeys(f)
+	keys, err := glue.LoadKeysFile(p)
 	if err != nil {
 		return nil, err
 	}

@@ -69,6 +69,11 @@ type Options struct {
 	CheckBatch int
 	// Threads is the intra-op thread count of the self-check sessions; 0 means 1.
 	Threads int
+	// Measured holds accuracies measured in the project (`ipa models
+	// score`); they replace the catalog's published ones. A variant it does
+	// not name whose variant.json already holds a measurement keeps that
+	// measurement: a rebuild never drops one silently (see AccuracyNote).
+	Measured *models.MeasuredAccuracy
 }
 
 // Report says what Build did.
@@ -116,6 +121,9 @@ type VariantReport struct {
 	// SHA256 of the written model file.
 	SHA256  string        `json:"sha256"`
 	Elapsed time.Duration `json:"-"`
+	// AccuracyNote says where a measured accuracy came from; empty for the
+	// catalog's published number.
+	AccuracyNote string `json:"-"`
 }
 
 // WriteTable writes r as an aligned text table.
@@ -225,10 +233,16 @@ func Build(ctx context.Context, opt Options) (*Report, error) {
 }
 
 func summary(v *VariantReport) string {
-	if v.UpToDate {
-		return "up to date, " + v.Batch
-	}
 	s := v.Batch
+	if v.UpToDate {
+		s = "up to date, " + v.Batch
+	}
+	if v.AccuracyNote != "" {
+		s += ", " + v.AccuracyNote
+	}
+	if v.UpToDate {
+		return s
+	}
 	switch {
 	case v.Verified && v.Identical:
 		s += fmt.Sprintf(", self-check b%d bit-identical", v.CheckBatch)
@@ -259,10 +273,12 @@ func buildVariant(ctx context.Context, e *entry, opt Options, ss *sessions) (*Va
 		extras[x] = b
 	}
 	dir := filepath.Join(opt.OutDir, e.Stage, e.Name)
+	acc, note := accuracyOf(e, opt.Measured, dir)
 	if rec := upToDate(dir, e, sources); rec != nil {
 		vr := rec.Report
 		vr.UpToDate = true
-		return &vr, writeMeta(dir, e, rec)
+		vr.AccuracyNote = note
+		return &vr, writeMeta(dir, e, rec, acc)
 	}
 
 	rec, model, err := makeVariant(ctx, e, src, opt, ss)
@@ -283,7 +299,8 @@ func buildVariant(ctx context.Context, e *entry, opt Options, ss *sessions) (*Va
 			return nil, err
 		}
 	}
-	if err := writeMeta(dir, e, rec); err != nil {
+	rec.Report.AccuracyNote = note
+	if err := writeMeta(dir, e, rec, acc); err != nil {
 		return nil, err
 	}
 	return &rec.Report, nil
@@ -517,9 +534,11 @@ func variantOf(e *entry, rec *buildRecord) *models.Variant {
 	}
 }
 
-// writeMeta writes build.json and then variant.json, each only if changed.
-func writeMeta(dir string, e *entry, rec *buildRecord) error {
+// writeMeta writes build.json and then variant.json (with accuracy acc),
+// each only if changed.
+func writeMeta(dir string, e *entry, rec *buildRecord, acc models.Accuracy) error {
 	v := variantOf(e, rec)
+	v.Accuracy = acc
 	if err := v.Validate(); err != nil {
 		return fmt.Errorf("BUG: generated metadata is invalid: %w", err)
 	}
@@ -541,6 +560,22 @@ func writeMeta(dir string, e *entry, rec *buildRecord) error {
 		}
 	}
 	return nil
+}
+
+// accuracyOf returns the accuracy variant.json gets for e: measured's when
+// it names e, else a measurement the variant.json in dir already holds (a
+// rebuild never drops one silently), else the catalog's published number.
+// note says which measurement was used; empty for the catalog's.
+func accuracyOf(e *entry, measured *models.MeasuredAccuracy, dir string) (acc models.Accuracy, note string) {
+	if a, ok := measured.Lookup(e.Stage, e.Name); ok {
+		return a, "accuracy measured " + a.MeasuredAt
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, models.MetaFile)); err == nil {
+		if old, err := models.ParseVariant(b); err == nil && old.Accuracy.Measured() {
+			return old.Accuracy, "accuracy measured " + old.Accuracy.MeasuredAt + " kept from variant.json (not in the measured-accuracy file)"
+		}
+	}
+	return e.Accuracy, ""
 }
 
 // upToDate returns the build record of dir when the variant there was built
