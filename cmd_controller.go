@@ -50,7 +50,7 @@ func (f ControllerFlags) plan(spec *models.Pipeline, repo *models.Repository) ([
 	path := f.Profile
 	if path == "" {
 		if _, ok := profiles.Measured(spec.Name); !ok {
-			return nil, nil, fmt.Errorf("adaptation needs a profile of pipeline %q and none ships with ipa (shipped: %v): measure one with `ipa profile --pipeline %s --quick --out %s.json` (about a minute) and pass --controller.profile %s.json, or run with --no-controller",
+			return nil, nil, fmt.Errorf("adaptation needs a profile of pipeline %q and none ships with ipa (shipped: %v): measure one with `ipa profile --pipeline %s --quick --out %s.json` (about a minute) and pass --controller.profile %s.json",
 				spec.Name, profiles.MeasuredNames(), spec.Name, spec.Name, spec.Name)
 		}
 		path = builtinProfile + spec.Name

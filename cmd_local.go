@@ -115,7 +115,12 @@ func (c *LocalCmd) Run(g *Globals) error {
 	}
 	if c.Adapt { // before any model loads: a missing profile is reported at once
 		if _, _, err := c.Control.plan(spec, repo); err != nil {
-			return err
+			if c.Control.Profile != "" {
+				return err
+			}
+			// The default run of a pipeline nobody profiled yet still serves.
+			log.Warn("serving without the controller: "+err.Error(), "pipeline", spec.Name)
+			c.Adapt = false
 		}
 	}
 	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, log)
