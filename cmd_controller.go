@@ -29,7 +29,7 @@ import (
 // ControllerFlags configure the adaptation loop (ipa local --controller and
 // ipa controller).
 type ControllerFlags struct {
-	Profile      string              `name:"profile" placeholder:"FILE" help:"Profile file of the pipeline's stages (from 'ipa profile'); required for adaptation."`
+	Profile      string              `name:"profile" placeholder:"FILE" help:"Profile file of the pipeline's stages (from 'ipa profile'; default: the profile shipped for a built-in pipeline, builtin:NAME)."`
 	Loop         orchestrator.Config `embed:""`
 	Predictor    string              `default:"lstm" enum:"lstm,reactive,max-window,ewma" help:"Load predictor: ${enum} (lstm: the paper's, trained on the Twitter trace; see 'ipa predict eval')."`
 	Solver       string              `default:"exact" enum:"exact,highs" help:"Solver: ${enum} (exact answers every size in milliseconds; HiGHS is the cross-check)."`
@@ -40,17 +40,35 @@ type ControllerFlags struct {
 	DecisionLog  string              `name:"decision-log" placeholder:"FILE" help:"Append one JSON line per interval here."`
 }
 
-// controller builds the loop for spec with the given observer and actuator.
-// adjust, if any, edits the problem before the loop starts.
-func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Repository, obs orchestrator.Observer, act orchestrator.Actuator, log *slog.Logger, adjust ...func(*optimizer.Problem)) (*orchestrator.Controller, io.Closer, error) {
-	if f.Profile == "" {
-		return nil, nil, fmt.Errorf("adaptation needs --controller.profile FILE (measure one with `ipa profile --stage …`)")
+// plan resolves the profile the loop plans with (the flag, else the one
+// shipped for spec's pipeline) and offers each step the variants it
+// measured. It reads no model, so commands call it before loading any: a
+// missing or mismatched profile is reported at once, with the command that
+// fixes it.
+func (f ControllerFlags) plan(spec *models.Pipeline, repo *models.Repository) ([]optimizer.Step, *profiles.Profile, error) {
+	path := f.Profile
+	if path == "" {
+		if _, ok := profiles.Measured(spec.Name); !ok {
+			return nil, nil, fmt.Errorf("adaptation needs a profile of pipeline %q and none ships with ipa (shipped: %v): measure one with `ipa profile --pipeline %s --quick --out %s.json` (about a minute) and pass --controller.profile %s.json",
+				spec.Name, profiles.MeasuredNames(), spec.Name, spec.Name, spec.Name)
+		}
+		path = builtinProfile + spec.Name
 	}
-	prof, err := loadProfile(f.Profile)
+	prof, err := loadProfile(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	stages, err := pipelineStages(spec, repo, prof, f.Profile)
+	stages, err := pipelineStages(spec, repo, prof, path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w (or pass --controller.profile FILE from `ipa profile --pipeline %s --quick`)", err, spec.Name)
+	}
+	return stages, prof, nil
+}
+
+// controller builds the loop for spec with the given observer and actuator.
+// adjust, if any, edits the problem before the loop starts.
+func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Repository, obs orchestrator.Observer, act orchestrator.Actuator, log *slog.Logger, adjust ...func(*optimizer.Problem)) (*orchestrator.Controller, io.Closer, error) {
+	stages, prof, err := f.plan(spec, repo)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -55,21 +54,6 @@ type LoadPattern struct {
 	Duration  time.Duration `default:"0s" help:"Stop scheduling after this long (0: the pattern's end)."`
 	Total     int           `default:"0" help:"Stop after this many requests (0: no limit)."`
 	Seed      uint64        `default:"1" help:"Seed of the arrival times and random tensors; the same seed gives the same schedule."`
-}
-
-// besideCheckout returns rel if it exists relative to the working
-// directory, else relative to the checkout of the binary in bin/, or "".
-func besideCheckout(rel string) string {
-	candidates := []string{rel}
-	if exe, err := os.Executable(); err == nil {
-		candidates = append(candidates, filepath.Join(filepath.Dir(exe), "..", rel))
-	}
-	for _, c := range candidates {
-		if _, err := os.Stat(c); err == nil {
-			return c
-		}
-	}
-	return ""
 }
 
 // load builds the offered load the flags ask for, with its slot length.

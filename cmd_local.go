@@ -63,7 +63,7 @@ type LocalCmd struct {
 	MaxQueue int                    `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
 	HTTP     dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin    dataplane.AdminConfig  `embed:"" prefix:"admin."`
-	Adapt    bool                   `name:"controller" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages (needs --controller.profile)."`
+	Adapt    bool                   `name:"controller" default:"true" negatable:"" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages with the pipeline's profile (--controller.profile; built-in pipelines ship one). --no-controller serves the initial configuration as it is."`
 	Control  ControllerFlags        `embed:"" prefix:"controller."`
 }
 
@@ -112,6 +112,16 @@ func (c *LocalCmd) Run(g *Globals) error {
 	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
 		return err
+	}
+	if c.Adapt { // before any model loads: a missing profile is reported at once
+		if _, _, err := c.Control.plan(spec, repo); err != nil {
+			if c.Control.Profile != "" {
+				return err
+			}
+			// The default run of a pipeline nobody profiled yet still serves.
+			log.Warn("serving without the controller: "+err.Error(), "pipeline", spec.Name)
+			c.Adapt = false
+		}
 	}
 	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, log)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/orchestrator/sim"
+	"github.com/ipa-serving/ipa/profiles"
 	"github.com/ipa-serving/ipa/runtime/repobuild"
 )
 
@@ -38,21 +39,15 @@ type SimulateCmd struct {
 	PlotFormat string `name:"plot-format" default:"svg" enum:"svg,png" help:"Format of the plots: ${enum}."`
 }
 
-// defaultProfile returns the measured profile of a built-in pipeline
-// (profiles/measured/NAME.json in the working directory or next to the
-// binary), or "".
-func defaultProfile(pipeline string) string {
-	return besideCheckout(filepath.Join("profiles", "measured", pipeline+".json"))
-}
-
 // simPipeline resolves a pipeline for the simulator: the spec, the profile,
 // and each step's variants with their accuracies from the model repository,
 // or from the repository's catalog where it was not built.
 func simPipeline(pf PipelineFlags, repoFlags RepoFlags, profile string) (sim.Pipeline, error) {
 	if profile == "" {
-		if profile = defaultProfile(pf.Pipeline); profile == "" {
-			return sim.Pipeline{}, fmt.Errorf("pipeline %q: give a profile (--controller.profile FILE, from `ipa profile`); profiles/measured/ has none for it", pf.Pipeline)
+		if _, ok := profiles.Measured(pf.Pipeline); !ok {
+			return sim.Pipeline{}, fmt.Errorf("pipeline %q: give a profile (--controller.profile FILE, from `ipa profile --pipeline %s --quick`); none ships for it (shipped: %v)", pf.Pipeline, pf.Pipeline, profiles.MeasuredNames())
 		}
+		profile = builtinProfile + pf.Pipeline
 	}
 	prof, err := loadProfile(profile)
 	if err != nil {

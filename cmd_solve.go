@@ -1,11 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -135,6 +137,17 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 }
 
 func loadProfile(path string) (*profiles.Profile, error) {
+	if name, ok := strings.CutPrefix(path, builtinProfile); ok {
+		b, ok := profiles.Measured(name)
+		if !ok {
+			return nil, fmt.Errorf("no shipped profile for pipeline %q (have %v)", name, profiles.MeasuredNames())
+		}
+		prof, err := profiles.Load(bytes.NewReader(b))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		return prof, nil
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -146,6 +159,10 @@ func loadProfile(path string) (*profiles.Profile, error) {
 	}
 	return prof, nil
 }
+
+// builtinProfile prefixes the name of a shipped profile ("builtin:ocr") where
+// a profile file is expected.
+const builtinProfile = "builtin:"
 
 // pipelineStages offers, for each step of spec, the variants of its
 // repository stage that the profile measured, with their accuracy.

@@ -158,7 +158,7 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
 	decisions := filepath.Join(dir, "decisions.jsonl")
-	addr, stop := startLocal(t, bin, "--pipeline", "classify", "--controller", "--controller.profile", "profiles/measured/classify.json",
+	addr, stop := startLocal(t, bin, "--pipeline", "classify", "--controller.profile", "profiles/measured/classify.json",
 		"--controller.interval", stepControllerEvery.String(), "--controller.decision-log", decisions,
 		// The reactive predictor forgets the high phase after 10 s; the LSTM
 		// looks at the last 120 s, longer than this test's low tail.
@@ -238,7 +238,7 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	// The same load without the controller, after the first run has ended
 	// (two cores: the runs must not compete).
 	stop()
-	addr, _ = startLocal(t, bin, "--pipeline", "classify")
+	addr, _ = startLocal(t, bin, "--pipeline", "classify", "--no-controller")
 	off := runStepLoad(t, bin, addr, t.TempDir())
 
 	// Compare the high phase from the moment the controller's plan for it

@@ -82,7 +82,19 @@ type Config struct {
 	Interval time.Duration `default:"10s" help:"Adaptation interval (>= 1s)."`
 	History  int           `default:"120" help:"Seconds of arrival history handed to the predictor."`
 	Margin   float64       `default:"1.1" help:"Multiplier on the predicted rate (head-room for prediction error)."`
+	// SwitchCost makes planning change-aware: the running configuration is
+	// kept while it meets the predicted load and the SLA and the new plan's
+	// objective beats it by no more than this per stage it would change
+	// (seconds of loading and memory for a replica; a moment's cold cache
+	// for a variant switch).
+	SwitchCost float64 `name:"switch-cost" default:"0.01" help:"Objective a change must gain per stage it changes (0.01 = one accuracy point, or 0.2 cores at --controller.beta 0.05); the running configuration stays while it meets the load and SLA otherwise (0: always take the best plan)."`
 }
+
+// reserveBand is the hysteresis of the cores kept for the router's glue: the
+// reservation moves to the nearest whole core only once the need is more than
+// this beyond the half-way point, so a rate that wobbles around a rounding
+// boundary does not flip the plan's capacity every interval.
+const reserveBand = 0.25
 
 // Validate checks the ranges.
 func (c Config) Validate() error {
@@ -93,6 +105,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--controller.history must be at least 1")
 	case c.Margin < 1 || c.Margin > 10:
 		return fmt.Errorf("--controller.margin %g must be in [1, 10]", c.Margin)
+	case c.SwitchCost < 0 || c.SwitchCost > 1e6 || math.IsNaN(c.SwitchCost):
+		return fmt.Errorf("--controller.switch-cost %g must be in [0, 1e6]", c.SwitchCost)
 	}
 	return nil
 }
@@ -105,6 +119,7 @@ type Decision struct {
 	PeakSeen  float64              `json:"observed_peak_rps"`
 	Predicted float64              `json:"predicted_rps"`            // with margin
 	Reserved  int                  `json:"reserved_cores,omitempty"` // cores kept out of the capacity for the router's glue
+	Kept      string               `json:"kept,omitempty"`           // why the running configuration stayed over a better plan
 	Plan      *optimizer.Plan      `json:"plan,omitempty"`
 	Fallback  bool                 `json:"fallback,omitempty"`
 	Changes   []Change             `json:"changes,omitempty"`
@@ -225,7 +240,7 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	p.Current = current
 	if o, ok := c.obs.(OverheadObserver); ok && p.CoreCapacity > 0 {
 		if per, err := o.OverheadSeconds(ctx); err == nil && per > 0 {
-			d.Reserved = min(int(math.Round(d.Predicted*per)), p.CoreCapacity-1) // leave the stages a core
+			d.Reserved = min(reserve(d.Predicted*per, c.lastReserved()), p.CoreCapacity-1) // leave the stages a core
 			p.CoreCapacity -= d.Reserved
 		}
 	}
@@ -243,6 +258,18 @@ func (c *Controller) Step(ctx context.Context) Decision {
 		c.m.solves("optimal")
 	}
 	c.m.solveDur.Update(d.SolveSec)
+	if !d.Fallback && c.cfg.SwitchCost > 0 && len(current) == len(plan.Stages) {
+		if n := changed(current, plan); n > 0 {
+			keep := p
+			keep.Baseline = optimizer.Fixed
+			if cur, err := optimizer.Solve(&keep, c.solver, c.clock.Now); err == nil && !cur.Fallback &&
+				cur.Objective >= plan.Objective-c.cfg.SwitchCost*float64(n) {
+				d.Kept = fmt.Sprintf("the running configuration meets the load and SLA; the best plan gains %.4g for %d changed stages (switch cost %g each)",
+					plan.Objective-cur.Objective, n, c.cfg.SwitchCost)
+				plan = cur
+			}
+		}
+	}
 	d.Plan = &plan
 	start := c.clock.Now()
 	// Applied ends up as what runs: the plan where it was applied, the old
@@ -250,8 +277,8 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	d.Applied = append(d.Applied, current...)
 	for i, sp := range plan.Stages {
 		to := sp.Config()
-		if i < len(current) && sameConfig(current[i], to) {
-			continue
+		if i < len(current) && (d.Kept != "" || sameConfig(current[i], to)) {
+			continue // a kept configuration is kept as it runs, max wait included
 		}
 		t0 := c.clock.Now()
 		if err := c.act.Apply(ctx, i, to); err != nil {
@@ -269,6 +296,36 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	c.m.update(&d)
 	c.takeActions(&d)
 	return d
+}
+
+// reserve rounds need (cores) to a whole reservation with hysteresis around
+// the previous one (see reserveBand).
+func reserve(need float64, prev int) int {
+	if math.Abs(need-float64(prev)) < 0.5+reserveBand {
+		return prev
+	}
+	return int(math.Round(need))
+}
+
+// lastReserved is the previous decision's reservation.
+func (c *Controller) lastReserved() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.last == nil {
+		return 0
+	}
+	return c.last.Reserved
+}
+
+// changed counts the stages whose configuration plan changes.
+func changed(current []models.StageConfig, plan optimizer.Plan) int {
+	n := 0
+	for i, sp := range plan.Stages {
+		if !sameConfig(current[i], sp.Config()) {
+			n++
+		}
+	}
+	return n
 }
 
 // sameConfig compares what the loop decides; max wait differences below a

@@ -229,3 +229,52 @@ func TestControllerReservesCoresForTheRoutersGlue(t *testing.T) {
 		t.Fatalf("1 s per request: %d reserved, want 3 of 4", d.Reserved)
 	}
 }
+
+func TestReservationMovesOnlyPastTheHysteresisBand(t *testing.T) {
+	for _, tc := range []struct {
+		need float64
+		prev int
+		want int
+	}{
+		{0.4, 0, 0}, {0.6, 0, 0}, {0.74, 0, 0}, {0.76, 0, 1}, // up only past 0.75
+		{0.6, 1, 1}, {0.3, 1, 1}, {0.24, 1, 0}, // down only below 0.25
+		{1.4, 1, 1}, {1.8, 1, 2}, {3.2, 0, 3}, {0, 2, 0},
+	} {
+		if got := reserve(tc.need, tc.prev); got != tc.want {
+			t.Errorf("reserve(%g, prev %d) = %d, want %d", tc.need, tc.prev, got, tc.want)
+		}
+	}
+}
+
+// A plan that gains less than the switch cost per changed stage is not worth
+// a reconfiguration while the running one meets the load; one that the
+// running configuration cannot carry is taken whatever the cost.
+func TestControllerKeepsARunningConfigurationThatStillMeetsTheLoad(t *testing.T) {
+	obs := &fakeObserver{rate: 5}
+	// squeezenet meets 5/s easily; resnet50 would gain ~0.18 accuracy.
+	act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+	step := func(cost float64) Decision {
+		t.Helper()
+		c, err := New(Config{Interval: time.Second, History: 30, Margin: 1.1, SwitchCost: cost}, measuredProblem(t),
+			Options{Observer: obs, Predictor: PredictorFunc(func(h []float64) float64 { return h[len(h)-1] }), Actuator: act, Solver: optimizer.Exact{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.Step(context.Background())
+	}
+	if d := step(1); d.Kept == "" || len(d.Changes) != 0 || act.applied != 0 {
+		t.Fatalf("switch cost 1 (more than any accuracy gain): kept %q, changes %v; want the running squeezenet kept", d.Kept, d.Changes)
+	}
+	if d := step(0.01); d.Kept != "" || len(d.Changes) != 1 || act.cfg[0].Variant == "squeezenet" {
+		t.Fatalf("switch cost 0.01: kept %q, changes %v; want the more accurate plan", d.Kept, d.Changes)
+	}
+	// At a load the running configuration cannot carry, it changes even at a
+	// prohibitive switch cost.
+	act.cfg[0] = models.StageConfig{Variant: "resnet50", MaxBatch: 1, Replicas: 1, Cores: 1}
+	act.applied = 0
+	obs.rate = 150
+	if d := step(1); d.Kept != "" || len(d.Changes) == 0 {
+		t.Fatalf("at 150/s: kept %q, changes %v; resnet50 ×1 cannot carry it", d.Kept, d.Changes)
+	}
+}

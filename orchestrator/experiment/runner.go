@@ -208,7 +208,7 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, sim.Options{
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed,
-		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin},
+		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
 		GlueCost: f.GlueCost, StartupDelay: startup, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	})

@@ -50,6 +50,7 @@ type File struct {
 	Interval     time.Duration `yaml:"interval"`      // default 10s
 	History      int           `yaml:"history"`       // default 120
 	Margin       float64       `yaml:"margin"`        // default 1.1
+	SwitchCost   *float64      `yaml:"switch_cost"`   // default 0.01, as ipa's controller; 0 disables
 	Predictor    string        `yaml:"predictor"`     // default lstm
 	Solver       string        `yaml:"solver"`        // default exact
 	CoreCapacity int           `yaml:"core_capacity"` // required
@@ -96,6 +97,9 @@ func Parse(r io.Reader) (*File, error) {
 	f.Mode, f.Arrivals, f.Predictor = cmp.Or(f.Mode, "sim"), cmp.Or(f.Arrivals, "exponential"), cmp.Or(f.Predictor, "lstm")
 	f.Solver, f.StartupDelay = cmp.Or(f.Solver, "exact"), cmp.Or(f.StartupDelay, "local")
 	f.Damping, f.Margin = cmp.Or(f.Damping, 8), cmp.Or(f.Margin, 1.1)
+	if f.SwitchCost == nil {
+		f.SwitchCost = new(0.01)
+	}
 	f.Interval, f.History, f.ScalingCap = cmp.Or(f.Interval, 10*time.Second), cmp.Or(f.History, 120), cmp.Or(f.ScalingCap, 16)
 	return &f, f.validate()
 }
