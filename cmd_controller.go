@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/promtext"
 	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
@@ -23,7 +24,6 @@ import (
 	"github.com/ipa-serving/ipa/orchestrator/kube"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
 	"github.com/ipa-serving/ipa/profiles"
-	"github.com/ipa-serving/ipa/promtext"
 )
 
 // ControllerFlags configure the adaptation loop (ipa local --controller and

@@ -17,9 +17,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane/promtext"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/promtext"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 

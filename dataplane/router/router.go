@@ -18,9 +18,9 @@ import (
 
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/promtext"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
-	"github.com/ipa-serving/ipa/promtext"
 )
 
 // Router is the pipeline entry: it serves each pipeline as a V2 model,
