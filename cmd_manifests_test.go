@@ -25,7 +25,7 @@ const classifyProfile = "profiles/measured/classify.json"
 // parseCLI parses args as main does and returns the context to run.
 func parseCLI(t *testing.T, cli *CLI, args ...string) (*kong.Context, error) {
 	t.Helper()
-	p, err := kong.New(cli, kong.Name("ipa"), kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", ")},
+	p, err := kong.New(cli, kong.Name("ipa"), cliVars(),
 		kong.Exit(func(int) { t.Fatal("kong wanted to exit") }))
 	if err != nil {
 		t.Fatal(err)
@@ -253,7 +253,7 @@ func TestManifestsCommandDefaultsAreRenders(t *testing.T) {
 func stageMemoryHelp(t *testing.T) string {
 	t.Helper()
 	var cli CLI
-	p, err := kong.New(&cli, kong.Vars{"builtins": ""})
+	p, err := kong.New(&cli, cliVars())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,7 +17,6 @@ import (
 
 	"github.com/alecthomas/kong"
 
-	"github.com/ipa-serving/ipa/models/pipespec"
 	"github.com/ipa-serving/ipa/orchestrator/kube"
 )
 
@@ -362,7 +361,7 @@ func versionNumbers(s []string) []int {
 func parseIPAArgs(args []string) error {
 	var cli CLI
 	exited := false
-	p, err := kong.New(&cli, kong.Name("ipa"), kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", ")},
+	p, err := kong.New(&cli, kong.Name("ipa"), cliVars(),
 		kong.Exit(func(int) { exited = true }), kong.Writers(io.Discard, io.Discard))
 	if err != nil {
 		return err

@@ -174,7 +174,13 @@ func main() {
 		kong.Description("Serve multi-stage ML inference pipelines and adapt them online."),
 		kong.UsageOnError(),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", "), "accuracy_file": defaultAccuracyFile},
+		cliVars(),
 	)
 	kctx.FatalIfErrorf(kctx.Run(&cli.Globals))
+}
+
+// cliVars are the variables the flags' help and defaults interpolate; the
+// tests parse command lines with the same ones.
+func cliVars() kong.Vars {
+	return kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", "), "accuracy_file": defaultAccuracyFile}
 }

@@ -14,9 +14,16 @@ import (
 //go:embed measured/*.json
 var measured embed.FS
 
+// accuracyFile is the measured-accuracy file beside the profiles (written by
+// `ipa models score`, read by `ipa models build`): not a profile.
+const accuracyFile = "accuracy"
+
 // Measured returns the shipped profile of the built-in pipeline name, and
 // whether there is one.
 func Measured(pipeline string) ([]byte, bool) {
+	if pipeline == accuracyFile {
+		return nil, false
+	}
 	b, err := measured.ReadFile("measured/" + pipeline + ".json")
 	return b, err == nil
 }
@@ -26,7 +33,9 @@ func MeasuredNames() []string {
 	entries, _ := fs.ReadDir(measured, "measured")
 	var names []string
 	for _, e := range entries {
-		names = append(names, strings.TrimSuffix(e.Name(), ".json"))
+		if n := strings.TrimSuffix(e.Name(), ".json"); n != accuracyFile {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	return names

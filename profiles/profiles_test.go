@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -206,4 +207,27 @@ func FuzzLoadProfile(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Every profile shipped in the binary loads and validates; the
+// measured-accuracy file beside them is not offered as a profile.
+func TestShippedProfilesLoad(t *testing.T) {
+	names := MeasuredNames()
+	for _, want := range []string{"classify", "faces", "ocr"} {
+		if !slices.Contains(names, want) {
+			t.Errorf("no shipped profile for %s (have %v)", want, names)
+		}
+	}
+	if slices.Contains(names, accuracyFile) {
+		t.Errorf("%v offers the accuracy file as a profile", names)
+	}
+	for _, n := range names {
+		b, ok := Measured(n)
+		if !ok {
+			t.Fatalf("Measured(%q) missing", n)
+		}
+		if _, err := Load(bytes.NewReader(b)); err != nil {
+			t.Errorf("%s: %v", n, err)
+		}
+	}
 }
