@@ -27,6 +27,7 @@ type BenchCmd struct {
 	InProcess   bool          `name:"in-process" help:"Also run the in-process measurements: the latency the stage adds over its engine time vs a bare handler, the batching gain, variant switches under load."`
 	Switch      []string      `default:"squeezenet,shufflenet" help:"With --in-process: two variants to switch between under load."`
 	Switches    int           `default:"40" help:"With --in-process: variant switches under load."`
+	ServerExe   string        `name:"server-exe" hidden:"" type:"existingfile" help:"Another ipa binary to run the stage servers and routers (compare builds with the same client, raw loop and proxy)."`
 }
 
 // Run prints the ratios the stage server's and router's targets are stated in.
@@ -59,7 +60,7 @@ func (c *BenchCmd) Run(g *Globals) error {
 		hops = append(hops, [2]string{st, v})
 	}
 	ctx := signalContext(g.Logger())
-	rep, err := bench.Run(ctx, bench.Config{Exe: exe, ChildArgs: childArgs, Repo: repo, ModelsDir: c.Models.Dir,
+	rep, err := bench.Run(ctx, bench.Config{Exe: exe, ServerExe: c.ServerExe, ChildArgs: childArgs, Repo: repo, ModelsDir: c.Models.Dir,
 		Stage: c.Stage, Variants: c.Variants, Threads: c.Threads, Conns: c.Conns, Duration: c.Duration,
 		Hops: hops, HopDuration: c.HopDuration, Rounds: c.Rounds, Progress: progress})
 	if err != nil {
@@ -79,7 +80,7 @@ func (c *BenchCmd) Run(g *Globals) error {
 // loop of --conns connections on one OS thread, like wrk -t1; it prints its
 // result as JSON.
 type BenchClientCmd struct {
-	URL          string        `required:"" help:"Infer URL."`
+	URL          []string      `required:"" sep:"none" help:"Infer URL; repeated: one request in flight, to each URL in turn, and a p50 per URL."`
 	Body         string        `required:"" type:"existingfile" help:"File holding the request body."`
 	HeaderLength int           `default:"-1" help:"Inference-Header-Content-Length of the body (-1: none)."`
 	Conns        int           `default:"1" help:"Connections, one request in flight on each."`
@@ -89,8 +90,11 @@ type BenchClientCmd struct {
 
 // Run sends the load and prints the result.
 func (c *BenchClientCmd) Run() error {
-	return bench.ClientMain(os.Stdout, bench.ClientConfig{URL: c.URL, HeaderLength: c.HeaderLength, Conns: c.Conns,
-		Warmup: c.Warmup, Duration: c.Duration}, c.Body)
+	cfg := bench.ClientConfig{URL: c.URL[0], HeaderLength: c.HeaderLength, Conns: c.Conns, Warmup: c.Warmup, Duration: c.Duration}
+	if len(c.URL) > 1 {
+		cfg.Alternate = c.URL
+	}
+	return bench.ClientMain(os.Stdout, cfg, c.Body)
 }
 
 // BenchRawCmd is the raw ONNX Runtime loop of `ipa bench` (hidden): one

@@ -30,6 +30,9 @@ import (
 type Config struct {
 	// Exe is the ipa binary the children run (os.Executable()).
 	Exe string
+	// ServerExe, if set, runs the stage servers and routers instead of Exe
+	// (to compare builds with the same client, raw loop and proxy).
+	ServerExe string
 	// ChildArgs go before every child's subcommand (--ort.lib, --log.level).
 	ChildArgs []string
 	Repo      *models.Repository
@@ -91,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	r := &runner{cfg: cfg, tmp: tmp}
 	defer r.stopAll()
 	rep := &Report{Config: cfg}
-	total := cfg.Rounds * (len(cfg.Variants)*3 + len(cfg.Hops)*3)
+	total := cfg.Rounds * (len(cfg.Variants)*3 + len(cfg.Hops))
 	r.total = total
 
 	type servedSetup struct {
@@ -177,7 +180,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			r.step("round %d/%d %s: served, external client, %d connections (%s)", round, cfg.Rounds, s.v.Name, cfg.Conns, cfg.Duration)
 			cpu0 := cpuTime(s.pid)
-			res, err := r.client(ctx, s.url, s.body, s.hlen, cfg.Conns, cfg.Duration)
+			res, err := r.client(ctx, []string{s.url}, s.body, s.hlen, cfg.Conns, cfg.Duration)
 			if err != nil {
 				return nil, err
 			}
@@ -196,24 +199,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		for i, h := range hops {
 			row := &rep.Hops[i]
-			// Alternate the order between rounds so that drift in the
-			// machine's load does not favour one path.
-			paths := []struct {
-				name string
-				url  string
-				dst  *[]time.Duration
-			}{{"direct", h.direct, &row.Direct}, {"bare proxy", h.proxy, &row.Proxy}, {"ipa router", h.route, &row.Route}}
-			if round%2 == 0 {
-				slices.Reverse(paths)
+			// One request in flight, to each path in turn: the paths share
+			// the machine's noise request by request.
+			r.step("round %d/%d hop %s (%d KB): direct, bare proxy and ipa router in turn, one request in flight (%s)",
+				round, cfg.Rounds, row.Stage, row.Bytes/1000, 3*cfg.HopDuration)
+			res, err := r.client(ctx, []string{h.direct, h.proxy, h.route}, h.body, h.hlen, 1, 3*cfg.HopDuration)
+			if err != nil {
+				return nil, err
 			}
-			for _, p := range paths {
-				r.step("round %d/%d hop %s (%d KB): %s, one request in flight (%s)", round, cfg.Rounds, row.Stage, row.Bytes/1000, p.name, cfg.HopDuration)
-				res, err := r.client(ctx, p.url, h.body, h.hlen, 1, cfg.HopDuration)
-				if err != nil {
-					return nil, err
-				}
-				*p.dst = append(*p.dst, res.P50)
-			}
+			row.Direct = append(row.Direct, res.P50s[0])
+			row.Proxy = append(row.Proxy, res.P50s[1])
+			row.Route = append(row.Route, res.P50s[2])
 		}
 	}
 	return rep, nil
@@ -250,6 +246,10 @@ func (r *runner) startStage(ctx context.Context, stage, variant string, threads 
 // waits until GET ready answers 200 (or, if ready is "", until the address
 // accepts connections).
 func (r *runner) start(ctx context.Context, ready string, args ...string) (string, error) {
+	exe := r.cfg.Exe
+	if r.cfg.ServerExe != "" && (args[0] == "stage" || args[0] == "router") {
+		exe = r.cfg.ServerExe
+	}
 	addr, err := freeAddr()
 	if err != nil {
 		return "", err
@@ -258,7 +258,7 @@ func (r *runner) start(ctx context.Context, ready string, args ...string) (strin
 	for i, a := range args {
 		args[i] = strings.ReplaceAll(a, "{addr}", addr)
 	}
-	cmd := exec.CommandContext(ctx, r.cfg.Exe, append(slices.Clone(r.cfg.ChildArgs), args...)...)
+	cmd := exec.CommandContext(ctx, exe, append(slices.Clone(r.cfg.ChildArgs), args...)...)
 	stderr := &lockedWriter{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -360,10 +360,15 @@ func RawMain(w io.Writer, modelPath string, v *models.Variant, threads int, d ti
 }
 
 // client runs the load in a child process (`ipa bench-client`).
-func (r *runner) client(ctx context.Context, url, body string, hlen, conns int, d time.Duration) (ClientResult, error) {
+func (r *runner) client(ctx context.Context, urls []string, body string, hlen, conns int, d time.Duration) (ClientResult, error) {
 	warm := min(d/4, time.Second)
-	out, err := r.child(ctx, "bench-client", "--url", url, "--body", body,
-		"--header-length", strconv.Itoa(hlen), "--conns", strconv.Itoa(conns), "--warmup", warm.String(), "--duration", d.String())
+	args := []string{"bench-client", "--body", body,
+		"--header-length", strconv.Itoa(hlen), "--conns", strconv.Itoa(conns), "--warmup", warm.String(), "--duration", d.String()}
+	for _, u := range urls {
+		args = append(args, "--url", u)
+	}
+	url := strings.Join(urls, " ")
+	out, err := r.child(ctx, args...)
 	if err != nil {
 		return ClientResult{}, err
 	}

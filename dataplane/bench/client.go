@@ -25,6 +25,10 @@ type ClientConfig struct {
 	Conns        int
 	Warmup       time.Duration
 	Duration     time.Duration
+	// Alternate, if set, replaces URL and Conns: one request in flight,
+	// sent to each URL in turn, so that the paths share the machine's noise
+	// request by request; ClientResult.P50s has each URL's p50.
+	Alternate []string
 }
 
 // ClientResult is what a client measured (after its warm-up).
@@ -35,7 +39,9 @@ type ClientResult struct {
 	Seconds  float64       `json:"seconds"`
 	P50      time.Duration `json:"p50_ns"`
 	P99      time.Duration `json:"p99_ns"`
-	Error    string        `json:"error,omitempty"`
+	// P50s are the p50 latencies of ClientConfig.Alternate's URLs.
+	P50s  []time.Duration `json:"p50s_ns,omitempty"`
+	Error string          `json:"error,omitempty"`
 }
 
 // Throughput returns the completed requests per second.
@@ -43,6 +49,9 @@ func (r ClientResult) Throughput() float64 { return float64(r.Requests) / r.Seco
 
 // RunClient sends cfg's load and measures it.
 func RunClient(cfg ClientConfig) ClientResult {
+	if len(cfg.Alternate) > 0 {
+		return runAlternating(cfg)
+	}
 	uri := fasthttp.AcquireURI()
 	defer fasthttp.ReleaseURI(uri)
 	if err := uri.Parse(nil, []byte(cfg.URL)); err != nil {
@@ -105,6 +114,54 @@ func RunClient(cfg ClientConfig) ClientResult {
 	}
 	slices.Sort(all)
 	res.P50, res.P99 = Percentile(all, 50), Percentile(all, 99)
+	return res
+}
+
+func runAlternating(cfg ClientConfig) ClientResult {
+	client := &fasthttp.Client{MaxResponseBodySize: 1 << 28, ReadTimeout: time.Minute, WriteTimeout: time.Minute}
+	reqs := make([]*fasthttp.Request, len(cfg.Alternate))
+	for i, u := range cfg.Alternate {
+		reqs[i] = &fasthttp.Request{}
+		reqs[i].SetRequestURI(u)
+		reqs[i].Header.SetMethod(fasthttp.MethodPost)
+		reqs[i].Header.SetContentType("application/octet-stream")
+		if cfg.HeaderLength >= 0 {
+			reqs[i].Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(cfg.HeaderLength))
+		}
+		reqs[i].SetBodyRaw(cfg.Body)
+	}
+	resp := &fasthttp.Response{}
+	lats := make([][]time.Duration, len(reqs))
+	var res ClientResult
+	start := time.Now()
+	measureFrom, stop := start.Add(cfg.Warmup), start.Add(cfg.Warmup+cfg.Duration)
+	for n := 0; ; n++ {
+		i := n % len(reqs)
+		t := time.Now()
+		if i == 0 && !t.Before(stop) {
+			break
+		}
+		err := client.Do(reqs[i], resp)
+		if err == nil && resp.StatusCode() != fasthttp.StatusOK {
+			err = fmt.Errorf("%s: status %d: %.200s", cfg.Alternate[i], resp.StatusCode(), resp.Body())
+		}
+		res.Total++
+		if t.Before(measureFrom) {
+			continue
+		}
+		if err != nil {
+			res.Failed++
+			res.Error = err.Error()
+			continue
+		}
+		lats[i] = append(lats[i], time.Since(t))
+		res.Requests++
+	}
+	res.Seconds = cfg.Duration.Seconds()
+	for _, l := range lats {
+		slices.Sort(l)
+		res.P50s = append(res.P50s, Percentile(l, 50))
+	}
 	return res
 }
 
