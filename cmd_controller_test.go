@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/bench"
 	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
 	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
@@ -149,7 +150,7 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 				req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 				defer fasthttp.ReleaseRequest(req)
 				defer fasthttp.ReleaseResponse(resp)
-				if err := post(client, body, jsonLen, req, resp); err != nil {
+				if err := bench.Post(client, body, jsonLen, req, resp); err != nil {
 					failed.Store(err.Error(), true)
 				}
 			}()

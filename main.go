@@ -91,6 +91,10 @@ type CLI struct {
 	Solve      SolveCmd      `cmd:"" help:"Solve the integer program once (HiGHS, exact or brute force) and print the plan."`
 	Bench      BenchCmd      `cmd:"" help:"Measure served vs raw ONNX Runtime throughput, latency overhead, batching gain and switch pauses; print ratios."`
 	Version    VersionCmd    `cmd:"" help:"Print the version and exit."`
+
+	BenchClient BenchClientCmd `cmd:"" hidden:"" name:"bench-client" help:"The external client of ipa bench."`
+	BenchProxy  BenchProxyCmd  `cmd:"" hidden:"" name:"bench-proxy" help:"The bare reverse proxy ipa bench compares the router's hop with."`
+	BenchRaw    BenchRawCmd    `cmd:"" hidden:"" name:"bench-raw" help:"The raw ONNX Runtime loop ipa bench compares the stage with."`
 }
 
 // VersionCmd prints the version.

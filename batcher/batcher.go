@@ -268,6 +268,36 @@ func (b *Batcher[T]) lead(ctx context.Context, dst []T) ([]T, bool, error) {
 	}
 }
 
+// Requeue puts v, which Next handed out, back at the head of the queue as it
+// was: size rows, queued at queued, deadline as given to Submit. It is for a
+// consumer that took a batch it cannot run after all; it requeues the batch
+// newest item first, so that the queue keeps its order. A waiting Next
+// caller sees v at once. After Close it returns ErrClosed and v is not
+// queued: the caller answers it.
+func (b *Batcher[T]) Requeue(v T, size int, queued, deadline time.Time) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrClosed
+	}
+	dl := noDeadline
+	if !deadline.IsZero() {
+		dl = deadline.Sub(b.epoch)
+	}
+	b.q.pushFront(entry[T]{v: v, size: size, at: queued.Sub(b.epoch), deadline: dl})
+	b.rows += size
+	b.stats.Batched--
+	b.minDeadline = min(b.minDeadline, dl)
+	now := b.now()
+	if b.leading && b.readyLocked(now) {
+		b.signal()
+	}
+	b.armLocked(now)
+	b.checkLocked()
+	b.mu.Unlock()
+	return nil
+}
+
 // SetConfig replaces the configuration. A Next call waiting for a batch
 // re-evaluates at once under the new MaxBatch and MaxWait. Queued items are
 // kept: if the queue holds more than the new MaxQueue, nothing is dropped and

@@ -970,3 +970,39 @@ func TestTimerIsArmedForTheNextEventOnly(t *testing.T) {
 		armedAt(clock.Now().Add(time.Second))
 	})
 }
+
+func TestRequeuedBatchComesBackFirstInOrderAndStillExpires(t *testing.T) {
+	clock := &manualClock{now: time.Unix(1e9, 0)} // its timers never fire here
+	var exp expiry
+	b := newBatcher(t, Config{MaxBatch: 2, MaxWait: 0, MaxQueue: 16}, WithClock(clock), OnExpire(exp.record))
+	start := clock.Now()
+	for v := range 4 {
+		if err := b.Submit(v, 1, start.Add(time.Duration(v+1)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := b.Next(context.Background(), nil)
+	if err != nil || !slices.Equal(batch, []int{0, 1}) {
+		t.Fatalf("Next = %v, %v; want [0 1], nil", batch, err)
+	}
+	// The consumer cannot run it: back it goes, newest first.
+	for i := len(batch) - 1; i >= 0; i-- {
+		v := batch[i]
+		if err := b.Requeue(v, 1, start, start.Add(time.Duration(v+1)*time.Millisecond)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := b.Stats(); got.QueuedItems != 4 || got.Batched != 0 {
+		t.Fatalf("after Requeue: %+v; want 4 queued, 0 batched", got)
+	}
+	clock.Advance(time.Millisecond) // item 0 is due
+	batch, err = b.Next(context.Background(), batch)
+	if err != nil || !slices.Equal(batch, []int{1, 2}) {
+		t.Fatalf("Next = %v, %v; want [1 2], nil", batch, err)
+	}
+	exp.check(t, []int{0}, nil)
+	b.Close()
+	if err := b.Requeue(1, 1, start, time.Time{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Requeue after Close: %v; want ErrClosed", err)
+	}
+}

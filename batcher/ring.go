@@ -28,6 +28,16 @@ func (r *ring[E]) push(e E) {
 	r.n++
 }
 
+// pushFront inserts e as the oldest element.
+func (r *ring[E]) pushFront(e E) {
+	if r.n == len(r.buf) {
+		r.grow()
+	}
+	r.head = (r.head - 1) & (len(r.buf) - 1)
+	r.buf[r.head] = e
+	r.n++
+}
+
 // pop removes and returns the oldest element; r.n must be > 0.
 func (r *ring[E]) pop() E {
 	p := &r.buf[r.head]

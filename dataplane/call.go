@@ -103,7 +103,9 @@ func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Tim
 		return nil, ErrDeadline
 	}
 	c.rows, c.deadline, c.enqueued, c.stage = rows, deadline, now, s
-	if err := s.b.Submit(c, rows, deadline); err != nil {
+	if s.runInline(c) {
+		// answered: c.done holds the answer
+	} else if err := s.b.Submit(c, rows, deadline); err != nil {
 		releaseCall(c)
 		switch {
 		case errors.Is(err, batcher.ErrQueueFull):
@@ -132,6 +134,39 @@ func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Tim
 		return nil, err
 	}
 	return &c.res, nil
+}
+
+// runInline runs c on the caller's goroutine, as a batch of its own, when
+// that is what a worker would do at once: the queue is empty, a replica is
+// idle, and the batch would not wait for company (c fills it, or max wait
+// is 0). It saves the hand-off to a worker and back, the common case of an
+// unloaded stage. It reports whether it ran c; c is then answered.
+func (s *Stage) runInline(c *call) bool {
+	cfg := s.cfg.Load()
+	if (c.rows < cfg.MaxBatch && cfg.MaxWait > 0) || s.b.Len() > 0 {
+		return false
+	}
+	for _, r := range *s.live.Load() {
+		if !r.run.TryLock() {
+			continue
+		}
+		if r.retired.Load() {
+			r.run.Unlock()
+			continue
+		}
+		c.state.Store(stateRunning)
+		c.res.QueueWait = 0
+		s.m.queueWait.Update(0)
+		// The variant of this batch: read after the replica was taken,
+		// as a worker reads it after taking a batch.
+		cfg = s.cfg.Load()
+		r.group = append(r.group[:0], c)
+		s.runGroup(r, r.engines[cfg.Variant], r.group)
+		clear(r.group)
+		r.run.Unlock()
+		return true
+	}
+	return false
 }
 
 // admit orders in by the stage's inputs into c.in and validates it.

@@ -111,6 +111,10 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWith
 
 // Handle routes one request.
 func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
+	if st := s.inferStage(ctx); st != nil {
+		s.infer(ctx, st)
+		return
+	}
 	path := string(ctx.Path())
 	method := string(ctx.Method())
 	switch {
@@ -155,6 +159,31 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("no route for %s %s; see /v2, /v2/models/{model}/infer, /v2/repository/index, /admin/stages/{stage}, /metrics", method, path))
+}
+
+// inferStage returns the stage of a POST /v2/models/{stage}/infer, the hot
+// path, without allocating; nil for every other request, which Handle
+// routes the general way.
+func (s *Server) inferStage(ctx *fasthttp.RequestCtx) *Stage {
+	if name := InferModel(ctx); name != nil {
+		return s.stages[string(name)]
+	}
+	return nil
+}
+
+// InferModel returns {model} of a POST /v2/models/{model}/infer without
+// allocating (the bytes are ctx's), or nil for any other request.
+func InferModel(ctx *fasthttp.RequestCtx) []byte {
+	const prefix, suffix = "/v2/models/", "/infer"
+	path := ctx.Path()
+	if !ctx.IsPost() || !bytes.HasPrefix(path, []byte(prefix)) || !bytes.HasSuffix(path, []byte(suffix)) || len(path) <= len(prefix)+len(suffix) {
+		return nil
+	}
+	name := path[len(prefix) : len(path)-len(suffix)]
+	if bytes.IndexByte(name, '/') >= 0 {
+		return nil
+	}
+	return name
 }
 
 // model serves /v2/models/{m}[/versions/{v}][/ready|/infer].
@@ -270,7 +299,6 @@ func (s *Server) RepositoryIndex() []IndexEntry {
 type inferState struct {
 	req  v2codec.InferRequest
 	resp v2codec.InferResponse
-	buf  []byte
 }
 
 var inferPool = sync.Pool{New: func() any { return new(inferState) }}
@@ -337,15 +365,22 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		r.Outputs = append(r.Outputs, t)
 		r.Binary = append(r.Binary, binary)
 	}
-	var jsonLen int
-	is.buf, jsonLen = v2codec.AppendInferResponse(is.buf[:0], r)
-	if jsonLen < len(is.buf) {
-		ctx.Response.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
+	WriteInferResponse(ctx, r)
+}
+
+// WriteInferResponse encodes r straight into ctx's response body buffer
+// (fasthttp's, pooled by it: no copy of the outputs after encoding) and sets
+// the content type and, for binary outputs, the JSON header's length.
+func WriteInferResponse(ctx *fasthttp.RequestCtx, r *v2codec.InferResponse) {
+	body, jsonLen := v2codec.AppendInferResponse(ctx.Response.SwapBody(nil)[:0], r)
+	ctx.Response.SwapBody(body)
+	if jsonLen < len(body) {
+		var n [20]byte
+		ctx.Response.Header.SetBytesV(v2codec.HeaderJSONLength, strconv.AppendInt(n[:0], int64(jsonLen), 10))
 		ctx.SetContentType("application/octet-stream")
 	} else {
 		ctx.SetContentType("application/json")
 	}
-	ctx.SetBody(is.buf)
 }
 
 // batchDynamic returns specs with dimension 0 dynamic.

@@ -65,6 +65,9 @@ type Stage struct {
 	replicas []*replica
 	nextID   int
 	closed   bool
+	// live is a copy of replicas for Infer's inline path, which must not
+	// take mu; stored under mu whenever replicas changes.
+	live atomic.Pointer[[]*replica]
 }
 
 // NewStage loads every variant of meta on cfg.Replicas replicas of cfg.Cores
@@ -140,6 +143,12 @@ type replica struct {
 	engines map[string]mlrt.Engine
 	stop    context.CancelFunc
 	done    chan struct{}
+	// run is held while a batch runs on the replica's engines and scratch:
+	// by its worker, or by a caller of Infer running its request inline.
+	// retired is set before the replica stops; once its worker has exited
+	// run is taken for good and the engines closed.
+	run     sync.Mutex
+	retired atomic.Bool
 
 	// Scratch, owned by the worker goroutine.
 	batch  []*call
@@ -185,16 +194,26 @@ func (s *Stage) startLocked(reps []*replica) {
 		s.replicas = append(s.replicas, r)
 		go s.work(ctx, r)
 	}
+	s.publishLocked()
+}
+
+// publishLocked copies s.replicas to s.live.
+func (s *Stage) publishLocked() {
+	live := slices.Clone(s.replicas)
+	s.live.Store(&live)
 }
 
 // stopReplicas tells the workers of reps to exit after their current batch,
-// waits for them and closes their engines.
+// waits for them and for a request running inline on them, and closes
+// their engines.
 func stopReplicas(reps []*replica) {
 	for _, r := range reps {
+		r.retired.Store(true)
 		r.stop()
 	}
 	for _, r := range reps {
 		<-r.done
+		r.run.Lock() // never unlocked: the engines close
 		r.close()
 	}
 }
@@ -295,6 +314,7 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	s.cfg.Store(&cfg)
 	s.startLocked(add)
 	s.replicas = slices.DeleteFunc(s.replicas, func(r *replica) bool { return slices.Contains(retire, r) })
+	s.publishLocked()
 	pause = time.Since(loaded)
 	s.mu.Unlock()
 	// Retired workers finish the batch they hold; the new ones already pull.
@@ -322,6 +342,7 @@ func (s *Stage) Close() error {
 	}
 	reps := s.replicas
 	s.replicas = nil
+	s.publishLocked()
 	s.mu.Unlock()
 	stopReplicas(reps)
 	s.m.close()

@@ -146,6 +146,10 @@ func hammer(call func()) (stop func()) {
 
 var cfgA = models.StageConfig{Variant: "a", MaxBatch: 4, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
 
+// cfgInline has max batch 1: a request that finds the queue empty and a
+// replica idle runs on its caller's goroutine.
+var cfgInline = models.StageConfig{Variant: "a", MaxBatch: 1, MaxWait: time.Millisecond, Replicas: 1, Cores: 1}
+
 func TestConcurrentRequestsAreBatchedAndEachGetsItsOwnRows(t *testing.T) {
 	r := newFakeRig(false)
 	cfg := cfgA
@@ -284,74 +288,86 @@ func TestCancelledCallerWhileQueuedIsNotComputed(t *testing.T) {
 }
 
 func TestVariantSwitchAppliesToNewBatchesAndDropsNothing(t *testing.T) {
-	r := newFakeRig(false)
-	s := r.stage(t, cfgA, 1024)
-	var failed, seenA, seenB atomic.Int64
-	stop := hammer(func() {
-		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
-		if err != nil {
-			failed.Add(1)
-			return
-		}
-		switch got := dataplanetest.Floats(res.Outputs[0])[0]; {
-		case got == 2 && res.Variant == "a":
-			seenA.Add(1)
-		case got == 1002 && res.Variant == "b":
-			seenB.Add(1)
-		default:
-			t.Errorf("variant %q computed %v", res.Variant, got)
-		}
-		res.Release()
-	})
-	for i := 0; i < 50; i++ {
-		cfg := s.Config()
-		cfg.Variant = map[string]string{"a": "b", "b": "a"}[cfg.Variant]
-		if _, err := s.Reconfigure(cfg); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Millisecond)
-	}
-	stop()
-	if failed.Load() != 0 {
-		t.Fatalf("%d requests failed during variant switches", failed.Load())
-	}
-	if seenA.Load() == 0 || seenB.Load() == 0 {
-		t.Fatalf("answers by variant: a=%d b=%d; both variants should have served", seenA.Load(), seenB.Load())
+	// cfgA batches (requests queue for the worker); cfgInline runs an
+	// unloaded request on its caller's goroutine.
+	for _, cfg := range []models.StageConfig{cfgA, cfgInline} {
+		t.Run(fmt.Sprintf("max batch %d", cfg.MaxBatch), func(t *testing.T) {
+			r := newFakeRig(false)
+			s := r.stage(t, cfg, 1024)
+			var failed, seenA, seenB atomic.Int64
+			stop := hammer(func() {
+				res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				switch got := dataplanetest.Floats(res.Outputs[0])[0]; {
+				case got == 2 && res.Variant == "a":
+					seenA.Add(1)
+				case got == 1002 && res.Variant == "b":
+					seenB.Add(1)
+				default:
+					t.Errorf("variant %q computed %v", res.Variant, got)
+				}
+				res.Release()
+			})
+			for i := 0; i < 50; i++ {
+				cfg := s.Config()
+				cfg.Variant = map[string]string{"a": "b", "b": "a"}[cfg.Variant]
+				if _, err := s.Reconfigure(cfg); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+			stop()
+			if failed.Load() != 0 {
+				t.Fatalf("%d requests failed during variant switches", failed.Load())
+			}
+			if seenA.Load() == 0 || seenB.Load() == 0 {
+				t.Fatalf("answers by variant: a=%d b=%d; both variants should have served", seenA.Load(), seenB.Load())
+			}
+		})
 	}
 }
 
 func TestScalingReplicasAndCoresUnderLoadDropsNothing(t *testing.T) {
-	r := newFakeRig(false)
-	s := r.stage(t, cfgA, 1024)
-	var failed, ok atomic.Int64
-	stop := hammer(func() {
-		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
-		if err != nil {
-			failed.Add(1)
-			return
-		}
-		ok.Add(1)
-		res.Release()
-	})
-	for _, c := range []struct{ replicas, cores int }{{3, 1}, {1, 1}, {2, 2}, {2, 1}, {1, 2}} {
-		cfg := s.Config()
-		cfg.Replicas, cfg.Cores = c.replicas, c.cores
-		if _, err := s.Reconfigure(cfg); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(5 * time.Millisecond)
-		n := s.Replicas()
-		if n != c.replicas {
-			t.Fatalf("after reconfiguring to %d replicas: %d workers", c.replicas, n)
-		}
-	}
-	stop()
-	if failed.Load() != 0 || ok.Load() == 0 {
-		t.Fatalf("during scaling: %d ok, %d failed; want no failures", ok.Load(), failed.Load())
-	}
-	// Each replica loads both variants: 1 + 2 + 0 + 4 (new cores) + 0 + 2 (new cores) replica loads.
-	if got, want := r.open.Load(), int64(2*(1+2+2+2+1)); got != want {
-		t.Fatalf("opened %d engines, want %d", got, want)
+	// cfgA batches (requests queue for the worker); cfgInline runs an
+	// unloaded request on its caller's goroutine.
+	for _, cfg := range []models.StageConfig{cfgA, cfgInline} {
+		t.Run(fmt.Sprintf("max batch %d", cfg.MaxBatch), func(t *testing.T) {
+			r := newFakeRig(false)
+			s := r.stage(t, cfg, 1024)
+			var failed, ok atomic.Int64
+			stop := hammer(func() {
+				res, err := s.Infer(context.Background(), dataplanetest.Input(1, 1), time.Time{})
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				ok.Add(1)
+				res.Release()
+			})
+			for _, c := range []struct{ replicas, cores int }{{3, 1}, {1, 1}, {2, 2}, {2, 1}, {1, 2}} {
+				cfg := s.Config()
+				cfg.Replicas, cfg.Cores = c.replicas, c.cores
+				if _, err := s.Reconfigure(cfg); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(5 * time.Millisecond)
+				n := s.Replicas()
+				if n != c.replicas {
+					t.Fatalf("after reconfiguring to %d replicas: %d workers", c.replicas, n)
+				}
+			}
+			stop()
+			if failed.Load() != 0 || ok.Load() == 0 {
+				t.Fatalf("during scaling: %d ok, %d failed; want no failures", ok.Load(), failed.Load())
+			}
+			// Each replica loads both variants: 1 + 2 + 0 + 4 (new cores) + 0 + 2 (new cores) replica loads.
+			if got, want := r.open.Load(), int64(2*(1+2+2+2+1)); got != want {
+				t.Fatalf("opened %d engines, want %d", got, want)
+			}
+		})
 	}
 }
 

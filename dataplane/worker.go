@@ -11,7 +11,7 @@ import (
 )
 
 // work is a replica's loop: pull a batch, run it on the active variant,
-// answer its calls. It exits when ctx is cancelled or the batcher closes; a
+// answer its calls (holding r.run while it does). It exits when ctx is cancelled or the batcher closes; a
 // batch it already holds is always finished.
 func (s *Stage) work(ctx context.Context, r *replica) {
 	defer close(r.done)
@@ -21,6 +21,16 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 			return
 		}
 		r.batch = batch
+		if !r.run.TryLock() {
+			// A request runs inline on r (Stage.runInline): put the batch
+			// back, where its deadlines keep running and another replica
+			// may take it, and wait for r.
+			s.requeue(batch)
+			clear(r.batch)
+			r.run.Lock()
+			r.run.Unlock()
+			continue
+		}
 		cfg := s.cfg.Load()
 		eng := r.engines[cfg.Variant]
 		now := s.clock.Now()
@@ -50,6 +60,19 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 		}
 		clear(r.batch)
 		clear(r.group)
+		r.run.Unlock()
+	}
+}
+
+// requeue puts batch back at the head of the queue, newest first; after
+// Close its calls are answered ErrUnavailable instead.
+func (s *Stage) requeue(batch []*call) {
+	for i := len(batch) - 1; i >= 0; i-- {
+		c := batch[i]
+		if err := s.b.Requeue(c, c.rows, c.enqueued, c.deadline); err != nil {
+			s.m.outcome(outcomeUnavailable)
+			s.finish(c, ErrUnavailable)
+		}
 	}
 }
 

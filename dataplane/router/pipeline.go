@@ -43,6 +43,20 @@ type Request struct {
 	V2     *v2codec.InferRequest
 	Raw    []byte
 	Images []image.Image
+
+	// first and firstLevel are the tensor glue's root item, reused with its
+	// output buffers when the router reuses the Request (see Reset).
+	first      Item
+	firstLevel [1]*Item
+}
+
+// Reset clears r for another request, keeping the buffers of the tensor
+// glue's root item (its stage-output copies) for reuse.
+func (r *Request) Reset() {
+	clear(r.Images) // no decoded image outlives its request
+	r.V2, r.Raw, r.Images = nil, nil, r.Images[:0]
+	r.first = Item{Out: r.first.Out[:0]}
+	r.firstLevel[0] = nil
 }
 
 // Step is one step of a running pipeline.
@@ -259,6 +273,13 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 // batches them, copies each reply into its item, and returns the variants
 // that computed them.
 func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) (string, error) {
+	if len(items) == 1 { // nothing to batch with: no goroutine
+		v, err := runItem(ctx, st, items[0], deadline)
+		if err != nil {
+			return "", fmt.Errorf("stage %q: %w", st.Spec.Name, err)
+		}
+		return v, nil
+	}
 	errs := make([]error, len(items))
 	variants := make([]string, len(items))
 	var wg sync.WaitGroup
@@ -266,14 +287,7 @@ func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rep, err := st.Client.Infer(ctx, it.In, deadline)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			it.Out = cloneTensors(it.Out[:0], rep.Outputs)
-			variants[i] = rep.Variant
-			rep.Release()
+			variants[i], errs[i] = runItem(ctx, st, it, deadline)
 		}()
 	}
 	wg.Wait()
@@ -286,9 +300,32 @@ func runLevel(ctx context.Context, st *Step, items []*Item, deadline time.Time) 
 	return strings.Join(slices.Compact(variants), ","), nil
 }
 
+// runItem sends one item to its stage, copies the reply into it and returns
+// the variant that computed it.
+func runItem(ctx context.Context, st *Step, it *Item, deadline time.Time) (string, error) {
+	rep, err := st.Client.Infer(ctx, it.In, deadline)
+	if err != nil {
+		return "", err
+	}
+	it.Out = cloneTensors(it.Out, rep.Outputs)
+	v := rep.Variant
+	rep.Release()
+	return v, nil
+}
+
+// cloneTensors copies src into dst[:0], reusing the shape and data buffers
+// of dst's tensors (within its capacity): an item reused across requests
+// copies a stage's outputs without allocating.
 func cloneTensors(dst, src []models.Tensor) []models.Tensor {
-	for _, t := range src {
-		dst = append(dst, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: append([]int64(nil), t.Shape...), Data: append([]byte(nil), t.Data...)})
+	dst = dst[:0]
+	for i, t := range src {
+		var shape []int64
+		var data []byte
+		if i < cap(dst) {
+			old := dst[:i+1][i]
+			shape, data = old.Shape[:0], old.Data[:0]
+		}
+		dst = append(dst, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: append(shape, t.Shape...), Data: append(data, t.Data...)})
 	}
 	return dst
 }
@@ -319,7 +356,9 @@ func tensorFirst(req *Request, st *Step) ([]*Item, error) {
 	if req.V2 == nil {
 		return nil, fmt.Errorf("%w: stage %q takes V2 tensors %v, not a raw body", v2codec.ErrBadRequest, st.Spec.Name, models.TensorNames(st.inputs))
 	}
-	return []*Item{{In: req.V2.Inputs}}, nil
+	req.first = Item{In: req.V2.Inputs, Out: req.first.Out[:0]}
+	req.firstLevel[0] = &req.first
+	return req.firstLevel[:], nil
 }
 
 // finishTensors answers with the last stage's outputs of chains of items

@@ -52,6 +52,9 @@ type routedPipe struct {
 	stage    map[string]*metrics.PrometheusHistogram
 	codes    sync.Map // "2xx" → *metrics.Counter
 	drops    sync.Map // reason → *metrics.Counter
+	// keys and variantKeys are the steps' keys of their timings and
+	// variants in responses ("det_ns", "det_variant"), made once.
+	keys, variantKeys map[string]string
 }
 
 // NewRouter returns a router for pipes. extra, if not nil, handles paths
@@ -63,10 +66,12 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 	r := &Router{cfg: cfg, pipes: map[string]*routedPipe{}, log: log, version: version, extra: extra}
 	for _, p := range pipes {
 		name := p.Spec.Name
-		rp := &routedPipe{pipe: p, rate: NewRateCounter(time.Now, 600), set: metrics.NewSet(), stage: map[string]*metrics.PrometheusHistogram{}}
+		rp := &routedPipe{pipe: p, rate: NewRateCounter(time.Now, 600), set: metrics.NewSet(), stage: map[string]*metrics.PrometheusHistogram{}, keys: map[string]string{}, variantKeys: map[string]string{}}
 		rp.total = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_request_duration_seconds{pipeline=%q}`, name))
 		for _, st := range p.Stages {
 			rp.stage[st.Spec.Name] = rp.set.NewPrometheusHistogram(fmt.Sprintf(`ipa_router_stage_duration_seconds{pipeline=%q,stage=%q}`, name, st.Spec.Name))
+			rp.keys[st.Spec.Name] = st.Spec.Name + "_ns"
+			rp.variantKeys[st.Spec.Name] = st.Spec.Name + "_variant"
 		}
 		rp.arrivals = rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
 		metrics.RegisterSet(rp.set)
@@ -113,6 +118,10 @@ func (r *Router) GlueCost(pipeline string) (time.Duration, int64, error) {
 
 // Handle routes one request.
 func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
+	if p := r.inferPipe(ctx); p != nil {
+		r.infer(ctx, p)
+		return
+	}
 	path := string(ctx.Path())
 	switch {
 	case path == "/metrics":
@@ -213,6 +222,16 @@ func (r *Router) repositoryIndex() []dataplane.IndexEntry {
 	return list
 }
 
+// inferPipe returns the pipeline of a POST /v2/models/{pipeline}/infer, the
+// hot path, without allocating; nil for every other request, which Handle
+// routes the general way.
+func (r *Router) inferPipe(ctx *fasthttp.RequestCtx) *routedPipe {
+	if name := dataplane.InferModel(ctx); name != nil {
+		return r.pipes[string(name)]
+	}
+	return nil
+}
+
 func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	var stages []map[string]any
 	for _, st := range p.pipe.Stages {
@@ -249,10 +268,13 @@ func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
 	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates})
 }
 
+// routerState is the per-request state of the infer handler, pooled with
+// its buffers: the decoded request, the pipeline's Request (with the tensor
+// glue's copies of stage outputs), the response and the timings.
 type routerState struct {
 	v2   v2codec.InferRequest
+	req  Request
 	resp v2codec.InferResponse
-	buf  []byte
 	tim  []StepTiming
 }
 
@@ -264,7 +286,8 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	p.arrivals.Inc()
 	st := routerPool.Get().(*routerState)
 	defer routerPool.Put(st)
-	req := Request{}
+	req := &st.req
+	req.Reset()
 	body := ctx.PostBody()
 	hdr := ctx.Request.Header.Peek(v2codec.HeaderJSONLength)
 	if len(hdr) > 0 || isJSONBody(body) {
@@ -303,7 +326,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	} else if !client.IsZero() {
 		deadline = client
 	}
-	outs, tim, err := p.pipe.Run(context.Background(), &req, deadline, st.tim[:0])
+	outs, tim, err := p.pipe.Run(context.Background(), req, deadline, st.tim[:0])
 	st.tim = tim
 	for _, t := range tim {
 		p.stage[t.Stage].Update(t.Duration.Seconds())
@@ -348,23 +371,15 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		}
 	}
 	for _, t := range tim {
-		resp.Timings = append(resp.Timings, v2codec.Timing{Key: t.Stage + "_ns", NS: int64(t.Duration)})
-		resp.Labels = append(resp.Labels, v2codec.Label{Key: t.Stage + "_variant", Value: t.Variant})
+		resp.Timings = append(resp.Timings, v2codec.Timing{Key: p.keys[t.Stage], NS: int64(t.Duration)})
+		resp.Labels = append(resp.Labels, v2codec.Label{Key: p.variantKeys[t.Stage], Value: t.Variant})
 	}
 	// model_version names the variants that computed the answer, step by
 	// step, joined by "+": the pipeline's version (Pipeline.Version).
 	resp.ModelVersion = strings.Join(variants, "+")
 	total := time.Since(arrival)
 	resp.Timings = append(resp.Timings, v2codec.Timing{Key: "total_ns", NS: int64(total)})
-	var jsonLen int
-	st.buf, jsonLen = v2codec.AppendInferResponse(st.buf[:0], resp)
-	if jsonLen < len(st.buf) {
-		ctx.Response.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
-		ctx.SetContentType("application/octet-stream")
-	} else {
-		ctx.SetContentType("application/json")
-	}
-	ctx.SetBody(st.buf)
+	dataplane.WriteInferResponse(ctx, resp)
 	p.total.Update(total.Seconds())
 	p.counter(&p.codes, `ipa_router_requests_total{pipeline=%q,code=%q}`, "2xx").Inc()
 }

@@ -35,15 +35,25 @@ type Reply struct {
 	Variant   string
 	QueueWait time.Duration
 	Compute   time.Duration
-	release   func()
+	// What Release returns to its pool: the stage's result (in process) or
+	// the remote call's state, which holds this Reply.
+	local  *dataplane.Result
+	remote *remoteState
 }
 
 // Release returns the reply's buffers; it must not be used afterwards.
 func (r *Reply) Release() {
-	if r.release != nil {
-		r.release()
+	switch {
+	case r.local != nil:
+		r.local.Release()
+		*r = Reply{}
+		replyPool.Put(r)
+	case r.remote != nil:
+		remotePool.Put(r.remote)
 	}
 }
+
+var replyPool = sync.Pool{New: func() any { return new(Reply) }}
 
 // LocalClient hands requests to a Stage in this process: no HTTP, no
 // serialization (ipa local).
@@ -55,7 +65,9 @@ func (c LocalClient) Infer(ctx context.Context, in []models.Tensor, deadline tim
 	if err != nil {
 		return nil, err
 	}
-	return &Reply{Outputs: res.Outputs, Variant: res.Variant, QueueWait: res.QueueWait, Compute: res.Compute, release: res.Release}, nil
+	r := replyPool.Get().(*Reply)
+	*r = Reply{Outputs: res.Outputs, Variant: res.Variant, QueueWait: res.QueueWait, Compute: res.Compute, local: res}
+	return r, nil
 }
 
 // Ready reports whether the stage takes requests.
@@ -104,6 +116,7 @@ type RemoteClient struct {
 
 type endpoint struct {
 	addr        string
+	uri         string // the model's infer URI at addr
 	client      *fasthttp.HostClient
 	outstanding atomic.Int64
 }
@@ -131,7 +144,7 @@ func (c *RemoteClient) SetEndpoints(addrs []string) {
 			eps = append(eps, e)
 			continue
 		}
-		eps = append(eps, &endpoint{addr: a, client: &fasthttp.HostClient{Addr: a, MaxConns: 512,
+		eps = append(eps, &endpoint{addr: a, uri: "http://" + a + "/v2/models/" + c.model + "/infer", client: &fasthttp.HostClient{Addr: a, MaxConns: 512,
 			MaxIdleConnDuration: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
 	}
 	c.endpoints = eps
@@ -179,11 +192,12 @@ func (c *RemoteClient) pick(tried []*endpoint) *endpoint {
 }
 
 type remoteState struct {
-	req  v2codec.InferRequest
-	resp v2codec.InferResponse
-	body []byte
-	hreq *fasthttp.Request
-	hres *fasthttp.Response
+	req   v2codec.InferRequest
+	resp  v2codec.InferResponse
+	body  []byte
+	hreq  *fasthttp.Request
+	hres  *fasthttp.Response
+	reply Reply
 }
 
 var remotePool = sync.Pool{New: func() any {
@@ -193,16 +207,16 @@ var remotePool = sync.Pool{New: func() any {
 // Infer implements StageClient.
 func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Reply, error) {
 	st := remotePool.Get().(*remoteState)
-	release := func() { remotePool.Put(st) }
+	var triedBuf [4]*endpoint // replicas tried, on the stack for up to 4
 	st.req.Inputs, st.req.BinaryOutputs, st.req.Deadline = in, true, deadline
 	var jsonLen int
 	st.body, jsonLen = v2codec.AppendInferRequest(st.body[:0], &st.req, true)
 	st.req.Inputs = nil
-	var tried []*endpoint
+	tried := triedBuf[:0]
 	for {
 		e := c.pick(tried)
 		if e == nil {
-			release()
+			remotePool.Put(st)
 			if len(tried) == 0 {
 				return nil, fmt.Errorf("%w: stage %q has no replicas", dataplane.ErrUnavailable, c.model)
 			}
@@ -215,7 +229,7 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 		}
 		var se *StageError
 		if errors.As(err, &se) || ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
-			release()
+			remotePool.Put(st)
 			return nil, err
 		}
 		// Transport failure (replica down or connection reset): try another.
@@ -225,21 +239,23 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 		hl, _ = strconv.Atoi(string(h))
 	}
 	if err := v2codec.DecodeInferResponse(st.hres.Body(), hl, &st.resp); err != nil {
-		release()
+		remotePool.Put(st)
 		return nil, fmt.Errorf("stage %q answered badly: %w", c.model, err)
 	}
 	p := st.resp.Parameters
-	return &Reply{Outputs: st.resp.Outputs, Variant: st.resp.ModelVersion, QueueWait: p.QueueTime, Compute: p.InferTime, release: release}, nil
+	st.reply = Reply{Outputs: st.resp.Outputs, Variant: st.resp.ModelVersion, QueueWait: p.QueueTime, Compute: p.InferTime, remote: st}
+	return &st.reply, nil
 }
 
 func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline time.Time) error {
 	e.outstanding.Add(1)
 	defer e.outstanding.Add(-1)
 	st.hreq.Reset()
-	st.hreq.SetRequestURI("http://" + e.addr + "/v2/models/" + c.model + "/infer")
+	st.hreq.SetRequestURI(e.uri)
 	st.hreq.Header.SetMethod(fasthttp.MethodPost)
 	st.hreq.Header.SetContentType("application/octet-stream")
-	st.hreq.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
+	var n [20]byte
+	st.hreq.Header.SetBytesV(v2codec.HeaderJSONLength, strconv.AppendInt(n[:0], int64(jsonLen), 10))
 	st.hreq.SetBodyRaw(st.body)
 	var err error
 	if deadline.IsZero() {

@@ -3,6 +3,7 @@ package v2codec
 import (
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -30,7 +31,7 @@ func ClientDeadline(timeoutHeader, deadlineHeader []byte, req *InferRequest, arr
 		}
 	}
 	if h := timeoutHeader; len(h) > 0 {
-		t, err := time.ParseDuration(string(h))
+		t, err := parseTimeout(h)
 		if err != nil || t <= 0 {
 			return d, fmt.Errorf("header %s: %q is not a positive duration such as 250ms", HeaderTimeout, h)
 		}
@@ -50,6 +51,28 @@ func ClientDeadline(timeoutHeader, deadlineHeader []byte, req *InferRequest, arr
 		earliest(req.Deadline)
 	}
 	return d, nil
+}
+
+// lastTimeout remembers the last Ipa-Timeout value parsed: clients send the
+// same budget on every request, and parsing it anew would allocate its
+// string on every request.
+var lastTimeout atomic.Pointer[parsedTimeout]
+
+type parsedTimeout struct {
+	raw string
+	d   time.Duration
+}
+
+func parseTimeout(h []byte) (time.Duration, error) {
+	if p := lastTimeout.Load(); p != nil && p.raw == string(h) {
+		return p.d, nil
+	}
+	raw := string(h)
+	d, err := time.ParseDuration(raw)
+	if err == nil {
+		lastTimeout.Store(&parsedTimeout{raw, d})
+	}
+	return d, err
 }
 
 // ParseDeadline accepts Unix nanoseconds or RFC 3339.
