@@ -157,8 +157,24 @@ var stepPattern = fmt.Sprintf("%.0fs@%d,%.0fs@%d,%.0fs@%d", stepHighFrom.Seconds
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
+	// The classify pipeline offering the four variants the plans move
+	// between: a new replica loads every offered variant before it serves
+	// (nine take ~27 s here, a minute on a loaded machine, longer than the
+	// high phase), and this test is about the loop, not about loading.
+	spec := filepath.Join(dir, "classify.yaml")
+	if err := os.WriteFile(spec, []byte(`name: classify
+sla: 1s
+stages:
+  - name: classify
+    model: classify
+    variants: [squeezenet, shufflenet, inception-v2, resnet50]
+    input: image-imagenet
+    initial: {variant: squeezenet, max_batch: 4, max_wait: 2ms, replicas: 1, cores: 1}
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	decisions := filepath.Join(dir, "decisions.jsonl")
-	addr, stop := startLocal(t, bin, "--pipeline", "classify", "--controller.profile", "profiles/measured/classify.json",
+	addr, stop := startLocal(t, bin, "--pipeline", spec, "--controller.profile", "profiles/measured/classify.json",
 		"--controller.interval", stepControllerEvery.String(), "--controller.decision-log", decisions,
 		// The reactive predictor forgets the high phase after 10 s; the LSTM
 		// looks at the last 120 s, longer than this test's low tail.
@@ -238,7 +254,7 @@ func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	// The same load without the controller, after the first run has ended
 	// (two cores: the runs must not compete).
 	stop()
-	addr, _ = startLocal(t, bin, "--pipeline", "classify", "--no-controller")
+	addr, _ = startLocal(t, bin, "--pipeline", spec, "--no-controller")
 	off := runStepLoad(t, bin, addr, t.TempDir())
 
 	// Compare the high phase from the moment the controller's plan for it
