@@ -53,8 +53,7 @@ type Request struct {
 // Reset clears r for another request, keeping the buffers of the tensor
 // glue's root item (its stage-output copies) for reuse.
 func (r *Request) Reset() {
-	clear(r.Images) // no decoded image outlives its request
-	r.V2, r.Raw, r.Images = nil, nil, r.Images[:0]
+	r.V2, r.Raw, r.Images = nil, nil, nil // nil: not decoded yet (see requestImages)
 	r.first = Item{Out: r.first.Out[:0]}
 	r.firstLevel[0] = nil
 }
@@ -371,7 +370,10 @@ func finishTensors(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) 
 		}
 		return it
 	}
-	if len(roots) == 1 {
+	switch len(roots) {
+	case 0:
+		return nil, errors.New("BUG: the first step made no items")
+	case 1:
 		return leaf(roots[0]).Out, nil
 	}
 	first := leaf(roots[0]).Out
