@@ -272,10 +272,11 @@ func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
 // its buffers: the decoded request, the pipeline's Request (with the tensor
 // glue's copies of stage outputs), the response and the timings.
 type routerState struct {
-	v2   v2codec.InferRequest
-	req  Request
-	resp v2codec.InferResponse
-	tim  []StepTiming
+	v2       v2codec.InferRequest
+	req      Request
+	resp     v2codec.InferResponse
+	tim      []StepTiming
+	variants []string // the variant per step, for model_version
 }
 
 var routerPool = sync.Pool{New: func() any { return new(routerState) }}
@@ -309,7 +310,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	} else {
 		req.Raw = body
 	}
-	if req.V2 != nil {
+	if req.V2 != nil && len(req.V2.Outputs) > 0 {
 		declared := p.pipe.Outputs()
 		for _, o := range req.V2.Outputs {
 			if !slices.ContainsFunc(declared, func(s models.TensorSpec) bool { return s.Name == o.Name }) {
@@ -362,14 +363,15 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		resp.ID = req.V2.ID
 	}
 	resp.Timings, resp.Labels = resp.Timings[:0], resp.Labels[:0]
-	variants := make([]string, len(p.pipe.Stages))
+	variants := st.variants[:0]
 	for i, s := range p.pipe.Stages {
 		if i < len(tim) {
-			variants[i] = tim[i].Variant
+			variants = append(variants, tim[i].Variant)
 		} else {
-			variants[i] = s.Variant().Name // a step without work (nothing found upstream): its active variant
+			variants = append(variants, s.Variant().Name) // a step without work (nothing found upstream): its active variant
 		}
 	}
+	st.variants = variants
 	for _, t := range tim {
 		resp.Timings = append(resp.Timings, v2codec.Timing{Key: p.keys[t.Stage], NS: int64(t.Duration)})
 		resp.Labels = append(resp.Labels, v2codec.Label{Key: p.variantKeys[t.Stage], Value: t.Variant})
