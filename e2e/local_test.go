@@ -153,7 +153,8 @@ var stepPattern = fmt.Sprintf("%.0fs@%d,%.0fs@%d,%.0fs@%d", stepHighFrom.Seconds
 // the low-load configuration after it, with every request accounted for.
 // Then it runs the same load against `ipa local` without the controller (the
 // spec's initial configuration throughout): once the controller's plan for
-// the high load is in place, its SLA attainment must beat the static one's.
+// the high load is in place, it must meet the SLA for 99 % of the requests,
+// and beat the static configuration wherever that one misses.
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
@@ -286,9 +287,15 @@ stages:
 	if onN == 0 || offN == 0 {
 		t.Fatalf("no requests sent in [%s, %s): on %d, off %d", from, stepHighTo, onN, offN)
 	}
-	if percent(onOK, onN) <= percent(offOK, offN) {
-		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) does not beat the initial configuration's %d/%d (%.1f%%)",
-			onOK, onN, percent(onOK, onN), offOK, offN, percent(offOK, offN))
+	// Whether one replica of the initial configuration carries the high
+	// rate depends on the machine (it does on a quiet one since the stage
+	// runs unloaded requests inline). So the controller's plan must meet
+	// the SLA for 99 % of the requests, and where the static configuration
+	// misses that, it must beat it.
+	onPct, offPct := percent(onOK, onN), percent(offOK, offN)
+	if onPct < 99 || offPct < 99 && onPct <= offPct {
+		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) is below 99%% or does not beat the initial configuration's %d/%d (%.1f%%)",
+			onOK, onN, onPct, offOK, offN, offPct)
 	}
 }
 
