@@ -72,7 +72,12 @@ func (f ControllerFlags) controller(spec *models.Pipeline, repo *models.Reposito
 	if err != nil {
 		return nil, nil, err
 	}
-	problem := f.problem(stages, prof, spec.SLA)
+	return f.loop(stages, prof, spec.SLA, obs, act, log, adjust...)
+}
+
+// loop builds the loop on what plan returned.
+func (f ControllerFlags) loop(stages []optimizer.Step, prof *profiles.Profile, sla time.Duration, obs orchestrator.Observer, act orchestrator.Actuator, log *slog.Logger, adjust ...func(*optimizer.Problem)) (*orchestrator.Controller, io.Closer, error) {
+	problem := f.problem(stages, prof, sla)
 	for _, a := range adjust {
 		a(&problem)
 	}

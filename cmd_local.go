@@ -12,6 +12,8 @@ import (
 	"github.com/ipa-serving/ipa/dataplane/router"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/models/pipespec"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/profiles"
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
@@ -113,8 +115,10 @@ func (c *LocalCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	var planSteps []optimizer.Step
+	var planProf *profiles.Profile
 	if c.Adapt { // before any model loads: a missing profile is reported at once
-		if _, _, err := c.Control.plan(spec, repo); err != nil {
+		if planSteps, planProf, err = c.Control.plan(spec, repo); err != nil {
 			if c.Control.Profile != "" {
 				return err
 			}
@@ -137,7 +141,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	ctlDone := make(chan struct{})
 	close(ctlDone)
 	if c.Adapt {
-		ctl, closer, err := c.Control.controller(spec, repo, &localObserver{router: rt, pipeline: spec.Name}, localActuator{stages}, log)
+		ctl, closer, err := c.Control.loop(planSteps, planProf, spec.SLA, &localObserver{router: rt, pipeline: spec.Name}, localActuator{stages}, log)
 		if err != nil {
 			for i := len(stages) - 1; i >= 0; i-- {
 				stages[i].Close()

@@ -160,8 +160,15 @@ func (s *Server) Infer(t testing.TB, in []models.Tensor, binaryIn bool, headers 
 		headers = append(headers, v2codec.HeaderJSONLength, fmt.Sprint(jsonLen))
 	}
 	r := s.Do(t, "POST", "/v2/models/"+s.Stage.Name()+"/infer", body, headers...)
+	return r.Decode(t), r
+}
+
+// Decode decodes a 200 answer as a V2 inference response (binary outputs
+// included); any other status gives nil.
+func (r Result) Decode(t testing.TB) *v2codec.InferResponse {
+	t.Helper()
 	if r.Status != 200 {
-		return nil, r
+		return nil
 	}
 	hl := -1
 	if v, ok := r.Header[v2codec.HeaderJSONLength]; ok {
@@ -171,7 +178,7 @@ func (s *Server) Infer(t testing.TB, in []models.Tensor, binaryIn bool, headers 
 	if err := v2codec.DecodeInferResponse(r.Body, hl, &resp); err != nil {
 		t.Fatalf("cannot decode response: %v\n%s", err, r.Body)
 	}
-	return &resp, r
+	return &resp
 }
 
 // AssertClose fails the test unless got and want hold FP32 values equal to

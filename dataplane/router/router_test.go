@@ -45,18 +45,7 @@ func startRouter(t testing.TB, pipe *Pipeline) *testRouter {
 func (r *testRouter) Infer(t testing.TB, pipeline string, body []byte, headers ...string) (*v2codec.InferResponse, dataplanetest.Result) {
 	t.Helper()
 	res := r.Do(t, "POST", "/v2/models/"+pipeline+"/infer", body, headers...)
-	if res.Status != 200 {
-		return nil, res
-	}
-	hl := -1
-	if v, ok := res.Header[v2codec.HeaderJSONLength]; ok {
-		fmt.Sscan(v, &hl)
-	}
-	var resp v2codec.InferResponse
-	if err := v2codec.DecodeInferResponse(res.Body, hl, &resp); err != nil {
-		t.Fatalf("decode: %v", err)
-	}
-	return &resp, res
+	return res.Decode(t), res
 }
 
 func TestRouterChainsInProcessStagesAndReportsStageTimings(t *testing.T) {
