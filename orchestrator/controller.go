@@ -1,6 +1,7 @@
 package orchestrator
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/profiles"
 )
 
 // Observer reads the recent load: per-second arrival counts, oldest first,
@@ -88,6 +90,18 @@ type Config struct {
 	// (seconds of loading and memory for a replica; a moment's cold cache
 	// for a variant switch).
 	SwitchCost float64 `name:"switch-cost" default:"0.01" help:"Objective a change must gain per stage it changes (0.01 = one accuracy point, or 0.2 cores at --controller.beta 0.05); the running configuration stays while it meets the load and SLA otherwise (0: always take the best plan)."`
+	// Correct turns on the online profile correction (correction.go) when
+	// the controller has a BatchObserver. The flag lives under the
+	// controller. prefix, which kong does not add to a negation's name.
+	Correct         bool          `name:"correct" default:"true" negatable:"controller.no-correct" help:"Correct the profile online: compare the engine time per batch the stages measure with the profile, per variant, batch size and cores, and plan with the profile scaled by the (bounded, smoothed) factors; unmeasured variants and sizes take the factors of the measured ones (--controller.no-correct: plan with the profile as it is)."`
+	CorrectHalfLife time.Duration `name:"correct-half-life" default:"5m" help:"Without new measurements a correction returns half of the way to the profile every this long."`
+	CorrectMin      float64       `name:"correct-min" default:"0.5" help:"Smallest correction factor (0.5: the stages may be up to twice as fast as profiled)."`
+	CorrectMax      float64       `name:"correct-max" default:"4" help:"Largest correction factor (4: up to four times as slow as profiled)."`
+}
+
+// correction is the corrector's part of the configuration.
+func (c Config) correction() CorrectionConfig {
+	return CorrectionConfig{HalfLife: c.CorrectHalfLife, Min: c.CorrectMin, Max: c.CorrectMax}.withDefaults()
 }
 
 // reserveBand is the hysteresis of the cores kept for the router's glue: the
@@ -107,6 +121,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--controller.margin %g must be in [1, 10]", c.Margin)
 	case c.SwitchCost < 0 || c.SwitchCost > 1e6 || math.IsNaN(c.SwitchCost):
 		return fmt.Errorf("--controller.switch-cost %g must be in [0, 1e6]", c.SwitchCost)
+	case c.CorrectHalfLife < 0:
+		return fmt.Errorf("--controller.correct-half-life %s must not be negative", c.CorrectHalfLife)
+	case c.CorrectMin < 0 || c.CorrectMin > 1 || math.IsNaN(c.CorrectMin):
+		return fmt.Errorf("--controller.correct-min %g must be in (0, 1]", c.CorrectMin)
+	case c.CorrectMax != 0 && (c.CorrectMax < 1 || c.CorrectMax > 100) || math.IsNaN(c.CorrectMax):
+		return fmt.Errorf("--controller.correct-max %g must be in [1, 100]", c.CorrectMax)
 	}
 	return nil
 }
@@ -128,6 +148,11 @@ type Decision struct {
 	Error     string               `json:"error,omitempty"`
 	Applied   []models.StageConfig `json:"applied,omitempty"`
 	Actions   []Action             `json:"actions,omitempty"`
+	// Corrections are the profile corrections the plan was made with, per
+	// step; CorrectionError why the stages' measurements could not be read
+	// (the plan then used the corrections as they were).
+	Corrections     []StageCorrection `json:"corrections,omitempty"`
+	CorrectionError string            `json:"correction_error,omitempty"`
 }
 
 // Change is one stage whose configuration the loop changed.
@@ -154,11 +179,16 @@ type Controller struct {
 	mu      sync.Mutex // guards last
 	out     io.Writer
 	last    *Decision
+	batches BatchObserver
+	corr    *Corrector // nil: no correction
 }
 
 // Options are a Controller's collaborators.
 type Options struct {
-	Observer  Observer
+	Observer Observer
+	// Batches reports what the stages measure; with Config.Correct, the
+	// loop corrects the profile from it (nil: no correction).
+	Batches   BatchObserver
 	Predictor Predictor
 	Actuator  Actuator
 	Solver    optimizer.Solver
@@ -184,8 +214,11 @@ func New(cfg Config, problem optimizer.Problem, opt Options) (*Controller, error
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Controller{cfg: cfg, problem: problem, solver: opt.Solver, obs: opt.Observer, pred: opt.Predictor,
-		act: opt.Actuator, clock: opt.Clock, log: opt.Logger.With("role", "controller"), out: opt.Log}
-	c.m = newMetrics(problem.Stages)
+		act: opt.Actuator, clock: opt.Clock, log: opt.Logger.With("role", "controller"), out: opt.Log, batches: opt.Batches}
+	if cfg.Correct && opt.Batches != nil && problem.Profiles != nil {
+		c.corr = NewCorrector(problem.Profiles, cfg.correction())
+	}
+	c.m = newMetrics(problem.Stages, c.corr != nil)
 	return c, nil
 }
 
@@ -238,6 +271,9 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	p := c.problem
 	p.ArrivalRate = d.Predicted
 	p.Current = current
+	if c.corr != nil {
+		p.Profiles = c.correct(ctx, &d)
+	}
 	if o, ok := c.obs.(OverheadObserver); ok && p.CoreCapacity > 0 {
 		if per, err := o.OverheadSeconds(ctx); err == nil && per > 0 {
 			d.Reserved = min(reserve(d.Predicted*per, c.lastReserved()), p.CoreCapacity-1) // leave the stages a core
@@ -296,6 +332,31 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	c.m.update(&d)
 	c.takeActions(&d)
 	return d
+}
+
+// correct folds what the stages measured since the last interval into the
+// corrector, records the corrections in d, and returns the profile to plan
+// with. A failed read is recorded and planning goes on with the corrections
+// as they were.
+func (c *Controller) correct(ctx context.Context, d *Decision) *profiles.Profile {
+	now := c.clock.Now()
+	stats, err := c.batches.Batches(ctx)
+	if err != nil {
+		d.CorrectionError = fmt.Sprintf("cannot read the stages' measurements: %v", err)
+		c.m.observeErrors.Inc()
+	}
+	seen := c.corr.Observe(now, stats)
+	for _, st := range c.problem.Stages {
+		name := cmp.Or(st.Profile, st.Name)
+		sc := c.corr.Summary(now, st.Name, name)
+		sc.New = seen[name]
+		d.Corrections = append(d.Corrections, sc)
+		for _, v := range st.Variants {
+			f, n := c.corr.VariantFactor(now, name, v.Name)
+			c.m.correction(st.Name, v.Name, f, n)
+		}
+	}
+	return c.corr.Profile(now)
 }
 
 // reserve rounds need (cores) to a whole reservation with hysteresis around
@@ -371,5 +432,9 @@ func (c *Controller) record(d *Decision) {
 			c.out.Write(append(b, '\n'))
 		}
 	}
-	c.log.Info("decision", "observed_rps", d.Observed, "predicted_rps", d.Predicted, "changes", len(d.Changes), "fallback", d.Fallback, "err", d.Error)
+	args := []any{"observed_rps", d.Observed, "predicted_rps", d.Predicted, "changes", len(d.Changes), "fallback", d.Fallback, "err", d.Error}
+	if len(d.Corrections) > 0 {
+		args = append(args, "correction", fmtCorrections(d.Corrections))
+	}
+	c.log.Info("decision", args...)
 }

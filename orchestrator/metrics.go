@@ -16,15 +16,20 @@ type metricsSet struct {
 	solveDur      *metrics.PrometheusHistogram
 	observeErrors *metrics.Counter
 
-	mu        sync.Mutex // guards observed, predicted, replicas, batch
+	mu        sync.Mutex // guards observed, predicted, replicas, batch, factor, evidence
 	observed  float64
 	predicted float64
 	replicas  map[string]float64
 	batch     map[string]float64
+	factor    map[[2]string]float64 // (step, variant)
+	evidence  map[[2]string]float64
 }
 
-func newMetrics(stages []optimizer.Step) *metricsSet {
-	m := &metricsSet{set: metrics.NewSet(), replicas: map[string]float64{}, batch: map[string]float64{}}
+// newMetrics registers the loop's metrics; with correct, the profile
+// correction of every offered variant too.
+func newMetrics(stages []optimizer.Step, correct bool) *metricsSet {
+	m := &metricsSet{set: metrics.NewSet(), replicas: map[string]float64{}, batch: map[string]float64{},
+		factor: map[[2]string]float64{}, evidence: map[[2]string]float64{}}
 	m.solveDur = m.set.NewPrometheusHistogram("ipa_controller_solve_duration_seconds")
 	m.observeErrors = m.set.NewCounter("ipa_controller_observe_errors_total")
 	for _, r := range []string{"optimal", "infeasible", "error"} {
@@ -36,6 +41,15 @@ func newMetrics(stages []optimizer.Step) *metricsSet {
 		name := st.Name
 		m.set.NewGauge(fmt.Sprintf(`ipa_controller_plan_replicas{stage=%q}`, name), func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return m.replicas[name] })
 		m.set.NewGauge(fmt.Sprintf(`ipa_controller_plan_batch{stage=%q}`, name), func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return m.batch[name] })
+		for _, v := range st.Variants {
+			if !correct {
+				break
+			}
+			k := [2]string{name, v.Name}
+			m.factor[k] = 1
+			m.set.NewGauge(fmt.Sprintf(`ipa_controller_profile_correction{stage=%q,variant=%q}`, name, v.Name), func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return m.factor[k] })
+			m.set.NewGauge(fmt.Sprintf(`ipa_controller_profile_evidence_batches{stage=%q,variant=%q}`, name, v.Name), func() float64 { m.mu.Lock(); defer m.mu.Unlock(); return m.evidence[k] })
+		}
 	}
 	metrics.RegisterSet(m.set)
 	return m
@@ -54,6 +68,15 @@ func (m *metricsSet) update(d *Decision) {
 			m.replicas[sp.Stage], m.batch[sp.Stage] = float64(sp.Replicas), float64(sp.Batch)
 		}
 	}
+}
+
+// correction records the factor a step's variant is planned with and the
+// batches behind it.
+func (m *metricsSet) correction(stage, variant string, factor, evidence float64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := [2]string{stage, variant}
+	m.factor[k], m.evidence[k] = factor, evidence
 }
 
 func (m *metricsSet) close() { metrics.UnregisterSet(m.set, true) }
