@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -176,6 +177,10 @@ type Corrector struct {
 	pending map[batchKey]*BatchStats
 }
 
+func compareKeys(a, b batchKey) int {
+	return cmp.Or(cmp.Compare(a.stage, b.stage), cmp.Compare(a.variant, b.variant), cmp.Compare(a.cores, b.cores), cmp.Compare(a.rows, b.rows))
+}
+
 // evidence is one series' running estimate.
 type evidence struct {
 	logf float64   // smoothed ln(observed / expected)
@@ -285,7 +290,11 @@ func (c *Corrector) table(now time.Time) *table {
 		}
 		return m[k]
 	}
-	for k, e := range c.series {
+	// In a fixed order: sums of floats depend on it, and a simulation must
+	// give the same bytes every run.
+	keys := slices.SortedFunc(maps.Keys(c.series), compareKeys)
+	for _, k := range keys {
+		e := c.series[k]
 		u := e.n * c.fresh(now.Sub(e.at))
 		if t.stage[k.stage] == nil {
 			t.stage[k.stage] = &level{}

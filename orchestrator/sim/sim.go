@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -132,6 +133,11 @@ type Options struct {
 	Total int
 	Seed  uint64
 
+	// TrueProfile, when set, is what the stages really take: service times
+	// are drawn from it while the controller plans with Pipeline.Profiles
+	// (a stale profile, a slower machine; see profiles.Profile.Scaled).
+	TrueProfile *profiles.Profile
+
 	// Adapt runs the controller; nil keeps the initial configuration and
 	// logs no decision.
 	Adapt *Adaptation
@@ -190,6 +196,8 @@ type sim struct {
 	batches  uint64
 	err      error
 
+	ran map[ranKey]*orchestrator.BatchStats // batches since the controller's last look (batches.go)
+
 	// onBatch, when set (tests), sees every batch a replica takes: when,
 	// and the sequence numbers in it.
 	onBatch func(at time.Duration, seqs []int)
@@ -208,7 +216,7 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 	var ctl *orchestrator.Controller
 	if opt.Adapt != nil && !opt.Adapt.Off {
 		ctl, err = orchestrator.New(opt.Adapt.Config, opt.Adapt.Problem, orchestrator.Options{
-			Observer: observer{s}, Predictor: opt.Adapt.Predictor, Actuator: actuator{s},
+			Observer: observer{s}, Batches: batchObserver{s}, Predictor: opt.Adapt.Predictor, Actuator: actuator{s},
 			Solver: opt.Adapt.Solver, Log: opt.Decisions, Clock: s.loop})
 		if err != nil {
 			return nil, err
@@ -289,7 +297,7 @@ func newSim(opt Options) (*sim, error) {
 		// their own stream.
 		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
 		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
-		svc:      services{prof: opt.Pipeline.Profiles, cache: map[serviceKey]logNormal{}},
+		svc:      services{prof: cmp.Or(opt.TrueProfile, opt.Pipeline.Profiles), cache: map[serviceKey]logNormal{}},
 	}
 	s.arrivals.Until = opt.Duration
 	s.budget = min(opt.SLA, opt.Pipeline.SLA)

@@ -103,7 +103,9 @@ func (st *stage) run(rep *replica, batch []*request) {
 		return
 	}
 	s.batches++
-	s.loop.at(s.loop.now+d.draw(s.rng), func() {
+	dur := d.draw(s.rng)
+	st.ran(rep.cores, len(live), dur)
+	s.loop.at(s.loop.now+dur, func() {
 		for _, r := range live {
 			s.done(r)
 		}
