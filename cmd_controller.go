@@ -141,10 +141,13 @@ func (a localActuator) Apply(_ context.Context, i int, c models.StageConfig) err
 
 // localObserver reads the router of this process. It also reports the
 // router's glue cost per request (image decoding, resizing): in ipa local
-// the router shares the plan's cores, so the loop reserves some for it.
+// the router shares the plan's cores, so the loop reserves some for it; and
+// the batches the stages computed, for the profile correction.
 type localObserver struct {
 	router   *router.Router
 	pipeline string
+	stages   []*dataplane.Stage
+	batches  *orchestrator.BatchDeltas
 
 	mu         sync.Mutex // guards lastTotal, lastN, perRequest
 	lastTotal  time.Duration
@@ -167,6 +170,30 @@ func (o *localObserver) OverheadSeconds(context.Context) (float64, error) {
 	}
 	o.lastTotal, o.lastN = total, n
 	return o.perRequest, nil
+}
+
+// newLocalObserver observes pipeline on rt and its stages, from now on.
+func newLocalObserver(rt *router.Router, pipeline string, stages []*dataplane.Stage) *localObserver {
+	o := &localObserver{router: rt, pipeline: pipeline, stages: stages}
+	o.batches = orchestrator.NewBatchDeltas(o.batchTotals())
+	return o
+}
+
+// Batches implements orchestrator.BatchObserver: what the stages computed
+// since the previous call.
+func (o *localObserver) Batches(context.Context) ([]orchestrator.BatchStats, error) {
+	return o.batches.Deltas(o.batchTotals()), nil
+}
+
+func (o *localObserver) batchTotals() []orchestrator.BatchStats {
+	var out []orchestrator.BatchStats
+	for _, s := range o.stages {
+		for _, b := range s.BatchTotals() {
+			out = append(out, orchestrator.BatchStats{Stage: s.Name(), Variant: b.Variant, Cores: b.Cores, Rows: b.Rows,
+				Count: float64(b.Count), Seconds: b.Seconds})
+		}
+	}
+	return out
 }
 
 func (o *localObserver) Rates(_ context.Context, n int) ([]float64, error) {

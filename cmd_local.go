@@ -141,7 +141,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 	ctlDone := make(chan struct{})
 	close(ctlDone)
 	if c.Adapt {
-		ctl, closer, err := c.Control.loop(planSteps, planProf, spec.SLA, &localObserver{router: rt, pipeline: spec.Name}, localActuator{stages}, log)
+		ctl, closer, err := c.Control.loop(planSteps, planProf, spec.SLA, newLocalObserver(rt, spec.Name, stages), localActuator{stages}, log)
 		if err != nil {
 			for i := len(stages) - 1; i >= 0; i-- {
 				stages[i].Close()

@@ -37,6 +37,7 @@ type stageMetrics struct {
 	// infer and errors are filled in newStageMetrics and read-only after.
 	infer  map[string]*metrics.PrometheusHistogram
 	errors map[string]*metrics.Counter
+	obs    observed // batches and engine time per variant, cores and rows (observed.go)
 }
 
 func newStageMetrics(s *Stage) *stageMetrics {
@@ -44,6 +45,7 @@ func newStageMetrics(s *Stage) *stageMetrics {
 	set := metrics.NewSet()
 	m := &stageMetrics{set: set, requests: map[string]*metrics.Counter{},
 		infer: map[string]*metrics.PrometheusHistogram{}, errors: map[string]*metrics.Counter{}}
+	m.obs.set, m.obs.stage = set, name
 	l := fmt.Sprintf(`{stage=%q}`, name)
 	for _, o := range outcomes {
 		m.requests[o] = set.NewCounter(fmt.Sprintf(`ipa_stage_requests_total{stage=%q,outcome=%q}`, name, o))

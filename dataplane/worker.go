@@ -135,6 +135,7 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 		}
 		return
 	}
+	s.m.observe(variant, r.cores, rows, dur) // the controller's profile correction (observed.go)
 	row := 0
 	for _, c := range group {
 		c.setOutputs(out, row, rows)

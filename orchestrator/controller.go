@@ -187,7 +187,8 @@ type Controller struct {
 type Options struct {
 	Observer Observer
 	// Batches reports what the stages measure; with Config.Correct, the
-	// loop corrects the profile from it (nil: no correction).
+	// loop corrects the profile from it (nil: the Observer, if it is a
+	// BatchObserver too; else no correction).
 	Batches   BatchObserver
 	Predictor Predictor
 	Actuator  Actuator
@@ -212,6 +213,9 @@ func New(cfg Config, problem optimizer.Problem, opt Options) (*Controller, error
 	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
+	}
+	if b, ok := opt.Observer.(BatchObserver); ok && opt.Batches == nil {
+		opt.Batches = b
 	}
 	c := &Controller{cfg: cfg, problem: problem, solver: opt.Solver, obs: opt.Observer, pred: opt.Predictor,
 		act: opt.Actuator, clock: opt.Clock, log: opt.Logger.With("role", "controller"), out: opt.Log, batches: opt.Batches}

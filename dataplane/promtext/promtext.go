@@ -50,13 +50,20 @@ var Help = map[string]string{
 	// Controller.
 	"ipa_controller_solve_duration_seconds": "Time one solve of the integer program took.",
 	"ipa_controller_solves_total":           "Solves of the adaptation loop, by result.",
-	"ipa_controller_observe_errors_total":   "Intervals in which the arrival rate could not be read.",
+	"ipa_controller_observe_errors_total":   "Intervals in which the arrival rate, or the stages' measurements for the profile correction, could not be read.",
 	"ipa_controller_observed_rate":          "Mean arrival rate of the last interval, requests per second.",
 	"ipa_controller_predicted_rate":         "Predicted peak arrival rate of the next interval (with margin), requests per second.",
 	"ipa_controller_plan_replicas":          "Replicas of each stage in the current plan.",
 	"ipa_controller_plan_batch":             "Batch size of each stage in the current plan.",
 	"ipa_controller_kube_actions_total":     "Kubernetes actions of the actuator, by action and result.",
 	"ipa_controller_kube_reconcile_failing": "1 while the Kubernetes reconcile loop keeps failing.",
+
+	// The online profile correction (a stage's measurements, the
+	// controller's factors; orchestrator/correction.go).
+	"ipa_stage_batches_total":                 "Batches the stage computed, by variant, cores per replica and rows per batch.",
+	"ipa_stage_batch_engine_seconds_total":    "Time in the model of the batches of ipa_stage_batches_total.",
+	"ipa_controller_profile_correction":       "Factor on the profile's latencies the plan uses for a stage's variant (1: as profiled), learned from the stages' engine times.",
+	"ipa_controller_profile_evidence_batches": "Batches of a stage's variant behind its profile correction.",
 }
 
 var helpMu sync.RWMutex
