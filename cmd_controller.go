@@ -215,7 +215,7 @@ type ControllerCmd struct {
 	Models     RepoFlags       `embed:"" prefix:"models."`
 	Pipeline   PipelineFlags   `embed:""`
 	Router     string          `required:"" placeholder:"URL" help:"Router base URL, e.g. http://127.0.0.1:8080."`
-	Prometheus string          `placeholder:"URL" help:"Read the arrival rate from this Prometheus server (it must scrape the router's /metrics, every second for per-second peaks) instead of the router's /router/rate."`
+	Prometheus string          `placeholder:"URL" help:"Read the arrival rate from this Prometheus server (it must scrape the router's /metrics, every second for per-second peaks) instead of the router's /router/rate; and, when it scrapes the stages' /metrics too, their engine times for the profile correction."`
 	StageAdmin []string        `name:"stage-admin" sep:"none" placeholder:"STEP=URL" help:"Admin base URL of a step's stage server; repeat per step."`
 	AdminToken string          `name:"admin-token" env:"IPA_ADMIN_TOKEN" help:"Bearer token of the stages' admin API."`
 	OnKube     bool            `name:"kube" help:"Apply plans through Kubernetes: replicas through each stage Deployment's scale, variant/batch/cores through each pod's admin API (see 'ipa manifests'); replaces --stage-admin."`
@@ -273,7 +273,11 @@ func (c *ControllerCmd) Run(g *Globals) error {
 	}
 	var obs orchestrator.Observer = orchestrator.RouterObserver{URL: strings.TrimRight(c.Router, "/"), Pipeline: spec.Name}
 	if c.Prometheus != "" {
-		obs = orchestrator.PrometheusObserver{URL: strings.TrimRight(c.Prometheus, "/"), Pipeline: spec.Name}
+		// It also reads the stages' batch counters for the profile
+		// correction, when Prometheus scrapes the stages too.
+		obs = orchestrator.PrometheusObserver{URL: strings.TrimRight(c.Prometheus, "/"), Pipeline: spec.Name, BatchWindow: c.Controller.Loop.Interval}
+	} else if c.Controller.Loop.Correct {
+		log.Info("the profile is not corrected online: the stages' measurements reach this controller through Prometheus (--prometheus, scraping the stages' /metrics too)")
 	}
 	var adjust []func(*optimizer.Problem)
 	if c.OnKube {

@@ -76,6 +76,9 @@ type PrometheusObserver struct {
 	Pipeline string // value of the counter's pipeline label
 	Client   *http.Client
 	Now      func() time.Time // nil means time.Now
+	// BatchWindow is the span Batches reads the stages' batch counters
+	// over: the controller's interval (at least promMinBatchWindow).
+	BatchWindow time.Duration
 }
 
 // Query returns the PromQL expression the observer evaluates.
@@ -138,7 +141,13 @@ func (o PrometheusObserver) get(ctx context.Context, q string, start, end int64)
 	v.Set("start", strconv.FormatInt(start, 10))
 	v.Set("end", strconv.FormatInt(end, 10))
 	v.Set("step", "1")
-	u := strings.TrimRight(o.URL, "/") + "/api/v1/query_range?" + v.Encode()
+	return o.api(ctx, "query_range", q, v)
+}
+
+// api calls /api/v1/{endpoint} with v (query q) and returns the body of a
+// 200 answer.
+func (o PrometheusObserver) api(ctx context.Context, endpoint, q string, v url.Values) ([]byte, error) {
+	u := strings.TrimRight(o.URL, "/") + "/api/v1/" + endpoint + "?" + v.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("prometheus observer: bad Prometheus URL %q: %w", o.URL, err)
@@ -164,7 +173,7 @@ func (o PrometheusObserver) get(ctx context.Context, q string, start, end int64)
 		if json.Unmarshal(b, &e) == nil && e.Status == "error" {
 			return nil, fmt.Errorf("the Prometheus server at %s answered %s to query %s: %s: %s", o.URL, resp.Status, q, e.ErrorType, e.Error)
 		}
-		return nil, fmt.Errorf("the Prometheus server at %s answered %s to GET /api/v1/query_range: %s; is the URL a Prometheus server?", o.URL, resp.Status, snippet(b))
+		return nil, fmt.Errorf("the Prometheus server at %s answered %s to GET /api/v1/%s: %s; is the URL a Prometheus server?", o.URL, resp.Status, endpoint, snippet(b))
 	}
 	return b, nil
 }
@@ -186,7 +195,8 @@ type promResponse struct {
 		ResultType string `json:"resultType"`
 		Result     []struct {
 			Metric map[string]string   `json:"metric"`
-			Values [][]json.RawMessage `json:"values"`
+			Values [][]json.RawMessage `json:"values"` // a range query's
+			Value  []json.RawMessage   `json:"value"`  // an instant query's
 		} `json:"result"`
 	} `json:"data"`
 }
@@ -213,19 +223,9 @@ const promMaxCount = 1 << 53
 // parseQueryRange parses a /api/v1/query_range answer: a matrix of series
 // whose values are [unix seconds, "decimal string"] pairs.
 func parseQueryRange(body []byte) ([]promSeries, error) {
-	var r promResponse
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("malformed answer (%v): %s", err, snippet(body))
-	}
-	switch r.Status {
-	case "success":
-	case "error":
-		return nil, fmt.Errorf("the Prometheus server reports an error: %s: %s", r.ErrorType, r.Error)
-	default:
-		return nil, fmt.Errorf("malformed answer: status %q, want \"success\": %s", r.Status, snippet(body))
-	}
-	if r.Data.ResultType != "matrix" {
-		return nil, fmt.Errorf("malformed answer: resultType %q, want \"matrix\" from a range query", r.Data.ResultType)
+	r, err := parseEnvelope(body, "matrix", "a range query")
+	if err != nil {
+		return nil, err
 	}
 	out := make([]promSeries, 0, len(r.Data.Result))
 	for _, s := range r.Data.Result {
@@ -243,6 +243,26 @@ func parseQueryRange(body []byte) ([]promSeries, error) {
 		out = append(out, ps)
 	}
 	return out, nil
+}
+
+// parseEnvelope parses an answer of the HTTP API whose result must be of
+// type want (what query asked for it).
+func parseEnvelope(body []byte, want, query string) (*promResponse, error) {
+	var r promResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("malformed answer (%v): %s", err, snippet(body))
+	}
+	switch r.Status {
+	case "success":
+	case "error":
+		return nil, fmt.Errorf("the Prometheus server reports an error: %s: %s", r.ErrorType, r.Error)
+	default:
+		return nil, fmt.Errorf("malformed answer: status %q, want \"success\": %s", r.Status, snippet(body))
+	}
+	if r.Data.ResultType != want {
+		return nil, fmt.Errorf("malformed answer: resultType %q, want %q from %s", r.Data.ResultType, want, query)
+	}
+	return &r, nil
 }
 
 func parsePoint(pair []json.RawMessage) (promPoint, error) {
