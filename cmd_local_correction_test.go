@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -303,6 +304,41 @@ func TestCorrectionFlag(t *testing.T) {
 			if got.Correct != c.want || got.CorrectHalfLife != 5*time.Minute || got.CorrectMin != 0.5 || got.CorrectMax != 4 {
 				t.Errorf("%v: %+v; want correct %v with the defaults", args, got, c.want)
 			}
+		}
+	}
+}
+
+// ipa simulate --slowdown runs the stages slower than the profile the
+// controller plans with: the correction (on by default) keeps the SLA that
+// the plan of the uncorrected profile misses.
+func TestSimulateSlowdownIsCorrected(t *testing.T) {
+	attainment := func(args ...string) float64 {
+		t.Helper()
+		dir := t.TempDir()
+		args = append([]string{"simulate", "--pipeline", "classify", "--models.dir", t.TempDir(), "--controller.profile", classifyProfile,
+			"--pattern", "step", "--steps", "120s@40", "--controller.predictor", "reactive", "--out", dir}, args...)
+		if err := runCLI(t, args...); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(dir, "load-report.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep loadgen.Report
+		if err := json.Unmarshal(b, &rep); err != nil || rep.SLAAttainment == nil {
+			t.Fatalf("load report %s: %v", b, err)
+		}
+		return 100 * *rep.SLAAttainment
+	}
+	off := attainment("--slowdown", "2", "--controller.no-correct")
+	on := attainment("--slowdown", "2")
+	t.Logf("classify at 40/s on stages 2× slower than profiled: SLA attainment %.1f%% without correction, %.1f%% with", off, on)
+	if off > 90 || on < 99 {
+		t.Fatalf("attainment %.1f%% without correction, %.1f%% with; want the stale plan to miss and the corrected one to meet the SLA", off, on)
+	}
+	for _, bad := range []string{"0", "-1", "NaN", "1000"} {
+		if err := runCLI(t, "simulate", "--pipeline", "classify", "--models.dir", t.TempDir(), "--slowdown", bad, "--out", t.TempDir()); err == nil || !strings.Contains(err.Error(), "--slowdown") {
+			t.Errorf("--slowdown %s: %v", bad, err)
 		}
 	}
 }

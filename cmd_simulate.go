@@ -34,6 +34,9 @@ type SimulateCmd struct {
 	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (5.2 s, measured by ipa local), kubernetes (17.2 s: pod start-up SLO 5 s + loading + startup- and readiness-probe periods) or a duration."`
 	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
 
+	Slowdown    float64 `name:"slowdown" default:"1" help:"The stages take this many times the profile's times (a machine slower than it was profiled on); the controller plans with the profile and corrects it unless --controller.no-correct."`
+	TrueProfile string  `name:"true-profile" placeholder:"FILE" help:"Draw the stages' service times from this profile rather than the one the controller plans with (--slowdown scales it)."`
+
 	Out        string `default:"sim" help:"Directory for decisions.jsonl (unless --controller.decision-log names another file; the simulator writes it anew), load-report.json and records.jsonl (render with ipa report)."`
 	PlotDir    string `name:"plot-dir" placeholder:"DIR" help:"Also render ipa load's plots here."`
 	PlotFormat string `name:"plot-format" default:"svg" enum:"svg,png" help:"Format of the plots: ${enum}."`
@@ -79,6 +82,10 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	truth, err := c.trueProfile(pipe.Profiles)
+	if err != nil {
+		return err
+	}
 	load, slot, err := c.load()
 	if err != nil {
 		return err
@@ -92,7 +99,7 @@ func (c *SimulateCmd) Run(g *Globals) error {
 		return fmt.Errorf("--startup-delay: %w", err)
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
-		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight}
+		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err
 	}
@@ -129,6 +136,27 @@ func (c *SimulateCmd) Run(g *Globals) error {
 		"virtual_seconds", res.Load.Elapsed.Seconds(), "wall_seconds", res.Wall.Seconds())
 	fmt.Printf("render: ipa report --decisions %[2]s --records %[1]s/records.jsonl --load-report %[1]s/load-report.json --out %[1]s/report\n", c.Out, logPath)
 	return nil
+}
+
+// trueProfile is what the simulated stages take: --true-profile (or the
+// planning profile) scaled by --slowdown; nil when that is the planning
+// profile itself.
+func (c *SimulateCmd) trueProfile(planning *profiles.Profile) (*profiles.Profile, error) {
+	if !(c.Slowdown > 0 && c.Slowdown <= 100) {
+		return nil, fmt.Errorf("--slowdown %g must be in (0, 100]", c.Slowdown)
+	}
+	var truth *profiles.Profile
+	if c.TrueProfile != "" {
+		p, err := loadProfile(c.TrueProfile)
+		if err != nil {
+			return nil, fmt.Errorf("--true-profile: %w", err)
+		}
+		truth = p
+	}
+	if c.Slowdown != 1 {
+		truth = cmp.Or(truth, planning).Scaled(profiles.Uniform(c.Slowdown))
+	}
+	return truth, nil
 }
 
 // writeSimFiles writes ipa load's --report and --records of a simulated run
