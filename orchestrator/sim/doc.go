@@ -23,7 +23,10 @@
 //     profile's p50 and p99 for (variant, cores, rows) (estimated batch sizes
 //     as the optimizer estimates them); a replica with cores the profile did
 //     not measure scales the nearest measured count's times by
-//     measured/actual cores.
+//     measured/actual cores. Options.TrueProfile draws them from another
+//     profile than the controller plans with (a stale one); the stages
+//     report every batch's time to the controller's profile correction
+//     (orchestrator.BatchObserver), as dataplane/observed.go does.
 //   - Reconfiguration: as dataplane.Stage.Reconfigure, replicas (or cores)
 //     are loaded first while the old ones serve, then variant, batching and
 //     the worker set switch at once, surplus workers finish their batch;
