@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,15 +25,17 @@ import (
 
 // staleFactor is how much faster than measured the stale profile of
 // TestLocalControllerCorrectsAStaleProfile says the variants run.
-const staleFactor = 3
+const staleFactor = 8
 
 // TestLocalControllerCorrectsAStaleProfile is the test against real
 // stages: ipa local's wiring (router, in-process stage with ONNX Runtime,
 // local observer and actuator) serving classify with resnet50 and
 // squeezenet, planned with a profile that says both run staleFactor times
-// faster than they do here, now. The load, at 2.2 batches per resnet50
-// engine time, is one the stale profile says one resnet50 replica holds
-// (at 73 % with the margin), and more than twice what it really holds.
+// faster than they do here, now. The load, at 3 batches per resnet50 engine
+// time (at most 40/s), is one the stale profile says one resnet50 replica
+// holds (at 41 % with the margin: arrivals may bunch up in a second, as
+// they do on a loaded machine, by 2.4× before it disagrees), and two to
+// three times what it really holds.
 //
 // Robust on a loaded machine by construction: the engine times the stale
 // profile is derived from are measured by the test on this machine just
@@ -87,31 +90,46 @@ stages:
 	in := dataplanetest.RandomTensors(dataplanetest.Inputs(meta), 1, 1)
 	initial := spec.Stages[0].Initial
 
-	// The engine times of this machine now, from the stage's own counters.
+	// The engine times of this machine now: the median of a few batches
+	// after a warm-up (a median, so that a moment when the loaded machine
+	// descheduled the stage does not count).
 	engine := map[string]float64{}
-	for _, v := range []string{"resnet50", "squeezenet"} {
+	calibrate := func(v string) {
 		cfg := initial
 		cfg.Variant = v
 		if _, err := stage.Reconfigure(cfg); err != nil {
 			t.Fatal(err)
 		}
-		run := func(d time.Duration) {
-			for end := time.Now().Add(d); time.Now().Before(end); {
-				if _, err := stage.Infer(context.Background(), in, time.Time{}); err != nil {
-					t.Fatal(err)
-				}
+		var times []float64
+		for i := range 25 {
+			res, err := stage.Infer(context.Background(), in, time.Time{})
+			if err != nil {
+				t.Fatal(err)
 			}
+			if i >= 5 {
+				times = append(times, res.Compute.Seconds())
+			}
+			res.Release()
 		}
-		run(300 * time.Millisecond) // warm-up
-		n0, s0 := batchTotal(stage, v)
-		run(1500 * time.Millisecond)
-		n1, s1 := batchTotal(stage, v)
-		engine[v] = (s1 - s0) / float64(n1-n0)
+		slices.Sort(times)
+		engine[v] = times[len(times)/2]
 	}
-	tH, tL := engine["resnet50"], engine["squeezenet"]
-	t.Logf("engine time here now: resnet50 %.1f ms, squeezenet %.1f ms", 1000*tH, 1000*tL)
-	if tH < 3*tL {
-		t.Fatalf("resnet50 (%.1f ms) is not three times slower than squeezenet (%.1f ms) here: the test needs a cheaper variant to switch to", 1000*tH, 1000*tL)
+	// squeezenet must carry the load (3 resnet50 batch times) easily, with
+	// the stage-wide factor before it ran and as measured after: five times
+	// faster than resnet50 (ten here, quiet or loaded). A loaded machine
+	// may blur one measurement; three tries.
+	var tH, tL float64
+	for try := 1; ; try++ {
+		calibrate("resnet50")
+		calibrate("squeezenet")
+		tH, tL = engine["resnet50"], engine["squeezenet"]
+		t.Logf("engine time here now: resnet50 %.1f ms, squeezenet %.1f ms", 1000*tH, 1000*tL)
+		if tH >= 5*tL {
+			break
+		}
+		if try == 3 {
+			t.Fatalf("resnet50 (%.1f ms) is not five times slower than squeezenet (%.1f ms) here: the test needs a cheaper variant to switch to", 1000*tH, 1000*tL)
+		}
 	}
 
 	// The stale profile: every latency staleFactor times too short.
@@ -131,7 +149,7 @@ stages:
 	}
 	f.Close()
 
-	rate := 2.2 / tH
+	rate := min(3/tH, 40)
 	sla := spec.SLA
 	url := "http://" + ln.Addr().String() + "/v2/models/classify/infer"
 	specs := dataplanetest.Inputs(meta)
@@ -159,7 +177,7 @@ stages:
 		flags := ControllerFlags{Profile: profPath, Predictor: "reactive", Solver: "exact", Alpha: 1, Beta: 0.05,
 			CoreCapacity: 1, ScalingCap: 1, DecisionLog: logPath,
 			Loop: orchestrator.Config{Interval: time.Second, History: 10, Margin: 1.1, SwitchCost: 0.01,
-				Correct: correct, CorrectHalfLife: 5 * time.Minute, CorrectMin: 0.5, CorrectMax: 4}}
+				Correct: correct, CorrectHalfLife: 5 * time.Minute, CorrectMin: 0.5, CorrectMax: 2 * staleFactor}}
 		steps, prof, err := flags.plan(spec, repo)
 		if err != nil {
 			t.Fatal(err)
@@ -206,7 +224,8 @@ stages:
 	}
 	for _, d := range offDecisions {
 		if len(d.Changes) > 0 || len(d.Corrections) > 0 {
-			t.Fatalf("without correction the controller changed %+v (corrections %+v); the stale profile says resnet50 ×1 holds %.1f/s", d.Changes, d.Corrections, rate)
+			b, _ := json.Marshal(d)
+			t.Fatalf("without correction the controller changed something; the stale profile says resnet50 ×1 holds %.1f/s: %s", rate, b)
 		}
 	}
 	if switched < 0 || intervals > 5 {
@@ -231,19 +250,6 @@ stages:
 		t.Fatalf("from %s on, SLA attainment with correction %.2f%% of %d, without %.1f%%: want ≥ 99 %% with, and the stale profile's plan to miss (≤ 90 %%)",
 			from, onAfter, onAfterN, offAfter)
 	}
-}
-
-// batchTotal is what stage computed with variant so far: batches, seconds.
-func batchTotal(stage *dataplane.Stage, variant string) (uint64, float64) {
-	var n uint64
-	var s float64
-	for _, b := range stage.BatchTotals() {
-		if b.Variant == variant {
-			n += b.Count
-			s += b.Seconds
-		}
-	}
-	return n, s
 }
 
 // sentAttainment is the percentage of the requests sent from from on that

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/VictoriaMetrics/metrics"
-
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/dataplanetest"
+	"github.com/ipa-serving/ipa/dataplane/promtext"
 	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/orchestrator/promtest"
 )
 
 // A stage counts the batches it computed and their engine time per
@@ -48,7 +48,10 @@ func TestStageCountsBatchesPerVariantCoresAndRows(t *testing.T) {
 		}
 	}
 	var b bytes.Buffer
-	metrics.WritePrometheus(&b, false)
+	promtext.Write(&b, false)
+	if msg := promtest.CheckMetrics(t, b.Bytes()); msg != "" {
+		t.Errorf("promtool check metrics: %s", msg)
+	}
 	for _, line := range []string{
 		`ipa_stage_batches_total{stage="fake",variant="a",cores="1",rows="1"} 5`,
 		`ipa_stage_batches_total{stage="fake",variant="b",cores="2",rows="1"} 1`,
