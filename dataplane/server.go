@@ -38,9 +38,15 @@ type ServerConfig struct {
 	Timeout       time.Duration `name:"timeout" default:"0s" help:"Default deadline for requests that carry none, counted from their arrival (0: none)."`
 }
 
-// AdminConfig guards the admin API.
+// AdminConfig guards the admin API (see Check).
 type AdminConfig struct {
-	Token string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls (empty: no check)."`
+	// Token and TokenFile give the bearer token admin calls need (see
+	// ResolveToken; neither: no check).
+	Token     string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls; prefer --admin.token-file or the environment variable, since ps shows a flag to every user of the host."`
+	TokenFile []byte `name:"token-file" type:"filecontent" placeholder:"FILE" help:"Read the admin bearer token from FILE (surrounding white space ignored)."`
+	// Insecure lets the admin API serve a non-loopback address without a
+	// token; Check refuses that otherwise.
+	Insecure bool `name:"insecure" help:"Serve the admin API on a non-loopback --http.listen-addr without a token: anyone who reaches the port can reconfigure the stages."`
 	// AwaitConfig holds readiness back until the first successful admin
 	// reconfiguration or until it has passed, so that a replica started by
 	// Kubernetes takes traffic only on the controller's current plan.
@@ -52,6 +58,7 @@ type AdminConfig struct {
 type Server struct {
 	cfg     ServerConfig
 	admin   AdminConfig
+	auth    adminAuth
 	stages  map[string]*Stage
 	names   []string
 	log     *slog.Logger
@@ -68,7 +75,7 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, admin: admin, stages: map[string]*Stage{}, log: log, version: version}
+	s := &Server{cfg: cfg, admin: admin, auth: newAdminAuth(admin), stages: map[string]*Stage{}, log: log, version: version}
 	if admin.AwaitConfig > 0 {
 		s.awaitUntil = time.Now().Add(admin.AwaitConfig)
 	}
@@ -460,13 +467,10 @@ func configJSON(c models.StageConfig) configView {
 
 // adminStage serves GET and POST /admin/stages/{stage}.
 func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
-	if s.admin.Token != "" {
-		auth := ctx.Request.Header.Peek("Authorization")
-		if !bytes.Equal(auth, []byte("Bearer "+s.admin.Token)) {
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
-			WriteError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (--admin.token)")
-			return
-		}
+	if !s.auth.allows(ctx.Request.Header.Peek("Authorization")) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
+		WriteError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (the server's --admin.token-file or IPA_ADMIN_TOKEN)")
+		return
 	}
 	st, ok := s.stages[name]
 	if !ok {
@@ -499,28 +503,4 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 	default:
 		WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET or POST /admin/stages/{stage}")
 	}
-}
-
-// ParseConfigPatch decodes an admin patch such as
-// {"variant":"resnet50","max_batch":4,"max_wait":"5ms","replicas":2,"cores":1}.
-// Unknown fields are an error, so a typo does not pass silently.
-func ParseConfigPatch(b []byte) (ConfigPatch, error) {
-	var raw struct {
-		ConfigPatch
-		MaxWait *string `json:"max_wait,omitempty"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return ConfigPatch{}, fmt.Errorf("bad admin patch (fields: variant, max_batch, max_wait, replicas, cores): %v", err)
-	}
-	p := raw.ConfigPatch
-	if raw.MaxWait != nil {
-		d, err := time.ParseDuration(*raw.MaxWait)
-		if err != nil {
-			return ConfigPatch{}, fmt.Errorf("bad admin patch: max_wait %q is not a duration such as 2ms", *raw.MaxWait)
-		}
-		p.MaxWait = &d
-	}
-	return p, nil
 }
