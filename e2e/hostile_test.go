@@ -107,20 +107,7 @@ func TestDeclaredBodiesDoNotTakeTheStagesMemory(t *testing.T) {
 // (classify's 600 KB input) to the stage at addr and fails the test unless
 // it is answered 200.
 func inferRequest(t *testing.T, addr string) func() {
-	var meta struct {
-		Inputs []struct {
-			Name     string          `json:"name"`
-			Datatype models.DataType `json:"datatype"`
-			Shape    []int64         `json:"shape"`
-		} `json:"inputs"`
-	}
-	if err := json.Unmarshal(get(t, "http://"+addr+"/v2/models/classify"), &meta); err != nil || len(meta.Inputs) != 1 {
-		t.Fatalf("classify's metadata: %v %+v", err, meta)
-	}
-	in := meta.Inputs[0]
-	shape := append([]int64{1}, in.Shape[1:]...)
-	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: []models.Tensor{{Name: in.Name, DataType: in.Datatype,
-		Shape: shape, Data: make([]byte, models.Elements(shape)*in.Datatype.Size())}}}, true)
+	body, jsonLen := inferBody(t, addr)
 	client := &http.Client{Timeout: 30 * time.Second}
 	return func() {
 		t.Helper()
@@ -136,6 +123,26 @@ func inferRequest(t *testing.T, addr string) func() {
 			t.Fatalf("inference: %d %s", resp.StatusCode, b)
 		}
 	}
+}
+
+// inferBody returns a binary-tensor request body of zeros for the classify
+// stage at addr, and the length of its JSON header.
+func inferBody(t *testing.T, addr string) ([]byte, int) {
+	t.Helper()
+	var meta struct {
+		Inputs []struct {
+			Name     string          `json:"name"`
+			Datatype models.DataType `json:"datatype"`
+			Shape    []int64         `json:"shape"`
+		} `json:"inputs"`
+	}
+	if err := json.Unmarshal(get(t, "http://"+addr+"/v2/models/classify"), &meta); err != nil || len(meta.Inputs) != 1 {
+		t.Fatalf("classify's metadata: %v %+v", err, meta)
+	}
+	in := meta.Inputs[0]
+	shape := append([]int64{1}, in.Shape[1:]...)
+	return v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: []models.Tensor{{Name: in.Name, DataType: in.Datatype,
+		Shape: shape, Data: make([]byte, models.Elements(shape)*in.Datatype.Size())}}}, true)
 }
 
 // metric returns the value of the one sample of family on the server's
@@ -155,9 +162,9 @@ func metric(t *testing.T, addr, family string) float64 {
 	return 0
 }
 
-// raw sends req on a new connection and returns the answer's status and
-// body.
-func raw(t *testing.T, addr, req string) (int, []byte) {
+// raw sends req on a new connection (then each of more, a second apart)
+// and returns the answer's status and body.
+func raw(t *testing.T, addr, req string, more ...string) (int, []byte) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -166,6 +173,10 @@ func raw(t *testing.T, addr, req string) (int, []byte) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(15 * time.Second))
 	io.WriteString(c, req)
+	for _, m := range more {
+		time.Sleep(time.Second)
+		io.WriteString(c, m)
+	}
 	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
 	if err != nil {
 		t.Fatalf("%.40q: %v", req, err)
@@ -226,6 +237,19 @@ func TestExposedStageGuardsItsAdminAPIAndHTTPEdges(t *testing.T) {
 		if bytes.Contains(b, []byte(token)) {
 			t.Errorf("%.60q: the answer quotes the request's token: %s", tc.req, b)
 		}
+	}
+
+	// The deadline counts from the request's arrival, so a 500 ms budget
+	// is spent by an upload that takes a second: 504, not an answer after
+	// the deadline.
+	body, jsonLen := inferBody(t, addr)
+	head := fmt.Sprintf("POST /v2/models/classify/infer HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n%s: %d\r\n%s: 500ms\r\n\r\n",
+		len(body), v2codec.HeaderJSONLength, jsonLen, v2codec.HeaderTimeout)
+	if status, b := raw(t, addr, head+string(body[:len(body)/2]), string(body[len(body)/2:])); status != 504 {
+		t.Errorf("a 500 ms request uploaded in a second: %d %s, want 504", status, b)
+	}
+	if status, b := raw(t, addr, head+string(body)); status != 200 {
+		t.Errorf("the same request uploaded at once: %d %.200s", status, b)
 	}
 }
 
