@@ -41,19 +41,20 @@ const (
 
 // NewHTTPServer returns the fasthttp server every role uses.
 //
-// Request bodies are read as they arrive, not as declared. fasthttp would
-// allocate a buffer of the declared Content-Length before reading a byte,
-// so 30 connections that declare 64 MiB and send nothing cost 2 GB; here
-// (fasthttp's StreamRequestBody) the handler starts after the header and
-// the body's first 8 KiB, and a body buffer starts at 64 KiB (or the
-// declared length if smaller) and grows fourfold, to the declared length
-// at most, only when the bytes received fill it: a body holds at most four
-// times what it sent, and a connection that sent nothing 64 KiB. Every body buffer is reserved from one budget per server
-// (cfg.MaxBodyMemory; each role runs one server, so it is the process's):
-// a request that would exceed it is answered 503 with Retry-After. The
-// handler sees the whole body through ctx.PostBody as before; the buffer is
-// pooled and reused once the handler returns, so a handler must not keep
-// the body (fasthttp's own contract).
+// Request bodies take memory as they arrive, not as declared. fasthttp
+// alone allocates a buffer of the declared Content-Length before reading a
+// byte, so 30 connections that declare 64 MiB and send nothing cost up to
+// 2 GB. Here (fasthttp's StreamRequestBody) the handler starts after the
+// header and the body's first 8 KiB, and the body is read into a buffer
+// that starts at 64 KiB (or the declared length if smaller) and grows
+// fourfold, to the declared length at most, only when the bytes received
+// fill it: a body holds at most four times what it sent, and a connection
+// that sent nothing 64 KiB. Every buffer is reserved from one budget per
+// server (cfg.MaxBodyMemory; each role runs one server, so it is the
+// process's): a request that would exceed it is answered 503 with
+// Retry-After. The handler sees the whole body through ctx.PostBody as
+// before; the buffer is pooled and reused once the handler returns, so a
+// handler must not keep the body (fasthttp's own contract).
 //
 // Errors are V2 errors ({"error": …}) with the status that says what
 // happened, and never echo the request: a read timeout is 408, a header
@@ -97,8 +98,8 @@ func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 // of the body therefore counts against the deadline; the header's own
 // transfer does not, which for an ordinary client is part of the first read
 // (microseconds), and for a client trickling its header is bounded by
-// --http.read-timeout, which runs from the first byte.
-// A ctx that no server filled in (a handler called directly) arrives now.
+// --http.read-timeout, which runs from the first byte. A ctx that no
+// server filled in (a handler called directly) arrives now.
 func Arrival(ctx *fasthttp.RequestCtx) time.Time {
 	if t := ctx.Time(); !t.IsZero() {
 		return t
