@@ -217,7 +217,8 @@ type ControllerCmd struct {
 	Router     string          `required:"" placeholder:"URL" help:"Router base URL, e.g. http://127.0.0.1:8080."`
 	Prometheus string          `placeholder:"URL" help:"Read the arrival rate from this Prometheus server (it must scrape the router's /metrics, every second for per-second peaks) instead of the router's /router/rate; and, when it scrapes the stages' /metrics too, their engine times for the profile correction."`
 	StageAdmin []string        `name:"stage-admin" sep:"none" placeholder:"STEP=URL" help:"Admin base URL of a step's stage server; repeat per step."`
-	AdminToken string          `name:"admin-token" env:"IPA_ADMIN_TOKEN" help:"Bearer token of the stages' admin API."`
+	AdminToken string          `name:"admin-token" env:"IPA_ADMIN_TOKEN" help:"Bearer token of the stages' admin API; prefer --admin-token-file or the environment variable, since ps shows a flag to every user of the host."`
+	AdminFile  []byte          `name:"admin-token-file" type:"filecontent" placeholder:"FILE" help:"Read the stages' admin bearer token from FILE (surrounding white space ignored)."`
 	OnKube     bool            `name:"kube" help:"Apply plans through Kubernetes: replicas through each stage Deployment's scale, variant/batch/cores through each pod's admin API (see 'ipa manifests'); replaces --stage-admin."`
 	Kube       kube.Flags      `embed:"" prefix:"kube."`
 	Listen     string          `name:"http.listen-addr" placeholder:"HOST:PORT" help:"Serve /metrics (ipa_controller_*), /healthz and /decision (the last decision) here (empty: no server)."`
@@ -227,6 +228,11 @@ type ControllerCmd struct {
 // Run adapts until SIGINT or SIGTERM.
 func (c *ControllerCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "controller")
+	token, warnings, err := dataplane.ResolveToken(c.AdminToken, c.AdminFile, "--admin-token")
+	warnAll(log, warnings)
+	if err != nil {
+		return err
+	}
 	ctx := signalContext(log)
 	repo, spec, err := c.Pipeline.Open(c.Models)
 	if err != nil {
@@ -246,7 +252,7 @@ func (c *ControllerCmd) Run(g *Globals) error {
 			repoStages = append(repoStages, s.Model)
 		}
 		ka, err := kube.NewActuator(ctx, kc, kube.ActuatorOptions{Namespace: c.Kube.Namespace, Pipeline: spec.Name,
-			Steps: stepNames(spec.Stages), Stages: repoStages, Token: c.AdminToken, Logger: log})
+			Steps: stepNames(spec.Stages), Stages: repoStages, Token: token, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -261,7 +267,7 @@ func (c *ControllerCmd) Run(g *Globals) error {
 			}
 			urls[step] = strings.TrimRight(url, "/")
 		}
-		aa := orchestrator.AdminActuator{Token: c.AdminToken}
+		aa := orchestrator.AdminActuator{Token: token}
 		for _, s := range spec.Stages {
 			u, ok := urls[s.Name]
 			if !ok {

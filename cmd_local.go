@@ -107,6 +107,9 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 // Run serves until SIGINT or SIGTERM.
 func (c *LocalCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "local")
+	if err := checkAdmin(log, c.Admin, c.HTTP.ListenAddr); err != nil {
+		return err
+	}
 	ctx := signalContext(log)
 	if err := g.InitORT(); err != nil {
 		return err

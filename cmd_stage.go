@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -80,6 +81,9 @@ type StageCmd struct {
 // Run serves until SIGINT or SIGTERM.
 func (c *StageCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "stage")
+	if err := checkAdmin(log, c.Admin, c.HTTP.ListenAddr); err != nil {
+		return err
+	}
 	ctx := signalContext(log)
 	if err := g.InitORT(); err != nil {
 		return err
@@ -101,4 +105,18 @@ func (c *StageCmd) Run(g *Globals) error {
 	err = serve(ctx, log, c.HTTP.ListenAddr, srv, "stage", meta.Name, "variants", meta.VariantNames(), "onnxruntime", mlrt.Version())
 	st.Close()
 	return err
+}
+
+// checkAdmin refuses an admin API that the flags would expose beyond this
+// host without a token (before any model loads), and logs the warnings.
+func checkAdmin(log *slog.Logger, admin dataplane.AdminConfig, listenAddr string) error {
+	warnings, err := admin.Check(listenAddr)
+	warnAll(log, warnings)
+	return err
+}
+
+func warnAll(log *slog.Logger, warnings []string) {
+	for _, w := range warnings {
+		log.Warn(w)
+	}
 }

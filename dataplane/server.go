@@ -23,18 +23,30 @@ import (
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
-// ServerConfig configures the HTTP server. Tags are kong's.
+// ServerConfig configures the HTTP server (see NewHTTPServer). Tags are
+// kong's; a zero limit means the default, a zero timeout none.
 type ServerConfig struct {
-	ListenAddr  string        `name:"listen-addr" default:"127.0.0.1:8080" help:"Address to serve the Open Inference Protocol, admin API and /metrics on."`
-	MaxBodySize int           `name:"max-body-size" default:"67108864" help:"Largest request body in bytes; larger requests get 413."`
-	ReadTimeout time.Duration `name:"read-timeout" default:"30s" help:"Time to read a whole request."`
-	IdleTimeout time.Duration `name:"idle-timeout" default:"120s" help:"Keep-alive connections idle longer than this are closed."`
-	Timeout     time.Duration `name:"timeout" default:"0s" help:"Default deadline for requests that carry none (0: none)."`
+	ListenAddr    string        `name:"listen-addr" default:"127.0.0.1:8080" help:"Address to serve the Open Inference Protocol, admin API and /metrics on."`
+	MaxBodySize   int           `name:"max-body-size" default:"67108864" help:"Largest request body in bytes; larger requests get 413."`
+	MaxBodyMemory int           `name:"max-body-memory" default:"268435456" help:"Memory in bytes for the request bodies being received or served at once; a request beyond it gets 503 with Retry-After (at least twice --http.max-body-size)."`
+	MaxHeaderSize int           `name:"max-header-size" default:"8192" help:"Largest request line plus header in bytes; larger requests get 431."`
+	MaxConns      int           `name:"max-conns" default:"4096" help:"Connections served at once (each serves one request at a time, so also the requests in progress); more are refused with 503."`
+	MaxConnsPerIP int           `name:"max-conns-per-ip" default:"2048" help:"Connections served at once from one client address; more are refused with 429."`
+	ReadTimeout   time.Duration `name:"read-timeout" default:"10s" help:"Time to read a whole request from its first byte (a new connection: from its opening); slower requests get 408."`
+	WriteTimeout  time.Duration `name:"write-timeout" default:"10s" help:"Time to write a response; a client that does not read it is disconnected."`
+	IdleTimeout   time.Duration `name:"idle-timeout" default:"120s" help:"Keep-alive connections idle longer than this are closed."`
+	Timeout       time.Duration `name:"timeout" default:"0s" help:"Default deadline for requests that carry none, counted from their arrival (0: none)."`
 }
 
-// AdminConfig guards the admin API.
+// AdminConfig guards the admin API (see Check).
 type AdminConfig struct {
-	Token string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls (empty: no check)."`
+	// Token and TokenFile give the bearer token admin calls need (see
+	// ResolveToken; neither: no check).
+	Token     string `name:"token" env:"IPA_ADMIN_TOKEN" help:"Bearer token required by admin calls; prefer --admin.token-file or the environment variable, since ps shows a flag to every user of the host."`
+	TokenFile []byte `name:"token-file" type:"filecontent" placeholder:"FILE" help:"Read the admin bearer token from FILE (surrounding white space ignored)."`
+	// Insecure lets the admin API serve a non-loopback address without a
+	// token; Check refuses that otherwise.
+	Insecure bool `name:"insecure" help:"Serve the admin API on a non-loopback --http.listen-addr without a token: anyone who reaches the port can reconfigure the stages."`
 	// AwaitConfig holds readiness back until the first successful admin
 	// reconfiguration or until it has passed, so that a replica started by
 	// Kubernetes takes traffic only on the controller's current plan.
@@ -46,6 +58,7 @@ type AdminConfig struct {
 type Server struct {
 	cfg     ServerConfig
 	admin   AdminConfig
+	auth    adminAuth
 	stages  map[string]*Stage
 	names   []string
 	log     *slog.Logger
@@ -62,7 +75,7 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, admin: admin, stages: map[string]*Stage{}, log: log, version: version}
+	s := &Server{cfg: cfg, admin: admin, auth: newAdminAuth(admin), stages: map[string]*Stage{}, log: log, version: version}
 	if admin.AwaitConfig > 0 {
 		s.awaitUntil = time.Now().Add(admin.AwaitConfig)
 	}
@@ -72,35 +85,6 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 	}
 	s.srv = NewHTTPServer(cfg, s.Handle, log)
 	return s
-}
-
-// NewHTTPServer returns the fasthttp server every role uses: limits from
-// cfg, oversized or unreadable requests answered with a V2 error.
-func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
-	return &fasthttp.Server{
-		Handler:            handler,
-		Name:               "ipa",
-		MaxRequestBodySize: cfg.MaxBodySize,
-		ReadTimeout:        cfg.ReadTimeout,
-		IdleTimeout:        cfg.IdleTimeout,
-		CloseOnShutdown:    true,
-		Logger:             fasthttpLogger{log},
-		ErrorHandler: func(ctx *fasthttp.RequestCtx, err error) {
-			if errors.Is(err, fasthttp.ErrBodyTooLarge) {
-				WriteError(ctx, fasthttp.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", cfg.MaxBodySize))
-				return
-			}
-			WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("cannot read request: %v", err))
-		},
-	}
-}
-
-// fasthttpLogger sends fasthttp's connection errors (oversized bodies,
-// broken connections) to the debug log: the client already got its answer.
-type fasthttpLogger struct{ log *slog.Logger }
-
-func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Debug("http: " + fmt.Sprintf(format, args...))
 }
 
 // Serve accepts connections on ln until Shutdown.
@@ -324,8 +308,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
-	now := time.Now()
-	deadline, err := s.deadline(ctx, &is.req, now)
+	deadline, err := s.deadline(ctx, &is.req)
 	if err != nil {
 		st.m.outcome(outcomeBadRequest)
 		WriteError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -419,13 +402,16 @@ func indexRequested(outs []v2codec.RequestedOutput, name string) int {
 }
 
 // deadline combines the server default, the headers and the parameters.
-func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *v2codec.InferRequest, now time.Time) (time.Time, error) {
-	d, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req, now)
+// Relative ones (Ipa-Timeout, "timeout", --http.timeout) count from the
+// request's arrival (see Arrival: before its body was read).
+func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *v2codec.InferRequest) (time.Time, error) {
+	arrival := Arrival(ctx)
+	d, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req, arrival)
 	if err != nil {
 		return d, err
 	}
 	if s.cfg.Timeout > 0 {
-		if def := now.Add(s.cfg.Timeout); d.IsZero() || def.Before(d) {
+		if def := arrival.Add(s.cfg.Timeout); d.IsZero() || def.Before(d) {
 			d = def
 		}
 	}
@@ -481,13 +467,10 @@ func configJSON(c models.StageConfig) configView {
 
 // adminStage serves GET and POST /admin/stages/{stage}.
 func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
-	if s.admin.Token != "" {
-		auth := ctx.Request.Header.Peek("Authorization")
-		if !bytes.Equal(auth, []byte("Bearer "+s.admin.Token)) {
-			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
-			WriteError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (--admin.token)")
-			return
-		}
+	if !s.auth.allows(ctx.Request.Header.Peek("Authorization")) {
+		ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="ipa admin"`)
+		WriteError(ctx, fasthttp.StatusUnauthorized, "admin calls need header Authorization: Bearer <token> (the server's --admin.token-file or IPA_ADMIN_TOKEN)")
+		return
 	}
 	st, ok := s.stages[name]
 	if !ok {
@@ -520,28 +503,4 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 	default:
 		WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use GET or POST /admin/stages/{stage}")
 	}
-}
-
-// ParseConfigPatch decodes an admin patch such as
-// {"variant":"resnet50","max_batch":4,"max_wait":"5ms","replicas":2,"cores":1}.
-// Unknown fields are an error, so a typo does not pass silently.
-func ParseConfigPatch(b []byte) (ConfigPatch, error) {
-	var raw struct {
-		ConfigPatch
-		MaxWait *string `json:"max_wait,omitempty"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&raw); err != nil {
-		return ConfigPatch{}, fmt.Errorf("bad admin patch (fields: variant, max_batch, max_wait, replicas, cores): %v", err)
-	}
-	p := raw.ConfigPatch
-	if raw.MaxWait != nil {
-		d, err := time.ParseDuration(*raw.MaxWait)
-		if err != nil {
-			return ConfigPatch{}, fmt.Errorf("bad admin patch: max_wait %q is not a duration such as 2ms", *raw.MaxWait)
-		}
-		p.MaxWait = &d
-	}
-	return p, nil
 }

@@ -14,7 +14,7 @@ import (
 
 // startRole runs `ipa args…` until the test ends and waits until GET ready
 // on addr answers 200.
-func startRole(t *testing.T, addr, ready string, args ...string) {
+func startRole(t *testing.T, addr, ready string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(ipaBin, args...)
 	var log strings.Builder
@@ -35,7 +35,7 @@ func startRole(t *testing.T, addr, ready string, args ...string) {
 		if err == nil {
 			r.Body.Close()
 			if r.StatusCode == 200 {
-				return
+				return cmd
 			}
 		}
 		if time.Now().After(deadline) {

@@ -82,19 +82,23 @@ func (a AdminActuator) client() *http.Client {
 }
 
 // GetStageConfig reads the configuration of stage from the stage server at
-// base (e.g. http://10.0.0.7:8080) through its admin API.
+// base (e.g. http://10.0.0.7:8080) through its admin API. An answer without
+// a configuration is an error, not a zero one.
 func GetStageConfig(ctx context.Context, c *http.Client, base, stage, token string) (models.StageConfig, error) {
 	var body struct {
-		Config AdminConfig `json:"config"`
+		Config *AdminConfig `json:"config"`
 	}
 	if err := adminCall(ctx, c, http.MethodGet, base, stage, token, nil, &body); err != nil {
 		return models.StageConfig{}, err
 	}
-	w, err := time.ParseDuration(body.Config.MaxWait)
-	if err != nil {
-		return models.StageConfig{}, fmt.Errorf("stage %q at %s reports max_wait %q: %w", stage, base, body.Config.MaxWait, err)
-	}
 	b := body.Config
+	if b == nil || b.Variant == "" {
+		return models.StageConfig{}, fmt.Errorf("stage %q at %s answers without a configuration: is it an ipa stage?", stage, base)
+	}
+	w, err := time.ParseDuration(b.MaxWait)
+	if err != nil {
+		return models.StageConfig{}, fmt.Errorf("stage %q at %s reports max_wait %q: %w", stage, base, b.MaxWait, err)
+	}
 	return models.StageConfig{Variant: b.Variant, MaxBatch: b.MaxBatch, MaxWait: w, Replicas: b.Replicas, Cores: b.Cores}, nil
 }
 
@@ -105,8 +109,13 @@ func PostStageConfig(ctx context.Context, c *http.Client, base, stage, token str
 	return adminCall(ctx, c, http.MethodPost, base, stage, token, b, nil)
 }
 
+// adminCall calls the admin API of stage at base. It follows no redirect:
+// the answer is the stage's own, and the token goes nowhere else (and a
+// POST does not turn into a GET).
 func adminCall(ctx context.Context, c *http.Client, method, base, stage, token string, body []byte, out any) error {
-	return doJSON(ctx, c, method, base+"/admin/stages/"+stage, token, body, out)
+	strict := *c
+	strict.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return doJSON(ctx, &strict, method, base+"/admin/stages/"+stage, token, body, out)
 }
 
 func getJSON(ctx context.Context, c *http.Client, url string, out any) error {
@@ -115,7 +124,7 @@ func getJSON(ctx context.Context, c *http.Client, url string, out any) error {
 
 // doJSON sends body (may be nil) with the bearer token (if any) and decodes
 // a 200 answer into out (if not nil); any other status is an error that
-// quotes the answer.
+// quotes the answer's first 512 bytes.
 func doJSON(ctx context.Context, c *http.Client, method, url, token string, body []byte, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
 	if err != nil {
@@ -131,7 +140,10 @@ func doJSON(ctx context.Context, c *http.Client, method, url, token string, body
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s %s: status %d: %s", method, url, resp.StatusCode, bytes.TrimSpace(b))
+		if b = bytes.TrimSpace(b); len(b) > 512 {
+			b = append(b[:512:512], "…"...)
+		}
+		return fmt.Errorf("%s %s: status %d: %s", method, url, resp.StatusCode, b)
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)

@@ -56,6 +56,14 @@ func CopyStage(shape ...int64) (*models.Stage, dataplane.Opener) {
 	return st, func(v *models.Variant, _ int) (mlrt.Engine, error) { return &CopyEngine{V: v}, nil }
 }
 
+// StreamAllocs is what fasthttp allocates for each request whose body it
+// streams, as every server from dataplane.NewHTTPServer does (bodies take
+// memory as they arrive): one io.LimitedReader when it drains the body
+// after the handler (requestStream.discard, fasthttp v1.78). The
+// allocation budgets charge it to fasthttp, one per server a request
+// passes; lower it when fasthttp stops allocating there.
+const StreamAllocs = 1
+
 // InMemory serves handler on an in-memory listener until the test ends and
 // returns a client connected to it.
 func InMemory(t testing.TB, handler fasthttp.RequestHandler) *fasthttp.HostClient {

@@ -282,7 +282,7 @@ type routerState struct {
 var routerPool = sync.Pool{New: func() any { return new(routerState) }}
 
 func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
-	arrival := time.Now()
+	arrival := dataplane.Arrival(ctx) // before the body was read: the upload counts against the deadline
 	p.rate.Add(1)
 	p.arrivals.Inc()
 	st := routerPool.Get().(*routerState)

@@ -1,0 +1,421 @@
+package dataplane
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/bits"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/ipa-serving/ipa/dataplane/promtext"
+)
+
+// Limits NewHTTPServer applies where a ServerConfig leaves them zero; the
+// command-line defaults are the same (ServerConfig's tags).
+const (
+	// DefaultMaxConns bounds the connections served at once. Each costs
+	// about 30 KiB (goroutine, read and write buffers, the first 8 KiB of
+	// its body), so 4,096 hold about 120 MiB at most.
+	DefaultMaxConns = 4096
+	// DefaultMaxConnsPerIP lets one client address hold half the
+	// connections: more than a router (512 per replica) or `ipa load`
+	// (--max-inflight 1024) opens.
+	DefaultMaxConnsPerIP = 2048
+	// DefaultMaxBodyMemory bounds the memory of the request bodies being
+	// received or served at once: four bodies of the largest size, or about
+	// 250 tensors of 600 KB in their 1 MiB buffers.
+	DefaultMaxBodyMemory = 256 << 20
+	// DefaultMaxHeaderSize is the largest request line plus header.
+	DefaultMaxHeaderSize = 8 << 10
+)
+
+// NewHTTPServer returns the fasthttp server every role uses.
+//
+// Request bodies take memory as they arrive, not as declared. fasthttp
+// alone allocates a buffer of the declared Content-Length before reading a
+// byte, so 30 connections that declare 64 MiB and send nothing cost up to
+// 2 GB. Here (fasthttp's StreamRequestBody) the handler starts after the
+// header and the body's first 8 KiB, and the body is read into a buffer
+// that starts at 64 KiB (or the declared length if smaller) and grows
+// fourfold, to the declared length at most, only when the bytes received
+// fill it: a body holds at most four times what it sent, and a connection
+// that sent nothing 64 KiB. Every buffer is reserved from one budget per
+// server (cfg.MaxBodyMemory; each role runs one server, so it is the
+// process's): a request that would exceed it is answered 503 with
+// Retry-After. The handler sees the whole body through ctx.PostBody as
+// before; the buffer is pooled and reused once the handler returns, so a
+// handler must not keep the body (fasthttp's own contract).
+//
+// Errors are V2 errors ({"error": …}) with the status that says what
+// happened, and never echo the request: a read timeout is 408, a header
+// over cfg.MaxHeaderSize 431, a body over cfg.MaxBodySize 413,
+// Content-Length together with Transfer-Encoding 400 (request smuggling),
+// any other malformed request 400 with a fixed text. Each of those answers
+// closes the connection.
+func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+	srv, _ := newHTTPServer(cfg, handler, log)
+	return srv
+}
+
+func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) (*fasthttp.Server, *bodyGuard) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := newBodyGuard(cfg, handler, log)
+	return &fasthttp.Server{
+		Handler:                      g.serve,
+		ErrorHandler:                 g.readError,
+		Name:                         "ipa",
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true, // no request is a form: never spool one to disk
+		MaxRequestBodySize:           g.maxBody,
+		ReadBufferSize:               g.maxHeader,
+		ReadTimeout:                  cfg.ReadTimeout,
+		WriteTimeout:                 cfg.WriteTimeout,
+		IdleTimeout:                  cfg.IdleTimeout,
+		Concurrency:                  orDefault(cfg.MaxConns, DefaultMaxConns),
+		MaxConnsPerIP:                orDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP),
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true, // fasthttp's error texts leave out the request's bytes
+		Logger:                       fasthttpLogger{log},
+	}, g
+}
+
+// Arrival returns when the request arrived, the instant its deadline counts
+// from. It is fasthttp's ctx.Time(): the moment the server called the
+// handler, which (StreamRequestBody) is once the header and the first
+// 8 KiB of the body were read, before the rest of the body is. The upload
+// of the body therefore counts against the deadline; the header's own
+// transfer does not, which for an ordinary client is part of the first read
+// (microseconds), and for a client trickling its header is bounded by
+// --http.read-timeout, which runs from the first byte. A ctx that no
+// server filled in (a handler called directly) arrives now.
+func Arrival(ctx *fasthttp.RequestCtx) time.Time {
+	if t := ctx.Time(); !t.IsZero() {
+		return t
+	}
+	return time.Now()
+}
+
+func orDefault(v, def int) int {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+// fasthttpLogger sends fasthttp's connection errors (oversized bodies,
+// broken connections) to the debug log: the client already got its answer.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("http: " + fmt.Sprintf(format, args...))
+}
+
+// bodyGuard reads request bodies into pooled buffers reserved from a
+// budget, then calls the handler; it also answers the requests fasthttp
+// could not read.
+type bodyGuard struct {
+	next        fasthttp.RequestHandler
+	log         *slog.Logger
+	maxBody     int
+	maxHeader   int
+	budget      int64
+	inUse       atomic.Int64
+	readTimeout time.Duration
+}
+
+func newBodyGuard(cfg ServerConfig, next fasthttp.RequestHandler, log *slog.Logger) *bodyGuard {
+	g := &bodyGuard{next: next, log: log, maxBody: cfg.MaxBodySize, maxHeader: orDefault(cfg.MaxHeaderSize, DefaultMaxHeaderSize),
+		budget: int64(orDefault(cfg.MaxBodyMemory, DefaultMaxBodyMemory)), readTimeout: cfg.ReadTimeout}
+	if g.maxBody <= 0 {
+		g.maxBody = fasthttp.DefaultMaxRequestBodySize
+	}
+	// The largest body must fit: while a buffer grows, the old one and the
+	// new one are both reserved.
+	if most := 2 * int64(bufferSize(g.maxBody+1)); g.budget < most {
+		g.budget = most
+	}
+	return g
+}
+
+// firstBodyBuffer is the buffer a body starts in when it declares more (or
+// is chunked): what one connection reserves before it sent any of its body.
+// bodyGrowth is the factor a full buffer grows by: a 600 KB tensor is read
+// with one copy of its first 64 KiB and one of 256 KiB (doubling would
+// copy 960 KiB), and a body never reserves more than four times what it
+// sent.
+const (
+	firstBodyBuffer = 64 << 10
+	bodyGrowth      = 4
+)
+
+// Why a request was refused before its handler: the values of the reason
+// label of ipa_http_refused_total.
+const (
+	refusedBodyMemory     = "body_memory"
+	refusedBodyTooLarge   = "body_too_large"
+	refusedReadTimeout    = "read_timeout"
+	refusedHeaderTooLarge = "header_too_large"
+	refusedFraming        = "framing"
+	refusedMalformed      = "malformed"
+	refusedIncomplete     = "incomplete"
+)
+
+var (
+	refused   = map[string]*metrics.Counter{}
+	bodyBytes atomic.Int64 // reserved body buffers of every server in the process
+)
+
+func init() {
+	for _, r := range []string{refusedBodyMemory, refusedBodyTooLarge, refusedReadTimeout, refusedHeaderTooLarge, refusedFraming, refusedMalformed, refusedIncomplete} {
+		refused[r] = metrics.NewCounter(fmt.Sprintf(`ipa_http_refused_total{reason=%q}`, r))
+	}
+	metrics.NewGauge("ipa_http_request_body_bytes", func() float64 { return float64(bodyBytes.Load()) })
+	promtext.SetHelp("ipa_http_refused_total", "Requests refused before their handler ran, by reason.")
+	promtext.SetHelp("ipa_http_request_body_bytes", "Memory reserved by the request bodies being received or served.")
+}
+
+// serve is the server's handler: it reads the body, then calls next.
+func (g *bodyGuard) serve(ctx *fasthttp.RequestCtx) {
+	// fasthttp closes a connection that framed its body both ways, so only
+	// those requests need the raw header scanned.
+	if ctx.Request.Header.ConnectionClose() && framingConflict(ctx.Request.Header.RawHeaders()) {
+		g.refuse(ctx, fasthttp.StatusBadRequest, refusedFraming, "request has both Content-Length and Transfer-Encoding; send one (RFC 9112 section 6.3)")
+		return
+	}
+	stream := ctx.RequestBodyStream()
+	if stream == nil {
+		g.next(ctx)
+		return
+	}
+	n := ctx.Request.Header.ContentLength() // -1: chunked
+	if n > g.maxBody {
+		g.refuse(ctx, fasthttp.StatusRequestEntityTooLarge, refusedBodyTooLarge, g.tooLarge())
+		return
+	}
+	b, err := g.read(stream, n)
+	if err != nil {
+		g.release(b)
+		g.readError(ctx, err)
+		return
+	}
+	if b == nil {
+		ctx.Request.ResetBody()
+		g.next(ctx)
+		return
+	}
+	ctx.Request.SetBodyRaw(b.b)
+	g.next(ctx)
+	ctx.Request.ResetBody()
+	g.release(b)
+}
+
+// read reads the body of declared length n (-1: chunked) from r. A nil
+// buffer is an empty body.
+func (g *bodyGuard) read(r io.Reader, n int) (*bodyBuffer, error) {
+	if n == 0 {
+		return nil, nil
+	}
+	size := min(firstBodyBuffer, g.maxBody+1)
+	if n > 0 {
+		size = min(size, n)
+	}
+	b, err := g.acquire(size)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		if len(b.b) == cap(b.b) {
+			if n > 0 && len(b.b) >= n {
+				return b, nil
+			}
+			// Grow, up to the declared length or one byte past the limit
+			// (a chunked body has no declared length).
+			size := min(bodyGrowth*cap(b.b), g.maxBody+1)
+			if n > 0 {
+				size = min(size, n)
+			}
+			nb, err := g.acquire(size)
+			if err != nil {
+				return b, err
+			}
+			nb.b = append(nb.b, b.b...)
+			g.release(b)
+			b = nb
+		}
+		k, err := r.Read(b.b[len(b.b):cap(b.b)])
+		b.b = b.b[:len(b.b)+k]
+		switch {
+		case len(b.b) > g.maxBody: // chunked: refused as soon as it is too large
+			return b, fasthttp.ErrBodyTooLarge
+		case err == io.EOF && len(b.b) < n:
+			return b, io.ErrUnexpectedEOF
+		case err == io.EOF:
+			return b, nil
+		case err != nil:
+			return b, err
+		}
+	}
+}
+
+// errBodyMemory is returned by acquire when the budget is spent.
+var errBodyMemory = errors.New("request body memory exhausted")
+
+// acquire reserves and returns an empty buffer of capacity ≥ size.
+func (g *bodyGuard) acquire(size int) (*bodyBuffer, error) {
+	c := int64(bufferSize(size))
+	if g.inUse.Add(c) > g.budget {
+		g.inUse.Add(-c)
+		return nil, errBodyMemory
+	}
+	bodyBytes.Add(c)
+	return getBodyBuffer(size), nil
+}
+
+// release returns b (may be nil) to its pool and its memory to the budget.
+func (g *bodyGuard) release(b *bodyBuffer) {
+	if b == nil {
+		return
+	}
+	c := int64(cap(b.b))
+	g.inUse.Add(-c)
+	bodyBytes.Add(-c)
+	putBodyBuffer(b)
+}
+
+func (g *bodyGuard) tooLarge() string {
+	return fmt.Sprintf("request body exceeds %d bytes; send smaller batches or raise --http.max-body-size", g.maxBody)
+}
+
+// readError answers a request that could not be read, by fasthttp (its
+// ErrorHandler) or by serve. The answer never quotes err, whose text may
+// hold the request's bytes (its Authorization header, say): each case has
+// a fixed message.
+func (g *bodyGuard) readError(ctx *fasthttp.RequestCtx, err error) {
+	g.log.Debug("http: cannot read request", "remote", ctx.RemoteAddr().String(), "err", err)
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	var chunk fasthttp.ErrBrokenChunk
+	switch {
+	case errors.Is(err, errBodyMemory):
+		ctx.Response.Header.Set("Retry-After", "1")
+		g.refuse(ctx, fasthttp.StatusServiceUnavailable, refusedBodyMemory,
+			fmt.Sprintf("server is receiving too many request bodies at once (%d MiB in use, --http.max-body-memory); retry", g.inUse.Load()>>20))
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		g.refuse(ctx, fasthttp.StatusRequestEntityTooLarge, refusedBodyTooLarge, g.tooLarge())
+	case errors.As(err, &small):
+		g.refuse(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, refusedHeaderTooLarge,
+			fmt.Sprintf("request line and header exceed %d bytes (--http.max-header-size)", g.maxHeader))
+	case errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		g.refuse(ctx, fasthttp.StatusRequestTimeout, refusedReadTimeout,
+			fmt.Sprintf("request not received within %s (--http.read-timeout): is Content-Length longer than the body?", g.readTimeout))
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		g.refuse(ctx, fasthttp.StatusBadRequest, refusedIncomplete, "connection closed before the whole request arrived")
+	case errors.As(err, &chunk):
+		g.refuse(ctx, fasthttp.StatusBadRequest, refusedMalformed, "malformed chunked body")
+	default:
+		g.refuse(ctx, fasthttp.StatusBadRequest, refusedMalformed, "malformed HTTP request"+knownProblem(err))
+	}
+}
+
+// knownProblems are fasthttp's errors whose text is fixed (it quotes no
+// request byte), so the answer may name them.
+var knownProblems = []error{fasthttp.ErrDuplicateContentLength, fasthttp.ErrUnsupportedTransferEncoding,
+	fasthttp.ErrNonNumericChars, fasthttp.ErrMissingRequestMethod, fasthttp.ErrUnsupportedRequestMethod,
+	fasthttp.ErrExtraWhitespaceInRequestLine, fasthttp.ErrEmptyRequestURI}
+
+func knownProblem(err error) string {
+	for _, k := range knownProblems {
+		if errors.Is(err, k) {
+			return ": " + strings.TrimPrefix(k.Error(), "fasthttp: ")
+		}
+	}
+	return ""
+}
+
+// refuse answers status with msg, counts it under reason and closes the
+// connection: the rest of the request, if any, is not read.
+func (g *bodyGuard) refuse(ctx *fasthttp.RequestCtx, status int, reason, msg string) {
+	refused[reason].Inc()
+	ctx.SetConnectionClose()
+	WriteError(ctx, status, msg)
+}
+
+// framingConflict reports whether the raw header names both Content-Length
+// and Transfer-Encoding.
+func framingConflict(raw []byte) bool {
+	var length, encoding bool
+	for len(raw) > 0 {
+		var line []byte
+		line, raw, _ = bytes.Cut(raw, []byte("\n"))
+		name, _, ok := bytes.Cut(line, []byte(":"))
+		if !ok || line[0] == ' ' || line[0] == '\t' { // no field, or the continuation of one (obs-fold)
+			continue
+		}
+		name = bytes.TrimSpace(name)
+		length = length || bytes.EqualFold(name, []byte("Content-Length"))
+		encoding = encoding || bytes.EqualFold(name, []byte("Transfer-Encoding"))
+	}
+	return length && encoding
+}
+
+// bodyBuffer is a pooled request body buffer.
+type bodyBuffer struct{ b []byte }
+
+// Body buffers are pooled in power-of-two sizes from 4 KiB to 4 MiB; larger
+// ones are left to the garbage collector.
+const (
+	minBufferShift = 12
+	maxBufferShift = 22
+)
+
+var bodyPools [maxBufferShift - minBufferShift + 1]sync.Pool
+
+// bufferSize is the capacity getBodyBuffer(n) returns.
+func bufferSize(n int) int {
+	if n > 1<<maxBufferShift {
+		return n
+	}
+	return 1 << poolIndexShift(n)
+}
+
+// poolIndexShift returns the exponent of the smallest pooled size ≥ n.
+func poolIndexShift(n int) int {
+	s := bits.Len(uint(n - 1))
+	if s < minBufferShift {
+		s = minBufferShift
+	}
+	return s
+}
+
+func getBodyBuffer(n int) *bodyBuffer {
+	if n > 1<<maxBufferShift {
+		return &bodyBuffer{b: make([]byte, 0, n)}
+	}
+	s := poolIndexShift(n)
+	if v := bodyPools[s-minBufferShift].Get(); v != nil {
+		b := v.(*bodyBuffer)
+		b.b = b.b[:0]
+		return b
+	}
+	return &bodyBuffer{b: make([]byte, 0, 1<<s)}
+}
+
+func putBodyBuffer(b *bodyBuffer) {
+	c := cap(b.b)
+	if c > 1<<maxBufferShift || c&(c-1) != 0 {
+		return
+	}
+	bodyPools[bits.Len(uint(c))-1-minBufferShift].Put(b)
+}
