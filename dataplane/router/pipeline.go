@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -70,6 +71,17 @@ type Step struct {
 	// to a model (the OCR character list).
 	RepoDir string
 	inputs  []models.TensorSpec
+}
+
+// VariantDir returns the directory of the active variant's files (glue
+// reads the files shipped next to a model there: the OCR character list,
+// a classifier's labels).
+func (s *Step) VariantDir() string {
+	v := s.Variant()
+	if v.Dir != "" {
+		return v.Dir
+	}
+	return filepath.Join(s.RepoDir, s.Meta.Dir, v.Name)
 }
 
 // Variant returns the metadata of the stage's active variant.

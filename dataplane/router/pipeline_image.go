@@ -131,7 +131,7 @@ type faceData struct {
 var keysCache sync.Map
 
 func ocrKeys(st *Step) ([]string, error) {
-	p := filepath.Join(st.RepoDir, st.Meta.Dir, st.Variant().Name, "ppocr_keys_v1.txt")
+	p := filepath.Join(st.VariantDir(), "ppocr_keys_v1.txt")
 	if k, ok := keysCache.Load(p); ok {
 		return k.([]string), nil
 	}

@@ -199,13 +199,11 @@ func Build(ctx context.Context, opt Options) (*Report, error) {
 	if err := os.MkdirAll(opt.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create model repository: %w", err)
 	}
-	tmp, err := os.MkdirTemp("", "repobuild-")
+	ss, done, err := tempSessions(opt.Threads)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	ss := newSessions(tmp, opt.Threads)
-	defer ss.reset()
+	defer done()
 
 	rep := &Report{}
 	for i := range catalog {
