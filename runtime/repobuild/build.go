@@ -114,8 +114,10 @@ type VariantReport struct {
 	MaxDiff    float64 `json:"max_diff"`
 	MaxRelDiff float64 `json:"max_rel_diff"`
 	Identical  bool    `json:"identical"`
-	// Compared lists the tensors the self-check compared.
+	// Compared lists the tensors the self-check compared; Constant those of
+	// them equal for every item (where the check proves little).
 	Compared  []string `json:"compared,omitempty"`
+	Constant  []string `json:"constant,omitempty"`
 	MaxBatch  int      `json:"max_batch"`
 	BatchNote string   `json:"batch_note"`
 	// SHA256 of the written model file.
@@ -363,6 +365,7 @@ func makeVariant(ctx context.Context, e *entry, src []byte, opt Options, ss *ses
 	vr.MaxDiff, vr.MaxRelDiff = finite(res.MaxDiff), finite(res.MaxRel)
 	vr.Identical = res.Identical && res.Err == nil
 	vr.Compared = res.Compared
+	vr.Constant = res.Constant
 	switch {
 	case res.Err == nil && e.Batch == batchRewrite:
 		vr.Batch, vr.MaxBatch = BatchRewritten, 0

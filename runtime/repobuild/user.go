@@ -160,8 +160,8 @@ func Inspect(ctx context.Context, path string, opt CheckOptions) (*Inspection, e
 		ins.BatchNote = "not self-checked: " + missing
 		return ins, nil
 	}
-	e := &entry{Stage: "inspect", Name: "model", Batch: mode, Nominal: opt.CheckShapes, RandomWeights: true, Tolerance: opt.tolerance()}
-	rec, _, err := makeVariant(ctx, e, src, Options{CheckBatch: opt.CheckBatch, Threads: opt.Threads}, ss)
+	e := &entry{Stage: "inspect", Name: "model", Batch: mode, Nominal: opt.CheckShapes, Tolerance: opt.tolerance()}
+	rec, _, err := checkUser(ctx, e, src, opt, ss)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", path, ErrUnsupported, err)
 	}
@@ -535,7 +535,7 @@ func Add(ctx context.Context, spec AddSpec, opt AddOptions) (*Added, error) {
 	if missing := uncheckable(in, shapes); missing != "" {
 		return nil, fmt.Errorf("%s: cannot self-check the batch: %s (or pin it in the published interface with --shape)", spec.File, missing)
 	}
-	rec, model, err := makeVariant(ctx, e, src, Options{CheckBatch: spec.Check.CheckBatch, Threads: spec.Check.Threads}, ss)
+	rec, model, err := checkUser(ctx, e, src, spec.Check, ss)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", spec.File, ErrUnsupported, err)
 	}
@@ -597,6 +597,28 @@ func Add(ctx context.Context, spec AddSpec, opt AddOptions) (*Added, error) {
 	}
 	v.Dir = final
 	return &Added{Variant: v, Report: rec.Report, Dir: final, Replaced: replaced}, nil
+}
+
+// checkUser runs the recipe e on a user's model. When no compared tensor
+// differs between the self-check's items (placeholder weights, as in the
+// light ImageNet models, give every input the same output) it checks again
+// on copies whose ConstantOfShape weights are pseudo-random, as the builder
+// does for those models; a trained model's own ConstantOfShape tensors
+// (BlazeFace pads channels with them) are left as they are otherwise.
+func checkUser(ctx context.Context, e *entry, src []byte, opt CheckOptions, ss *sessions) (*buildRecord, []byte, error) {
+	o := Options{CheckBatch: opt.CheckBatch, Threads: opt.Threads}
+	rec, model, err := makeVariant(ctx, e, src, o, ss)
+	if err != nil || len(rec.Report.Compared) == 0 || len(rec.Report.Constant) < len(rec.Report.Compared) {
+		return rec, model, err
+	}
+	again := *e
+	again.RandomWeights = true
+	rec2, model2, err := makeVariant(ctx, &again, src, o, ss)
+	if err != nil || rec2.Report.RandomWeights == 0 {
+		return rec, model, nil // nothing to randomise: the first check stands
+	}
+	*e = again
+	return rec2, model2, nil
 }
 
 // reserved are the names of a variant directory's own files.
@@ -661,10 +683,7 @@ func (s *AddSpec) entry(src []byte, now time.Time) *entry {
 	e := &entry{
 		Stage: s.Stage, Name: s.Variant, Task: s.Task,
 		Shapes: s.Shapes, Nominal: s.Check.CheckShapes,
-		// No-op on trained weights; on placeholder (ConstantOfShape)
-		// weights it makes the self-check's items differ.
-		RandomWeights: true,
-		Tolerance:     s.Check.tolerance(),
+		Tolerance: s.Check.tolerance(),
 		License:       s.License,
 		Origin:        fmt.Sprintf("added by `ipa models add` from %s on %s", filepath.Base(s.File), now.UTC().Format(time.DateOnly)),
 		Description:   s.Description,
