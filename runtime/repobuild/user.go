@@ -683,10 +683,10 @@ func (s *AddSpec) entry(src []byte, now time.Time) *entry {
 	e := &entry{
 		Stage: s.Stage, Name: s.Variant, Task: s.Task,
 		Shapes: s.Shapes, Nominal: s.Check.CheckShapes,
-		Tolerance: s.Check.tolerance(),
-		License:       s.License,
-		Origin:        fmt.Sprintf("added by `ipa models add` from %s on %s", filepath.Base(s.File), now.UTC().Format(time.DateOnly)),
-		Description:   s.Description,
+		Tolerance:   s.Check.tolerance(),
+		License:     s.License,
+		Origin:      fmt.Sprintf("added by `ipa models add` from %s on %s", filepath.Base(s.File), now.UTC().Format(time.DateOnly)),
+		Description: s.Description,
 	}
 	if e.Task == "" {
 		e.Task = "user"
