@@ -51,13 +51,10 @@ func ClassifyInput(img image.Image, name string, size int) models.Tensor {
 	return t
 }
 
-// writeNCHW writes the size×size window r of src (an RGBA at origin 0,0) into
-// data as 3 planes of width×height, normalised by lut (indexed by the
-// tensor's channel). bgr makes the tensor's channels B,G,R. Pixels of r outside src are left as they are in data.
-func writeNCHW(data []byte, src *image.RGBA, r image.Rectangle, size int, lut *channelLUT, bgr bool) {
-	writeNCHWRect(data, src, r, size, size, lut, bgr)
-}
-
+// writeNCHWRect writes the window r of src (an RGBA at origin 0,0) into
+// data as 3 planes of planeW×planeH, normalised by lut (indexed by the
+// tensor's channel). bgr makes the tensor's channels B,G,R. Pixels of r
+// outside src are left as they are in data.
 func writeNCHWRect(data []byte, src *image.RGBA, r image.Rectangle, planeW, planeH int, lut *channelLUT, bgr bool) {
 	plane := planeW * planeH
 	r = r.Intersect(src.Bounds())
