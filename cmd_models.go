@@ -120,7 +120,7 @@ func (c *ModelsInspectCmd) Run(g *Globals) error {
 
 // ModelsAddCmd adds the user's own models to their repository.
 type ModelsAddCmd struct {
-	Path        string   `arg:"" type:"existingfile|existingdir" help:"An ONNX file; a manifest (YAML) listing several; or a directory holding ${manifest}."`
+	Path        string   `arg:"" type:"path" help:"An ONNX file; a manifest (YAML) listing several; or a directory holding ${manifest}."`
 	Repo        string   `default:"${user_repo}" env:"IPA_USER_MODELS" placeholder:"DIR" help:"Your model repository (created if missing; serve it with --models.user DIR or IPA_USER_MODELS)."`
 	Builtin     string   `name:"models.dir" env:"IPA_MODELS_DIR" default:".deps/models" help:"The built-in repository served with yours: a stage there shares its interface and variant names with yours (skipped when missing)."`
 	Stage       string   `help:"Stage (task) the model is a variant of, e.g. my-classify; required for one file."`
@@ -201,8 +201,12 @@ func specList(ts []models.TensorSpec) string {
 // from the manifest otherwise.
 func (c *ModelsAddCmd) specs() ([]repobuild.AddSpec, error) {
 	check := repobuild.CheckOptions{CheckBatch: c.CheckBatch, Tolerance: c.Tolerance}
+	st, err := os.Stat(c.Path)
+	if err != nil {
+		return nil, err
+	}
 	manifest := ""
-	if st, err := os.Stat(c.Path); err == nil && st.IsDir() {
+	if st.IsDir() {
 		manifest = filepath.Join(c.Path, repobuild.ManifestFile)
 		if _, err := os.Stat(manifest); err != nil {
 			return nil, fmt.Errorf("%s is a directory without %s: list its models there (file, variant, accuracy, metric each; see `ipa models add --help`), or add one file at a time", c.Path, repobuild.ManifestFile)
