@@ -7,7 +7,6 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	goruntime "runtime"
 	"slices"
 	"time"
@@ -127,7 +126,7 @@ func (c *ProfileCmd) Run(g *Globals) error {
 	for _, j := range jobs {
 		vp := profiles.VariantProfile{Name: j.v.Name}
 		for _, cores := range c.Cores {
-			path := filepath.Join(c.Models.Dir, j.st.Dir, j.v.Name, j.v.File)
+			path := j.v.Path(c.Models.Dir, j.st.Dir)
 			eng, err := mlrt.Open(path, j.v, mlrt.Options{Threads: cores})
 			if err != nil {
 				return err

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 
 	"github.com/ipa-serving/ipa/batcher"
 	"github.com/ipa-serving/ipa/dataplane"
@@ -12,19 +11,45 @@ import (
 	mlrt "github.com/ipa-serving/ipa/runtime"
 )
 
-// RepoFlags locate the model repository.
+// RepoFlags locate the model repository: the built-in one and the user's
+// own ('ipa models add'), merged.
 type RepoFlags struct {
-	Dir string `name:"dir" env:"IPA_MODELS_DIR" default:".deps/models" help:"Model repository built by 'ipa models build'."`
+	Dir  string `name:"dir" env:"IPA_MODELS_DIR" default:".deps/models" help:"Model repository built by 'ipa models build'."`
+	User string `name:"user" env:"IPA_USER_MODELS" placeholder:"DIR" help:"Your own model repository ('ipa models add --repo'), merged with --models.dir: its stages are served next to the built-in ones (default: ./${user_repo} when it exists)."`
 }
 
-// Open reads the repository.
+// Dirs returns the repositories Open merges: --models.dir when it exists
+// (or when nothing else does, for the error), then the user repository.
+func (f RepoFlags) Dirs() ([]string, error) {
+	user := f.User
+	if user == "" {
+		if _, err := os.Stat(defaultUserRepo); err == nil {
+			user = defaultUserRepo
+		}
+	} else if _, err := os.Stat(user); err != nil {
+		return nil, fmt.Errorf("--models.user: %w", err)
+	}
+	if user == "" {
+		return []string{f.Dir}, nil
+	}
+	if _, err := os.Stat(f.Dir); err != nil {
+		return []string{user}, nil // only your own models: no built-in repository needed
+	}
+	return []string{f.Dir, user}, nil
+}
+
+// Open reads the repositories and merges them.
 func (f RepoFlags) Open() (*models.Repository, error) {
-	repo, err := models.ReadRepository(os.DirFS(f.Dir))
+	dirs, err := f.Dirs()
 	if err != nil {
-		return nil, fmt.Errorf("%w (build it with `make models`)", err)
+		return nil, err
+	}
+	repo, err := models.ReadRepositoryDirs(dirs...)
+	if err != nil {
+		return nil, fmt.Errorf("%w (build the built-in repository with `make models`; add your own models with `ipa models add`)", err)
 	}
 	if len(repo.Stages) == 0 {
-		return nil, fmt.Errorf("model repository %q is empty; build it with `make models`", f.Dir)
+		return nil, fmt.Errorf("model repository %v is empty; build it with `make models` or add models with `ipa models add`", dirs)
 	}
 	return repo, nil
 }
@@ -32,7 +57,7 @@ func (f RepoFlags) Open() (*models.Repository, error) {
 // ortOpener opens variants of the repository at dir with ONNX Runtime.
 func ortOpener(dir string, st *models.Stage) dataplane.Opener {
 	return func(v *models.Variant, threads int) (mlrt.Engine, error) {
-		return mlrt.Open(filepath.Join(dir, st.Dir, v.Name, v.File), v, mlrt.Options{Threads: threads})
+		return mlrt.Open(v.Path(dir, st.Dir), v, mlrt.Options{Threads: threads})
 	}
 }
 

@@ -3,6 +3,8 @@ package models
 import (
 	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -157,4 +159,53 @@ func FuzzParseVariant(f *testing.F) {
 			t.Fatalf("interface of %+v: %v", v, in)
 		}
 	})
+}
+
+func TestReadRepositoryDirsMergesRepositories(t *testing.T) {
+	write := func(root, stage, name string, latency float64, in string) {
+		t.Helper()
+		dir := filepath.Join(root, stage, name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, MetaFile), []byte(variantJSON(stage, name, latency, in)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	builtin, user := t.TempDir(), t.TempDir()
+	write(builtin, "s", "slow", 0.2, "[-1,3]")
+	write(builtin, "other", "o", 0.1, "[-1,3]")
+	write(user, "s", "fast", 0.1, "[-1,3]")
+	write(user, "mine", "m", 0.1, "[-1,5]")
+	// A variant a tool is still writing (hidden) is not read.
+	write(user, "mine", ".m2.tmp123", 0.1, "[-1,5]")
+	repo, err := ReadRepositoryDirs(builtin, user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(repo.StageNames(), ","); got != "mine,other,s" {
+		t.Fatalf("stages %s", got)
+	}
+	s := repo.Stages["s"]
+	if got := strings.Join(s.VariantNames(), ","); got != "fast,slow" {
+		t.Fatalf("merged stage s has %s, want fast,slow", got)
+	}
+	if s.Variant("fast").Path("ignored", "x") != filepath.Join(user, "s", "fast", "model.onnx") ||
+		s.Variant("slow").Dir != filepath.Join(builtin, "s", "slow") {
+		t.Fatalf("paths: %q %q", s.Variant("fast").Path("", ""), s.Variant("slow").Dir)
+	}
+
+	f := func(want string, dirs ...string) {
+		t.Helper()
+		if _, err := ReadRepositoryDirs(dirs...); err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("ReadRepositoryDirs(%v) = %v, want %q", dirs, err, want)
+		}
+	}
+	dup := t.TempDir()
+	write(dup, "s", "slow", 0.3, "[-1,3]")
+	f("variant s/slow is in two model repositories", builtin, dup)
+	clash := t.TempDir()
+	write(clash, "s", "wide", 0.3, "[-1,3,4]")
+	f("must share names, datatypes and ranks", builtin, clash)
+	f("no such file", builtin, filepath.Join(user, "missing"))
 }

@@ -13,6 +13,9 @@ type Pipeline struct {
 	// soon as it cannot meet it.
 	SLA    time.Duration `yaml:"sla" json:"sla"`
 	Stages []Step        `yaml:"stages" json:"stages"`
+	// Output post-processes the answer (softmax, top-k with labels,
+	// renaming, selecting); nil answers the last step's outputs.
+	Output *Output `yaml:"output,omitempty" json:"output,omitempty"`
 }
 
 // Step is one step of a pipeline.
@@ -23,9 +26,19 @@ type Step struct {
 	Model string `yaml:"model" json:"model"`
 	// Variants restricts the repository stage's variants (empty: all).
 	Variants []string `yaml:"variants,omitempty" json:"variants,omitempty"`
-	// Input names the glue that makes this step's inputs: from the request
-	// for the first step, from the previous step's outputs for the others.
-	Input string `yaml:"input" json:"input"`
+	// Input names the Go glue that makes this step's inputs: from the
+	// request for the first step, from the previous step's outputs for the
+	// others. Empty selects the declarative glue below; with none of its
+	// sections either, the previous step's outputs feed this step's inputs
+	// by position (the request's tensors, for the first step).
+	Input string `yaml:"input,omitempty" json:"input,omitempty"`
+	// Image makes an input from the request's image (see ImagePrep).
+	Image *ImagePrep `yaml:"image,omitempty" json:"image,omitempty"`
+	// Crops makes one item per box an earlier step found (see Crops).
+	Crops *Crops `yaml:"crops,omitempty" json:"crops,omitempty"`
+	// From routes tensors by name: model input → "STEP.OUTPUT" (an earlier
+	// step's output on the item's path) or "request.INPUT" (the request's).
+	From map[string]string `yaml:"from,omitempty" json:"from,omitempty"`
 	// Initial is the configuration the step starts with.
 	Initial StageConfig `yaml:"initial" json:"initial"`
 }
@@ -81,8 +94,11 @@ func (p *Pipeline) Validate(repo *Repository, first, next []string) error {
 		if i == 0 {
 			glue = first
 		}
-		if glue != nil && !contains(glue, s.Input) {
-			return fieldErr(at+".input", "input %q is not a known glue here; use one of %v", s.Input, glue)
+		if glue != nil && !s.Declarative() && !contains(glue, s.Input) {
+			return fieldErr(at+".input", "input %q is not a known glue here; use one of %v, or the declarative image, crops and from", s.Input, glue)
+		}
+		if err := p.validateGlue(i); err != nil {
+			return err
 		}
 		if s.Initial.MaxBatch == 0 {
 			s.Initial.MaxBatch = 1
@@ -114,6 +130,12 @@ func (p *Pipeline) Validate(repo *Repository, first, next []string) error {
 		if err := s.Initial.Validate(); err != nil {
 			return fieldErr(at+".initial", "%v", err)
 		}
+		if err := p.checkGlueNames(i, repo); err != nil {
+			return err
+		}
+	}
+	if p.Output != nil {
+		return p.Output.validate()
 	}
 	return nil
 }

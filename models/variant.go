@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -66,6 +69,12 @@ type Variant struct {
 	// Latency1 is a rough single-item, single-thread latency used to order
 	// variants in listings; profiles carry the measured numbers.
 	Latency1 Seconds `json:"latency_seconds_b1,omitempty"`
+
+	// Dir is the directory that holds the variant's files as the operating
+	// system names it, when the variant was read from a directory
+	// (ReadRepositoryDirs); empty when it was read from an fs.FS. It is not
+	// stored in variant.json.
+	Dir string `json:"-"`
 }
 
 // Seconds is a duration serialized as a number of seconds.
@@ -196,23 +205,29 @@ func (s *Stage) Interface() (inputs, outputs []TensorSpec) {
 
 // checkCompatible verifies that v can stand in for the stage's first variant.
 func (s *Stage) checkCompatible(v *Variant) error {
-	first := s.Variants[0]
+	return CheckInterface(s.Name, s.Variants[0], v)
+}
+
+// CheckInterface verifies that variant v of stage can stand in for ref: the
+// same input and output names, in the same order, with the same datatypes
+// and ranks (sizes may differ: the stage's Interface marks them dynamic).
+func CheckInterface(stage string, ref, v *Variant) error {
 	same := func(kind string, a, b []TensorSpec) error {
 		if len(a) != len(b) {
-			return fmt.Errorf("stage %q: variant %q has %d %ss, variant %q has %d", s.Name, v.Name, len(b), kind, first.Name, len(a))
+			return fmt.Errorf("stage %q: variant %q has %d %ss %v, variant %q has %d %v", stage, v.Name, len(b), kind, b, ref.Name, len(a), a)
 		}
 		for i := range a {
 			if a[i].Name != b[i].Name || a[i].DataType != b[i].DataType || len(a[i].Shape) != len(b[i].Shape) {
 				return fmt.Errorf("stage %q: %s %d of variant %q is %s, of variant %q %s; variants of a stage must share names, datatypes and ranks",
-					s.Name, kind, i, v.Name, b[i], first.Name, a[i])
+					stage, kind, i, v.Name, b[i], ref.Name, a[i])
 			}
 		}
 		return nil
 	}
-	if err := same("input", first.Inputs, v.Inputs); err != nil {
+	if err := same("input", ref.Inputs, v.Inputs); err != nil {
 		return err
 	}
-	return same("output", first.Outputs, v.Outputs)
+	return same("output", ref.Outputs, v.Outputs)
 }
 
 // Repository is an on-disk set of stages, laid out as
@@ -254,15 +269,15 @@ func ReadRepository(fsys fs.FS) (*Repository, error) {
 	}
 	r := &Repository{Stages: map[string]*Stage{}}
 	for _, sd := range stageDirs {
-		if !sd.IsDir() {
-			continue
+		if !sd.IsDir() || strings.HasPrefix(sd.Name(), ".") {
+			continue // hidden: a tool's work in progress (`ipa models add` writes .<variant>.tmp…)
 		}
 		variantDirs, err := fs.ReadDir(fsys, sd.Name())
 		if err != nil {
 			return nil, fmt.Errorf("cannot read stage %q: %w", sd.Name(), err)
 		}
 		for _, vd := range variantDirs {
-			if !vd.IsDir() {
+			if !vd.IsDir() || strings.HasPrefix(vd.Name(), ".") {
 				continue
 			}
 			p := path.Join(sd.Name(), vd.Name(), MetaFile)
@@ -288,15 +303,71 @@ func ReadRepository(fsys fs.FS) (*Repository, error) {
 			st.Variants = append(st.Variants, v)
 		}
 	}
+	if err := r.finish(); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// finish orders every stage's variants by Latency1 and checks that they
+// share one interface.
+func (r *Repository) finish() error {
 	for _, st := range r.Stages {
 		sort.SliceStable(st.Variants, func(i, j int) bool { return st.Variants[i].Latency1 < st.Variants[j].Latency1 })
 		for _, v := range st.Variants[1:] {
 			if err := st.checkCompatible(v); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return r, nil
+	return nil
+}
+
+// ReadRepositoryDirs reads the repositories rooted at dirs (operating-system
+// paths) and merges them into one: a stage found in several contributes the
+// variants of each, which must share one interface, and a variant name may
+// appear once per stage. Every variant's Dir is set. A directory that does
+// not exist is an error.
+func ReadRepositoryDirs(dirs ...string) (*Repository, error) {
+	merged := &Repository{Stages: map[string]*Stage{}}
+	from := map[string]string{} // stage/variant → the directory it came from
+	for _, dir := range dirs {
+		r, err := ReadRepository(os.DirFS(dir))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", dir, err)
+		}
+		for _, name := range r.StageNames() {
+			st := r.Stages[name]
+			m := merged.Stages[name]
+			if m == nil {
+				m = &Stage{Name: name, Dir: st.Dir}
+				merged.Stages[name] = m
+			}
+			for _, v := range st.Variants {
+				id := name + "/" + v.Name
+				if prev, ok := from[id]; ok {
+					return nil, fmt.Errorf("variant %s is in two model repositories, %s and %s; remove one (`ipa models remove`)", id, prev, dir)
+				}
+				from[id] = dir
+				v.Dir = filepath.Join(dir, st.Dir, v.Name)
+				m.Variants = append(m.Variants, v)
+			}
+		}
+	}
+	if err := merged.finish(); err != nil {
+		return nil, err
+	}
+	return merged, nil
+}
+
+// Path returns the path of the variant's model file: under its Dir when it
+// was read from a directory, else under root/stageDir/name (root being the
+// repository the caller read it from).
+func (v *Variant) Path(root, stageDir string) string {
+	if v.Dir != "" {
+		return filepath.Join(v.Dir, v.File)
+	}
+	return filepath.Join(root, stageDir, v.Name, v.File)
 }
 
 // ParseVariant decodes and validates one variant.json.

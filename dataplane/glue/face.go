@@ -3,12 +3,10 @@ package glue
 import (
 	"fmt"
 	"image"
-	"image/color"
 	"math"
 	"sort"
 
 	"github.com/ipa-serving/ipa/models"
-	"golang.org/x/image/draw"
 )
 
 // FaceInputName is the input tensor name of the BlazeFace ONNX files
@@ -155,30 +153,18 @@ func FaceInput(img image.Image, size int) (models.Tensor, FaceGeometry) {
 	if size < 1 {
 		panic(fmt.Sprintf("glue.FaceInput: size %d < 1", size))
 	}
-	b := img.Bounds()
-	g := FaceGeometry{Width: b.Dx(), Height: b.Dy(), Origin: b.Min}
-	t := fp32(FaceInputName, 1, int64(size), int64(size), 3)
-	fill(t, -1)
-	if b.Empty() {
-		return t, g
+	p, err := NewPrep(FacePrep, models.TensorSpec{Name: FaceInputName, DataType: models.FP32, Shape: []int64{-1, int64(size), int64(size), 3}})
+	if err != nil {
+		panic("BUG: glue.FaceInput: " + err.Error())
 	}
-	g.Scale = math.Min(float64(size)/float64(g.Width), float64(size)/float64(g.Height))
-	rw := min(size, max(1, int(math.Round(float64(g.Width)*g.Scale))))
-	rh := min(size, max(1, int(math.Round(float64(g.Height)*g.Scale))))
-	g.PadX, g.PadY = (size-rw)/2, (size-rh)/2
-	dst := image.NewRGBA(image.Rect(0, 0, size, size))
-	dr := image.Rect(g.PadX, g.PadY, g.PadX+rw, g.PadY+rh)
-	scaleInto(dst, dr, img, color.RGBA{0, 0, 0, 255}, draw.ApproxBiLinear)
-	for y := dr.Min.Y; y < dr.Max.Y; y++ {
-		for x := dr.Min.X; x < dr.Max.X; x++ {
-			p := dst.Pix[y*dst.Stride+4*x:]
-			for c := range 3 {
-				putF32(t.Data, (y*size+x)*3+c, float32(p[c])/127.5-1)
-			}
-		}
-	}
-	return t, g
+	t, g := Preprocess(img, p, FaceInputName)
+	return t, FaceGeometry{Width: g.Width, Height: g.Height, Origin: g.Origin, Scale: g.ScaleX, PadX: int(g.OffX), PadY: int(g.OffY)}
 }
+
+// FacePrep is BlazeFace's input as a declarative preprocessing: letterbox
+// (centred, black), NHWC, RGB, −1..1 (MediaPipe's ImageToTensorCalculator
+// for face detection).
+var FacePrep = models.ImagePrep{Resize: models.ResizeLetterbox, Layout: "NHWC", Scale: 127.5, Mean: []float64{1}}
 
 // Detection is one face: its box and MediaPipe's 6 keypoints (right eye, left
 // eye, nose tip, mouth, right ear tragion, left ear tragion) in original
@@ -217,6 +203,55 @@ type faceBox struct {
 // [1,384,1], [1,512,16], [1,384,16] — which are concatenated, in the order
 // given, into the 896 anchors.
 func FaceBoxes(outputs []models.Tensor, g FaceGeometry, size int, thresh float32) ([]Detection, error) {
+	merged, err := faceDecode(outputs, size, thresh)
+	if err != nil {
+		return nil, err
+	}
+	bounds := image.Rect(0, 0, g.Width, g.Height)
+	toImg := func(nx, ny float64) (float64, float64) {
+		if g.Scale == 0 {
+			return 0, 0
+		}
+		return (nx*float64(size) - float64(g.PadX)) / g.Scale, (ny*float64(size) - float64(g.PadY)) / g.Scale
+	}
+	var dets []Detection
+	for _, fb := range merged {
+		x0, y0 := toImg(fb.x0, fb.y0)
+		x1, y1 := toImg(fb.x1, fb.y1)
+		box := image.Rect(int(math.Floor(x0)), int(math.Floor(y0)), int(math.Ceil(x1)), int(math.Ceil(y1))).Intersect(bounds)
+		if box.Empty() {
+			continue
+		}
+		d := Detection{Box: box.Add(g.Origin), Score: float32(fb.score)}
+		for k := range 6 {
+			x, y := toImg(fb.kp[2*k], fb.kp[2*k+1])
+			d.Keypoints = append(d.Keypoints, image.Pt(int(math.Round(x)), int(math.Round(y))).Add(g.Origin))
+		}
+		dets = append(dets, d)
+	}
+	return dets, nil
+}
+
+// FaceInputBoxes decodes the outputs of a BlazeFace model taking size×size
+// inputs as FaceBoxes does, and returns the faces in the input's pixels
+// (0…size), best first: the boxes a declarative crops step maps back
+// through its Geometry (router decoder "blazeface").
+func FaceInputBoxes(outputs []models.Tensor, size int, thresh float32) ([]Box, error) {
+	merged, err := faceDecode(outputs, size, thresh)
+	if err != nil {
+		return nil, err
+	}
+	s := float64(size)
+	boxes := make([]Box, len(merged))
+	for i, fb := range merged {
+		boxes[i] = Box{X0: fb.x0 * s, Y0: fb.y0 * s, X1: fb.x1 * s, Y1: fb.y1 * s, Score: float32(fb.score)}
+	}
+	return boxes, nil
+}
+
+// faceDecode scores, decodes and merges the anchors of BlazeFace outputs
+// (see FaceBoxes), in normalised input coordinates.
+func faceDecode(outputs []models.Tensor, size int, thresh float32) ([]faceBox, error) {
 	m, err := FaceModelFor(size)
 	if err != nil {
 		return nil, fmt.Errorf("glue.FaceBoxes: %w", err)
@@ -270,30 +305,7 @@ func FaceBoxes(outputs []models.Tensor, g FaceGeometry, size int, thresh float32
 		}
 		cands = append(cands, fb)
 	}
-	merged := weightedNMS(cands, m.NMSThreshold)
-	bounds := image.Rect(0, 0, g.Width, g.Height)
-	toImg := func(nx, ny float64) (float64, float64) {
-		if g.Scale == 0 {
-			return 0, 0
-		}
-		return (nx*float64(size) - float64(g.PadX)) / g.Scale, (ny*float64(size) - float64(g.PadY)) / g.Scale
-	}
-	var dets []Detection
-	for _, fb := range merged {
-		x0, y0 := toImg(fb.x0, fb.y0)
-		x1, y1 := toImg(fb.x1, fb.y1)
-		box := image.Rect(int(math.Floor(x0)), int(math.Floor(y0)), int(math.Ceil(x1)), int(math.Ceil(y1))).Intersect(bounds)
-		if box.Empty() {
-			continue
-		}
-		d := Detection{Box: box.Add(g.Origin), Score: float32(fb.score)}
-		for k := range 6 {
-			x, y := toImg(fb.kp[2*k], fb.kp[2*k+1])
-			d.Keypoints = append(d.Keypoints, image.Pt(int(math.Round(x)), int(math.Round(y))).Add(g.Origin))
-		}
-		dets = append(dets, d)
-	}
-	return dets, nil
+	return weightedNMS(cands, m.NMSThreshold), nil
 }
 
 func iou(a, b faceBox) float64 {

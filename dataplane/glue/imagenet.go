@@ -3,11 +3,9 @@ package glue
 import (
 	"fmt"
 	"image"
-	"math"
 	"sort"
 
 	"github.com/ipa-serving/ipa/models"
-	"golang.org/x/image/draw"
 )
 
 // ImageNet normalisation of torchvision's reference training/evaluation
@@ -19,14 +17,24 @@ var (
 	ImageNetStd  = [3]float32{0.229, 0.224, 0.225}
 )
 
-var imagenetLUT = newLUT(ImageNetMean, ImageNetStd)
+// ImageNetPrep is the torchvision ImageNet evaluation transform as a
+// declarative preprocessing (the size comes from the model's input):
+// resize so the shorter side is round(256·size/224), centre-crop
+// size×size, RGB scaled to 0..1 and normalised with ImageNetMean and
+// ImageNetStd, NCHW.
+var ImageNetPrep = models.ImagePrep{Resize: models.ResizeShorterSide, Mean: f64(ImageNetMean[:]), Std: f64(ImageNetStd[:])}
+
+func f64(v []float32) []float64 {
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out
+}
 
 // ClassifyInput turns img into the FP32 NCHW tensor [1,3,size,size] named
-// name that an ImageNet classifier takes, with the torchvision evaluation
-// transform: resize so the shorter side is round(256·size/224) (256 for 224),
-// center-crop size×size, RGB scaled to 0..1 and normalised with ImageNetMean
-// and ImageNetStd. An empty img gives the tensor of a black image. It panics
-// if size < 1.
+// name that an ImageNet classifier takes: Preprocess with ImageNetPrep. An
+// empty img gives the tensor of a black image. It panics if size < 1.
 //
 // The light_* classifiers of the repository come from caffe2 exports whose
 // original training used other conventions; their weights are placeholders
@@ -35,50 +43,18 @@ func ClassifyInput(img image.Image, name string, size int) models.Tensor {
 	if size < 1 {
 		panic(fmt.Sprintf("glue.ClassifyInput: size %d < 1", size))
 	}
-	t := fp32(name, 1, 3, int64(size), int64(size))
-	b := img.Bounds()
-	if b.Empty() {
-		for c := range 3 {
-			plane := t.Data[4*c*size*size : 4*(c+1)*size*size]
-			for i := range size * size {
-				putF32(plane, i, imagenetLUT[c][0])
-			}
-		}
-		return t
+	p, err := NewPrep(ImageNetPrep, models.TensorSpec{Name: name, DataType: models.FP32, Shape: []int64{-1, 3, int64(size), int64(size)}})
+	if err != nil {
+		panic("BUG: glue.ClassifyInput: " + err.Error())
 	}
-	short := int(math.Round(256 * float64(size) / 224))
-	w, h := b.Dx(), b.Dy()
-	var rw, rh int
-	if w <= h {
-		rw, rh = short, max(1, int(math.Round(float64(h)*float64(short)/float64(w))))
-	} else {
-		rw, rh = max(1, int(math.Round(float64(w)*float64(short)/float64(h)))), short
-	}
-	// torchvision CenterCrop: offset round((dim − size)/2).
-	ox := int(math.Round(float64(rw-size) / 2))
-	oy := int(math.Round(float64(rh-size) / 2))
-	if int64(rw)*int64(rh) > 4*int64(short)*int64(short) {
-		// A long strip (1×3000 resized to 256×768000 would take 786 MB):
-		// resample only the part of the source the center crop keeps.
-		fx, fy := float64(w)/float64(rw), float64(h)/float64(rh)
-		src := image.Rect(b.Min.X+int(float64(ox)*fx), b.Min.Y+int(float64(oy)*fy),
-			b.Min.X+int(math.Ceil(float64(ox+size)*fx)), b.Min.Y+int(math.Ceil(float64(oy+size)*fy)))
-		rgba := resized(Crop(img, src), size, size, draw.ApproxBiLinear)
-		writeNCHW(t.Data, rgba, rgba.Bounds(), size, imagenetLUT, false)
-		return t
-	}
-	rgba := resized(img, rw, rh, draw.ApproxBiLinear)
-	writeNCHW(t.Data, rgba, image.Rect(ox, oy, ox+size, oy+size), size, imagenetLUT, false)
+	t, _ := Preprocess(img, p, name)
 	return t
 }
 
-// writeNCHW writes the size×size window r of src (an RGBA at origin 0,0) into
-// data as 3 planes of width×height, normalised by lut (indexed by the
-// tensor's channel). bgr makes the tensor's channels B,G,R. Pixels of r outside src are left as they are in data.
-func writeNCHW(data []byte, src *image.RGBA, r image.Rectangle, size int, lut *channelLUT, bgr bool) {
-	writeNCHWRect(data, src, r, size, size, lut, bgr)
-}
-
+// writeNCHWRect writes the window r of src (an RGBA at origin 0,0) into
+// data as 3 planes of planeW×planeH, normalised by lut (indexed by the
+// tensor's channel). bgr makes the tensor's channels B,G,R. Pixels of r
+// outside src are left as they are in data.
 func writeNCHWRect(data []byte, src *image.RGBA, r image.Rectangle, planeW, planeH int, lut *channelLUT, bgr bool) {
 	plane := planeW * planeH
 	r = r.Intersect(src.Bounds())

@@ -7,5 +7,10 @@
 // RemoteClient over HTTP with least-outstanding-requests balancing and
 // retries on another replica.
 //
-// Glues are an explicit map (BuiltinGlues), never a global registry.
+// A step's glue is either named (a Go glue of an explicit map, BuiltinGlues,
+// never a global registry: "tensor", the PP-OCR glues, presets) or built
+// from the spec's declarative sections (image, crops, from; the output
+// section post-processes the answer) by pipeline_decl.go and
+// pipeline_out.go; model-specific box decoders (BlazeFace's anchors) are
+// entries of the same map.
 package router

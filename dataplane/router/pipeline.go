@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -70,6 +71,19 @@ type Step struct {
 	// to a model (the OCR character list).
 	RepoDir string
 	inputs  []models.TensorSpec
+	index   int   // position in the pipeline
+	prev    *Step // the step before (nil for the first)
+}
+
+// VariantDir returns the directory of the active variant's files (glue
+// reads the files shipped next to a model there: the OCR character list,
+// a classifier's labels).
+func (s *Step) VariantDir() string {
+	v := s.Variant()
+	if v.Dir != "" {
+		return v.Dir
+	}
+	return filepath.Join(s.RepoDir, s.Meta.Dir, v.Name)
 }
 
 // Variant returns the metadata of the stage's active variant.
@@ -90,12 +104,22 @@ func (s *Step) Variant() *models.Variant {
 // Inputs, on a first glue, declares what the pipeline takes (nil: the first
 // step's inputs); Outputs, on a last glue, what Finish answers (nil: the
 // last step's outputs).
+//
+// A glue may instead be a Preset: a name for declarative sections (the
+// spec's image, crops, from and output), which Preset writes into the step
+// i of a copy of the spec before the pipeline is built; PresetFirst and
+// PresetNext say where the name may stand. Or a Decoder: the model-specific
+// part of a crops section (decoder: NAME), not a step's glue.
 type Glue struct {
 	First   func(req *Request, st *Step) ([]*Item, error)
 	Next    func(parent *Item, st *Step) ([]*Item, error)
 	Finish  func(req *Request, roots []*Item, last *Step) ([]models.Tensor, error)
 	Inputs  func(first *Step) []models.TensorSpec
 	Outputs func(last *Step) []models.TensorSpec
+
+	Preset                  func(p *models.Pipeline, i int, st *Step)
+	PresetFirst, PresetNext bool
+	Decoder                 Decoder
 }
 
 // Glues maps the glue names of pipeline specs to their code. There is no
@@ -104,7 +128,9 @@ type Glue struct {
 type Glues map[string]Glue
 
 // BuiltinGlues returns a new map of ipa's glues: "tensor" (V2 tensors in,
-// outputs to inputs by position), the ImageNet, PP-OCR and BlazeFace glues.
+// outputs to inputs by position); the PP-OCR glues (DB text boxes, CTC);
+// the "blazeface" decoder (anchors); and the presets image-imagenet,
+// image-face and face-crops, names for declarative sections.
 func BuiltinGlues() Glues {
 	g := Glues{"tensor": tensorGlue}
 	addImageGlues(g)
@@ -115,10 +141,10 @@ func BuiltinGlues() Glues {
 // sorted.
 func (gs Glues) Names() (first, next []string) {
 	for n, g := range gs {
-		if g.First != nil {
+		if g.First != nil || g.Preset != nil && g.PresetFirst {
 			first = append(first, n)
 		}
-		if g.Next != nil {
+		if g.Next != nil || g.Preset != nil && g.PresetNext {
 			next = append(next, n)
 		}
 	}
@@ -127,11 +153,29 @@ func (gs Glues) Names() (first, next []string) {
 	return first, next
 }
 
+// Decoders returns the names of the box decoders, sorted.
+func (gs Glues) Decoders() []string {
+	var names []string
+	for n, g := range gs {
+		if g.Decoder != nil {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
 // Pipeline runs requests through a pipeline's stages.
 type Pipeline struct {
 	Spec   *models.Pipeline
 	Stages []*Step
 	glues  []Glue
+	// outputs are the declared outputs; post the spec's output section
+	// (nil without one); tensorInputs is true when the first step takes an
+	// image and the model's own tensors too.
+	outputs      []models.TensorSpec
+	post         *post
+	tensorInputs bool
 
 	// What the glue (decoding, resizing, cropping, post-processing) cost
 	// on the router's own goroutines, summed over requests: CPU the
@@ -176,33 +220,100 @@ func (p *Pipeline) Version() string {
 }
 
 // Outputs returns the V2 outputs the pipeline answers with.
-func (p *Pipeline) Outputs() []models.TensorSpec {
-	last := p.Stages[len(p.Stages)-1]
-	if out := p.glues[len(p.glues)-1].Outputs; out != nil {
-		return out(last)
-	}
-	_, out := last.Meta.Interface()
-	return out
-}
+func (p *Pipeline) Outputs() []models.TensorSpec { return p.outputs }
 
-// NewPipeline binds a pipeline spec to its stages' clients.
+// TensorInputs reports whether the pipeline, which takes images, also
+// takes its first model's own tensors.
+func (p *Pipeline) TensorInputs() bool { return p.tensorInputs }
+
+// NewPipeline binds a pipeline spec to its stages' clients: each step gets
+// its named Go glue, or the declarative glue its spec describes (presets
+// expanded first).
 func NewPipeline(spec *models.Pipeline, stages []*Step, glues Glues) (*Pipeline, error) {
 	if len(stages) != len(spec.Stages) {
 		return nil, fmt.Errorf("pipeline %q has %d stages, got %d clients", spec.Name, len(spec.Stages), len(stages))
 	}
 	p := &Pipeline{Spec: spec, Stages: stages}
 	for i, st := range stages {
-		g, ok := glues[st.Spec.Input]
-		if !ok || (i == 0 && g.First == nil) || (i > 0 && g.Next == nil) {
-			return nil, fmt.Errorf("pipeline %q stage %q: no glue %q for this position", spec.Name, st.Spec.Name, st.Spec.Input)
-		}
 		st.inputs, _ = st.Meta.Interface()
+		st.index = i
+		if i > 0 {
+			st.prev = stages[i-1]
+		}
+	}
+	spec = expandPresets(spec, stages, glues)
+	fanout := false
+	for i, st := range stages {
+		s := spec.Stages[i]
+		if s.Declarative() {
+			d, err := newDeclStep(spec, i, st, st.prev, glues)
+			if err != nil {
+				return nil, fmt.Errorf("pipeline %q step %q: %w", spec.Name, st.Spec.Name, err)
+			}
+			p.glues = append(p.glues, d.glue())
+			fanout = fanout || s.Crops != nil
+			p.tensorInputs = p.tensorInputs || d.tensorsToo
+			continue
+		}
+		g, ok := glues[s.Input]
+		if !ok || (i == 0 && g.First == nil) || (i > 0 && g.Next == nil) {
+			return nil, fmt.Errorf("pipeline %q stage %q: no glue %q for this position", spec.Name, st.Spec.Name, s.Input)
+		}
 		p.glues = append(p.glues, g)
 	}
-	if p.glues[len(p.glues)-1].Finish == nil {
+	lastGlue := &p.glues[len(p.glues)-1]
+	last := stages[len(stages)-1]
+	if spec.Stages[len(stages)-1].Declarative() {
+		lastGlue.Finish = finishTensors
+		if fanout {
+			lastGlue.Finish, lastGlue.Outputs = finishRows, rowsOutputs
+		}
+	}
+	if lastGlue.Finish == nil {
 		return nil, fmt.Errorf("pipeline %q: glue %q cannot end a pipeline", spec.Name, stages[len(stages)-1].Spec.Input)
 	}
+	if out := lastGlue.Outputs; out != nil {
+		p.outputs = out(last)
+	} else {
+		_, p.outputs = last.Meta.Interface()
+	}
+	if spec.Output != nil {
+		var err error
+		if p.post, err = newPost(spec.Output, p.outputs, last); err != nil {
+			return nil, fmt.Errorf("pipeline %q: %w", spec.Name, err)
+		}
+		if p.outputs, err = p.post.specs(p.outputs); err != nil {
+			return nil, fmt.Errorf("pipeline %q: output: %w", spec.Name, err)
+		}
+	}
 	return p, nil
+}
+
+// expandPresets returns spec with every preset glue name replaced by the
+// declarative sections it stands for (a copy when there is one).
+func expandPresets(spec *models.Pipeline, stages []*Step, glues Glues) *models.Pipeline {
+	var cp *models.Pipeline
+	for i := range spec.Stages {
+		g := glues[spec.Stages[i].Input]
+		if g.Preset == nil {
+			continue
+		}
+		if cp == nil {
+			c := *spec
+			c.Stages = slices.Clone(spec.Stages)
+			if spec.Output != nil {
+				o := *spec.Output
+				c.Output = &o
+			}
+			cp = &c
+		}
+		cp.Stages[i].Input = ""
+		g.Preset(cp, i, stages[i])
+	}
+	if cp == nil {
+		return spec
+	}
+	return cp
 }
 
 // StepTiming is how long one stage of a request took (wall time, all items).
@@ -263,7 +374,11 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 		level = next
 	}
 	t0 = time.Now()
-	out, err := p.glues[len(p.glues)-1].Finish(req, roots, p.Stages[len(p.Stages)-1])
+	last := p.Stages[len(p.Stages)-1]
+	out, err := p.glues[len(p.glues)-1].Finish(req, roots, last)
+	if err == nil && p.post != nil {
+		out, err = p.post.apply(out, last)
+	}
 	glue += time.Since(t0)
 	return out, timings, err
 }

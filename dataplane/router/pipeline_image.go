@@ -9,7 +9,6 @@ import (
 	"math"
 	"path/filepath"
 	"slices"
-	"sync"
 
 	"github.com/ipa-serving/ipa/dataplane/glue"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
@@ -121,54 +120,12 @@ type linesData struct {
 	boxes []image.Rectangle // the box of each row of the item's batch of crops
 }
 
-type faceData struct {
-	img  image.Image
-	geom glue.FaceGeometry
-	size int
-}
-
-// keysCache holds the OCR character lists by path.
-var keysCache sync.Map
-
 func ocrKeys(st *Step) ([]string, error) {
-	p := filepath.Join(st.RepoDir, st.Meta.Dir, st.Variant().Name, "ppocr_keys_v1.txt")
-	if k, ok := keysCache.Load(p); ok {
-		return k.([]string), nil
-	}
-	keys, err := glue.LoadKeysFile(p)
-	if err != nil {
-		return nil, err
-	}
-	keysCache.Store(p, keys)
-	return keys, nil
+	return loadLines(filepath.Join(st.VariantDir(), "ppocr_keys_v1.txt"))
 }
 
 // addImageGlues adds the glues of the image pipelines to g.
 func addImageGlues(g Glues) {
-	// image-imagenet: an image resized and normalised for the ImageNet
-	// ladder, or V2 FP32 tensors passed as they are.
-	g["image-imagenet"] = Glue{
-		First: func(req *Request, st *Step) ([]*Item, error) {
-			if req.V2 != nil && len(req.V2.Inputs) > 0 && req.V2.Inputs[0].DataType != models.BYTES {
-				return tensorFirst(req, st)
-			}
-			imgs, err := requestImages(req)
-			if err != nil {
-				return nil, err
-			}
-			size, err := side(st, 2)
-			if err != nil {
-				return nil, err
-			}
-			items := make([]*Item, len(imgs))
-			for i, img := range imgs {
-				items[i] = &Item{In: []models.Tensor{glue.ClassifyInput(img, st.inputs[0].Name, size)}}
-			}
-			return items, nil
-		},
-		Finish: finishTensors,
-		Inputs: func(*Step) []models.TensorSpec { return []models.TensorSpec{ImageInput} },
-	}
 	// image-ocr-det: the page, letterboxed to the det variant's side.
 	g["image-ocr-det"] = Glue{
 		First: func(req *Request, st *Step) ([]*Item, error) {
@@ -217,52 +174,7 @@ func addImageGlues(g Glues) {
 		Finish:  finishOCR,
 		Outputs: func(*Step) []models.TensorSpec { return ocrOutputs },
 	}
-	// image-face: the image letterboxed to the BlazeFace variant's size.
-	g["image-face"] = Glue{
-		First: func(req *Request, st *Step) ([]*Item, error) {
-			imgs, err := requestImages(req)
-			if err != nil {
-				return nil, err
-			}
-			s, err := side(st, 1)
-			if err != nil {
-				return nil, err
-			}
-			items := make([]*Item, len(imgs))
-			for i, img := range imgs {
-				t, g := glue.FaceInput(img, s)
-				t.Name = st.inputs[0].Name
-				items[i] = &Item{In: []models.Tensor{t}, Data: faceData{img, g, s}}
-			}
-			return items, nil
-		},
-		Inputs: func(*Step) []models.TensorSpec { return []models.TensorSpec{ImageInput} },
-	}
-	// face-crops: BlazeFace detections → one ImageNet-normalised crop each.
-	g["face-crops"] = Glue{
-		Next: func(parent *Item, st *Step) ([]*Item, error) {
-			d, ok := parent.Data.(faceData)
-			if !ok {
-				return nil, fmt.Errorf("face-crops must follow image-face")
-			}
-			dets, err := glue.FaceBoxes(parent.Out, d.geom, d.size, 0.5)
-			if err != nil {
-				return nil, err
-			}
-			size, err := side(st, 2)
-			if err != nil {
-				return nil, err
-			}
-			items := make([]*Item, len(dets))
-			for i, det := range dets {
-				crop := glue.Crop(d.img, det.Box)
-				items[i] = &Item{In: []models.Tensor{glue.ClassifyInput(crop, st.inputs[0].Name, size)}, Box: det.Box, Score: det.Score}
-			}
-			return items, nil
-		},
-		Finish:  finishFaces,
-		Outputs: func(*Step) []models.TensorSpec { return faceOutputs },
-	}
+	addPresets(g)
 }
 
 type ocrLine struct {
@@ -281,15 +193,6 @@ var ocrOutputs = []models.TensorSpec{
 	{Name: "text", DataType: models.BYTES, Shape: []int64{models.Dynamic}},
 	{Name: "boxes", DataType: models.INT32, Shape: []int64{models.Dynamic, 4}},
 	{Name: "confidence", DataType: models.FP32, Shape: []int64{models.Dynamic}},
-	itemOutput,
-}
-
-// faceOutputs are the outputs of finishFaces.
-var faceOutputs = []models.TensorSpec{
-	{Name: "boxes", DataType: models.INT32, Shape: []int64{models.Dynamic, 4}},
-	{Name: "face_score", DataType: models.FP32, Shape: []int64{models.Dynamic}},
-	{Name: "class", DataType: models.INT32, Shape: []int64{models.Dynamic}},
-	{Name: "class_prob", DataType: models.FP32, Shape: []int64{models.Dynamic}},
 	itemOutput,
 }
 
@@ -341,40 +244,45 @@ func finishOCR(_ *Request, roots []*Item, last *Step) ([]models.Tensor, error) {
 	return []models.Tensor{text, boxes, conf, item}, nil
 }
 
-// finishFaces answers boxes INT32[n,4], face_score FP32[n], class INT32[n]
-// (top-1 ImageNet index of the crop), class_prob FP32[n] and item INT32[n]
-// (the request image of each face), image by image.
-func finishFaces(_ *Request, roots []*Item, _ *Step) ([]models.Tensor, error) {
-	var faces []*Item
-	var items []int
-	for r, root := range roots {
-		faces = append(faces, root.Children...)
-		for range root.Children {
-			items = append(items, r)
-		}
-	}
-	n := int64(len(faces))
-	boxes := models.Tensor{Name: "boxes", DataType: models.INT32, Shape: []int64{n, 4}, Data: make([]byte, 16*n)}
-	score := models.Tensor{Name: "face_score", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	class := models.Tensor{Name: "class", DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	prob := models.Tensor{Name: "class_prob", DataType: models.FP32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	item := models.Tensor{Name: itemOutput.Name, DataType: models.INT32, Shape: []int64{n}, Data: make([]byte, 4*n)}
-	for i, f := range faces {
-		putBox(boxes.Data[16*i:], f.Box)
-		binary.LittleEndian.PutUint32(score.Data[4*i:], math.Float32bits(f.Score))
-		top, err := glue.TopK(f.Out[0], 0, 1, nil)
-		if err != nil {
-			return nil, err
-		}
-		binary.LittleEndian.PutUint32(class.Data[4*i:], uint32(top[0].Index))
-		binary.LittleEndian.PutUint32(prob.Data[4*i:], math.Float32bits(top[0].Prob))
-		binary.LittleEndian.PutUint32(item.Data[4*i:], uint32(items[i]))
-	}
-	return []models.Tensor{boxes, score, class, prob, item}, nil
-}
-
 func putBox(b []byte, r image.Rectangle) {
 	for j, v := range [4]int{r.Min.X, r.Min.Y, r.Max.X, r.Max.Y} {
 		binary.LittleEndian.PutUint32(b[4*j:], uint32(int32(v)))
 	}
+}
+
+// addPresets adds the built-in glues that are declarative underneath:
+// names for image, crops and output sections, and the BlazeFace decoder.
+func addPresets(g Glues) {
+	// image-imagenet: the torchvision ImageNet transform (glue.ImageNetPrep)
+	// at the variant's input size; V2 FP32 tensors pass as they are.
+	g["image-imagenet"] = Glue{PresetFirst: true, Preset: func(p *models.Pipeline, i int, _ *Step) {
+		prep := glue.ImageNetPrep
+		p.Stages[i].Image = &prep
+	}}
+	// image-face: BlazeFace's letterboxed NHWC −1..1 input (glue.FacePrep).
+	g["image-face"] = Glue{PresetFirst: true, Preset: func(p *models.Pipeline, i int, _ *Step) {
+		prep := glue.FacePrep
+		p.Stages[i].Image = &prep
+	}}
+	// face-crops: BlazeFace detections (score ≥ 0.5) → one ImageNet crop
+	// each; unless the spec has its own output section, the answer is
+	// boxes INT32[n,4], face_score FP32[n], class INT32[n] and class_prob
+	// FP32[n] (top-1 of the classifier), item INT32[n].
+	g["face-crops"] = Glue{PresetNext: true, Preset: func(p *models.Pipeline, i int, st *Step) {
+		p.Stages[i].Crops = &models.Crops{Decoder: "blazeface", Threshold: 0.5, Image: glue.ImageNetPrep}
+		if p.Output == nil && i == len(p.Stages)-1 {
+			_, out := st.Meta.Interface()
+			p.Output = &models.Output{TopK: &models.TopK{From: out[0].Name, K: 1}, Rename: map[string]string{models.OutScore: "face_score"},
+				Select: []string{models.OutBoxes, "face_score", models.OutClass, models.OutClassProb, models.OutItem}}
+		}
+	}}
+	// blazeface: MediaPipe's anchors and weighted NMS for the detector's
+	// input size (front 128, back 256).
+	g["blazeface"] = Glue{Decoder: func(outputs []models.Tensor, det *Step, threshold float32) ([]glue.Box, error) {
+		size, err := side(det, 1)
+		if err != nil {
+			return nil, err
+		}
+		return glue.FaceInputBoxes(outputs, size, threshold)
+	}}
 }

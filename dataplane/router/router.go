@@ -242,7 +242,7 @@ func (r *Router) metadata(ctx *fasthttp.RequestCtx, p *routedPipe) {
 	in := p.pipe.Inputs()
 	if first, _ := p.pipe.Stages[0].Meta.Interface(); in[0].Name != first[0].Name {
 		params["raw_body"] = "POST one PNG or JPEG image as the body, or send input " + in[0].Name + " in a V2 request"
-		if p.pipe.Stages[0].Spec.Input == "image-imagenet" {
+		if p.pipe.TensorInputs() {
 			params["tensor_inputs"] = v2codec.TensorMetadataOf(first) // the classifier's own tensor is accepted too
 		}
 	}

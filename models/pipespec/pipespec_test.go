@@ -98,8 +98,71 @@ func TestBuiltinPipelinesParse(t *testing.T) {
 	}
 }
 
+const declarative = `name: p
+sla: 1s
+stages:
+  - name: a
+    model: det
+    image: {resize: letterbox, size: [32, 64], layout: NHWC, channels: BGR, scale: 127.5, mean: [1], pad: [114, 114, 114]}
+  - name: b
+    model: rec
+    crops:
+      boxes: y
+      format: cxcywh
+      normalized: true
+      threshold: 0.25
+      nms: 0.45
+      max: 10
+      margin: 0.1
+      image: {resize: shorter-side, shorter: 40, size: [32, 32], mean: [0.5, 0.5, 0.5], std: [0.25]}
+  - name: c
+    model: rec
+    from: {x: a.y}
+output:
+  softmax: [y]
+  topk: {from: y, k: 2, labels: labels.txt}
+  rename: {label: name}
+  select: [name, class, item]
+`
+
+func TestParseDeclarativeGlue(t *testing.T) {
+	p, err := Parse([]byte(declarative), repo(), first, next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c := p.Stages[0], p.Stages[1], p.Stages[2]
+	if !a.Declarative() || a.Image.ResizeMode() != models.ResizeLetterbox || a.Image.Pad[0] != 114 || b.Crops.Image.Shorter != 40 ||
+		b.Crops.NMS != 0.45 || c.From["x"] != "a.y" || p.Output.TopK.K != 2 || p.Output.Rename["label"] != "name" {
+		t.Fatalf("parsed %+v %+v %+v %+v", a.Image, b.Crops, c.From, p.Output)
+	}
+	f := func(old, new, want string) {
+		t.Helper()
+		_, err := Parse([]byte(strings.Replace(declarative, old, new, 1)), repo(), first, next)
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Fatalf("%q → %q: got %v, want %q", old, new, err, want)
+		}
+	}
+	f("resize: letterbox", "resize: squash", `line 6 ($.stages[0].image.resize): resize "squash"`)
+	f("layout: NHWC", "layout: CHW", `($.stages[0].image.layout): layout "CHW" is not one of [NCHW NHWC]`)
+	f("size: [32, 64]", "size: [32]", "($.stages[0].image.size)")
+	f("std: [0.25]", "std: [0]", "($.stages[1].crops.image.std)")
+	f("mean: [0.5, 0.5, 0.5]", "mean: [0.5, 0.5]", "give 1 or 3")
+	f("boxes: y", "boxes: z", `($.stages[1].crops.boxes): "z" is not an output of step "a"`)
+	f("boxes: y", "decoder: blazeface", "format and normalized describe boxes")
+	f("nms: 0.45", "nms: 2", "($.stages[1].crops.nms)")
+	f("x: a.y", "x: b.q", `"q" is not an output of step "b"`)
+	f("x: a.y", "x: c.y", "must be STEP.OUTPUT with STEP an earlier step [a b]")
+	f("x: a.y", "w: a.y", `"w" is not an input of model "rec"`)
+	f("k: 2", "k: 5000", "($.output.topk.k)")
+	f("select: [name, class, item]", "select: [name, name]", `"name" is selected twice`)
+	f("    model: rec\n    from", "    model: rec\n    input: tensor\n    from", "use one or the other")
+	f("    image: {resize: letterbox, size: [32, 64], layout: NHWC, channels: BGR, scale: 127.5, mean: [1], pad: [114, 114, 114]}", "    crops: {decoder: x, image: {}}", "the first step has no earlier step")
+	f("    image: {resize: letterbox, size: [32, 64], layout: NHWC, channels: BGR, scale: 127.5, mean: [1], pad: [114, 114, 114]}", "    image: {resize: letterbox}\n    crops: {decoder: x, image: {}}", "either the request's image")
+}
+
 func FuzzParsePipeline(f *testing.F) {
 	f.Add([]byte(good))
+	f.Add([]byte(declarative))
 	for _, n := range BuiltinNames() {
 		b, _ := Builtin(n)
 		f.Add(b)

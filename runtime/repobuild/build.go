@@ -114,8 +114,10 @@ type VariantReport struct {
 	MaxDiff    float64 `json:"max_diff"`
 	MaxRelDiff float64 `json:"max_rel_diff"`
 	Identical  bool    `json:"identical"`
-	// Compared lists the tensors the self-check compared.
+	// Compared lists the tensors the self-check compared; Constant those of
+	// them equal for every item (where the check proves little).
 	Compared  []string `json:"compared,omitempty"`
+	Constant  []string `json:"constant,omitempty"`
 	MaxBatch  int      `json:"max_batch"`
 	BatchNote string   `json:"batch_note"`
 	// SHA256 of the written model file.
@@ -199,13 +201,11 @@ func Build(ctx context.Context, opt Options) (*Report, error) {
 	if err := os.MkdirAll(opt.OutDir, 0o755); err != nil {
 		return nil, fmt.Errorf("cannot create model repository: %w", err)
 	}
-	tmp, err := os.MkdirTemp("", "repobuild-")
+	ss, done, err := tempSessions(opt.Threads)
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
-	ss := newSessions(tmp, opt.Threads)
-	defer ss.reset()
+	defer done()
 
 	rep := &Report{}
 	for i := range catalog {
@@ -365,6 +365,7 @@ func makeVariant(ctx context.Context, e *entry, src []byte, opt Options, ss *ses
 	vr.MaxDiff, vr.MaxRelDiff = finite(res.MaxDiff), finite(res.MaxRel)
 	vr.Identical = res.Identical && res.Err == nil
 	vr.Compared = res.Compared
+	vr.Constant = res.Constant
 	switch {
 	case res.Err == nil && e.Batch == batchRewrite:
 		vr.Batch, vr.MaxBatch = BatchRewritten, 0

@@ -35,6 +35,17 @@ func newSessions(dir string, threads int) *sessions {
 	return &sessions{dir: dir, threads: threads, open: map[[32]byte]*checkSession{}, errs: map[[32]byte]error{}}
 }
 
+// tempSessions returns sessions that write their model bytes into a new
+// temporary directory; done closes them and removes it.
+func tempSessions(threads int) (ss *sessions, done func(), err error) {
+	tmp, err := os.MkdirTemp("", "repobuild-")
+	if err != nil {
+		return nil, nil, err
+	}
+	ss = newSessions(tmp, threads)
+	return ss, func() { ss.reset(); os.RemoveAll(tmp) }, nil
+}
+
 // get returns a session on the model encoded in b.
 func (ss *sessions) get(b []byte) (*checkSession, error) {
 	key := sha256.Sum256(b)
@@ -285,15 +296,13 @@ func floats(dt models.DataType, b []byte) []float64 {
 	return f
 }
 
-// randomInputs returns k distinct uniform [0,1) inputs for v, from a fixed
-// seed so that a rebuild checks the same numbers.
+// randomInputs returns k distinct uniform [0,1) FP32 inputs for v (other
+// datatypes zero), from a fixed seed so that a rebuild checks the same
+// numbers.
 func randomInputs(v *models.Variant, k int, nominal map[string][]int64) ([]models.Tensor, error) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	in := make([]models.Tensor, len(v.Inputs))
 	for i, spec := range v.Inputs {
-		if spec.DataType != models.FP32 {
-			return nil, fmt.Errorf("input %q is %s; the self-check feeds FP32 only", spec.Name, spec.DataType)
-		}
 		shape := slices.Clone(spec.Shape)
 		shape[0] = int64(k)
 		for d := 1; d < len(shape); d++ {
@@ -306,9 +315,13 @@ func randomInputs(v *models.Variant, k int, nominal map[string][]int64) ([]model
 			}
 			shape[d] = nom[d]
 		}
-		data := make([]byte, models.Elements(shape)*4)
-		for j := 0; j < len(data); j += 4 {
-			binary.LittleEndian.PutUint32(data[j:], math.Float32bits(rng.Float32()))
+		data := make([]byte, models.Elements(shape)*spec.DataType.Size())
+		// Only FP32 inputs get random values; others stay zero (a valid
+		// index or mask), so items differ through the FP32 inputs only.
+		if spec.DataType == models.FP32 {
+			for j := 0; j < len(data); j += 4 {
+				binary.LittleEndian.PutUint32(data[j:], math.Float32bits(rng.Float32()))
+			}
 		}
 		in[i] = models.Tensor{Name: spec.Name, DataType: spec.DataType, Shape: shape, Data: data}
 	}

@@ -140,12 +140,14 @@ func renameValue(g *onnxpb.GraphProto, old, new string) {
 	}
 }
 
-// ioNormalization renames a single-input, single-output model's interface.
+// ioNormalization renames a model's only input and only output.
 type ioNormalization struct {
-	// Input is the new name of the only graph input.
+	// Input is the new name of the only graph input; "" keeps the inputs
+	// as they are (and allows several).
 	Input string
-	// Output is the new name of the only graph output. A rank-4 output
-	// [N,C,1,1] is flattened to [N,C] by an appended Flatten node.
+	// Output is the new name of the only graph output; "" keeps the outputs
+	// (and allows several). A rank-4 output [N,C,1,1] is flattened to [N,C]
+	// by an appended Flatten node.
 	Output string
 }
 
@@ -153,17 +155,23 @@ type ioNormalization struct {
 func normalizeIO(m *onnxpb.ModelProto, n ioNormalization) (string, error) {
 	g := m.GetGraph()
 	in := realInputs(g)
-	if len(in) != 1 || len(g.GetOutput()) != 1 {
-		return "", fmt.Errorf("cannot normalise the interface of a model with %d inputs and %d outputs; want 1 and 1", len(in), len(g.GetOutput()))
+	if n.Input != "" && len(in) != 1 {
+		return "", fmt.Errorf("cannot rename the input of a model with %d inputs; want 1", len(in))
+	}
+	if n.Output != "" && len(g.GetOutput()) != 1 {
+		return "", fmt.Errorf("cannot rename the output of a model with %d outputs; want 1", len(g.GetOutput()))
 	}
 	used := tensorNames(g)
 	var did []string
-	if old := in[0].GetName(); old != n.Input {
+	if old := firstName(in); n.Input != "" && old != n.Input {
 		if used[n.Input] {
 			return "", fmt.Errorf("cannot rename input %q to %q: the name is taken", old, n.Input)
 		}
 		renameValue(g, old, n.Input)
 		did = append(did, fmt.Sprintf("input %q→%q", old, n.Input))
+	}
+	if n.Output == "" {
+		return strings.Join(did, ", "), nil
 	}
 	out := g.GetOutput()[0]
 	old := out.GetName()
@@ -198,10 +206,21 @@ func normalizeIO(m *onnxpb.ModelProto, n ioNormalization) (string, error) {
 			}}},
 		}
 		did = append(did, fmt.Sprintf("output %q %s flattened into %q", old, formatDims(dims), n.Output))
-	default:
-		return "", fmt.Errorf("cannot normalise output %q of shape %s to rank 2", old, formatDims(dims))
+	case old != n.Output:
+		if used[n.Output] {
+			return "", fmt.Errorf("cannot rename output %q to %q: the name is taken", old, n.Output)
+		}
+		renameValue(g, old, n.Output)
+		did = append(did, fmt.Sprintf("output %q→%q", old, n.Output))
 	}
 	return strings.Join(did, ", "), nil
+}
+
+func firstName(vis []*onnxpb.ValueInfoProto) string {
+	if len(vis) == 0 {
+		return ""
+	}
+	return vis[0].GetName()
 }
 
 func formatDims(dims []*onnxpb.TensorShapeProto_Dimension) string {
