@@ -11,9 +11,10 @@ import (
 
 // ModelsCmd groups the model repository tools.
 type ModelsCmd struct {
-	Build ModelsBuildCmd `cmd:"" help:"Build the model repository from the raw models of 'make deps': normalise interfaces, make batch dimensions dynamic, self-check each variant."`
-	List  ModelsListCmd  `cmd:"" help:"List the stages and variants of the model repository."`
-	Score ModelsScoreCmd `cmd:"" help:"Measure the accuracy of a stage's variants on a generated labelled set (OCR: character error rate of the pipeline per detection variant) and write it into variant.json and the measured-accuracy file."`
+	Build  ModelsBuildCmd  `cmd:"" help:"Build the model repository from the raw models of 'make deps': normalise interfaces, make batch dimensions dynamic, self-check each variant."`
+	List   ModelsListCmd   `cmd:"" help:"List the stages and variants of the model repository."`
+	Memory ModelsMemoryCmd `cmd:"" help:"Measure the resident memory of each variant's sessions (one process per variant) and write the memory model 'ipa stage', 'ipa local' and 'ipa manifests' size replicas with."`
+	Score  ModelsScoreCmd  `cmd:"" help:"Measure the accuracy of a stage's variants on a generated labelled set (OCR: character error rate of the pipeline per detection variant) and write it into variant.json and the measured-accuracy file."`
 }
 
 // ModelsBuildCmd builds the repository.
