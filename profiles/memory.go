@@ -3,7 +3,6 @@ package profiles
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -81,21 +80,9 @@ type VariantMemory struct {
 
 // LoadMemory reads and validates a memory file from r.
 func LoadMemory(r io.Reader) (*Memory, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read memory file: %w", err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("memory file is larger than %d bytes", maxFileSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var m Memory
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("cannot parse memory file: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("cannot parse memory file: trailing data after the JSON document")
+	if err := decodeStrict(r, "memory file", &m); err != nil {
+		return nil, err
 	}
 	if err := m.Validate(); err != nil {
 		return nil, err
