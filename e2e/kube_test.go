@@ -171,7 +171,7 @@ func TestPipelineOnKubernetes(t *testing.T) {
 	}()
 	report := filepath.Join(dir, "report.json")
 	out, err = exec.Command(bin, "load", "--url", "http://"+router+"/v2/models/kc/infer", "--pattern", "step",
-		"--steps", "12s@2,24s@8,30s@2", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
+		"--steps", "12s@2,24s@8,30s@2", "--arrivals", "burst", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
 		"--no-progress").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ipa load: %v\n%s", err, out)
