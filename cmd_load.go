@@ -50,7 +50,7 @@ type LoadPattern struct {
 	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; -1: the end of the trace."`
 	Damping   float64       `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
 	TimeScale float64       `name:"time-scale" default:"1" help:"Seconds one trace second lasts (--pattern trace): 0.5 replays the window twice as fast, at twice the rate."`
-	Arrivals  string        `default:"exponential" enum:"exponential,poisson,equal" help:"Arrivals within each second: exponential (IPA's tester: independent exponential offsets, bunched at the second's start), poisson (a true Poisson process) or equal (evenly spaced)."`
+	Arrivals  string        `default:"poisson" enum:"poisson,burst,exponential,equal" help:"Arrivals within each second: poisson (a Poisson process at the second's rate: requests spread over it, their number per second varies), burst (IPA's tester: exactly the second's count at independent exponential offsets from its start, so at 375/s 99 % leave in its first 13 ms; 'exponential' is its old name) or equal (evenly spaced)."`
 	Duration  time.Duration `default:"0s" help:"Stop scheduling after this long (0: the pattern's end)."`
 	Total     int           `default:"0" help:"Stop after this many requests (0: no limit)."`
 	Seed      uint64        `default:"1" help:"Seed of the arrival times and random tensors; the same seed gives the same schedule."`

@@ -65,13 +65,14 @@ type LocalCmd struct {
 	MaxQueue int                    `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
 	HTTP     dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin    dataplane.AdminConfig  `embed:"" prefix:"admin."`
+	Limits   dataplane.LimitsConfig `embed:"" prefix:"limits."`
 	Adapt    bool                   `name:"controller" default:"true" negatable:"" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages with the pipeline's profile (--controller.profile; built-in pipelines ship one). --no-controller serves the initial configuration as it is."`
 	Control  ControllerFlags        `embed:"" prefix:"controller."`
 }
 
 // localPipeline starts one in-process stage per step of spec and binds them
 // into a pipe. Close the returned stages in reverse order.
-func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, log *slog.Logger) (*router.Pipeline, []*dataplane.Stage, error) {
+func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, limits *dataplane.Limits, log *slog.Logger) (*router.Pipeline, []*dataplane.Stage, error) {
 	var stages []*dataplane.Stage
 	var steps []*router.Step
 	closeAll := func() {
@@ -86,7 +87,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 			return nil, nil, err
 		}
 		start := time.Now()
-		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue, Logger: log}, ortOpener(dir, meta))
+		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue, Logger: log, Limits: limits}, ortOpener(dir, meta))
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -118,6 +119,14 @@ func (c *LocalCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
+	limits, err := hostLimits(c.Limits, c.Models.Dir)
+	if err != nil {
+		return err
+	}
+	capacity, err := coreCapacity(c.Control, limits)
+	if err != nil {
+		return err
+	}
 	var planSteps []optimizer.Step
 	var planProf *profiles.Profile
 	if c.Adapt { // before any model loads: a missing profile is reported at once
@@ -130,7 +139,7 @@ func (c *LocalCmd) Run(g *Globals) error {
 			c.Adapt = false
 		}
 	}
-	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, log)
+	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, limits, log)
 	if err != nil {
 		return err
 	}
@@ -144,7 +153,8 @@ func (c *LocalCmd) Run(g *Globals) error {
 	ctlDone := make(chan struct{})
 	close(ctlDone)
 	if c.Adapt {
-		ctl, closer, err := c.Control.loop(planSteps, planProf, spec.SLA, newLocalObserver(rt, spec.Name, stages), localActuator{stages}, log)
+		within := planWithin(capacity, limits, stages, log)
+		ctl, closer, err := c.Control.loop(planSteps, planProf, spec.SLA, newLocalObserver(rt, spec.Name, stages), localActuator{stages}, log, within)
 		if err != nil {
 			for i := len(stages) - 1; i >= 0; i-- {
 				stages[i].Close()

@@ -11,6 +11,8 @@ import (
 	"github.com/alecthomas/kong"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/ipa-serving/ipa/models/pipespec"
 	"github.com/ipa-serving/ipa/orchestrator/kube"
+	"github.com/ipa-serving/ipa/profiles"
 )
 
 const classifyProfile = "profiles/measured/classify.json"
@@ -72,6 +75,10 @@ func decodeManifests(t *testing.T, b []byte) map[string]any {
 			obj = &rbacv1.Role{}
 		case "rbac.authorization.k8s.io/v1 RoleBinding":
 			obj = &rbacv1.RoleBinding{}
+		case "networking.k8s.io/v1 NetworkPolicy":
+			obj = &networkingv1.NetworkPolicy{}
+		case "policy/v1 PodDisruptionBudget":
+			obj = &policyv1.PodDisruptionBudget{}
 		default:
 			t.Fatalf("document %d is a %q %q\n%s", i, tm.APIVersion, tm.Kind, doc)
 		}
@@ -89,8 +96,10 @@ func decodeManifests(t *testing.T, b []byte) map[string]any {
 
 func TestManifestsCommandRendersTheClassifyPipeline(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "classify.yaml")
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
 	err := runCLI(t, "manifests", "--pipeline", "classify", "--models.dir", modelsDir(t), "--profile", classifyProfile,
-		"--namespace", "ml", "--stage-memory", "classify=2Gi", "--image", "registry.local/ipa:v1", "--out", out)
+		"--namespace", "ml", "--stage-memory", "classify=2Gi", "--image", "registry.local/ipa:v1", "--admin-token-file", tokenFile, "--out", out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +114,8 @@ func TestManifestsCommandRendersTheClassifyPipeline(t *testing.T) {
 	}
 	slices.Sort(got)
 	want := []string{"ConfigMap/classify-pipeline", "Deployment/classify-classify", "Deployment/classify-controller",
-		"Deployment/classify-router", "Role/classify-controller", "Role/classify-router", "RoleBinding/classify-controller",
+		"Deployment/classify-router", "NetworkPolicy/classify-stages", "PodDisruptionBudget/classify-classify", "PodDisruptionBudget/classify-router",
+		"Role/classify-controller", "Role/classify-router", "RoleBinding/classify-controller",
 		"RoleBinding/classify-router", "Secret/classify-admin-token", "Service/classify-classify", "Service/classify-router",
 		"ServiceAccount/classify-controller", "ServiceAccount/classify-router"}
 	if !slices.Equal(got, want) {
@@ -141,9 +151,64 @@ func TestManifestsCommandRendersTheClassifyPipeline(t *testing.T) {
 	if cm.Data[kube.PipelineKey] != string(src) || cm.Data[kube.ProfileKey] != string(prof) {
 		t.Errorf("the ConfigMap does not hold the spec and the profile as given")
 	}
-	if tok := objs["Secret/classify-admin-token"].(*corev1.Secret).Data[kube.TokenKey]; len(tok) < 32 {
-		t.Errorf("admin token %q", tok)
+	if tok := objs["Secret/classify-admin-token"].(*corev1.Secret).Data[kube.TokenKey]; string(tok) != "0123456789abcdef0123456789abcdef" {
+		t.Errorf("admin token %q, want the file's (without its line break)", tok)
 	}
+}
+
+// Without --stage-memory a stage pod requests what the memory model says
+// one replica of its variants holds at the largest batch its profile
+// measured, and is limited a little above; without a token nothing secret
+// is rendered, and two renders are the same bytes.
+func TestManifestsCommandSizesStagesByTheMemoryModel(t *testing.T) {
+	render := func() []byte {
+		out := filepath.Join(t.TempDir(), "classify.yaml")
+		if err := runCLI(t, "manifests", "--pipeline", "classify", "--models.dir", modelsDir(t), "--profile", classifyProfile,
+			"--namespace", "ml", "--out", out); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	a, b := render(), render()
+	if !bytes.Equal(a, b) {
+		t.Fatal("two renders of the same flags differ")
+	}
+	objs := decodeManifests(t, a)
+	if _, ok := objs["Secret/classify-admin-token"]; ok {
+		t.Error("a Secret is rendered without --admin-token-file")
+	}
+	res := objs["Deployment/classify-classify"].(*appsv1.Deployment).Spec.Template.Spec.Containers[0].Resources
+	repo, err := RepoFlags{Dir: modelsDir(t)}.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	meta, err := repo.Stage("classify")
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof, err := loadProfile(classifyProfile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch := 1
+	for _, v := range meta.Variants {
+		for _, c := range prof.Variant("classify", v.Name).Configs {
+			batch = max(batch, slices.Max(c.Batches()))
+		}
+	}
+	want := profiles.MeasuredMemory().Estimate("classify", variantFiles(modelsDir(t), meta), batch).Total(1)
+	req, lim := res.Requests[corev1.ResourceMemory], res.Limits[corev1.ResourceMemory]
+	if got := req.Value(); got < want || got >= want+1<<20 {
+		t.Errorf("memory request %s (%d bytes), want the model's %d bytes rounded up to MiB", req.String(), got, want)
+	}
+	if wantLim := kube.StageMemoryLimit(req); lim.Cmp(wantLim) != 0 {
+		t.Errorf("memory limit %s, want %s", lim.String(), wantLim.String())
+	}
+	t.Logf("classify: batch %d, request %s, limit %s", batch, req.String(), lim.String())
 }
 
 // A spec file goes into the ConfigMap verbatim, comments included.
@@ -245,8 +310,8 @@ func TestManifestsCommandDefaultsAreRenders(t *testing.T) {
 		m.ImagePullPolicy != string(corev1.PullIfNotPresent) || m.RouterServiceType != string(corev1.ServiceTypeClusterIP) {
 		t.Errorf("defaults %+v differ from kube's", m)
 	}
-	if !bytes.Contains([]byte(stageMemoryHelp(t)), []byte(kube.DefaultStageMemory)) {
-		t.Errorf("--stage-memory's help does not give the default %s", kube.DefaultStageMemory)
+	if !strings.Contains(stageMemoryHelp(t), "memory model") {
+		t.Errorf("--stage-memory's help does not say the default comes from the memory model")
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 type ModelsCmd struct {
 	Build   ModelsBuildCmd   `cmd:"" help:"Build the model repository from the raw models of 'make deps': normalise interfaces, make batch dimensions dynamic, self-check each variant."`
 	List    ModelsListCmd    `cmd:"" help:"List the stages and variants of the model repository (the built-in one merged with yours)."`
+	Memory  ModelsMemoryCmd  `cmd:"" help:"Measure the resident memory of each variant's sessions (one process per variant) and write the memory model 'ipa stage', 'ipa local' and 'ipa manifests' size replicas with."`
 	Score   ModelsScoreCmd   `cmd:"" help:"Measure the accuracy of a stage's variants on a generated labelled set (OCR: character error rate of the pipeline per detection variant) and write it into variant.json and the measured-accuracy file."`
 	Inspect ModelsInspectCmd `cmd:"" help:"Print an ONNX model's inputs, outputs, datatypes, shapes, opset and batch capability (dynamic, fixed but rewritable, fixed, none), loading it in ONNX Runtime."`
 	Add     ModelsAddCmd     `cmd:"" help:"Add your own ONNX model as a variant of a stage of your model repository: checks that ONNX Runtime loads it, makes a batch fixed at 1 dynamic when the rewrite passes its self-check, checks its interface against the stage's other variants."`

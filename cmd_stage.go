@@ -101,6 +101,7 @@ type StageCmd struct {
 	Stage  StageFlags             `embed:""`
 	HTTP   dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin  dataplane.AdminConfig  `embed:"" prefix:"admin."`
+	Limits dataplane.LimitsConfig `embed:"" prefix:"limits."`
 }
 
 // Run serves until SIGINT or SIGTERM.
@@ -121,7 +122,11 @@ func (c *StageCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	st, err := dataplane.NewStage(meta, c.Stage.config(meta), dataplane.StageOptions{MaxQueue: c.Stage.Batch.MaxQueue, Logger: log},
+	limits, err := hostLimits(c.Limits, c.Models.Dir)
+	if err != nil {
+		return err
+	}
+	st, err := dataplane.NewStage(meta, c.Stage.config(meta), dataplane.StageOptions{MaxQueue: c.Stage.Batch.MaxQueue, Logger: log, Limits: limits},
 		ortOpener(c.Models.Dir, meta))
 	if err != nil {
 		return err

@@ -2,9 +2,10 @@
 // (every variant preloaded, dynamic batching, N replica workers, live
 // reconfiguration) and Server exposes stages over the Open Inference
 // Protocol (KServe V2) REST API on fasthttp, with an admin API and
-// Prometheus metrics. It also holds what every HTTP role shares: the
-// fasthttp server with ipa's limits, V2 error bodies, and the mapping of
-// errors to HTTP statuses.
+// Prometheus metrics. Limits bound a process's stages by the host's cores
+// and memory (read from /proc and the process's cgroup). It also holds
+// what every HTTP role shares: the fasthttp server with ipa's limits, V2
+// error bodies, and the mapping of errors to HTTP statuses.
 //
 // Its neighbours each do one job: dataplane/v2codec encodes and decodes V2
 // bodies, dataplane/router chains stages into a pipeline (the router role),

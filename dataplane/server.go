@@ -494,6 +494,9 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 			if errors.Is(err, ErrUnavailable) {
 				status = fasthttp.StatusServiceUnavailable
 			}
+			if errors.Is(err, ErrOverLimit) {
+				status = fasthttp.StatusUnprocessableEntity
+			}
 			WriteError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
 			return
 		}

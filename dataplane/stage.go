@@ -36,6 +36,9 @@ type StageOptions struct {
 	// Clock drives queue timing; nil means the system clock.
 	Clock  batcher.Clock
 	Logger *slog.Logger
+	// Limits are the host's ceilings, shared by the stages of a process;
+	// nil: none.
+	Limits *Limits
 }
 
 // Stage serves one pipeline stage. It is safe for concurrent use.
@@ -52,6 +55,7 @@ type Stage struct {
 	log     *slog.Logger
 	clock   batcher.Clock
 	m       *stageMetrics
+	limits  *Limits
 
 	// cfg is read by every worker at the start of every batch.
 	cfg   atomic.Pointer[models.StageConfig]
@@ -79,13 +83,16 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	if meta.Variant(cfg.Variant) == nil {
 		return nil, fmt.Errorf("stage %q has no variant %q (have %v)", meta.Name, cfg.Variant, meta.VariantNames())
 	}
+	if err := opt.Limits.admit(nil, meta, cfg); err != nil {
+		return nil, fmt.Errorf("stage %q: %w", meta.Name, err)
+	}
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opt.Clock == nil {
 		opt.Clock = batcher.SystemClock{}
 	}
-	s := &Stage{meta: meta, open: open, clock: opt.Clock, log: opt.Logger.With("stage", meta.Name)}
+	s := &Stage{meta: meta, open: open, clock: opt.Clock, log: opt.Logger.With("stage", meta.Name), limits: opt.Limits}
 	s.inputs, s.outputs = meta.Interface()
 	var err error
 	s.b, err = batcher.New[*call](batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: opt.MaxQueue},
@@ -105,6 +112,7 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	s.mu.Lock()
 	s.startLocked(reps)
 	s.mu.Unlock()
+	s.limits.join(s)
 	s.ready.Store(true)
 	s.log.Info("stage ready", "variants", len(meta.Variants), "replicas", cfg.Replicas, "cores", cfg.Cores,
 		"variant", cfg.Variant, "load_seconds", time.Since(start).Seconds())
@@ -216,6 +224,9 @@ func stopReplicas(reps []*replica) {
 		r.run.Lock() // never unlocked: the engines close
 		r.close()
 	}
+	if len(reps) > 0 {
+		mlrt.ReleaseMemory() // closed sessions' memory back to the OS
+	}
 }
 
 // ConfigPatch changes some fields of a StageConfig; nil fields keep their value.
@@ -265,6 +276,9 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	}
 	s.reconf.Lock()
 	defer s.reconf.Unlock()
+	if err := s.limits.admit(s, s.meta, cfg); err != nil {
+		return 0, err
+	}
 	s.mu.Lock()
 	closed, running := s.closed, len(s.replicas)
 	s.mu.Unlock()
@@ -345,6 +359,7 @@ func (s *Stage) Close() error {
 	s.publishLocked()
 	s.mu.Unlock()
 	stopReplicas(reps)
+	s.limits.leave(s)
 	s.m.close()
 	s.log.Info("stage stopped", "seconds", time.Since(start).Seconds())
 	return nil

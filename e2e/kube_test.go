@@ -87,6 +87,15 @@ func TestPipelineOnKubernetes(t *testing.T) {
 		}
 		return string(out)
 	}
+	// The manifests hold no token: create the Secret once with the command
+	// ipa manifests prints (run as printed, by a shell).
+	if out, err := exec.Command("bash", "-c", "KUBECONFIG="+c.Kubeconfig+" "+kube.AdminTokenCommand(ns, "kc")).CombinedOutput(); err != nil {
+		t.Fatalf("creating the admin token Secret: %v\n%s", err, out)
+	}
+	if s, err := c.Client.CoreV1().Secrets(ns).Get(context.Background(), kube.AdminTokenName("kc"), metav1.GetOptions{}); err != nil ||
+		!regexp.MustCompile(`^[0-9a-f]{64}$`).Match(s.Data[kube.TokenKey]) {
+		t.Fatalf("the admin token Secret: %v (want 64 hex digits)", err)
+	}
 	t.Logf("server-side dry run:\n%s", kubectl("apply", "--dry-run=server", "-f", manifests))
 	if n, _ := c.Client.AppsV1().Deployments(ns).List(context.Background(), metav1.ListOptions{}); len(n.Items) != 0 {
 		t.Fatalf("the dry run created %d Deployments", len(n.Items))
@@ -171,7 +180,7 @@ func TestPipelineOnKubernetes(t *testing.T) {
 	}()
 	report := filepath.Join(dir, "report.json")
 	out, err = exec.Command(bin, "load", "--url", "http://"+router+"/v2/models/kc/infer", "--pattern", "step",
-		"--steps", "12s@2,24s@8,30s@2", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
+		"--steps", "12s@2,24s@8,30s@2", "--arrivals", "burst", "--body", "docs/sample-page.png", "--sla", "1s", "--report", report,
 		"--no-progress").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ipa load: %v\n%s", err, out)

@@ -52,6 +52,7 @@ func TestLocalServesATraceWindowAndAccountsForEveryRequest(t *testing.T) {
 	report := filepath.Join(t.TempDir(), "report.json")
 	load := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer",
 		"--pattern", "trace", "--start", fmt.Sprint(start), "--end", fmt.Sprint(end), "--damping", "8",
+		"--arrivals", "burst", // IPA's tester: every second sends exactly its damped count
 		"--body", "docs/sample-page.png", "--sla", "1s", "--report", report, "--no-progress")
 	out, err := load.CombinedOutput()
 	if err != nil {
@@ -317,7 +318,7 @@ func runStepLoad(t *testing.T, bin, addr, dir string) stepRun {
 	// than the model does; profiles do not count it), so at these rates both
 	// runs would be bound by the router on two cores, not by the stage.
 	out, err := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer", "--pattern", "step",
-		"--steps", stepPattern, "--tensor", "data:FP32:1x3x224x224", "--sla", stepSLA.String(), "--report", run.report,
+		"--steps", stepPattern, "--arrivals", "burst", "--tensor", "data:FP32:1x3x224x224", "--sla", stepSLA.String(), "--report", run.report,
 		"--records", run.records, "--no-progress").CombinedOutput()
 	run.out = string(out)
 	if err != nil {

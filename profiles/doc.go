@@ -5,7 +5,9 @@
 // (IPA.md §2.1).
 //
 // It owns the profile file format, its validation, lookups, and the estimate
-// of a batch size that was not measured. It is pure: no I/O happens beyond
+// of a batch size that was not measured; and the memory model (Memory, in
+// memory.go): the measured resident memory of each variant's sessions,
+// from which a stage process's memory is estimated. It is pure: no I/O happens beyond
 // the io.Reader given to Load, and no clock is read. It may import models and
 // nothing else of ipa (no runtime, dataplane or solver).
 //

@@ -21,7 +21,7 @@ const accuracyFile = "accuracy"
 // Measured returns the shipped profile of the built-in pipeline name, and
 // whether there is one.
 func Measured(pipeline string) ([]byte, bool) {
-	if pipeline == accuracyFile {
+	if pipeline == accuracyFile || pipeline == memoryFile {
 		return nil, false
 	}
 	b, err := measured.ReadFile("measured/" + pipeline + ".json")
@@ -33,7 +33,7 @@ func MeasuredNames() []string {
 	entries, _ := fs.ReadDir(measured, "measured")
 	var names []string
 	for _, e := range entries {
-		if n := strings.TrimSuffix(e.Name(), ".json"); n != accuracyFile {
+		if n := strings.TrimSuffix(e.Name(), ".json"); n != accuracyFile && n != memoryFile {
 			names = append(names, n)
 		}
 	}

@@ -92,27 +92,37 @@ func (p Point) P99() time.Duration { return models.Seconds(p.LatencyP99).Duratio
 
 // Load reads, sorts and validates one profile file from r.
 func Load(r io.Reader) (*Profile, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("cannot read profile: %w", err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("profile is larger than %d bytes", maxFileSize)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var p Profile
-	if err := dec.Decode(&p); err != nil {
-		return nil, fmt.Errorf("cannot parse profile: %w", err)
-	}
-	if dec.More() {
-		return nil, errors.New("cannot parse profile: trailing data after the JSON document")
+	if err := decodeStrict(r, "profile", &p); err != nil {
+		return nil, err
 	}
 	p.sort()
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	return &p, nil
+}
+
+// decodeStrict decodes the one JSON document of r (at most maxFileSize
+// bytes, no unknown fields, nothing after it) into v; what names the file
+// in errors.
+func decodeStrict(r io.Reader, what string, v any) error {
+	b, err := io.ReadAll(io.LimitReader(r, maxFileSize+1))
+	if err != nil {
+		return fmt.Errorf("cannot read %s: %w", what, err)
+	}
+	if len(b) > maxFileSize {
+		return fmt.Errorf("%s is larger than %d bytes", what, maxFileSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("cannot parse %s: %w", what, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("cannot parse %s: trailing data after the JSON document", what)
+	}
+	return nil
 }
 
 // sort orders configs by cores and points by batch size, so that lookups

@@ -9,10 +9,11 @@
 //     (workload.txt, plain or inside the .tbz2 it ships in) in bounded memory.
 //   - Load says how many requests each slot (one second, unless time is
 //     scaled) carries: Constant, Counts, ParseSteps, TraceWindow.
-//   - Arrivals turns a Load into send times, the way IPA's tester did
-//     (Exponential: i.i.d. offsets within each second) or as a true Poisson
-//     process. Randomness is an injected *rand.Rand, so a schedule is a pure
-//     function of its seed.
+//   - Arrivals turns a Load into send times: as a true Poisson process (the
+//     default), the way IPA's tester did (Burst: i.i.d. exponential offsets
+//     from the start of each second, so each second's requests leave in a
+//     burst), or evenly spaced. Randomness is an injected *rand.Rand, so a
+//     schedule is a pure function of its seed.
 //   - Runner sends each request at its time whatever is outstanding (open
 //     loop), bounded by MaxInflight, through a Target (HTTPTarget: pooled
 //     fasthttp connections), on an injected Clock, and returns a Report in

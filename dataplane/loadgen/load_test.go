@@ -102,11 +102,11 @@ func TestFractionalCountsCarryOverSoTheMeanRateIsKept(t *testing.T) {
 	}
 }
 
-func TestExponentialArrivalsAreIndependentOffsetsWithinEachSecond(t *testing.T) {
+func TestBurstArrivalsAreIndependentOffsetsWithinEachSecond(t *testing.T) {
 	// IPA.md §5.3: c offsets ~ Exp(mean 1/c), not cumulative; so each
 	// second holds about c requests bunched at its start.
 	const c, secs = 20, 2000
-	a := NewArrivals(Constant(c), Exponential, time.Second, rand.New(rand.NewPCG(1, 2)))
+	a := NewArrivals(Constant(c), Burst, time.Second, rand.New(rand.NewPCG(1, 2)))
 	a.Until = secs * time.Second
 	ts := drain(a)
 	if !slices.IsSorted(ts) {
@@ -136,9 +136,9 @@ func TestExponentialArrivalsAreIndependentOffsetsWithinEachSecond(t *testing.T) 
 	}
 }
 
-func TestExponentialOffsetsPastTheirSecondStayInTimeOrder(t *testing.T) {
+func TestBurstOffsetsPastTheirSecondStayInTimeOrder(t *testing.T) {
 	// With c = 1 an offset passes the second with probability 1/e.
-	a := NewArrivals(Constant(1), Exponential, time.Second, rand.New(rand.NewPCG(3, 4)))
+	a := NewArrivals(Constant(1), Burst, time.Second, rand.New(rand.NewPCG(3, 4)))
 	a.Until = 500 * time.Second
 	ts := drain(a)
 	if !slices.IsSorted(ts) {
@@ -158,7 +158,7 @@ func TestExponentialOffsetsPastTheirSecondStayInTimeOrder(t *testing.T) {
 	}
 }
 
-func TestPoissonArrivalsHaveTheRateAndExponentialGaps(t *testing.T) {
+func TestPoissonArrivalsHaveTheRateAndBurstGaps(t *testing.T) {
 	const rate, secs = 100.0, 400
 	a := NewArrivals(Constant(rate), Poisson, time.Second, rand.New(rand.NewPCG(5, 6)))
 	a.Until = secs * time.Second
@@ -208,7 +208,7 @@ func TestEndIsTheEndOfTheLastSlotOrUntil(t *testing.T) {
 			t.Fatalf("%s: End() = %s, want %s", p, a.End(), want)
 		}
 	}
-	for _, p := range []Process{Exponential, Poisson, Equal} {
+	for _, p := range []Process{Burst, Poisson, Equal} {
 		f(Counts{3, 0, 5, 0}, p, 0, 4*time.Second)
 		f(Counts{3, 0, 5, 0}, p, 1500*time.Millisecond, 1500*time.Millisecond)
 		f(Constant(50), p, 2500*time.Millisecond, 2500*time.Millisecond)
@@ -223,7 +223,7 @@ func TestTimeScalingReplaysTheTraceFaster(t *testing.T) {
 }
 
 func TestTheSameSeedGivesTheSameSchedule(t *testing.T) {
-	for _, p := range []Process{Exponential, Poisson} {
+	for _, p := range []Process{Burst, Poisson} {
 		run := func(seed uint64) []time.Duration {
 			a := NewArrivals(Counts{5, 17, 3}, p, time.Second, rand.New(rand.NewPCG(seed, seed)))
 			return drain(a)
@@ -238,13 +238,58 @@ func TestTheSameSeedGivesTheSameSchedule(t *testing.T) {
 }
 
 func TestParseProcess(t *testing.T) {
-	for _, p := range []Process{Exponential, Poisson, Equal} {
+	for _, p := range []Process{Burst, Poisson, Equal} {
 		got, err := ParseProcess(strings.ToUpper(p.String()))
 		if err != nil || got != p {
 			t.Fatalf("ParseProcess(%q) = %v, %v", p, got, err)
 		}
 	}
-	if _, err := ParseProcess("uniform"); err == nil || !strings.Contains(err.Error(), "exponential") {
+	if got, err := ParseProcess("exponential"); err != nil || got != Burst {
+		t.Fatalf("ParseProcess(exponential), Burst's old name: %v, %v", got, err)
+	}
+	if _, err := ParseProcess("uniform"); err == nil || !strings.Contains(err.Error(), "poisson (the default)") {
 		t.Fatalf("unknown process: %v", err)
+	}
+}
+
+// The issue behind Poisson being the default: at a "constant 375 req/s",
+// Burst sends 99 % of each second's requests in its first 13 ms, one burst
+// per second; Poisson spreads them over the second at the same mean rate,
+// with exponential gaps (coefficient of variation 1).
+func TestPoissonSpreadsEachSecondWhereBurstBunchesIt(t *testing.T) {
+	const rate, secs = 375, 200
+	early := func(p Process) (frac float64, ts []time.Duration) {
+		a := NewArrivals(Constant(rate), p, time.Second, rand.New(rand.NewPCG(5, 6)))
+		a.Until = secs * time.Second
+		ts = drain(a)
+		n := 0
+		for _, at := range ts {
+			if at%time.Second < 13*time.Millisecond {
+				n++
+			}
+		}
+		return float64(n) / float64(len(ts)), ts
+	}
+	if f, _ := early(Burst); f < 0.98 {
+		t.Errorf("burst: %.3f of requests in the first 13 ms of their second, want ≥ 0.98 (1 − e^(−375·0.013) = 0.992)", f)
+	}
+	f, ts := early(Poisson)
+	if f > 0.03 {
+		t.Errorf("poisson: %.3f of requests in the first 13 ms of their second, want about 0.013", f)
+	}
+	if n := float64(len(ts)); math.Abs(n-rate*secs) > 4*math.Sqrt(rate*secs) {
+		t.Errorf("poisson: %v arrivals in %d s, want about %d", n, secs, rate*secs)
+	}
+	var sum, sq float64
+	for i := 1; i < len(ts); i++ {
+		g := (ts[i] - ts[i-1]).Seconds()
+		sum += g
+		sq += g * g
+	}
+	n := float64(len(ts) - 1)
+	mean := sum / n
+	cv := math.Sqrt(sq/n-mean*mean) / mean
+	if math.Abs(mean-1.0/rate) > 0.05/rate || math.Abs(cv-1) > 0.05 {
+		t.Errorf("poisson gaps: mean %.5f s (want %.5f), coefficient of variation %.3f (want 1)", mean, 1.0/rate, cv)
 	}
 }

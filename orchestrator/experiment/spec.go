@@ -43,7 +43,7 @@ type File struct {
 	Trace string `yaml:"trace"`
 	// Damping divides trace counts (default 8, as the paper).
 	Damping float64 `yaml:"damping"`
-	// Arrivals is exponential (default, IPA's tester), poisson or equal.
+	// Arrivals is poisson (default), burst (IPA's tester; "exponential" reads as burst) or equal.
 	Arrivals string `yaml:"arrivals"`
 
 	// The loop and the optimizer, shared by every system.
@@ -94,7 +94,7 @@ func Parse(r io.Reader) (*File, error) {
 	if err := yaml.UnmarshalWithOptions(b, &f, yaml.Strict()); err != nil {
 		return nil, fmt.Errorf("bad experiment file: %s", strings.Join(strings.Fields(yaml.FormatError(err, false, false)), " "))
 	}
-	f.Mode, f.Arrivals, f.Predictor = cmp.Or(f.Mode, "sim"), cmp.Or(f.Arrivals, "exponential"), cmp.Or(f.Predictor, "lstm")
+	f.Mode, f.Arrivals, f.Predictor = cmp.Or(f.Mode, "sim"), cmp.Or(f.Arrivals, "poisson"), cmp.Or(f.Predictor, "lstm")
 	f.Solver, f.StartupDelay = cmp.Or(f.Solver, "exact"), cmp.Or(f.StartupDelay, "local")
 	f.Damping, f.Margin = cmp.Or(f.Damping, 8), cmp.Or(f.Margin, 1.1)
 	if f.SwitchCost == nil {

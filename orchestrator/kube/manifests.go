@@ -2,7 +2,6 @@ package kube
 
 import (
 	"bytes"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,6 +15,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -46,8 +47,9 @@ const (
 	// re-applying a changed spec or profile restarts them.
 	AnnotationPipelineSHA256 = "ipa-serving.io/pipeline-sha256"
 	// AnnotationTokenSHA256 on the stages' and controller's pod templates is
-	// the digest of a rendered admin token: a re-render (new token) restarts
-	// every pod that reads it, so none keeps a stale one.
+	// the digest of a rendered admin token (ManifestOptions.AdminToken): a
+	// render with another token restarts every pod that reads it, so none
+	// keeps a stale one; a render with the same token changes nothing.
 	AnnotationTokenSHA256 = "ipa-serving.io/admin-token-sha256"
 )
 
@@ -56,14 +58,41 @@ const (
 	DefaultNamespace   = "default"
 	DefaultImage       = "ipa:latest"
 	DefaultAwaitConfig = 30 * time.Second
-	// DefaultStageMemory is the memory request of a stage pod (one replica
-	// with every variant of its stage loaded). Measured RSS after loading,
-	// before traffic: classify (9 variants) 1.7 GiB (2.0 GiB peak while
-	// loading), ocr-det 0.33 GiB, ocr-rec 0.08 GiB, face 0.07 GiB. 1 GiB
-	// covers every built-in stage but classify; ask for more per step with
-	// ManifestOptions.StageMemory (ipa manifests --stage-memory STEP=2Gi).
+	// DefaultStageMemory is the memory request of a stage pod whose step
+	// ManifestOptions.StageMemory does not size. `ipa manifests` sizes every
+	// step by the memory model (one replica at the largest profiled batch:
+	// ocr-det 2.2 GB, classify 2.6 GB; README "Memory").
 	DefaultStageMemory = "1Gi"
+	// MinMemoryAllowance is the least room a stage pod's memory limit leaves
+	// above its request; see StageMemoryLimit.
+	MinMemoryAllowance = "256Mi"
 )
+
+// StageMemoryLimit returns the memory limit of a stage pod that requests
+// request: request plus a quarter of it (rounded up to MiB), at least
+// MinMemoryAllowance, for what the memory model does not count: requests
+// in flight and queued (each up to the stage's --http.max-body-size) and
+// the allocator's slack.
+// A pod that passes it is killed and restarted rather than take the node's
+// memory.
+func StageMemoryLimit(request resource.Quantity) resource.Quantity {
+	allowance := resource.MustParse(MinMemoryAllowance)
+	const mi = 1 << 20
+	if q := (request.Value()/4 + mi - 1) / mi * mi; q > allowance.Value() {
+		allowance = *resource.NewQuantity(q, resource.BinarySI)
+	}
+	limit := request.DeepCopy()
+	limit.Add(allowance)
+	return *resource.NewQuantity(limit.Value(), resource.BinarySI)
+}
+
+// AdminTokenCommand returns the command that creates, once, the admin
+// token Secret the rendered pods read when Render renders none: a random
+// token from the shell, never shown.
+func AdminTokenCommand(namespace, pipeline string) string {
+	return fmt.Sprintf(`kubectl -n %s create secret generic %s --from-literal=%s="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"`,
+		namespace, AdminTokenName(pipeline), TokenKey)
+}
 
 // PipelineConfigName names the ConfigMap holding the spec and the profile.
 func PipelineConfigName(pipeline string) string { return pipeline + "-pipeline" }
@@ -97,26 +126,33 @@ type ManifestOptions struct {
 	// repository, mounted read-only at /models; empty: the image's /models.
 	ModelsVolume string
 	// AdminTokenSecret names an existing Secret whose key "token" is the
-	// admin token; empty: Render makes one with a random token.
+	// admin token; empty: the Secret AdminTokenName(pipeline).
 	AdminTokenSecret string
+	// AdminToken, when set, is rendered as the Secret AdminTokenName(pipeline)
+	// (e.g. the content of ipa manifests --admin-token-file). When empty the
+	// Secret is referenced, not rendered: create it once
+	// (AdminTokenCommand), and every later render and re-apply leaves it,
+	// and the pods that read it, alone.
+	AdminToken []byte
 	// RouterServiceType is the router Service's type (default ClusterIP).
 	RouterServiceType corev1.ServiceType
 	// StageMemory is the memory request of a step's pods, by step name
-	// (default DefaultStageMemory).
+	// (default DefaultStageMemory); the limit is StageMemoryLimit of it.
 	StageMemory map[string]resource.Quantity
 	// AwaitConfig is each stage's --admin.await-config: how long a new pod waits
 	// for the controller's plan before it reports ready anyway (default 30s;
 	// a negative value renders 0s, ready as soon as loaded).
 	AwaitConfig time.Duration
-	// Rand is the source of the admin token (default crypto/rand).
-	Rand io.Reader
 }
 
 // Render returns every object that runs spec on Kubernetes, in an order
-// kubectl apply can create them in: the ConfigMap, the admin token Secret,
-// the router's and controller's ServiceAccounts, Roles and RoleBindings,
-// then per step a Service and a Deployment, then the router's Service and
-// Deployment and the controller's Deployment.
+// kubectl apply can create them in: the ConfigMap, the admin token Secret
+// (only with opt.AdminToken), the NetworkPolicy of the stage pods, the
+// router's and controller's ServiceAccounts, Roles and RoleBindings, then
+// per step a Service, a Deployment and a PodDisruptionBudget, then the
+// router's Service, Deployment and PodDisruptionBudget and the
+// controller's Deployment. The same spec and options render the same
+// objects.
 //
 // Each stage pod is one replica of its step (--replicas 1, cpu = the step's
 // initial cores); the controller scales the step's Deployment. spec must be
@@ -127,28 +163,21 @@ func Render(spec *models.Pipeline, opt ManifestOptions) ([]Object, error) {
 		return nil, err
 	}
 	r := renderer{spec: spec, opt: opt}
-	var token []byte
-	if opt.AdminTokenSecret == "" {
-		b := make([]byte, 32)
-		if _, err := io.ReadFull(opt.Rand, b); err != nil {
-			return nil, fmt.Errorf("cannot make an admin token: %w", err)
-		}
-		token = []byte(hex.EncodeToString(b))
-	}
 	objs := []Object{r.configMap()}
-	if token != nil {
-		objs = append(objs, r.secret(token))
-		r.tokenSum = sha256Hex(token)
+	if len(opt.AdminToken) > 0 {
+		objs = append(objs, r.secret(opt.AdminToken))
+		r.tokenSum = sha256Hex(opt.AdminToken)
 	}
+	objs = append(objs, r.stageNetworkPolicy())
 	objs = append(objs, r.rbac(RouterName(spec.Name), "router", r.routerRules())...)
 	objs = append(objs, r.rbac(ControllerName(spec.Name), "controller", r.controllerRules())...)
 	for i := range spec.Stages {
 		s := &spec.Stages[i]
 		objs = append(objs, r.service(StageName(spec.Name, s.Name), r.stageLabels(s.Name), corev1.ServiceTypeClusterIP),
-			r.stageDeployment(s))
+			r.stageDeployment(s), r.disruptionBudget(StageName(spec.Name, s.Name), r.stageLabels(s.Name)))
 	}
 	objs = append(objs, r.service(RouterName(spec.Name), r.labels("router", ""), opt.RouterServiceType),
-		r.routerDeployment(), r.controllerDeployment())
+		r.routerDeployment(), r.disruptionBudget(RouterName(spec.Name), r.labels("router", "")), r.controllerDeployment())
 	return objs, nil
 }
 
@@ -215,6 +244,14 @@ func (opt *ManifestOptions) defaults(spec *models.Pipeline) error {
 		if errs := validation.IsDNS1123Subdomain(opt.AdminTokenSecret); len(errs) > 0 {
 			return fmt.Errorf("admin token secret %q is not a Secret name: %s", opt.AdminTokenSecret, strings.Join(errs, "; "))
 		}
+		if len(opt.AdminToken) > 0 {
+			return fmt.Errorf("give the admin token (--admin-token-file) or an existing Secret holding it (--admin-token-secret), not both")
+		}
+	}
+	if len(opt.AdminToken) > 0 {
+		if len(opt.AdminToken) < 16 || bytes.ContainsAny(opt.AdminToken, " \t\r\n") {
+			return fmt.Errorf("the admin token must be at least 16 characters without spaces or line breaks (e.g. head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n')")
+		}
 	}
 	for step, q := range opt.StageMemory {
 		if !slices.Contains(steps, step) {
@@ -228,9 +265,6 @@ func (opt *ManifestOptions) defaults(spec *models.Pipeline) error {
 		opt.AwaitConfig = DefaultAwaitConfig
 	} else if opt.AwaitConfig < 0 {
 		opt.AwaitConfig = 0
-	}
-	if opt.Rand == nil {
-		opt.Rand = rand.Reader
 	}
 	return nil
 }
@@ -530,7 +564,7 @@ func (r *renderer) stageDeployment(s *models.Step) *appsv1.Deployment {
 	cpu := *resource.NewQuantity(int64(init.Cores), resource.DecimalSI)
 	res := corev1.ResourceRequirements{
 		Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem},
-		Limits:   corev1.ResourceList{corev1.ResourceCPU: cpu},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: StageMemoryLimit(mem)},
 	}
 	vols, mounts := r.volumes()
 	c := r.container(args, []corev1.EnvVar{r.tokenEnv()}, mounts, res)
@@ -570,8 +604,11 @@ func (r *renderer) routerDeployment() *appsv1.Deployment {
 		"--kube.discover",
 		"--kube.namespace", "$(POD_NAMESPACE)",
 	}
-	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")}}
+	// Bodies pass through the router (each up to --http.max-body-size): the
+	// limit leaves room for a few large ones at once.
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m"), corev1.ResourceMemory: resource.MustParse("256Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("1Gi")}}
 	vols, mounts := r.volumes(PipelineKey)
 	c := r.container(args, []corev1.EnvVar{namespaceEnv()}, mounts, res)
 	c.StartupProbe = httpProbe("/v2/health/live", 2, 2, 30)
@@ -596,8 +633,9 @@ func (r *renderer) controllerDeployment() *appsv1.Deployment {
 		"--controller.profile", ConfigDir + "/" + ProfileKey,
 		"--http.listen-addr", listenAddr(),
 	}
-	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{
-		corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")}}
+	res := corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("512Mi")}}
 	vols, mounts := r.volumes(PipelineKey, ProfileKey)
 	c := r.container(args, []corev1.EnvVar{namespaceEnv(), r.tokenEnv()}, mounts, res)
 	// It serves /healthz once its informers synced and the loop is built.
@@ -609,22 +647,50 @@ func (r *renderer) controllerDeployment() *appsv1.Deployment {
 		r.podSpec(c, vols, ControllerName(r.spec.Name)))
 }
 
-// emptyObject tells whether v holds nothing but empty objects.
-func emptyObject(v any) bool {
-	m, ok := v.(map[string]any)
-	if !ok {
-		return false
+// stageNetworkPolicy lets only the pipeline's router (inference) and
+// controller (admin API) reach its stage pods, on their one port. The admin
+// API shares that port with inference, so a policy (which sees ports, not
+// paths) cannot keep the router from it: the admin token does. Nothing
+// else reaches a stage pod, a Prometheus server scraping its /metrics
+// included: add a rule for it (README "Run on Kubernetes").
+func (r *renderer) stageNetworkPolicy() *networkingv1.NetworkPolicy {
+	from := func(component string) networkingv1.NetworkPolicyPeer {
+		return networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchLabels: r.labels(component, "")}}
 	}
-	for _, x := range m {
-		if !emptyObject(x) {
-			return false
-		}
+	return &networkingv1.NetworkPolicy{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "networking.k8s.io/v1", Kind: "NetworkPolicy"},
+		ObjectMeta: r.meta(StagePolicyName(r.spec.Name), r.labels("stage", "")),
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: r.labels("stage", "")},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{
+				From:  []networkingv1.NetworkPolicyPeer{from("router"), from("controller")},
+				Ports: []networkingv1.NetworkPolicyPort{{Protocol: new(corev1.ProtocolTCP), Port: new(intstr.FromString(PortName))}},
+			}},
+		},
 	}
-	return true
+}
+
+// disruptionBudget keeps voluntary disruptions (a node drain) to one pod of
+// a Deployment at a time. maxUnavailable rather than minAvailable, so that a
+// Deployment at one replica (the router; a stage the controller scaled
+// down) can still be drained; a pod that is not ready may always be
+// evicted, so a crash-looping one never blocks a drain.
+func (r *renderer) disruptionBudget(name string, labels map[string]string) *policyv1.PodDisruptionBudget {
+	return &policyv1.PodDisruptionBudget{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
+		ObjectMeta: r.meta(name, labels),
+		Spec: policyv1.PodDisruptionBudgetSpec{
+			MaxUnavailable:             new(intstr.FromInt32(1)),
+			Selector:                   &metav1.LabelSelector{MatchLabels: maps.Clone(labels)},
+			UnhealthyPodEvictionPolicy: new(policyv1.AlwaysAllow),
+		},
+	}
 }
 
 // WriteYAML writes objs as one multi-document YAML stream, each document
-// starting with "---". Empty status fields are left out.
+// starting with "---". Status is left out: it is the cluster's to write
+// (a PodDisruptionBudget's zero counts would otherwise be rendered).
 func WriteYAML(w io.Writer, objs []Object) error {
 	var buf bytes.Buffer
 	for _, o := range objs {
@@ -639,9 +705,7 @@ func WriteYAML(w io.Writer, objs []Object) error {
 		if err := json.Unmarshal(j, &m); err != nil {
 			return err
 		}
-		if emptyObject(m["status"]) {
-			delete(m, "status")
-		}
+		delete(m, "status")
 		y, err := yaml.Marshal(m)
 		if err != nil {
 			return fmt.Errorf("%s %q: %w", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)

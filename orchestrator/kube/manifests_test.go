@@ -13,6 +13,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -85,17 +87,18 @@ func TestManifestsRenderEveryObjectOfTheBuiltins(t *testing.T) {
 		want     []string
 	}{
 		{"ocr", []string{
-			"ConfigMap/ocr-pipeline", "Secret/ocr-admin-token",
+			"ConfigMap/ocr-pipeline", "NetworkPolicy/ocr-stages",
 			"ServiceAccount/ocr-router", "Role/ocr-router", "RoleBinding/ocr-router",
 			"ServiceAccount/ocr-controller", "Role/ocr-controller", "RoleBinding/ocr-controller",
-			"Service/ocr-det", "Deployment/ocr-det", "Service/ocr-rec", "Deployment/ocr-rec",
-			"Service/ocr-router", "Deployment/ocr-router", "Deployment/ocr-controller"}},
+			"Service/ocr-det", "Deployment/ocr-det", "PodDisruptionBudget/ocr-det",
+			"Service/ocr-rec", "Deployment/ocr-rec", "PodDisruptionBudget/ocr-rec",
+			"Service/ocr-router", "Deployment/ocr-router", "PodDisruptionBudget/ocr-router", "Deployment/ocr-controller"}},
 		{"classify", []string{
-			"ConfigMap/classify-pipeline", "Secret/classify-admin-token",
+			"ConfigMap/classify-pipeline", "NetworkPolicy/classify-stages",
 			"ServiceAccount/classify-router", "Role/classify-router", "RoleBinding/classify-router",
 			"ServiceAccount/classify-controller", "Role/classify-controller", "RoleBinding/classify-controller",
-			"Service/classify-classify", "Deployment/classify-classify",
-			"Service/classify-router", "Deployment/classify-router", "Deployment/classify-controller"}},
+			"Service/classify-classify", "Deployment/classify-classify", "PodDisruptionBudget/classify-classify",
+			"Service/classify-router", "Deployment/classify-router", "PodDisruptionBudget/classify-router", "Deployment/classify-controller"}},
 	} {
 		t.Run(tc.pipeline, func(t *testing.T) {
 			_, objs := renderBuiltin(t, tc.pipeline, nil)
@@ -210,10 +213,10 @@ func TestManifestsStagePodRunsOneReplicaOfItsInitialConfiguration(t *testing.T) 
 	}{
 		{"det", []string{"stage", "--stage", "ocr-det", "--models.dir", "/models", "--http.listen-addr", "0.0.0.0:8080",
 			"--variant", "det-640", "--replicas", "1", "--cores", "1", "--batch.max-batch", "1", "--batch.max-wait", "2ms",
-			"--admin.await-config", "30s"}, 1, 1, "3Gi", true},
+			"--admin.await-config", "30s"}, 1, 1, "3Gi", false},
 		{"rec", []string{"stage", "--stage", "ocr-rec", "--models.dir", "/models", "--http.listen-addr", "0.0.0.0:8080",
 			"--variant", "rec-v4", "--replicas", "1", "--cores", "2", "--batch.max-batch", "8", "--batch.max-wait", "5ms",
-			"--admin.await-config", "30s"}, 3, 2, DefaultStageMemory, true},
+			"--admin.await-config", "30s"}, 3, 2, DefaultStageMemory, false},
 	} {
 		d := findObj[*appsv1.Deployment](t, objs, "Deployment", "ocr-"+tc.step)
 		if d.Namespace != "default" {
@@ -245,6 +248,10 @@ func TestManifestsStagePodRunsOneReplicaOfItsInitialConfiguration(t *testing.T) 
 		}
 		if mem := c.Resources.Requests[corev1.ResourceMemory]; mem.Cmp(resource.MustParse(tc.memory)) != 0 {
 			t.Errorf("%s: memory request %s, want %s", tc.step, mem.String(), tc.memory)
+		}
+		if mem, lim := c.Resources.Requests[corev1.ResourceMemory], c.Resources.Limits[corev1.ResourceMemory]; lim.Cmp(StageMemoryLimit(mem)) != 0 || lim.Cmp(mem) <= 0 {
+			want := StageMemoryLimit(mem)
+			t.Errorf("%s: memory limit %s for a request of %s, want StageMemoryLimit's %s", tc.step, lim.String(), mem.String(), want.String())
 		}
 		if len(c.Ports) != 1 || c.Ports[0].Name != "http" || c.Ports[0].ContainerPort != 8080 {
 			t.Errorf("%s: ports %+v", tc.step, c.Ports)
@@ -551,49 +558,142 @@ func TestManifestsYAMLRoundTripsThroughTheAPIScheme(t *testing.T) {
 	}
 }
 
-type countingReader struct{ n byte }
-
-func (r *countingReader) Read(p []byte) (int, error) {
-	for i := range p {
-		r.n++
-		p[i] = r.n
-	}
-	return len(p), nil
-}
-
-func TestManifestsAdminTokenIsRandomOrAnExistingSecret(t *testing.T) {
+// The admin token is never made up by a render: re-rendering and
+// re-applying cannot rotate it under running pods. By default the pods
+// read a Secret created once; a token given is rendered as that Secret,
+// the same each time, with a digest on the pods that changes with it.
+func TestManifestsAdminTokenIsStableAcrossRenders(t *testing.T) {
 	_, a := renderBuiltin(t, "classify", nil)
 	_, b := renderBuiltin(t, "classify", nil)
-	sa := findObj[*corev1.Secret](t, a, "Secret", "classify-admin-token")
-	sb := findObj[*corev1.Secret](t, b, "Secret", "classify-admin-token")
-	if len(sa.Data[TokenKey]) != 64 || bytes.Equal(sa.Data[TokenKey], sb.Data[TokenKey]) {
-		t.Errorf("tokens %q and %q: want 64 random hex digits each time", sa.Data[TokenKey], sb.Data[TokenKey])
+	if !reflect.DeepEqual(a, b) {
+		t.Fatal("two renders of the same options differ")
 	}
-	// A new token restarts every pod that reads it.
-	da := findObj[*appsv1.Deployment](t, a, "Deployment", "classify-classify")
-	db := findObj[*appsv1.Deployment](t, b, "Deployment", "classify-classify")
-	if da.Spec.Template.Annotations[AnnotationTokenSHA256] == db.Spec.Template.Annotations[AnnotationTokenSHA256] {
-		t.Errorf("two tokens, one pod template annotation %v", da.Spec.Template.Annotations)
+	readsUnrenderedSecret(t, a, "classify-admin-token")
+	if cmd := AdminTokenCommand("serving", "classify"); !strings.Contains(cmd, "kubectl -n serving create secret generic classify-admin-token --from-literal=token=") ||
+		!strings.Contains(cmd, "/dev/urandom") {
+		t.Errorf("AdminTokenCommand: %s", cmd)
 	}
-	_, c := renderBuiltin(t, "classify", func(o *ManifestOptions) { o.Rand = &countingReader{} })
+
+	token := []byte("0123456789abcdef0123456789abcdef")
+	withToken := func(tok []byte) []Object {
+		_, objs := renderBuiltin(t, "classify", func(o *ManifestOptions) { o.AdminToken = tok })
+		return objs
+	}
+	c, d := withToken(token), withToken(slices.Clone(token))
+	if !reflect.DeepEqual(c, d) {
+		t.Fatal("two renders with the same token differ")
+	}
 	sc := findObj[*corev1.Secret](t, c, "Secret", "classify-admin-token")
-	if want := "0102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f20"; string(sc.Data[TokenKey]) != want {
-		t.Errorf("token %q from the given Rand, want %q", sc.Data[TokenKey], want)
+	if !bytes.Equal(sc.Data[TokenKey], token) {
+		t.Errorf("token %q, want the one given", sc.Data[TokenKey])
+	}
+	other := withToken([]byte("fedcba9876543210fedcba9876543210"))
+	for _, name := range []string{"classify-classify", "classify-controller"} {
+		sum := findObj[*appsv1.Deployment](t, c, "Deployment", name).Spec.Template.Annotations[AnnotationTokenSHA256]
+		if sum == "" || sum == findObj[*appsv1.Deployment](t, other, "Deployment", name).Spec.Template.Annotations[AnnotationTokenSHA256] {
+			t.Errorf("%s: token digest %q, want one that changes with the token", name, sum)
+		}
 	}
 
 	_, objs := renderBuiltin(t, "classify", func(o *ManifestOptions) { o.AdminTokenSecret = "shared-token" })
+	readsUnrenderedSecret(t, objs, "shared-token")
+}
+
+// readsUnrenderedSecret checks that the classify pipeline's objs hold no
+// Secret and that its stage and controller read the token from secret,
+// with no token digest on their pods.
+func readsUnrenderedSecret(t *testing.T, objs []Object, secret string) {
+	t.Helper()
 	for _, o := range objs {
 		if _, ok := o.(*corev1.Secret); ok {
-			t.Errorf("rendered %s although the Secret exists", objKey(o))
+			t.Errorf("rendered %s: the token's Secret is not the render's", objKey(o))
 		}
 	}
 	for _, name := range []string{"classify-classify", "classify-controller"} {
 		d := findObj[*appsv1.Deployment](t, objs, "Deployment", name)
-		checkTokenEnv(t, name, d.Spec.Template.Spec.Containers[0], "shared-token")
+		checkTokenEnv(t, name, d.Spec.Template.Spec.Containers[0], secret)
 		if _, ok := d.Spec.Template.Annotations[AnnotationTokenSHA256]; ok {
 			t.Errorf("%s: a token digest without a rendered token", name)
 		}
 	}
+}
+
+// Only the pipeline's router and controller reach its stage pods; every
+// stage and the router may lose one pod at a time to a drain.
+func TestManifestsNetworkPolicyAndDisruptionBudgets(t *testing.T) {
+	spec, objs := renderBuiltin(t, "ocr", nil)
+	np := findObj[*networkingv1.NetworkPolicy](t, objs, "NetworkPolicy", "ocr-stages")
+	stageLabels := map[string]string{LabelName: "ipa", LabelPipeline: "ocr", LabelComponent: "stage"}
+	if !maps.Equal(np.Spec.PodSelector.MatchLabels, stageLabels) || !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("policy selects %v for %v", np.Spec.PodSelector.MatchLabels, np.Spec.PolicyTypes)
+	}
+	if len(np.Spec.Ingress) != 1 {
+		t.Fatalf("ingress rules %+v", np.Spec.Ingress)
+	}
+	rule := np.Spec.Ingress[0]
+	var from []string
+	for _, p := range rule.From {
+		if p.NamespaceSelector != nil || p.IPBlock != nil || p.PodSelector == nil || p.PodSelector.MatchLabels[LabelPipeline] != "ocr" {
+			t.Errorf("peer %+v: want pods of this pipeline in this namespace only", p)
+			continue
+		}
+		from = append(from, p.PodSelector.MatchLabels[LabelComponent])
+	}
+	if !slices.Equal(from, []string{"router", "controller"}) {
+		t.Errorf("stage pods accept traffic from %v, want the router and the controller", from)
+	}
+	if len(rule.Ports) != 1 || rule.Ports[0].Port.String() != PortName || *rule.Ports[0].Protocol != corev1.ProtocolTCP {
+		t.Errorf("ports %+v, want the http port", rule.Ports)
+	}
+	// Every stage pod is selected, no router or controller pod is.
+	for _, o := range objs {
+		if d, ok := o.(*appsv1.Deployment); ok {
+			selected := labelsMatch(np.Spec.PodSelector.MatchLabels, d.Spec.Template.Labels)
+			if stage := d.Spec.Template.Labels[LabelComponent] == "stage"; selected != stage {
+				t.Errorf("%s: selected by the stage policy: %v", d.Name, selected)
+			}
+		}
+	}
+	for _, name := range append(stepDeployments(spec), "ocr-router") {
+		pdb := findObj[*policyv1.PodDisruptionBudget](t, objs, "PodDisruptionBudget", name)
+		d := findObj[*appsv1.Deployment](t, objs, "Deployment", name)
+		if !maps.Equal(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+			t.Errorf("%s: budget selects %v, the Deployment %v", name, pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels)
+		}
+		if pdb.Spec.MinAvailable != nil || pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
+			pdb.Spec.UnhealthyPodEvictionPolicy == nil || *pdb.Spec.UnhealthyPodEvictionPolicy != policyv1.AlwaysAllow {
+			t.Errorf("%s: budget %+v, want maxUnavailable 1 and unhealthy pods always evictable", name, pdb.Spec)
+		}
+	}
+}
+
+func labelsMatch(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func stepDeployments(spec *models.Pipeline) []string {
+	var out []string
+	for _, s := range spec.Stages {
+		out = append(out, StageName(spec.Name, s.Name))
+	}
+	return out
+}
+
+func TestStageMemoryLimitLeavesRoomAboveTheRequest(t *testing.T) {
+	f := func(request, want string) {
+		t.Helper()
+		if got := StageMemoryLimit(resource.MustParse(request)); got.Cmp(resource.MustParse(want)) != 0 {
+			t.Errorf("StageMemoryLimit(%s) = %s, want %s", request, got.String(), want)
+		}
+	}
+	f("512Mi", "768Mi") // at least 256Mi
+	f("1Gi", "1280Mi")  // a quarter is 256Mi
+	f("4Gi", "5Gi")     // a quarter
 }
 
 func TestManifestsModelsVolumeIsMountedReadOnlyEverywhere(t *testing.T) {
@@ -688,10 +788,10 @@ func TestManifestsAwaitConfig(t *testing.T) {
 // The objects are independent values: changing one rendering does not
 // change another (the harness may mutate them before Create).
 func TestManifestsRenderingsShareNothing(t *testing.T) {
-	_, a := renderBuiltin(t, "ocr", func(o *ManifestOptions) { o.Rand = &countingReader{} })
-	_, b := renderBuiltin(t, "ocr", func(o *ManifestOptions) { o.Rand = &countingReader{} })
+	_, a := renderBuiltin(t, "ocr", nil)
+	_, b := renderBuiltin(t, "ocr", nil)
 	if !reflect.DeepEqual(a, b) {
-		t.Fatal("two renderings with the same token differ")
+		t.Fatal("two renderings of the same options differ")
 	}
 	d := findObj[*appsv1.Deployment](t, a, "Deployment", "ocr-det")
 	d.Spec.Template.Labels["x"] = "y"

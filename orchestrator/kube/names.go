@@ -36,6 +36,9 @@ func StageName(pipeline, step string) string { return pipeline + "-" + step }
 // RouterName names the router's Deployment and Service.
 func RouterName(pipeline string) string { return pipeline + "-router" }
 
+// StagePolicyName names the NetworkPolicy of a pipeline's stage pods.
+func StagePolicyName(pipeline string) string { return pipeline + "-stages" }
+
 // ControllerName names the controller's Deployment and ServiceAccount.
 func ControllerName(pipeline string) string { return pipeline + "-controller" }
 
