@@ -28,6 +28,7 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 			s.requeue(batch)
 			clear(r.batch)
 			r.run.Lock()
+			//lint:ignore SA2001 waits for the inline run to release r; nothing to guard
 			r.run.Unlock()
 			continue
 		}
