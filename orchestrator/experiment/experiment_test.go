@@ -142,6 +142,7 @@ func TestExperimentFileErrors(t *testing.T) {
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [nope]", "unknown system"},
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]\nbogus: 1", "bogus"},
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1, rate: 2, duration: 1s}]\nsystems: [ipa]", "exactly one"},
+		{"core_capacity: 4\nmode: fidelity\nfidelity: {plan_agreement: 2}\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", "plan_agreement"},
 		{"core_capacity: 4\nmode: real\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", ""},
 	} {
 		f, err := Parse(strings.NewReader(c.file))
@@ -149,7 +150,7 @@ func TestExperimentFileErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Execute(context.Background(), f, Env{}, ""); err == nil || !strings.Contains(err.Error(), "not implemented") {
+			if _, err := Execute(context.Background(), f, Env{}, ""); err == nil || !strings.Contains(err.Error(), "not available") {
 				t.Fatalf("mode real: %v", err)
 			}
 			continue
