@@ -79,7 +79,7 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	}
 	rr := RealRun{Name: name, Pipeline: ref.Name, Model: pipe.Name, Profile: ref.Profile, Body: ref.Body, SLA: pipe.SLA,
 		Baseline: baseline, Alpha: j.system.Alpha, Beta: j.system.Beta, ScalingCap: f.ScalingCap, CoreCapacity: f.CoreCapacity,
-		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost, Correct: true},
+		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 		Predictor: f.Predictor, Solver: f.Solver, Load: j.load, Arrivals: f.Arrivals, Seed: f.Seed, Dir: dir}
 	for _, s := range pipe.Steps {
 		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
