@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // FidelityRow compares one run simulated with the same run on this machine.
@@ -98,20 +99,33 @@ func relErr(a, b float64) float64 {
 	return a/b - 1
 }
 
-// agreement is the share of the intervals both runs logged whose applied
-// configurations are equal, interval by interval.
+// agreement is the share of a's decisions whose applied configurations
+// equal those of b's decision nearest in time since each run's load began
+// (at most half an interval away; none that near counts as a
+// disagreement). Real runs log their first decision some time after the
+// load began, simulated ones exactly an interval after.
 func agreement(a, b *Run) float64 {
-	n := min(len(a.Decisions), len(b.Decisions))
-	if n == 0 {
+	if len(a.Decisions) == 0 {
 		return 0
 	}
+	half := time.Duration(math.MaxInt64)
+	if len(a.Decisions) > 1 {
+		half = a.Decisions[1].Time.Sub(a.Decisions[0].Time) / 2
+	}
 	same := 0
-	for i := range n {
-		if slices.Equal(a.Decisions[i].Applied, b.Decisions[i].Applied) {
+	for _, d := range a.Decisions {
+		t := d.Time.Sub(a.Start)
+		best, bestGap := -1, half
+		for j, e := range b.Decisions {
+			if gap := (e.Time.Sub(b.Start) - t).Abs(); gap <= bestGap {
+				best, bestGap = j, gap
+			}
+		}
+		if best >= 0 && slices.Equal(d.Applied, b.Decisions[best].Applied) {
 			same++
 		}
 	}
-	return float64(same) / float64(n)
+	return float64(same) / float64(len(a.Decisions))
 }
 
 // WriteFidelityMarkdown writes the comparison as a Markdown table.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
@@ -92,10 +93,15 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	// The controller starts with ipa local, before the load: its
+	// decisions before the load's first second (and after its end) are
+	// not part of the run the simulator replays.
+	end := loadStart.Add(time.Duration(len(j.load))*time.Second + f.Interval/2)
+	ds = slices.DeleteFunc(ds, func(d orchestrator.Decision) bool { return d.Time.Before(loadStart) || d.Time.After(end) })
 	if len(ds) == 0 {
-		return nil, fmt.Errorf("%s: the controller logged no decision (see %s)", name, dir)
+		return nil, fmt.Errorf("%s: the controller logged no decision during the load (see %s)", name, dir)
 	}
-	r := &Run{Pipeline: pipe.Name, Window: window, System: j.system.Name, Mode: "real", Decisions: ds}
+	r := &Run{Pipeline: pipe.Name, Window: window, System: j.system.Name, Mode: "real", Decisions: ds, Start: loadStart}
 	r.summarize(pipe, reqs, loadStart, sla, time.Since(start))
 	return r, nil
 }

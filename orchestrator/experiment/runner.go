@@ -52,8 +52,10 @@ type Run struct {
 	Mode string
 	// Sim is the simulation's result (mode sim).
 	Sim *sim.Result `json:"-"`
-	// Decisions is the controller's log, simulated or real.
+	// Decisions is the controller's log, simulated or real, during the
+	// load; Start is when the load's first second began.
 	Decisions []orchestrator.Decision `json:"-"`
+	Start     time.Time               `json:"-"`
 	Row       Row                     `json:"-"`
 	Intervals []report.Interval
 	// PAS and Cost per interval, as the run's configuration had them.
@@ -252,7 +254,7 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Mode: "sim", Sim: res, Decisions: res.Decisions}
+	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Mode: "sim", Sim: res, Decisions: res.Decisions, Start: res.Load.Start}
 	reqs := make([]report.Request, len(res.Load.Records))
 	for i, rec := range res.Load.Records {
 		reqs[i] = report.Request{Sent: rec.Sent.Seconds(), Latency: rec.Latency.Seconds(), Outcome: rec.Kind.String()}
