@@ -9,9 +9,9 @@ import (
 // Audio: the wake-word chain of openWakeWord (dscripka/openWakeWord,
 // openwakeword/utils.py) with a Silero VAD gate in front.
 //
-//	WAV → PCM16 mono 16 kHz → VAD chunks (Silero) → melspectrogram of the
-//	clip → x/10+2 → 76-frame windows every 8 frames (embedding) → the last
-//	W features (head) → score
+//	WAV → PCM16 mono 16 kHz → VAD chunks (Silero) → melspectrogram per
+//	80 ms with 30 ms of context → x/10+2 → 76-frame windows every 8 frames
+//	(embedding) → the last W features (head) → score
 //
 // Nothing is resampled: a WAV that is not 16 kHz mono 16-bit PCM is refused
 // with the sox command that converts it (a resampler good enough not to
@@ -31,8 +31,10 @@ const (
 	EmbedStep   = 8
 	// EmbedDim is the size of one feature (the embedding's output).
 	EmbedDim = 96
-	// MinMelSamples is the shortest input the melspectrogram model takes.
-	MinMelSamples = 512
+	// MelChunk is the samples openWakeWord adds per step (80 ms), with
+	// MelContext samples before them (3 frames) for the melspectrogram.
+	MelChunk   = 1280
+	MelContext = 480
 )
 
 // ErrAudio marks a request body that is not audio the chain takes; the
@@ -150,14 +152,27 @@ func VADChunks(samples []int16, hop, width int) (rows []float32, k int) {
 	return rows, k
 }
 
-// MelInput returns samples as the melspectrogram model takes them: int16
-// values as floats, not scaled (openWakeWord feeds them so).
-func MelInput(samples []int16) []float32 {
-	f := make([]float32, len(samples))
-	for i, s := range samples {
-		f[i] = float32(s)
+// MelRows cuts samples as openWakeWord's streaming feature extractor does
+// (AudioFeatures._streaming_melspectrogram): m = ⌊len/MelChunk⌋ rows of
+// MelContext + MelChunk samples, row i ending with the MelChunk samples at
+// i·MelChunk and beginning with the MelContext before them (zeros before
+// the clip); int16 values as floats, not scaled. Each row gives
+// MelChunk/MelHop frames; a remainder shorter than MelChunk waits for more
+// audio in a stream and is not scored here.
+func MelRows(samples []int16) (rows []float32, m int) {
+	m = len(samples) / MelChunk
+	const width = MelContext + MelChunk
+	rows = make([]float32, m*width)
+	for i := 0; i < m; i++ {
+		row := rows[i*width : (i+1)*width]
+		start := i*MelChunk - MelContext
+		for j := range row {
+			if s := start + j; s >= 0 {
+				row[j] = float32(samples[s])
+			}
+		}
 	}
-	return f
+	return rows, m
 }
 
 // EmbedWindows turns the melspectrogram's frames (frames × MelBins, as
@@ -207,7 +222,8 @@ func HeadWindows(features []float32, n, width int) (windows []float32, h int) {
 
 // HeadSpan returns the samples [start, end) that head window h of a head
 // reading width features listens to: the melspectrogram frames of its
-// first to its last embedding window, 10 ms each.
+// first to its last embedding window, 10 ms each (frame j is computed from
+// samples around j·MelHop; the span ignores the 30 ms of context).
 func HeadSpan(h, width int) (start, end int) {
 	first := h * EmbedStep
 	last := (h+width-1)*EmbedStep + EmbedFrames

@@ -140,3 +140,22 @@ func TestEmbedAndHeadWindows(t *testing.T) {
 		t.Errorf("max over chunks 1-2: %v", m)
 	}
 }
+
+func TestMelRows(t *testing.T) {
+	s := make([]int16, 2*MelChunk+5)
+	for i := range s {
+		s[i] = int16(i % 1000)
+	}
+	rows, m := MelRows(s)
+	const w = MelContext + MelChunk
+	if m != 2 || len(rows) != 2*w {
+		t.Fatalf("m %d", m)
+	}
+	// Row 0: 480 zeros, then samples 0…1279; row 1: samples 800…2559.
+	if rows[MelContext-1] != 0 || rows[MelContext] != 0 || rows[MelContext+1] != 1 || rows[w] != float32(800%1000) || rows[2*w-1] != float32(2559%1000) {
+		t.Fatalf("rows %v %v %v", rows[MelContext+1], rows[w], rows[2*w-1])
+	}
+	if _, m := MelRows(s[:MelChunk-1]); m != 0 {
+		t.Errorf("a clip shorter than a step gave %d rows", m)
+	}
+}

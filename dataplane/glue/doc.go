@@ -22,7 +22,7 @@
 //     FaceBoxes, FaceInputBoxes (the router's "blazeface" decoder).
 //   - Audio (Silero VAD → openWakeWord melspectrogram → embedding → head):
 //     DecodeWAV (16 kHz mono PCM16 only; no resampling), VADChunks,
-//     MelInput, EmbedWindows (x/10+2, 76-frame windows), HeadWindows,
+//     MelRows, EmbedWindows (x/10+2, 76-frame windows), HeadWindows,
 //     HeadSpan, MaxOver.
 //
 // Nothing here opens a model session or does I/O beyond its arguments; the
