@@ -209,3 +209,45 @@ func specList(ts []models.TensorSpec) string {
 	}
 	return strings.Join(s, ", ")
 }
+
+// TestWakewordExampleManifest adds every variant of the committed
+// examples/wakeword/models.yaml (the README's audio walkthrough): Silero v4
+// and v5 share the VAD stage's interface once baked, and the features and
+// head keep theirs.
+func TestWakewordExampleManifest(t *testing.T) {
+	initORT(t)
+	sileroFile(t)
+	b, err := os.ReadFile("../../examples/wakeword/models.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := "../../examples/wakeword"
+	if raw := os.Getenv("IPA_RAW_DIR"); raw != "" { // the manifest names ../../.deps/raw; follow IPA_RAW_DIR
+		b = []byte(strings.ReplaceAll(string(b), "../../.deps/raw", raw))
+	}
+	specs, err := ParseManifest(b, dir, CheckOptions{CheckBatch: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := t.TempDir()
+	got := map[string]string{}
+	for _, s := range specs {
+		a, err := Add(context.Background(), s, AddOptions{Repo: repo, Now: fixedNow})
+		if err != nil {
+			t.Fatalf("%s/%s: %v", s.Stage, s.Variant, err)
+		}
+		got[s.Stage+"/"+s.Variant] = specList(a.Variant.Inputs) + " -> " + specList(a.Variant.Outputs)
+	}
+	want := map[string]string{
+		"vad/silero-v4":         "input:FP32[-1,512] -> output:FP32[-1,1]",
+		"vad/silero-v5":         "input:FP32[-1,576] -> output:FP32[-1,1]",
+		"oww-mel/oww-mel":       "input:FP32[-1,1760] -> output:FP32[-1,1,-1,32]",
+		"oww-embed/oww-embed":   "input_1:FP32[-1,76,32,1] -> conv2d_19:FP32[-1,1,1,96]",
+		"wake-word/hello-deepa": "onnx::Flatten_0:FP32[-1,25,96] -> 39:FP32[-1,1]",
+	}
+	for k, w := range want {
+		if got[k] != w {
+			t.Errorf("%s: %s, want %s", k, got[k], w)
+		}
+	}
+}
