@@ -56,6 +56,7 @@ func FuzzParseAudioSection(f *testing.F) {
 	f.Add([]byte(audioSpec))
 	f.Add([]byte(strings.Replace(audioSpec, "chunk: 512", "chunk: 1e9", 1)))
 	f.Add([]byte(strings.Replace(audioSpec, "audio: {", "audio: {gate: .inf, ", 1)))
+	f.Add([]byte("name: p\nstages:\n ! #000000000000000000000000000")) // panicked goccy/go-yaml 1.19.2
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<14 {
 			return

@@ -251,3 +251,24 @@ func TestWakewordExampleManifest(t *testing.T) {
 		}
 	}
 }
+
+// A manifest's const, batch_axis and drop_output are checked like the
+// flags, before any model is read.
+func TestManifestBakeRefusals(t *testing.T) {
+	for _, tc := range []struct{ entry, want string }{
+		{"const: {sr: .nan}", "a finite value"},
+		{"batch_axis: {state: 1}", "only a constant input"},
+		{"const: {state: 0}, batch_axis: {state: 99}", "must be a dimension"},
+		{"drop_output: [stateN, stateN]", "given twice"},
+		{"const: {sr: [1]}", "bad manifest"},
+	} {
+		b := "stage: s\nmetric: m\nvariants:\n  - {file: a.onnx, accuracy: 1, " + tc.entry + "}\n"
+		if _, err := ParseManifest([]byte(b), "/base", CheckOptions{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.entry, err, tc.want)
+		}
+	}
+	specs, err := ParseManifest([]byte("stage: s\nmetric: m\nvariants:\n  - {file: a.onnx, accuracy: 1, const: {sr: 16000, state: 0}, batch_axis: {state: 1}, drop_output: [stateN]}\n"), "/base", CheckOptions{})
+	if err != nil || specs[0].Check.Bake.Consts["sr"] != 16000 || specs[0].Check.Bake.BatchAxis["state"] != 1 || specs[0].Check.Bake.Drop[0] != "stateN" {
+		t.Fatalf("%v %+v", err, specs)
+	}
+}
