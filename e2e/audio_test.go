@@ -133,14 +133,22 @@ variants:
 	if err := local.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- local.Wait() }()
 	t.Cleanup(func() {
 		local.Process.Signal(os.Interrupt)
-		local.Wait()
+		<-exited
 		if t.Failed() {
 			t.Logf("ipa local:\n%s", log.String())
 		}
 	})
 	waitFor(t, 3*time.Minute, func() error {
+		select {
+		case err := <-exited:
+			exited <- err
+			t.Fatalf("ipa local exited before it was ready: %v", err)
+		default:
+		}
 		r, err := http.Get("http://" + addr + "/v2/health/ready")
 		if err != nil {
 			return err
