@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
@@ -30,8 +31,8 @@ const answerWindow = 2 * time.Second
 // stopWork is what a role computes besides its HTTP handlers: drain lets
 // the queued requests be computed (it returns at ctx's end at the latest),
 // close answers what is left and releases the engines. Either may be nil;
-// without drain, close runs once the handlers are done (or the grace period
-// is over).
+// close runs once the connections are closed (so the handlers are done) or
+// the grace period is over.
 type stopWork struct {
 	drain func(context.Context) error
 	close func()
@@ -62,25 +63,29 @@ func stagesWork(stages []*dataplane.Stage) stopWork {
 // connection:
 //
 //  1. readiness off; new inference requests get 503 with Connection: close,
-//     every response carries Connection: close (sc.Linger long), so that
-//     load balancers and keep-alive clients leave before the listener
+//     and every response carries Connection: close (sc.Linger long), so
+//     that load balancers and keep-alive clients leave before the listener
 //     closes;
-//  2. the listener closes, idle connections close, and the requests in
-//     flight and queued are computed and answered (sc.GracePeriod at most:
-//     work.drain);
-//  3. what is still queued then is answered 503 (work.close), and the
-//     process exits once those answers are written.
+//  2. the listener closes (new connections are refused); the requests in
+//     flight and queued are computed and answered (work.drain,
+//     sc.GracePeriod at most), and each keep-alive connection closes after
+//     its next answer (503, Connection: close) or when its client closes
+//     it, for one more sc.Linger at most (within the grace period): a
+//     connection is cut idle only if its client left it unused that long;
+//  3. what is still queued then is answered 503 (work.close), the
+//     connections still open are closed once idle, and the process exits
+//     once the answers are written (answerWindow at most).
 //
 // logArgs describe what is served.
 func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv drainingServer, sc dataplane.ShutdownConfig, work stopWork, logArgs ...any) error {
-	ln, err := net.Listen("tcp", addr)
+	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen: %w", err)
 	}
+	ln := &countingListener{Listener: inner}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("serving", append([]any{"addr", ln.Addr().String()}, logArgs...)...)
-	start := time.Now()
 	select {
 	case <-ctx.Done():
 		srv.StartDraining()
@@ -89,36 +94,69 @@ func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv draini
 	case err = <-errc:
 		log.Error("server failed", "err", err)
 	}
+	start := time.Now()
+	ln.Close()
 	grace, cancel := context.WithTimeout(context.Background(), sc.GracePeriod)
 	defer cancel()
-	sctx, scancel := context.WithTimeout(context.Background(), sc.GracePeriod+answerWindow)
-	defer scancel()
-	stopped := make(chan error, 1)
-	go func() { stopped <- srv.Shutdown(sctx) }()
-	var serr error
-	done := false
-	if work.drain != nil {
-		if derr := work.drain(grace); derr != nil {
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		if work.drain != nil && work.drain(grace) != nil {
 			log.Warn("grace period over: what is still queued gets 503", "grace_period", sc.GracePeriod.String())
 		}
-	} else {
-		// In-process work (ipa local's stages) is fed by the handlers:
-		// it stops once they are done.
+	}()
+	<-drained
+	// Keep-alive connections get one more linger to be used (and told to
+	// close) or closed by their clients; then the idle ones are closed.
+	idle, icancel := context.WithTimeout(grace, sc.Linger)
+	defer icancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ln.open.Load() > 0 && idle.Err() == nil {
 		select {
-		case serr = <-stopped:
-			done = true
-		case <-grace.Done():
+		case <-idle.Done():
+		case <-tick.C:
 		}
+	}
+	if n := ln.open.Load(); n > 0 {
+		log.Info("closing the connections still open", "connections", n)
 	}
 	if work.close != nil {
 		work.close()
 	}
-	if !done {
-		serr = <-stopped
-	}
-	if serr != nil {
+	sctx, scancel := context.WithTimeout(context.Background(), answerWindow)
+	defer scancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
 		log.Warn("connections still open at exit", "err", serr)
 	}
-	log.Info("stopped", "seconds", time.Since(start).Seconds())
+	log.Info("stopped", "drain_seconds", time.Since(start).Seconds())
 	return err
+}
+
+// countingListener counts its connections that are open.
+type countingListener struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	l      *countingListener
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
 }

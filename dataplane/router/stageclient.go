@@ -202,6 +202,9 @@ func (c *RemoteClient) setDown(e *endpoint, down bool, why string) {
 	}
 	metrics.GetOrCreateCounter(fmt.Sprintf(`ipa_router_replica_transitions_total{stage=%q,to=%q}`, c.model, to)).Inc()
 	if down {
+		// Its idle connections would be dead (or would keep a draining
+		// replica from exiting until its grace period ends).
+		e.client.CloseIdleConnections()
 		c.log.Warn("replica down", "addr", e.addr, "reason", why)
 	} else {
 		c.log.Info("replica up", "addr", e.addr)
