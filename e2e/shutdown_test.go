@@ -401,6 +401,37 @@ func TestSIGTERMOnTheRouterAnswersEveryRequest(t *testing.T) {
 	}
 }
 
+// SIGTERM on `ipa local` (router and stages in one process): the same
+// drain, and the stages close only once the router's requests are answered.
+func TestSIGTERMOnLocalAnswersEveryRequest(t *testing.T) {
+	spec := t.TempDir() + "/angle.yaml"
+	if err := os.WriteFile(spec, []byte(anglePipeline), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	cmd, logFile, exited := startLogged(t, addr, "local", "--models.dir", modelsDir(t), "--pipeline", spec, "--no-controller",
+		"--shutdown.linger", "500ms", "--shutdown.grace-period", "10s", "--http.listen-addr", addr)
+	in := []models.Tensor{{Name: "x", DataType: models.FP32, Shape: []int64{1, 3, 48, 192}, Data: make([]byte, 3*48*192*4)}}
+	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in}, true)
+	shots := sigtermUnderLoad(t, addr, anglePath, body, jsonLen, cmd, exited, 1500*time.Millisecond, 0)
+	o := count(shots)
+	t.Logf("SIGTERM on ipa local at %d req/s: %d requests: %v", shutdownRate, len(shots), o)
+	if n := o.connErrors(shots); n != 0 {
+		t.Errorf("%d requests saw a connection error without an answer", n)
+	}
+	for b := range o.bodies {
+		if !strings.HasPrefix(b, "503 ") || !strings.Contains(b, "server is shutting down") {
+			t.Errorf("answer %q: want only 503 server is shutting down", b)
+		}
+	}
+	if o.ok < shutdownRate || o.unavailable == 0 {
+		t.Errorf("want the load served, then 503s during the linger: %v", o)
+	}
+	if log := readLog(t, logFile); !strings.Contains(log, "stage stopped") {
+		t.Errorf("the stages did not stop")
+	}
+}
+
 // kill -9 of one of two stages under load: the requests that were on its
 // connections, and those sent before the router noticed, are retried on
 // the other; the dead replica is marked down (logged) and the router stays
