@@ -400,10 +400,12 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 			// not down.
 			return &StageError{Status: fasthttp.StatusTooManyRequests, Msg: fmt.Sprintf("stage %q at %s has %d requests outstanding", c.model, e.addr, maxConnsPerReplica)}
 		}
-		// fasthttp reports the deadline as ErrTimeout, or as the socket's
-		// i/o timeout when it hits while reading the answer.
+		// fasthttp reports the deadline as ErrTimeout, as the socket's i/o
+		// timeout when it hits while reading the answer, or as
+		// ErrDialTimeout when it hits while connecting.
 		var ne net.Error
-		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) ||
+			(!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", dataplane.ErrDeadline, c.model, e.addr)
 		}
 		return fmt.Errorf("stage %q at %s: %w", c.model, e.addr, err)
