@@ -99,6 +99,8 @@ type LocalCmd struct {
 	Limits   dataplane.LimitsConfig `embed:"" prefix:"limits."`
 	Adapt    bool                   `name:"controller" default:"true" negatable:"" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages with the pipeline's profile (--controller.profile; built-in pipelines ship one). --no-controller serves the initial configuration as it is."`
 	Control  ControllerFlags        `embed:"" prefix:"controller."`
+	// Shutdown: SIGTERM drains (serveDrained).
+	Shutdown dataplane.ShutdownConfig `embed:"" prefix:"shutdown."`
 }
 
 // localPipeline starts one in-process stage per step of spec and binds them
@@ -136,7 +138,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 	return pipe, stages, nil
 }
 
-// Run serves until SIGINT or SIGTERM.
+// Run serves until SIGINT or SIGTERM, then drains (see serveDrained).
 func (c *LocalCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "local")
 	if err := checkAdmin(log, c.Admin, c.HTTP.ListenAddr); err != nil {
@@ -200,14 +202,18 @@ func (c *LocalCmd) Run(g *Globals) error {
 			ctl.Run(ctx)
 		}()
 	}
-	err = serve(ctx, log, c.HTTP.ListenAddr, rt, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
-		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
-	stop() // ends the controller's Run also when serve failed on its own
-	<-ctlDone
-	for i := len(stages) - 1; i >= 0; i-- {
-		stages[i].Close()
+	// On SIGTERM the router drains; the stages close once its requests
+	// are answered, after the controller stopped reconfiguring them.
+	work := stagesWork(stages)
+	work.drain = nil
+	closeStages := work.close
+	work.close = func() {
+		stop() // ends the controller's Run also when serve failed on its own
+		<-ctlDone
+		closeStages()
 	}
-	return err
+	return serveDrained(ctx, log, c.HTTP.ListenAddr, rt, c.Shutdown, work, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
+		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
 }
 
 func stepNames(stages []models.Step) []string {
