@@ -274,7 +274,7 @@ func compareWake(t *testing.T, ans *answer, want wakeResult, samples int, varian
 		return
 	}
 	t.Logf("%s: %d chunks (VAD max %.3f), %d windows, hello_deepa scores %.2g…%.2g, %d detected; largest difference from ONNX Runtime run directly: VAD %.2g, score %.2g (tolerance %g)",
-		variant, len(vad), slicesMax(vad), len(score), slicesMin(score), slicesMax(score), count(detected), dv, ds, tol)
+		variant, len(vad), slicesMax(vad), len(score), slicesMin(score), slicesMax(score), countTrue(detected), dv, ds, tol)
 }
 
 func inferWAV(t *testing.T, addr string, wav []byte, status int) *answer {
@@ -464,7 +464,7 @@ func slicesMin(v []float32) float32 {
 	return m
 }
 
-func count(b []bool) int {
+func countTrue(b []bool) int {
 	n := 0
 	for _, x := range b {
 		if x {
