@@ -240,8 +240,8 @@ func (e *Estimator[K]) runningLocked() int { return len(e.running) - len(e.free)
 // The batches ahead: the queued rows leave in batches of MaxBatch (a queue
 // that has rows waiting is backed up, so its batches leave full), and the
 // request rides in the batch that holds the last of them if it fits there.
-// Its own batch is taken to be full too when anything is queued, since the
-// requests behind it fill it. A replica frees up when its running batch
+// Its own batch is taken to be full too when it has to wait at all, since
+// the requests that arrive meanwhile fill it. A replica frees up when its running batch
 // ends (the median time of such a batch less what it has run, at least 0)
 // and then takes queued batches one after another; the request's batch
 // starts when the batches ahead have all been taken (startAfter).
@@ -252,20 +252,13 @@ func (e *Estimator[K]) predictLocked(k K, a Ahead) (Prediction, bool) {
 	}
 	now := e.now()
 	mb, size, replicas := max(a.MaxBatch, 1), max(a.Size, 1), max(a.Replicas, 1)
-	own := size
-	if a.Rows > 0 && size < mb {
-		own = mb
-	}
-	service, ok := e.serviceLocked(c, own, now)
-	if !ok {
-		return Prediction{}, false
-	}
 	before := a.Rows / mb
 	if rem := a.Rows % mb; rem > 0 && rem+size > mb {
 		before++
 	}
 	var full time.Duration
 	if before > 0 {
+		var ok bool
 		if full, ok = e.serviceLocked(c, mb, now); !ok {
 			return Prediction{}, false
 		}
@@ -289,7 +282,16 @@ func (e *Estimator[K]) predictLocked(k K, a Ahead) (Prediction, bool) {
 	for len(free) < min(replicas, len(buf)) {
 		free = append(free, 0)
 	}
-	return Prediction{Wait: startAfter(free, before, full), Service: service}, true
+	wait := startAfter(free, before, full)
+	own := size
+	if (a.Rows > 0 || wait > 0) && size < mb {
+		own = mb // it waits, and what arrives meanwhile fills its batch
+	}
+	service, ok := e.serviceLocked(c, own, now)
+	if !ok {
+		return Prediction{}, false
+	}
+	return Prediction{Wait: wait, Service: service}, true
 }
 
 // startAfter returns when the batch after the first before batches starts,

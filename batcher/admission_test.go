@@ -102,7 +102,7 @@ func TestEstimatorPredictsOneReplicaExactly(t *testing.T) {
 			t.Errorf("Predict(%+v) = %+v, %v; want %+v", a, got, ok, want)
 		}
 	}
-	f(0, 1, Prediction{Wait: 40 * ms, Service: 12500 * time.Microsecond}) // own batch of 1 row: only samples at 4, scaled down
+	f(0, 1, Prediction{Wait: 40 * ms, Service: 50 * ms}) // it waits: what arrives meanwhile fills its batch
 	f(12, 1, Prediction{Wait: 40*ms + 3*50*ms, Service: 50 * ms})
 	f(13, 1, Prediction{Wait: 40*ms + 3*50*ms, Service: 50 * ms}) // rides with the 13th row
 	f(15, 2, Prediction{Wait: 40*ms + 4*50*ms, Service: 50 * ms}) // 3 rows left in the 4th batch: 2 more do not fit
@@ -119,16 +119,21 @@ func TestEstimatorPredictsOneReplicaExactly(t *testing.T) {
 	e.End(slot, true)
 }
 
-func TestEstimatorOwnBatchWithNothingQueued(t *testing.T) {
+func TestEstimatorOwnBatch(t *testing.T) {
 	c := newFakeClock()
 	e := NewEstimator[string](c, 0)
 	ran(e, c, "a", 4, 40*ms)
 	slot := e.Begin("a", 4)
 	p, ok := e.Predict("a", Ahead{Rows: 0, Size: 1, MaxBatch: 4, Replicas: 1})
-	if !ok || p.Service != 10*ms || p.Wait != 40*ms {
-		t.Errorf("alone behind a running batch: %+v %v, want 40 ms wait and a 1-row batch scaled from 4 rows (10 ms)", p, ok)
+	if !ok || p.Service != 40*ms || p.Wait != 40*ms {
+		t.Errorf("alone behind a running batch: %+v %v, want 40 ms wait and a full batch (40 ms): it fills while it waits", p, ok)
 	}
+	c.Advance(40 * ms)
 	e.End(slot, true)
+	p, ok = e.Predict("a", Ahead{Rows: 0, Size: 1, MaxBatch: 4, Replicas: 1})
+	if !ok || p.Service != 10*ms || p.Wait != 0 {
+		t.Errorf("alone, replica idle: %+v %v, want no wait and its own row's batch scaled from 4 rows (10 ms)", p, ok)
+	}
 }
 
 // A median: stalls in fewer than half the recent batches do not move it,
