@@ -14,10 +14,13 @@ import (
 //
 // It is built to refuse only on evidence:
 //
-//   - Service times are the median of the last samples per batch size, so
-//     that a few slow batches (another process taking the CPU, a page fault
-//     storm) do not move the prediction; sizes without samples are
-//     interpolated from those that have them.
+//   - Service times are order statistics of the last samples per batch
+//     size, so that a few slow batches (another process taking the CPU, a
+//     page fault storm) do not move the prediction: the work ahead counts at
+//     the median, the request's own batch at the 90th percentile (of 16
+//     samples, the second largest), which the worker also requires of a
+//     batch before computing it, so that what is computed is rarely late.
+//     Sizes without samples are interpolated from those that have them.
 //   - Samples older than the window are forgotten: a stage that was slow a
 //     minute ago and idle since starts over.
 //   - Without samples there is no prediction, and Decide admits.
@@ -149,8 +152,9 @@ type Ahead struct {
 // Prediction is when a request submitted now would be answered.
 type Prediction struct {
 	// Wait is until a replica starts the request's batch: the rest of the
-	// batches running and the batches queued ahead, spread over the
-	// replicas. Service is that batch's own run.
+	// batches running and the batches queued ahead, at their median,
+	// spread over the replicas. Service is that batch's own run at the
+	// 90th percentile, what the worker will require of it (Late).
 	Wait, Service time.Duration
 }
 
@@ -214,21 +218,30 @@ func (e *Estimator[K]) Predict(k K, a Ahead) (Prediction, bool) {
 }
 
 // Late reports whether a batch of rows that starts now on k would end after
-// left, by the median service time of such batches: the worker's check on
-// the batch it holds. Without evidence it reports false.
+// left, by the 90th percentile of the recent service times of such batches:
+// the worker's check on the batch it holds, so that what it computes is
+// rarely late (at the median, half the batches that just fit would be).
+// Without evidence it reports false.
 func (e *Estimator[K]) Late(k K, rows int, left time.Duration) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	t, ok := e.serviceLocked(e.classes[k], rows, e.now())
+	t, ok := e.serviceLocked(e.classes[k], rows, e.now(), high)
 	return ok && t > left
 }
 
-// Service returns the median service time of a batch of rows on k, and
-// false when there is no evidence for it.
-func (e *Estimator[K]) Service(k K, rows int) (time.Duration, bool) {
+// Service returns the median and the 90th percentile of the recent service
+// times of batches of rows on k (see Late), and false when there is no
+// evidence for them.
+func (e *Estimator[K]) Service(k K, rows int) (typical, bound time.Duration, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.serviceLocked(e.classes[k], rows, e.now())
+	now := e.now()
+	c := e.classes[k]
+	if typical, ok = e.serviceLocked(c, rows, now, median); !ok {
+		return 0, 0, false
+	}
+	bound, _ = e.serviceLocked(c, rows, now, high)
+	return typical, bound, true
 }
 
 func (e *Estimator[K]) now() time.Duration { return e.clock.Now().Sub(e.epoch) }
@@ -259,7 +272,7 @@ func (e *Estimator[K]) predictLocked(k K, a Ahead) (Prediction, bool) {
 	var full time.Duration
 	if before > 0 {
 		var ok bool
-		if full, ok = e.serviceLocked(c, mb, now); !ok {
+		if full, ok = e.serviceLocked(c, mb, now, median); !ok {
 			return Prediction{}, false
 		}
 	}
@@ -274,7 +287,7 @@ func (e *Estimator[K]) predictLocked(k K, a Ahead) (Prediction, bool) {
 			continue
 		}
 		rest := time.Duration(0)
-		if t, ok := e.serviceLocked(b.class, b.rows, now); ok {
+		if t, ok := e.serviceLocked(b.class, b.rows, now, median); ok {
 			rest = max(t-(now-b.start), 0)
 		}
 		free = append(free, rest)
@@ -287,7 +300,7 @@ func (e *Estimator[K]) predictLocked(k K, a Ahead) (Prediction, bool) {
 	if (a.Rows > 0 || wait > 0) && size < mb {
 		own = mb // it waits, and what arrives meanwhile fills its batch
 	}
-	service, ok := e.serviceLocked(c, own, now)
+	service, ok := e.serviceLocked(c, own, now, high)
 	if !ok {
 		return Prediction{}, false
 	}
@@ -329,26 +342,26 @@ func startAfter(free []time.Duration, before int, t time.Duration) time.Duration
 	return lo
 }
 
-// serviceLocked returns the median service time of batches of rows in c,
-// from the samples younger than the window. A size without samples is
+// serviceLocked returns statistic q of the service times of batches of rows
+// in c, from the samples younger than the window. A size without samples is
 // interpolated linearly between the nearest sizes with samples on either
 // side; beyond them, extrapolated along the line through the two nearest on
 // its side, bounded by the nearest one's time and that time scaled by rows
 // (the line of a batch whose time grows by less than its rows, which is
 // what batching is for), or just scaled by rows when only one size has
 // samples.
-func (e *Estimator[K]) serviceLocked(c *serviceTimes, rows int, now time.Duration) (time.Duration, bool) {
+func (e *Estimator[K]) serviceLocked(c *serviceTimes, rows int, now time.Duration, q quantile) (time.Duration, bool) {
 	if c == nil {
 		return 0, false
 	}
 	rows = max(rows, 1)
-	if t, ok := e.medianLocked(c, rows, now); ok {
+	if t, ok := e.quantileLocked(c, rows, now, q); ok {
 		return t, true
 	}
 	lo, lo2, hi, hi2 := 0, 0, 0, 0 // sizes with evidence: nearest and next nearest below, above
 	var tlo, tlo2, thi, thi2 time.Duration
 	for r := min(rows-1, len(c.sizes)); r >= 1 && lo2 == 0; r-- {
-		if t, ok := e.medianLocked(c, r, now); ok {
+		if t, ok := e.quantileLocked(c, r, now, q); ok {
 			if lo == 0 {
 				lo, tlo = r, t
 			} else {
@@ -357,7 +370,7 @@ func (e *Estimator[K]) serviceLocked(c *serviceTimes, rows int, now time.Duratio
 		}
 	}
 	for r := rows + 1; r <= len(c.sizes) && hi2 == 0; r++ {
-		if t, ok := e.medianLocked(c, r, now); ok {
+		if t, ok := e.quantileLocked(c, r, now, q); ok {
 			if hi == 0 {
 				hi, thi = r, t
 			} else {
@@ -393,9 +406,24 @@ func line(x1 int, y1 time.Duration, x2 int, y2 time.Duration, x int) time.Durati
 	return y1 + time.Duration(float64(y2-y1)*float64(x-x1)/float64(x2-x1))
 }
 
-// medianLocked returns the median of the samples of batches of rows taken
-// within the window, and false when there are none.
-func (e *Estimator[K]) medianLocked(c *serviceTimes, rows int, now time.Duration) (time.Duration, bool) {
+// quantile selects a statistic of the recent service times of a size.
+type quantile uint8
+
+const (
+	// median: how long such a batch typically takes, robust to stalls in
+	// fewer than half the samples; the batches ahead of a request and the
+	// rest of the running ones are counted at it.
+	median quantile = iota
+	// high: the 90th percentile (of 16 samples, the second largest), how
+	// long it takes unless a stall hits; a batch must fit the time left at
+	// it to be computed, so that what is computed is rarely late, while
+	// one stall in the window does not move it.
+	high
+)
+
+// quantileLocked returns statistic q of the samples of batches of rows
+// taken within the window, and false when there are none.
+func (e *Estimator[K]) quantileLocked(c *serviceTimes, rows int, now time.Duration, q quantile) (time.Duration, bool) {
 	if rows < 1 || rows > len(c.sizes) {
 		return 0, false
 	}
@@ -416,6 +444,9 @@ func (e *Estimator[K]) medianLocked(c *serviceTimes, rows int, now time.Duration
 			buf[j] = s.d[i]
 			n++
 		}
+	}
+	if q == high {
+		return buf[(9*n+9)/10-1], true // nearest rank: ⌈0.9·n⌉
 	}
 	if n%2 == 1 {
 		return buf[n/2], true

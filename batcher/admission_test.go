@@ -59,7 +59,7 @@ func TestEstimatorWithoutEvidenceAdmits(t *testing.T) {
 	slot := e.Begin("b", 4)
 	c.Advance(time.Second)
 	e.End(slot, false)
-	if _, ok := e.Service("b", 4); ok {
+	if _, _, ok := e.Service("b", 4); ok {
 		t.Error("a failed batch became a service time")
 	}
 }
@@ -148,18 +148,29 @@ func TestEstimatorIgnoresAMinorityOfStalls(t *testing.T) {
 		}
 		ran(e, c, "a", 4, d)
 	}
-	if got, _ := e.Service("a", 4); got != 50*ms {
+	if got, _, _ := e.Service("a", 4); got != 50*ms {
 		t.Errorf("median with 6 stalls in 16: %s, want 50ms", got)
 	}
 	// 10 rows ahead (2 full batches and 2 rows the request joins), 1 s left.
 	if v, p := e.Decide("a", Ahead{Rows: 10, Size: 1, MaxBatch: 4, Replicas: 1}, time.Second); v != Admit {
 		t.Errorf("decide: %v %+v, want admit", v, p)
 	}
+	// Its bound (the 90th percentile) tolerates one stall in 16, not six.
+	if _, bound, _ := e.Service("a", 4); bound != 700*ms {
+		t.Errorf("bound with 6 stalls in 16: %s, want 700ms", bound)
+	}
+	e1 := NewEstimator[string](c, 0)
+	for i := range estimatorSamples {
+		ran(e1, c, "a", 4, map[bool]time.Duration{true: 700 * ms, false: 50 * ms}[i == 7])
+	}
+	if typical, bound, _ := e1.Service("a", 4); typical != 50*ms || bound != 50*ms || e1.Late("a", 4, 60*ms) {
+		t.Errorf("one stall in 16: median %s, bound %s, want both 50ms and a batch in time with 60 ms left", typical, bound)
+	}
 	// A majority of slow batches is the stage's speed now.
 	for range estimatorSamples / 2 {
 		ran(e, c, "a", 4, 700*ms)
 	}
-	if got, _ := e.Service("a", 4); got != 700*ms {
+	if got, _, _ := e.Service("a", 4); got != 700*ms {
 		t.Errorf("median after 8 more slow batches: %s, want 700ms", got)
 	}
 }
@@ -180,7 +191,7 @@ func TestEstimatorForgetsStaleEvidence(t *testing.T) {
 	ran(e, c, "a", 4, 500*ms)
 	c.Advance(2 * time.Second)
 	ran(e, c, "a", 4, 10*ms)
-	if got, _ := e.Service("a", 4); got != 10*ms {
+	if got, _, _ := e.Service("a", 4); got != 10*ms {
 		t.Errorf("median of the fresh samples: %s, want 10ms", got)
 	}
 }
@@ -190,7 +201,7 @@ func TestEstimatorInterpolatesBatchSizes(t *testing.T) {
 	e := NewEstimator[string](c, time.Hour)
 	f := func(rows int, want time.Duration) {
 		t.Helper()
-		if got, ok := e.Service("a", rows); !ok || got != want {
+		if got, _, ok := e.Service("a", rows); !ok || got != want {
 			t.Errorf("Service(%d rows) = %s, %v; want %s", rows, got, ok, want)
 		}
 	}
@@ -209,7 +220,7 @@ func TestEstimatorInterpolatesBatchSizes(t *testing.T) {
 	e2 := NewEstimator[string](c, time.Hour)
 	ran(e2, c, "b", 8, 40*ms)
 	ran(e2, c, "b", 16, 30*ms)
-	if got, _ := e2.Service("b", 4); got != 40*ms {
+	if got, _, _ := e2.Service("b", 4); got != 40*ms {
 		t.Errorf("below the known sizes on a falling line: %s, want 40ms", got)
 	}
 }

@@ -12,9 +12,9 @@ import (
 // Deadline-aware admission (batcher.Estimator): a request with a deadline is
 // refused at arrival when the stage predicts it cannot be answered in time,
 // from the rows queued ahead, the batch policy, the replicas serving and the
-// median service time of recent batches of its variant and cores; and a
-// worker answers 504 at once, instead of computing late, a call of the batch
-// it took that the batch's median time would finish after its deadline.
+// service times of recent batches of its variant and cores; and a worker
+// answers 504 at once, instead of computing late, a call of the batch it
+// took that the batch would likely finish after its deadline.
 //
 // A refusal is 429 with Retry-After (the wait ahead is what makes the request
 // late; the queue will have drained by then) or 504 (the time left is
@@ -59,13 +59,14 @@ type AdmissionError struct {
 	Wait, Service, Left time.Duration
 }
 
+// Error says why, in words that do not change from one request to the
+// next, so that clients and load reports can count refusals by message;
+// the numbers are in the fields, Retry-After and the stage's metrics.
 func (e *AdmissionError) Error() string {
 	if e.Busy {
-		return fmt.Sprintf("stage %q %v: the answer would take ~%.3f s (%.3f s for the work queued ahead, %.3f s for its batch), %.3f s are left; retry later",
-			e.Stage, ErrCannotMeetDeadline, (e.Wait + e.Service).Seconds(), e.Wait.Seconds(), e.Service.Seconds(), e.Left.Seconds())
+		return fmt.Sprintf("stage %q %v: the work queued ahead would make the answer late; retry after Retry-After", e.Stage, ErrCannotMeetDeadline)
 	}
-	return fmt.Sprintf("stage %q %v: its batch alone takes ~%.3f s, %.3f s are left; send a longer deadline",
-		e.Stage, ErrCannotMeetDeadline, e.Service.Seconds(), e.Left.Seconds())
+	return fmt.Sprintf("stage %q %v: less time is left than its batch takes; send a longer deadline", e.Stage, ErrCannotMeetDeadline)
 }
 
 // Unwrap returns ErrCannotMeetDeadline.
@@ -123,8 +124,9 @@ func (s *Stage) predictedWait() float64 {
 }
 
 // dropLate answers 504 the calls of live, a batch of rows a worker is about
-// to run on key at now, whose deadline would pass before the batch's median
-// service time is over; it returns the rest, in order, in live's array.
+// to run on key at now, whose deadline would pass before the batch ended at
+// the 90th percentile of recent such batches (batcher.Estimator.Late); it
+// returns the rest, in order, in live's array.
 func (s *Stage) dropLate(key estKey, live []*call, now time.Time) []*call {
 	rows, deadlines := 0, false
 	for _, c := range live {
@@ -134,7 +136,7 @@ func (s *Stage) dropLate(key estKey, live []*call, now time.Time) []*call {
 	if !deadlines {
 		return live
 	}
-	t, ok := s.est.Service(key, rows)
+	_, t, ok := s.est.Service(key, rows)
 	if !ok {
 		return live
 	}
