@@ -151,9 +151,11 @@ func TestEstimatorIgnoresAMinorityOfStalls(t *testing.T) {
 	if got, _, _ := e.Service("a", 4); got != 50*ms {
 		t.Errorf("median with 6 stalls in 16: %s, want 50ms", got)
 	}
-	// 10 rows ahead (2 full batches and 2 rows the request joins), 1 s left.
-	if v, p := e.Decide("a", Ahead{Rows: 10, Size: 1, MaxBatch: 4, Replicas: 1}, time.Second); v != Admit {
-		t.Errorf("decide: %v %+v, want admit", v, p)
+	// 10 rows ahead (2 full batches and 2 rows the request joins), 1.5 s
+	// left: the batches ahead at their mean without the largest sample
+	// ((10·50+5·700)/15 ≈ 267 ms), its own at the bound (700 ms).
+	if v, p := e.Decide("a", Ahead{Rows: 10, Size: 1, MaxBatch: 4, Replicas: 1}, 1500*ms); v != Admit || p.Wait != 2*(4000*ms/15) {
+		t.Errorf("decide: %v %+v, want admit, 533 ms wait", v, p)
 	}
 	// Its bound (the 90th percentile) tolerates one stall in 16, not six.
 	if _, bound, _ := e.Service("a", 4); bound != 700*ms {
