@@ -20,11 +20,11 @@ type stage struct {
 	name, profile string
 	b             *batcher.Batcher[*request]
 	est           *batcher.Estimator[estKey] // deadline-aware admission, as dataplane/admission.go
-	cfg           models.StageConfig // what serves now
-	target        models.StageConfig // what was last applied (Current)
-	replicas      []*replica         // the worker set, in start order
-	idle          []*replica         // waiting for a batch, longest first
-	busyUntil     time.Duration      // when the last queued reconfiguration lands
+	cfg           models.StageConfig         // what serves now
+	target        models.StageConfig         // what was last applied (Current)
+	replicas      []*replica                 // the worker set, in start order
+	idle          []*replica                 // waiting for a batch, longest first
+	busyUntil     time.Duration              // when the last queued reconfiguration lands
 	buf           []*request
 }
 
