@@ -31,6 +31,7 @@ type stageMetrics struct {
 	set       *metrics.Set
 	requests  map[string]*metrics.Counter
 	refusals  map[string]*metrics.Counter // by reason (admission.go)
+	late      *metrics.Counter            // answers computed after their deadline
 	queueWait *metrics.PrometheusHistogram
 	batchSize *metrics.PrometheusHistogram
 	reconfigs *metrics.Counter
@@ -56,6 +57,7 @@ func newStageMetrics(s *Stage) *stageMetrics {
 		m.refusals[r] = set.NewCounter(fmt.Sprintf(`ipa_stage_refused_total{stage=%q,reason=%q}`, name, r))
 	}
 	set.NewGauge("ipa_stage_admission_wait_seconds"+l, s.predictedWait)
+	m.late = set.NewCounter("ipa_stage_answered_late_total" + l)
 	m.queueWait = set.NewPrometheusHistogram("ipa_stage_queue_wait_seconds" + l)
 	m.batchSize = set.NewPrometheusHistogramExt("ipa_stage_batch_size"+l, batchBuckets)
 	m.reconfigs = set.NewCounter("ipa_stage_reconfigurations_total" + l)

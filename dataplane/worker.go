@@ -144,8 +144,12 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 		return
 	}
 	s.m.observe(variant, r.cores, rows, dur) // the controller's profile correction (observed.go)
+	end := start.Add(dur)
 	row := 0
 	for _, c := range group {
+		if !c.deadline.IsZero() && end.After(c.deadline) {
+			s.m.late.Inc() // what admission and dropLate failed to keep from being late
+		}
 		c.setOutputs(out, row, rows)
 		c.res.Variant, c.res.Compute, c.res.Batch = variant, dur, rows
 		row += c.rows
