@@ -47,7 +47,7 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 		"--models.dir", modelsDir(t), "--http.listen-addr", addr)
 	url := "http://" + addr + "/v2/models/classify/infer"
 	capacity := measureCapacity(t, url)
-	t.Logf("capacity: %.1f requests/s (saturated by 400/s without a deadline)", capacity)
+	t.Logf("capacity: %.1f requests/s (saturated by 400/s without a deadline, 32 outstanding)", capacity)
 	if capacity < 5 {
 		t.Fatalf("capacity %.1f requests/s: too little to overload meaningfully", capacity)
 	}
@@ -117,13 +117,15 @@ func ratio(n, of int) float64 {
 }
 
 // measureCapacity returns the stage's 2xx per second while `ipa load`
-// sends it 400 requests a second without a deadline, over seconds 2 to 5 of
-// the run: its queue never empties, so every batch is full, and the client
-// is the one the overloads use.
+// offers it 400 requests a second without a deadline, 32 outstanding at
+// most (the rest are never sent), over seconds 2 to 5 of the run: its queue
+// never empties, so every batch is full, and the client is the one the
+// overloads use. (Without the bound the queue fills with 1024 bodies of
+// 600 KB, and the memory they take slows the stage down.)
 func measureCapacity(t *testing.T, url string) float64 {
 	t.Helper()
 	records := filepath.Join(t.TempDir(), "capacity.csv")
-	out, err := exec.Command(ipaBin, "load", "--url", url, "--rate", "400", "--duration", "5s", "--arrivals", "equal",
+	out, err := exec.Command(ipaBin, "load", "--url", url, "--rate", "400", "--duration", "5s", "--arrivals", "equal", "--max-inflight", "32",
 		"--tensor", "data:FP32:1x3x224x224", "--records", records, "--no-progress").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ipa load: %v\n%s", err, out)
