@@ -108,3 +108,27 @@ func TestNoRaceWaitingWorkerDoesNotAllocate(t *testing.T) {
 		t.Fatalf("%.1f allocations per Submit and timer-completed Next; want 0", allocs)
 	}
 }
+
+// Admission runs on every request and every batch: once a K and its batch
+// sizes have been seen, it allocates nothing.
+func TestNoRaceEstimatorDoesNotAllocate(t *testing.T) {
+	type key struct {
+		variant string
+		cores   int
+	}
+	k := key{"a", 1}
+	e := NewEstimator[key](nil, 0)
+	for range 4 {
+		e.End(e.Begin(k, 4), true)
+		e.End(e.Begin(k, 1), true)
+	}
+	allocs := testing.AllocsPerRun(1000, func() {
+		slot := e.Begin(k, 4)
+		e.Decide(k, Ahead{Rows: 9, Size: 1, MaxBatch: 4, Replicas: 2}, time.Second)
+		e.Late(k, 3, time.Second)
+		e.End(slot, true)
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per request and batch, want 0", allocs)
+	}
+}

@@ -83,7 +83,9 @@ func releaseCall(c *call) {
 // all with the same batch size (dimension 0). in must stay unchanged until
 // Infer returns. A zero deadline means none. Errors: a models/runtime
 // validation error wrapping mlrt.ErrInvalidInput, batcher.ErrQueueFull,
-// ErrDeadline, ErrUnavailable, a context error, or an engine error.
+// ErrDeadline, an *AdmissionError (ErrCannotMeetDeadline: predicted to
+// finish after deadline, see admission.go), ErrUnavailable, a context error,
+// or an engine error.
 func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Time) (*Result, error) {
 	if !s.ready.Load() {
 		s.m.outcome(outcomeUnavailable)
@@ -99,21 +101,30 @@ func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Tim
 	now := s.clock.Now()
 	if !deadline.IsZero() && !now.Before(deadline) {
 		releaseCall(c)
+		s.m.refused(reasonExpired)
 		s.m.outcome(outcomeExpired)
 		return nil, ErrDeadline
 	}
 	c.rows, c.deadline, c.enqueued, c.stage = rows, deadline, now, s
+	if err := s.admitInTime(c, now); err != nil {
+		releaseCall(c)
+		s.m.refused(reasonCannotMeet)
+		s.m.outcome(outcomeCannotMeet)
+		return nil, err
+	}
 	if s.runInline(c) {
 		// answered: c.done holds the answer
 	} else if err := s.b.Submit(c, rows, deadline); err != nil {
 		releaseCall(c)
 		switch {
 		case errors.Is(err, batcher.ErrQueueFull):
+			s.m.refused(reasonQueueFull)
 			s.m.outcome(outcomeQueueFull)
 		case errors.Is(err, batcher.ErrClosed):
 			s.m.outcome(outcomeUnavailable)
 			return nil, ErrUnavailable
 		case errors.Is(err, batcher.ErrExpired):
+			s.m.refused(reasonExpired)
 			s.m.outcome(outcomeExpired)
 			return nil, ErrDeadline
 		default:
@@ -161,6 +172,13 @@ func (s *Stage) runInline(c *call) bool {
 		// as a worker reads it after taking a batch.
 		cfg = s.cfg.Load()
 		r.group = append(r.group[:0], c)
+		// The worker's check on the batch it takes (worker.go): answered
+		// 504 now if its batch's median time would end past the deadline.
+		if len(s.dropLate(estKey{cfg.Variant, r.cores}, r.group, s.clock.Now())) == 0 {
+			clear(r.group)
+			r.run.Unlock()
+			return true
+		}
 		s.runGroup(r, r.engines[cfg.Variant], r.group)
 		clear(r.group)
 		r.run.Unlock()
@@ -223,6 +241,7 @@ func (s *Stage) finish(c *call, err error) {
 
 // expire is the batcher's callback for a call whose deadline passed in the queue.
 func (s *Stage) expire(c *call, _ error) {
+	s.m.refused(reasonExpired)
 	s.m.outcome(outcomeExpired)
 	s.finish(c, ErrDeadline)
 }

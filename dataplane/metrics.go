@@ -13,11 +13,12 @@ const (
 	outcomeBadRequest  = "bad_request"
 	outcomeQueueFull   = "queue_full"
 	outcomeExpired     = "expired"
+	outcomeCannotMeet  = "cannot_meet_deadline"
 	outcomeUnavailable = "unavailable"
 	outcomeError       = "error"
 )
 
-var outcomes = []string{outcomeOK, outcomeBadRequest, outcomeQueueFull, outcomeExpired, outcomeUnavailable, outcomeError}
+var outcomes = []string{outcomeOK, outcomeBadRequest, outcomeQueueFull, outcomeExpired, outcomeCannotMeet, outcomeUnavailable, outcomeError}
 
 // batchBuckets are the upper bounds of ipa_stage_batch_size.
 var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128}
@@ -29,6 +30,8 @@ var batchBuckets = []float64{1, 2, 4, 8, 16, 32, 64, 128}
 type stageMetrics struct {
 	set       *metrics.Set
 	requests  map[string]*metrics.Counter
+	refusals  map[string]*metrics.Counter // by reason (admission.go)
+	late      *metrics.Counter            // answers computed after their deadline
 	queueWait *metrics.PrometheusHistogram
 	batchSize *metrics.PrometheusHistogram
 	reconfigs *metrics.Counter
@@ -43,13 +46,18 @@ type stageMetrics struct {
 func newStageMetrics(s *Stage) *stageMetrics {
 	name := s.meta.Name
 	set := metrics.NewSet()
-	m := &stageMetrics{set: set, requests: map[string]*metrics.Counter{},
+	m := &stageMetrics{set: set, requests: map[string]*metrics.Counter{}, refusals: map[string]*metrics.Counter{},
 		infer: map[string]*metrics.PrometheusHistogram{}, errors: map[string]*metrics.Counter{}}
 	m.obs.set, m.obs.stage = set, name
 	l := fmt.Sprintf(`{stage=%q}`, name)
 	for _, o := range outcomes {
 		m.requests[o] = set.NewCounter(fmt.Sprintf(`ipa_stage_requests_total{stage=%q,outcome=%q}`, name, o))
 	}
+	for _, r := range reasons {
+		m.refusals[r] = set.NewCounter(fmt.Sprintf(`ipa_stage_refused_total{stage=%q,reason=%q}`, name, r))
+	}
+	set.NewGauge("ipa_stage_admission_wait_seconds"+l, s.predictedWait)
+	m.late = set.NewCounter("ipa_stage_answered_late_total" + l)
 	m.queueWait = set.NewPrometheusHistogram("ipa_stage_queue_wait_seconds" + l)
 	m.batchSize = set.NewPrometheusHistogramExt("ipa_stage_batch_size"+l, batchBuckets)
 	m.reconfigs = set.NewCounter("ipa_stage_reconfigurations_total" + l)
@@ -80,6 +88,8 @@ func b2f(b bool) float64 {
 }
 
 func (m *stageMetrics) outcome(o string) { m.requests[o].Inc() }
+
+func (m *stageMetrics) refused(reason string) { m.refusals[reason].Inc() }
 
 func (m *stageMetrics) batch(variant string, rows int, d time.Duration) {
 	m.batchSize.Update(float64(rows))

@@ -331,7 +331,7 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 	if err != nil {
 		status, msg := StatusOf(err)
 		if status == fasthttp.StatusTooManyRequests {
-			ctx.Response.Header.Set("Retry-After", "1")
+			ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(nil, int64(RetryAfter(err)), 10))
 		}
 		WriteError(ctx, status, msg)
 		return
@@ -432,6 +432,14 @@ func StatusOf(err error) (int, string) {
 		return fasthttp.StatusNotFound, err.Error()
 	case errors.Is(err, batcher.ErrQueueFull):
 		return fasthttp.StatusTooManyRequests, err.Error()
+	case errors.Is(err, ErrCannotMeetDeadline):
+		// Busy: the work ahead makes it late, and a retry after the
+		// predicted wait (RetryAfter) can make it; else waiting won't help.
+		var ae *AdmissionError
+		if errors.As(err, &ae) && ae.Busy {
+			return fasthttp.StatusTooManyRequests, err.Error()
+		}
+		return fasthttp.StatusGatewayTimeout, err.Error()
 	case errors.Is(err, ErrDeadline), errors.Is(err, context.DeadlineExceeded):
 		return fasthttp.StatusGatewayTimeout, err.Error()
 	case errors.Is(err, ErrUnavailable):

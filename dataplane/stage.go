@@ -56,6 +56,7 @@ type Stage struct {
 	clock   batcher.Clock
 	m       *stageMetrics
 	limits  *Limits
+	est     *batcher.Estimator[estKey] // deadline-aware admission (admission.go)
 
 	// cfg is read by every worker at the start of every batch.
 	cfg   atomic.Pointer[models.StageConfig]
@@ -93,6 +94,7 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 		opt.Clock = batcher.SystemClock{}
 	}
 	s := &Stage{meta: meta, open: open, clock: opt.Clock, log: opt.Logger.With("stage", meta.Name), limits: opt.Limits}
+	s.est = batcher.NewEstimator[estKey](opt.Clock, 0)
 	s.inputs, s.outputs = meta.Interface()
 	var err error
 	s.b, err = batcher.New[*call](batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: opt.MaxQueue},

@@ -43,6 +43,7 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 				continue
 			}
 			if !c.deadline.IsZero() && !now.Before(c.deadline) {
+				s.m.refused(reasonExpired)
 				s.m.outcome(outcomeExpired)
 				s.finish(c, ErrDeadline)
 				continue
@@ -52,6 +53,8 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 			live = append(live, c)
 		}
 		r.group = live
+		// What the batch's median time would finish late is answered now.
+		live = s.dropLate(estKey{eng.Variant().Name, r.cores}, live, now)
 		// Calls with different non-batch shapes (e.g. text crops of other
 		// widths) cannot share a tensor: run each shape as its own group.
 		for len(live) > 0 {
@@ -108,11 +111,14 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 	for _, c := range group {
 		rows += c.rows
 	}
+	variant := eng.Variant().Name
+	// The batch's service time, from its inputs' copy to its last answer,
+	// is the admission estimate's evidence (admission.go).
+	slot := s.est.Begin(estKey{variant, r.cores}, rows)
 	in := group[0].in
 	if len(group) > 1 {
 		in = r.concat(group, rows)
 	}
-	variant := eng.Variant().Name
 	start := s.clock.Now()
 	out, err := eng.Run(context.Background(), in)
 	dur := s.clock.Now().Sub(start)
@@ -134,17 +140,23 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 			s.m.outcome(outcomeError)
 			s.finish(c, err)
 		}
+		s.est.End(slot, false)
 		return
 	}
 	s.m.observe(variant, r.cores, rows, dur) // the controller's profile correction (observed.go)
+	end := start.Add(dur)
 	row := 0
 	for _, c := range group {
+		if !c.deadline.IsZero() && end.After(c.deadline) {
+			s.m.late.Inc() // what admission and dropLate failed to keep from being late
+		}
 		c.setOutputs(out, row, rows)
 		c.res.Variant, c.res.Compute, c.res.Batch = variant, dur, rows
 		row += c.rows
 		s.m.outcome(outcomeOK)
 		s.finish(c, nil)
 	}
+	s.est.End(slot, true)
 }
 
 // concat joins the inputs of group along dimension 0 into r's buffers.

@@ -3,6 +3,7 @@ package sim
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -17,8 +18,9 @@ import (
 // TestBatchingMatchesBlockingNext is the differential test: a recorded
 // arrival sequence fed to the real batcher with replica goroutines blocked
 // in Next (as dataplane/worker.go runs it, under synctest's virtual time)
-// forms the same batches, at the same times, with the same deadline drops,
-// as the simulator's polled batcher.
+// forms the same batches, at the same times, with the same deadline drops
+// and the same admission (batcher.Estimator, as dataplane/admission.go
+// uses it), as the simulator's polled batcher.
 func TestBatchingMatchesBlockingNext(t *testing.T) {
 	const replicas = 2
 	service := func(rows int) time.Duration { return time.Duration(4+3*rows) * time.Millisecond }
@@ -52,11 +54,19 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		arrivals = append(arrivals, r.Sent)
 	}
 	simDrops := map[int]time.Duration{}
+	refused, late := 0, 0
 	for _, r := range res.Load.Records {
 		if r.Kind == loadgen.Dropped {
 			simDrops[r.Seq] = r.Sent + r.Latency
+			if r.Status == 429 {
+				refused++
+			}
+			if strings.Contains(r.Reason, "not computed") {
+				late++
+			}
 		}
 	}
+	t.Logf("%d refused at arrival, %d dropped by the worker's check", refused, late)
 
 	var realBatches []batch
 	realDrops := map[int]time.Duration{}
@@ -76,6 +86,13 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		est := batcher.NewEstimator[estKey](nil, 0)
+		key := estKey{cfg.Variant, cfg.Cores}
+		drop := func(seq int, at time.Time) {
+			mu.Lock()
+			realDrops[seq] = at.Sub(start)
+			mu.Unlock()
+		}
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
 		for range replicas {
@@ -87,22 +104,31 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 						return
 					}
 					now := time.Now()
-					seqs, live := []int{}, 0
+					seqs, live := []int{}, []item{}
 					for _, it := range got {
 						seqs = append(seqs, it.seq)
 						if !now.Before(it.deadline) {
-							mu.Lock()
-							realDrops[it.seq] = now.Sub(start)
-							mu.Unlock()
+							drop(it.seq, now)
 							continue
 						}
-						live++
+						live = append(live, it)
+					}
+					if _, bound, ok := est.Service(key, len(live)); ok {
+						live = slices.DeleteFunc(live, func(it item) bool {
+							late := now.Add(bound).After(it.deadline)
+							if late {
+								drop(it.seq, now)
+							}
+							return late
+						})
 					}
 					mu.Lock()
 					realBatches = append(realBatches, batch{now.Sub(start), seqs})
 					mu.Unlock()
-					if live > 0 {
-						time.Sleep(service(live))
+					if len(live) > 0 {
+						slot := est.Begin(key, len(live))
+						time.Sleep(service(len(live)))
+						est.End(slot, true)
 					}
 					dst = got
 				}
@@ -111,6 +137,11 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		for seq, at := range arrivals {
 			time.Sleep(time.Until(start.Add(at)))
 			now := time.Now()
+			ahead := batcher.Ahead{Rows: b.Len(), Size: 1, MaxBatch: cfg.MaxBatch, Replicas: replicas}
+			if v, _ := est.Decide(key, ahead, sla); v != batcher.Admit {
+				drop(seq, now)
+				continue
+			}
 			if err := b.Submit(item{seq, now.Add(sla)}, 1, now.Add(sla)); err != nil {
 				t.Fatal(err)
 			}
@@ -119,8 +150,8 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		cancel()
 		wg.Wait()
 	})
-	if len(simBatches) == 0 || len(simDrops) == 0 {
-		t.Fatalf("a weak test: %d batches, %d drops", len(simBatches), len(simDrops))
+	if len(simBatches) == 0 || len(simDrops) == 0 || refused == 0 {
+		t.Fatalf("a weak test: %d batches, %d drops, %d refused at arrival", len(simBatches), len(simDrops), refused)
 	}
 	order := func(a, b batch) int {
 		if a.at != b.at {

@@ -335,6 +335,7 @@ func newSim(opt Options) (*sim, error) {
 			return nil, fmt.Errorf("step %q: %w", st.Name, err)
 		}
 		stg.b = b
+		stg.est = batcher.NewEstimator[estKey](stageClock{loop: s.loop}, 0)
 		for range st.Initial.Replicas {
 			stg.addReplica(st.Initial.Cores)
 		}

@@ -19,12 +19,19 @@ type stage struct {
 	idx           int
 	name, profile string
 	b             *batcher.Batcher[*request]
-	cfg           models.StageConfig // what serves now
-	target        models.StageConfig // what was last applied (Current)
-	replicas      []*replica         // the worker set, in start order
-	idle          []*replica         // waiting for a batch, longest first
-	busyUntil     time.Duration      // when the last queued reconfiguration lands
+	est           *batcher.Estimator[estKey] // deadline-aware admission, as dataplane/admission.go
+	cfg           models.StageConfig         // what serves now
+	target        models.StageConfig         // what was last applied (Current)
+	replicas      []*replica                 // the worker set, in start order
+	idle          []*replica                 // waiting for a batch, longest first
+	busyUntil     time.Duration              // when the last queued reconfiguration lands
 	buf           []*request
+}
+
+// estKey is what a batch ran on, as the data plane keys its estimator.
+type estKey struct {
+	variant string
+	cores   int
 }
 
 // replica is one worker.
@@ -41,6 +48,15 @@ func (st *stage) deadlineReason() string {
 func (st *stage) infer(r *request) {
 	if !st.s.loop.Now().Before(r.deadline) {
 		st.s.drop(r, 504, st.deadlineReason())
+		return
+	}
+	ahead := batcher.Ahead{Rows: st.b.Len(), Size: 1, MaxBatch: st.cfg.MaxBatch, Replicas: len(st.replicas)}
+	switch v, _ := st.est.Decide(estKey{st.cfg.Variant, st.cfg.Cores}, ahead, r.deadline.Sub(st.s.loop.Now())); v {
+	case batcher.RefuseBusy:
+		st.s.drop(r, 429, fmt.Sprintf("HTTP 429: pipeline %q: stage %q cannot meet the deadline: the work queued ahead would make the answer late; retry after Retry-After", st.s.opt.Pipeline.Name, st.name))
+		return
+	case batcher.RefuseTooShort:
+		st.s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: stage %q cannot meet the deadline: less time is left than its batch takes; send a longer deadline", st.s.opt.Pipeline.Name, st.name))
 		return
 	}
 	if err := st.b.Submit(r, 1, r.deadline); err != nil {
@@ -74,7 +90,8 @@ func (st *stage) dispatch() {
 }
 
 // run is the worker's loop body (dataplane/worker.go): drop what has
-// expired, compute the rest as one batch, answer.
+// expired and what the batch would finish late, compute the rest as one
+// batch, answer.
 func (st *stage) run(rep *replica, batch []*request) {
 	s := st.s
 	if s.onBatch != nil {
@@ -93,6 +110,17 @@ func (st *stage) run(rep *replica, batch []*request) {
 		}
 		live = append(live, r)
 	}
+	key := estKey{st.cfg.Variant, rep.cores}
+	if _, bound, ok := st.est.Service(key, len(live)); ok {
+		end := now.Add(bound)
+		live = slices.DeleteFunc(live, func(r *request) bool {
+			if end.After(r.deadline) {
+				s.drop(r, 504, st.deadlineReason()+" (the batch it is in takes longer than the time left: not computed)")
+				return true
+			}
+			return false
+		})
+	}
 	if len(live) == 0 {
 		st.free(rep)
 		return
@@ -105,7 +133,9 @@ func (st *stage) run(rep *replica, batch []*request) {
 	s.batches++
 	dur := d.draw(s.rng)
 	st.ran(rep.cores, len(live), dur)
+	slot := st.est.Begin(key, len(live))
 	s.loop.at(s.loop.now+dur, func() {
+		st.est.End(slot, true)
 		for _, r := range live {
 			s.done(r)
 		}

@@ -1,0 +1,155 @@
+package dataplane
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ipa-serving/ipa/batcher"
+)
+
+// Deadline-aware admission (batcher.Estimator): a request with a deadline is
+// refused at arrival when the stage predicts it cannot be answered in time,
+// from the rows queued ahead, the batch policy, the replicas serving and the
+// service times of recent batches of its variant and cores; and a worker
+// answers 504 at once, instead of computing late, a call of the batch it
+// took that the batch would likely finish after its deadline.
+//
+// A refusal is 429 with Retry-After (the wait ahead is what makes the request
+// late; the queue will have drained by then) or 504 (the time left is
+// shorter than its own batch takes: waiting would not help). Both are
+// ErrCannotMeetDeadline, counted in ipa_stage_refused_total with reason
+// cannot_meet_deadline; the worker's drops have reason would_finish_late.
+
+// ErrCannotMeetDeadline is wrapped by the *AdmissionError of a request
+// refused at arrival because it was predicted to finish after its deadline.
+var ErrCannotMeetDeadline = errors.New("cannot meet the deadline")
+
+// errWouldFinishLate answers a call the worker holds whose deadline would
+// pass before its batch finished.
+var errWouldFinishLate = fmt.Errorf("%w (the batch it is in takes longer than the time left: not computed)", ErrDeadline)
+
+// estKey is what a batch ran on, for the estimator: samples of one variant
+// or cores per replica say nothing of another.
+type estKey struct {
+	variant string
+	cores   int
+}
+
+// Refusal reasons, the values of the reason label of ipa_stage_refused_total.
+const (
+	reasonQueueFull       = "queue_full"           // the bounded queue is full (429)
+	reasonCannotMeet      = "cannot_meet_deadline" // refused at arrival by the estimate (429 or 504)
+	reasonExpired         = "expired"              // the deadline passed before a replica computed it (504)
+	reasonWouldFinishLate = "would_finish_late"    // dropped by the worker: its batch would end after the deadline (504)
+)
+
+var reasons = []string{reasonQueueFull, reasonCannotMeet, reasonExpired, reasonWouldFinishLate}
+
+// AdmissionError is a request refused at arrival because the stage predicts
+// it would be answered after its deadline.
+type AdmissionError struct {
+	Stage string
+	// Busy is true when the work ahead makes it late (429, retry after
+	// Wait); false when the time left is shorter than its own batch (504).
+	Busy bool
+	// Wait is the predicted time until a replica starts its batch, Service
+	// that batch's median run, Left the time to its deadline.
+	Wait, Service, Left time.Duration
+}
+
+// Error says why, in words that do not change from one request to the
+// next, so that clients and load reports can count refusals by message;
+// the numbers are in the fields, Retry-After and the stage's metrics.
+func (e *AdmissionError) Error() string {
+	if e.Busy {
+		return fmt.Sprintf("stage %q %v: the work queued ahead would make the answer late; retry after Retry-After", e.Stage, ErrCannotMeetDeadline)
+	}
+	return fmt.Sprintf("stage %q %v: less time is left than its batch takes; send a longer deadline", e.Stage, ErrCannotMeetDeadline)
+}
+
+// Unwrap returns ErrCannotMeetDeadline.
+func (e *AdmissionError) Unwrap() error { return ErrCannotMeetDeadline }
+
+// Is reports a refusal that waiting would not help as ErrDeadline too: it
+// is a deadline the stage cannot meet, like one that passed in the queue.
+func (e *AdmissionError) Is(target error) bool { return !e.Busy && target == ErrDeadline }
+
+// RetryAfter returns the whole seconds after which err's stage is expected
+// to take a request again (at least 1), for the Retry-After of a 429: the
+// predicted wait of an *AdmissionError, 1 for other errors.
+func RetryAfter(err error) int {
+	var ae *AdmissionError
+	if errors.As(err, &ae) && ae.Busy {
+		return max(1, int(math.Ceil(ae.Wait.Seconds())))
+	}
+	return 1
+}
+
+// admitInTime decides whether c, with a deadline, is admitted at now; nil
+// if so, else the *AdmissionError to answer it with.
+func (s *Stage) admitInTime(c *call, now time.Time) error {
+	if c.deadline.IsZero() {
+		return nil
+	}
+	cfg := s.cfg.Load()
+	left := c.deadline.Sub(now)
+	v, p := s.est.Decide(estKey{cfg.Variant, cfg.Cores}, s.ahead(cfg.MaxBatch, c.rows), left)
+	if v == batcher.Admit {
+		return nil
+	}
+	return &AdmissionError{Stage: s.meta.Name, Busy: v == batcher.RefuseBusy, Wait: p.Wait, Service: p.Service, Left: left}
+}
+
+// ahead describes the queue a request of rows joins now.
+func (s *Stage) ahead(maxBatch, rows int) batcher.Ahead {
+	replicas := 0
+	if live := s.live.Load(); live != nil {
+		replicas = len(*live)
+	}
+	return batcher.Ahead{Rows: s.b.Len(), Size: rows, MaxBatch: maxBatch, Replicas: replicas}
+}
+
+// predictedWait is what ipa_stage_admission_wait_seconds shows: the
+// predicted time until a one-row request arriving now starts (0 without
+// evidence).
+func (s *Stage) predictedWait() float64 {
+	cfg := s.cfg.Load()
+	if cfg == nil { // loading
+		return 0
+	}
+	p, _ := s.est.Predict(estKey{cfg.Variant, cfg.Cores}, s.ahead(cfg.MaxBatch, 1))
+	return p.Wait.Seconds()
+}
+
+// dropLate answers 504 the calls of live, a batch of rows a worker is about
+// to run on key at now, whose deadline would pass before the batch ended at
+// the 90th percentile of recent such batches (batcher.Estimator.Late); it
+// returns the rest, in order, in live's array.
+func (s *Stage) dropLate(key estKey, live []*call, now time.Time) []*call {
+	rows, deadlines := 0, false
+	for _, c := range live {
+		rows += c.rows
+		deadlines = deadlines || !c.deadline.IsZero()
+	}
+	if !deadlines {
+		return live
+	}
+	_, t, ok := s.est.Service(key, rows)
+	if !ok {
+		return live
+	}
+	end := now.Add(t)
+	kept := live[:0]
+	for _, c := range live {
+		if !c.deadline.IsZero() && end.After(c.deadline) {
+			s.m.refused(reasonWouldFinishLate)
+			s.m.outcome(outcomeExpired)
+			s.finish(c, errWouldFinishLate)
+			continue
+		}
+		kept = append(kept, c)
+	}
+	return kept
+}
