@@ -345,6 +345,10 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 		if errors.Is(err, errQueueFullRemote) || errors.Is(err, batcher.ErrQueueFull) {
 			status = fasthttp.StatusTooManyRequests
 		}
+		if status == fasthttp.StatusTooManyRequests {
+			var n [20]byte
+			ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(n[:0], int64(dataplane.RetryAfter(err)), 10))
+		}
 		r.fail(ctx, p, status, fmt.Sprintf("pipeline %q: %s", p.pipe.Spec.Name, msg))
 		return
 	}
@@ -393,7 +397,7 @@ func (r *Router) infer(ctx *fasthttp.RequestCtx, p *routedPipe) {
 
 func (r *Router) fail(ctx *fasthttp.RequestCtx, p *routedPipe, status int, msg string) {
 	p.counter(&p.codes, `ipa_router_requests_total{pipeline=%q,code=%q}`, fmt.Sprintf("%dxx", status/100)).Inc()
-	if status == fasthttp.StatusTooManyRequests {
+	if status == fasthttp.StatusTooManyRequests && len(ctx.Response.Header.Peek("Retry-After")) == 0 {
 		ctx.Response.Header.Set("Retry-After", "1")
 	}
 	dataplane.WriteError(ctx, status, msg)
@@ -412,6 +416,8 @@ func dropReason(err error) string {
 	switch {
 	case errors.Is(err, ErrDropped):
 		return "deadline_router"
+	case errors.Is(err, dataplane.ErrCannotMeetDeadline):
+		return "cannot_meet_deadline"
 	case errors.Is(err, dataplane.ErrDeadline):
 		return "deadline_stage"
 	case errors.Is(err, errQueueFullRemote), errors.Is(err, batcher.ErrQueueFull):
