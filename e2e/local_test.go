@@ -140,15 +140,18 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 // controller's plan for a high load on two cores serves (shufflenet ×2,
 // batch 4: about twice that; `ipa solve --pipeline classify --profile
 // profiles/measured/classify.json --rate 165 --core-capacity 2` plans
-// shufflenet ×2 for 206/s). The high rate is stepOverload times the first,
-// so that the static configuration is overloaded by construction, but at
-// most stepHeadroom times the second, so that the adapted one is not, and
-// at most stepHighMax, what the controller's plans carry by the profile
-// with its margin (1.1), whatever the speed of the machine.
+// shufflenet ×2 for 206/s). The high rate lies halfway between the two,
+// so that the static configuration is overloaded and the adapted one is
+// not, by construction, whatever the speed and the load of the machine; at
+// most stepOverload times the first (on a quiet machine the second core
+// doubles the capacity), and at most stepHighMax, what the controller's
+// plans carry by the profile with its margin (1.1). The static
+// configuration must be overloaded by at least stepLeast for a clear
+// difference.
 const (
 	stepLow             = 3
 	stepOverload        = 1.5
-	stepHeadroom        = 0.7
+	stepLeast           = 1.1
 	stepHighMax         = 180
 	stepHighFrom        = 10 * time.Second // the low phase before it
 	stepHighTo          = 44 * time.Second // 34 s of high load
@@ -170,15 +173,15 @@ func stepPattern(high int) string {
 // TestControllerAdaptsLocalPipelineToAStepLoad runs the same step load
 // (low → high → low, from `ipa load`) against `ipa local` without the
 // controller (the spec's initial configuration throughout) and with it.
-// The high rate is derived from the static configuration's capacity
-// measured first, in the same test, on the same process. With the
+// The high rate is derived from the capacities of the static and of an
+// adapted configuration measured first, in the same test. With the
 // controller, the loop must move to a configuration with more capacity
 // during the high phase, and back to the low-load one after, with every
 // request accounted for; its plan for the high phase must serve before the
 // last stepWindow of that phase (a new replica serves once the variant it
 // runs is loaded); and from one SLA after it serves to the end of the high
-// phase, the controller must meet the SLA for 99 % of the requests, where
-// the static configuration, overloaded by construction, does worse.
+// phase, the controller must miss the SLA for at most half as many of the
+// requests as the static configuration, overloaded by construction.
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
@@ -200,16 +203,23 @@ stages:
 
 	// The static configuration: its capacity on this machine now, then
 	// the step load derived from it.
-	addr, stop := startLocal(t, bin, "--pipeline", spec, "--no-controller")
-	waitLoaded(t, addr, "classify")
-	static := capacity(t, addr, 4*time.Second)
-	took := patchStage(t, addr, "classify", `{"variant":"shufflenet","replicas":2}`)
-	adapted := capacity(t, addr, 4*time.Second)
-	patchStage(t, addr, "classify", `{"variant":"squeezenet","replicas":1}`)
-	high := min(int(stepOverload*static), int(stepHeadroom*adapted), stepHighMax)
+	// Each is measured twice, alternately, so that both see the machine's
+	// load as it comes and goes; the process loads no variant in the
+	// background (--stage.preload active), which would take CPU from the
+	// measurement.
+	addr, stop := startLocal(t, bin, "--pipeline", spec, "--no-controller", "--stage.preload", "active")
+	var static, adapted float64
+	var took time.Duration
+	for range 2 {
+		static += capacity(t, addr, 2*time.Second) / 2
+		took = patchStage(t, addr, "classify", `{"variant":"shufflenet","replicas":2}`)
+		adapted += capacity(t, addr, 2*time.Second) / 2
+		patchStage(t, addr, "classify", `{"variant":"squeezenet","replicas":1}`)
+	}
+	high := min(int(stepOverload*static), int((static+adapted)/2), stepHighMax)
 	t.Logf("here the initial configuration serves %.0f/s, shufflenet ×2 %.0f/s (adding its replica took %s): the high phase sends %d/s (%s)",
 		static, adapted, took.Round(time.Millisecond), high, stepPattern(high))
-	if float64(high) < 1.1*static {
+	if float64(high) < stepLeast*static {
 		t.Fatalf("on this machine now two replicas serve %.0f/s, one %.0f/s: no room to show what adaptation does", adapted, static)
 	}
 	off := runStepLoad(t, bin, addr, t.TempDir(), high)
@@ -221,6 +231,7 @@ stages:
 		// The reactive predictor forgets the high phase after 10 s; the LSTM
 		// looks at the last 120 s, longer than this test's low tail.
 		"--controller.predictor", "reactive")
+	waitLoaded(t, addr, "classify") // the other variants, loading in the background from the start
 	on := runStepLoad(t, bin, addr, dir, high)
 	stop()
 	staticAfter := capacity(t, staticAddr, 3*time.Second)
@@ -333,12 +344,16 @@ stages:
 		offOK, offN := attainment(off.reqs, stepSLA, at, at+5*time.Second)
 		t.Logf("requests sent in [%s, %s): on %d/%d, off %d/%d within the SLA", at, at+5*time.Second, onOK, onN, offOK, offN)
 	}
-	// The static configuration is overloaded by construction; should the
-	// machine have sped up between the two runs so that it kept up, the
-	// controller must still meet the SLA.
+	// The static configuration is overloaded by construction and the
+	// adapted one is not, so the controller must miss the SLA for at most
+	// half as many requests as the static configuration, where that one
+	// misses any. What each misses also depends on what else runs on the
+	// machine, which the two runs share only in part: the comparison, not
+	// a fixed attainment, is what holds on a busy machine (on a quiet one
+	// the controller meets the SLA for every request here).
 	onPct, offPct := percent(onOK, onN), percent(offOK, offN)
-	if onPct < 99 || offPct < 99 && onPct <= offPct {
-		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) is below 99%% or does not beat the initial configuration's %d/%d (%.1f%%); "+
+	if offPct < 100 && 100-onPct > (100-offPct)/2 || onPct < offPct {
+		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) does not halve the misses of the initial configuration's %d/%d (%.1f%%); "+
 			"the initial configuration served %.0f/s before the runs, %.0f/s after them",
 			onOK, onN, onPct, offOK, offN, offPct, static, staticAfter)
 	}
