@@ -38,6 +38,7 @@ type ControllerFlags struct {
 	CoreCapacity int                 `name:"core-capacity" help:"Most cores the plan may use in total (default: this machine's)."`
 	ScalingCap   int                 `name:"scaling-cap" default:"16" help:"Most replicas per stage."`
 	DecisionLog  string              `name:"decision-log" placeholder:"FILE" help:"Append one JSON line per interval here."`
+	Baseline     string              `name:"baseline" default:"" enum:",scale,switch,fixed" help:"Restrict the plans to one of the paper's baselines: scale (FA2: variant and cores stay, batch and replicas adapt), switch (RIM: replicas stay), fixed (nothing changes; the log still evaluates every interval); empty: everything adapts."`
 }
 
 // plan resolves the profile the loop plans with (the flag, else the one
@@ -112,7 +113,7 @@ func (f ControllerFlags) problem(stages []optimizer.Step, prof *profiles.Profile
 		capacity = goruntime.NumCPU()
 	}
 	return optimizer.Problem{Stages: stages, Profiles: prof, SLA: sla, Alpha: f.Alpha, Beta: f.Beta, Gamma: 1e-6,
-		ScalingCap: f.ScalingCap, CoreCapacity: capacity}
+		ScalingCap: f.ScalingCap, CoreCapacity: capacity, Baseline: optimizer.Baseline(f.Baseline)}
 }
 
 // solver returns the solver the flags name.

@@ -1,10 +1,12 @@
 package main
 
 import (
-	"context"
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -40,10 +42,18 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", c.File, err)
 	}
-	if f.Trace != "" && !filepath.IsAbs(f.Trace) {
-		if _, err := os.Stat(f.Trace); err != nil { // relative to the file, unless it is there from here
-			f.Trace = filepath.Join(filepath.Dir(c.File), f.Trace)
+	near := func(path string) string { // relative to the file, unless it is there from here
+		if path == "" || filepath.IsAbs(path) {
+			return path
 		}
+		if _, err := os.Stat(path); err != nil {
+			return filepath.Join(filepath.Dir(c.File), path)
+		}
+		return path
+	}
+	f.Trace = near(f.Trace)
+	for i := range f.Pipelines {
+		f.Pipelines[i].Body = near(f.Pipelines[i].Body)
 	}
 	out := c.Out
 	if out == "" {
@@ -65,30 +75,99 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		Trace:    loadgen.TwitterTrace,
 		Parallel: c.Parallel,
 	}
-	if fi, err := os.Stderr.Stat(); c.Progress && err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	tty := false
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		tty = c.Progress
+	}
+	if f.Mode != "sim" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		models := []string{"--models.dir", c.Models.Dir}
+		if c.Models.User != "" {
+			models = append(models, "--models.user", c.Models.User)
+		}
+		// A real run shows ipa load's own bar; the runs' bar would cut it.
+		env.Real = realRunner{exe: exe, models: models, progress: tty, log: log.Info}.run
+		if f.Mode == "fidelity" {
+			total *= 2
+		}
+	}
+	if tty && f.Mode == "sim" {
 		bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetWidth(30),
 			progressbar.OptionShowCount(), progressbar.OptionSetElapsedTime(true), progressbar.OptionSetPredictTime(true),
 			progressbar.OptionSetDescription("runs"), progressbar.OptionClearOnFinish())
 		env.Progress = func(done, _ int) { _ = bar.Set(done) }
 		defer bar.Finish()
 	}
+	ctx := signalContext(log)
 	start := time.Now()
 	log.Info("running", "file", c.File, "mode", f.Mode, "runs", total, "out", out)
-	runs, err := experiment.Execute(context.Background(), f, env, out)
+	runs, err := experiment.Execute(ctx, f, env, out)
 	if err != nil {
 		return err
 	}
-	files, err := experiment.WriteAll(out, c.Format, f, runs)
-	if err != nil {
-		return err
+	var outside []string
+	for _, mode := range []string{"sim", "real"} {
+		var these []*experiment.Run
+		for _, r := range runs {
+			if r.Mode == mode {
+				these = append(these, r)
+			}
+		}
+		if len(these) == 0 {
+			continue
+		}
+		dir := out
+		if f.Mode == "fidelity" {
+			dir = filepath.Join(out, mode)
+			fmt.Printf("\n%s:\n", mode)
+		}
+		files, err := experiment.WriteAll(dir, c.Format, f, these)
+		if err != nil {
+			return err
+		}
+		if err := experiment.WriteMarkdown(os.Stdout, experiment.Rows(these)); err != nil {
+			return err
+		}
+		for _, p := range files {
+			fmt.Println("wrote", p)
+		}
 	}
-	if err := experiment.WriteMarkdown(os.Stdout, experiment.Rows(runs)); err != nil {
-		return err
-	}
-	for _, p := range files {
-		fmt.Println("wrote", p)
+	if f.Mode == "fidelity" {
+		rows, err := experiment.Compare(runs, f.Fidelity)
+		if err != nil {
+			return err
+		}
+		fmt.Println("\nfidelity (simulated against real):")
+		if err := experiment.WriteFidelityMarkdown(os.Stdout, rows); err != nil {
+			return err
+		}
+		for _, x := range []struct {
+			name  string
+			write func(io.Writer, []experiment.FidelityRow) error
+		}{{"fidelity.md", experiment.WriteFidelityMarkdown}, {"fidelity.csv", experiment.WriteFidelityCSV}, {"fidelity.json", experiment.WriteFidelityJSON}} {
+			var b bytes.Buffer
+			if err := x.write(&b, rows); err != nil {
+				return err
+			}
+			path := filepath.Join(out, x.name)
+			if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
+				return err
+			}
+			fmt.Println("wrote", path)
+		}
+		for _, r := range rows {
+			if r.Outside != "" {
+				outside = append(outside, fmt.Sprintf("%s/%s/%s: %s", r.Pipeline, r.Window, r.System, r.Outside))
+			}
+		}
 	}
 	fmt.Printf("%d runs in %.1f s; each run's decisions.jsonl, load-report.json and records.jsonl are under %s (render one with ipa report)\n",
-		len(runs), time.Since(start).Seconds(), filepath.Join(out, "runs"))
+		len(runs), time.Since(start).Seconds(), out)
+	if len(outside) > 0 {
+		return fmt.Errorf("the simulation is outside the tolerances of %s in %d of the runs:\n  %s", c.File, len(outside), strings.Join(outside, "\n  "))
+	}
 	return nil
 }

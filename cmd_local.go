@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
@@ -20,6 +21,9 @@ import (
 // PipelineFlags choose a pipeline spec.
 type PipelineFlags struct {
 	Pipeline string `default:"ocr" help:"Built-in pipeline (${builtins}) or the path of a pipeline spec (YAML)."`
+	// Initial overrides steps' initial configurations (ipa experiment's
+	// real runs start each system this way).
+	Initial []string `name:"initial" sep:"none" placeholder:"STEP=VARIANT[/BATCH[/REPLICAS[/CORES]]]" help:"Start STEP with this configuration instead of the spec's (repeat for more steps; omitted numbers are 1), e.g. --initial classify=resnet50/4/2/1."`
 }
 
 // Open reads the model repository and the spec, validated against it.
@@ -55,7 +59,34 @@ func (f PipelineFlags) Load(repo *models.Repository) (*models.Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", f.Pipeline, err)
 	}
+	if err := f.override(p, repo); err != nil {
+		return nil, err
+	}
 	return p, nil
+}
+
+// override applies --initial to p's steps.
+func (f PipelineFlags) override(p *models.Pipeline, repo *models.Repository) error {
+	for _, o := range f.Initial {
+		name, cfg, ok := strings.Cut(o, "=")
+		i := slices.IndexFunc(p.Stages, func(s models.Step) bool { return s.Name == name })
+		if !ok || i < 0 {
+			return fmt.Errorf("--initial %q: write STEP=VARIANT[/BATCH[/REPLICAS[/CORES]]] with STEP one of %v", o, stepNames(p.Stages))
+		}
+		c, err := models.ParseStageConfig(cfg, p.Stages[i].Initial)
+		if err != nil {
+			return fmt.Errorf("--initial %s: %w", name, err)
+		}
+		meta, err := p.Stages[i].RepoStage(repo)
+		if err != nil {
+			return err
+		}
+		if meta.Variant(c.Variant) == nil {
+			return fmt.Errorf("--initial %s: stage has no variant %q (have %v)", name, c.Variant, meta.VariantNames())
+		}
+		p.Stages[i].Initial = c
+	}
+	return nil
 }
 
 // LocalCmd runs the router and every stage of a pipeline in one process.
@@ -69,6 +100,8 @@ type LocalCmd struct {
 	Limits   dataplane.LimitsConfig `embed:"" prefix:"limits."`
 	Adapt    bool                   `name:"controller" default:"true" negatable:"" help:"Adapt the pipeline online: every --controller.interval, predict the load, solve and reconfigure the stages with the pipeline's profile (--controller.profile; built-in pipelines ship one). --no-controller serves the initial configuration as it is."`
 	Control  ControllerFlags        `embed:"" prefix:"controller."`
+	// Shutdown: SIGTERM drains (serveDrained).
+	Shutdown dataplane.ShutdownConfig `embed:"" prefix:"shutdown."`
 }
 
 // localPipeline starts one in-process stage per step of spec and binds them
@@ -108,7 +141,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, o
 	return pipe, stages, nil
 }
 
-// Run serves until SIGINT or SIGTERM.
+// Run serves until SIGINT or SIGTERM, then drains (see serveDrained).
 func (c *LocalCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "local")
 	if err := checkAdmin(log, c.Admin, c.HTTP.ListenAddr); err != nil {
@@ -176,14 +209,18 @@ func (c *LocalCmd) Run(g *Globals) error {
 			ctl.Run(ctx)
 		}()
 	}
-	err = serve(ctx, log, c.HTTP.ListenAddr, rt, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
-		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
-	stop() // ends the controller's Run also when serve failed on its own
-	<-ctlDone
-	for i := len(stages) - 1; i >= 0; i-- {
-		stages[i].Close()
+	// On SIGTERM the router drains; the stages close once its requests
+	// are answered, after the controller stopped reconfiguring them.
+	work := stagesWork(stages)
+	work.drain = nil
+	closeStages := work.close
+	work.close = func() {
+		stop() // ends the controller's Run also when serve failed on its own
+		<-ctlDone
+		closeStages()
 	}
-	return err
+	return serveDrained(ctx, log, c.HTTP.ListenAddr, rt, c.Shutdown, work, "pipeline", spec.Name, "sla", spec.SLA.String(), "onnxruntime", mlrt.Version(),
+		"try", fmt.Sprintf("curl http://%s/v2/models/%s", c.HTTP.ListenAddr, spec.Name))
 }
 
 func stepNames(stages []models.Step) []string {

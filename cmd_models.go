@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -96,6 +97,46 @@ type ModelsInspectCmd struct {
 	CheckShape []string `name:"check-shape" sep:"none" placeholder:"NAME=DIMS" help:"Sizes of an input's dynamic dimensions for the batch self-check, e.g. x=-1,3,48,320 (repeat per input)."`
 	CheckBatch int      `default:"4" help:"Batch size k of the self-check (batch k vs k runs of batch 1)."`
 	JSON       bool     `help:"Print JSON instead of text."`
+	BakeFlags  `embed:""`
+}
+
+// BakeFlags turn inputs of a model into constants baked into the served
+// graph and drop outputs (models add and inspect).
+type BakeFlags struct {
+	Const      []string `name:"const" sep:"none" placeholder:"NAME=VALUE" help:"Bake an input into the model as a constant (every element VALUE; clients no longer send it), e.g. --const sr=16000 for a sampling rate, --const state=0 for a zero recurrent state (repeat per input)."`
+	BatchAxis  []string `name:"batch-axis" sep:"none" placeholder:"NAME=K" help:"For a --const input whose dimension K is the batch (state [2,N,128]: --batch-axis state=1): the baked constant follows the request's batch."`
+	DropOutput []string `name:"drop-output" sep:"none" placeholder:"NAME" help:"Do not publish this output of the model (a recurrent state's next value; repeat)."`
+}
+
+// bake parses the flags.
+func (f BakeFlags) bake() (repobuild.Bake, error) {
+	b := repobuild.Bake{Drop: f.DropOutput}
+	for _, s := range f.Const {
+		name, v, ok := strings.Cut(s, "=")
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || name == "" || err != nil || math.IsNaN(x) || math.IsInf(x, 0) {
+			return b, fmt.Errorf("--const %q: write NAME=VALUE with a finite number, e.g. sr=16000", s)
+		}
+		if _, dup := b.Consts[name]; dup {
+			return b, fmt.Errorf("--const %s is given twice", name)
+		}
+		if b.Consts == nil {
+			b.Consts = map[string]float64{}
+		}
+		b.Consts[name] = x
+	}
+	for _, s := range f.BatchAxis {
+		name, v, ok := strings.Cut(s, "=")
+		k, err := strconv.Atoi(strings.TrimSpace(v))
+		if !ok || name == "" || err != nil || k < 0 {
+			return b, fmt.Errorf("--batch-axis %q: write NAME=K with K the dimension that is the batch (0, 1, …), e.g. state=1", s)
+		}
+		if b.BatchAxis == nil {
+			b.BatchAxis = map[string]int{}
+		}
+		b.BatchAxis[name] = k
+	}
+	return b, nil
 }
 
 // Run inspects the file.
@@ -107,7 +148,11 @@ func (c *ModelsInspectCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	ins, err := repobuild.Inspect(signalContext(g.Logger()), c.File, repobuild.CheckOptions{CheckBatch: c.CheckBatch, CheckShapes: shapes})
+	bake, err := c.bake()
+	if err != nil {
+		return err
+	}
+	ins, err := repobuild.Inspect(signalContext(g.Logger()), c.File, repobuild.CheckOptions{CheckBatch: c.CheckBatch, CheckShapes: shapes, Bake: bake})
 	if err != nil {
 		return err
 	}
@@ -141,6 +186,7 @@ type ModelsAddCmd struct {
 	Tolerance   *float64 `help:"Self-check tolerance: largest |batched − item by item| relative to the output's largest magnitude (default 1e-4; 0 = bit-identical)."`
 	CheckBatch  int      `default:"4" help:"Batch size k of the self-check (batch k vs k runs of batch 1)."`
 	Replace     bool     `help:"Replace a variant of the same name in --repo."`
+	BakeFlags   `embed:""`
 }
 
 // Run adds every variant the path names, or none: a failure removes the
@@ -216,8 +262,9 @@ func (c *ModelsAddCmd) specs() ([]repobuild.AddSpec, error) {
 		manifest = c.Path
 	}
 	if manifest != "" {
-		if c.Stage != "" || c.Variant != "" || c.Accuracy != nil || c.Metric != "" || c.Input != "" || c.Output != "" || len(c.Shape) > 0 || len(c.CheckShape) > 0 || len(c.File) > 0 {
-			return nil, fmt.Errorf("%s is a manifest: give --stage, --variant, --accuracy, --metric, --input, --output, --shape, --check-shape and --file per variant in it", manifest)
+		if c.Stage != "" || c.Variant != "" || c.Accuracy != nil || c.Metric != "" || c.Input != "" || c.Output != "" || len(c.Shape) > 0 || len(c.CheckShape) > 0 || len(c.File) > 0 ||
+			len(c.Const) > 0 || len(c.BatchAxis) > 0 || len(c.DropOutput) > 0 {
+			return nil, fmt.Errorf("%s is a manifest: give --stage, --variant, --accuracy, --metric, --input, --output, --shape, --check-shape, --file, --const, --batch-axis and --drop-output per variant in it (const, batch_axis, drop_output)", manifest)
 		}
 		b, err := os.ReadFile(manifest)
 		if err != nil {
@@ -241,6 +288,9 @@ func (c *ModelsAddCmd) specs() ([]repobuild.AddSpec, error) {
 		return nil, err
 	}
 	if check.CheckShapes, err = parseShapes("--check-shape", c.CheckShape); err != nil {
+		return nil, err
+	}
+	if check.Bake, err = c.bake(); err != nil {
 		return nil, err
 	}
 	return []repobuild.AddSpec{{File: c.Path, Stage: c.Stage, Variant: variant, Accuracy: c.Accuracy, Metric: c.Metric, Source: c.Source,

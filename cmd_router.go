@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/router"
@@ -19,6 +21,9 @@ type RouterCmd struct {
 	Discover  bool                   `name:"kube.discover" help:"Find each step's ready replicas from the EndpointSlices of its Service (see 'ipa manifests') instead of --endpoints."`
 	Kube      kube.Flags             `embed:"" prefix:"kube."`
 	HTTP      dataplane.ServerConfig `embed:"" prefix:"http."`
+	// Failover and shutdown.
+	Probe    time.Duration            `name:"probe-interval" default:"1s" help:"How often each replica's readiness (/v2/health/ready) is probed; a replica that is down (a refused or broken connection, or not ready) gets no requests until a probe finds it ready."`
+	Shutdown dataplane.ShutdownConfig `embed:"" prefix:"shutdown."`
 }
 
 // endpoints parses --endpoints into step → addresses.
@@ -39,7 +44,7 @@ func (c *RouterCmd) endpoints() (map[string][]string, error) {
 	return m, nil
 }
 
-// Run serves until SIGINT or SIGTERM.
+// Run serves until SIGINT or SIGTERM, then drains (see serveDrained).
 func (c *RouterCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "router")
 	ctx := signalContext(log)
@@ -67,6 +72,7 @@ func (c *RouterCmd) Run(g *Globals) error {
 			return err
 		}
 		client := router.NewRemoteClient(meta.Name, addrs)
+		client.SetLogger(log.With("step", s.Name))
 		clients[s.Name] = client
 		steps = append(steps, &router.Step{Spec: s, Meta: meta, Client: client, Active: client.ActiveVariant, RepoDir: c.Models.Dir})
 	}
@@ -89,6 +95,11 @@ func (c *RouterCmd) Run(g *Globals) error {
 			return err
 		}
 	}
+	probeCtx, stopProbes := context.WithCancel(context.Background())
+	defer stopProbes()
+	for _, client := range clients {
+		go client.Probe(probeCtx, c.Probe)
+	}
 	router := router.NewRouter(c.HTTP, []*router.Pipeline{pipe}, log, version, nil)
-	return serve(ctx, log, c.HTTP.ListenAddr, router, "pipeline", spec.Name, "sla", spec.SLA.String())
+	return serveDrained(ctx, log, c.HTTP.ListenAddr, router, c.Shutdown, stopWork{}, "pipeline", spec.Name, "sla", spec.SLA.String())
 }

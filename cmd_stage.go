@@ -106,9 +106,11 @@ type StageCmd struct {
 	HTTP   dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin  dataplane.AdminConfig  `embed:"" prefix:"admin."`
 	Limits dataplane.LimitsConfig `embed:"" prefix:"limits."`
+	// Shutdown: SIGTERM drains (serveDrained).
+	Shutdown dataplane.ShutdownConfig `embed:"" prefix:"shutdown."`
 }
 
-// Run serves until SIGINT or SIGTERM.
+// Run serves until SIGINT or SIGTERM, then drains (see serveDrained).
 func (c *StageCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "stage")
 	if err := checkAdmin(log, c.Admin, c.HTTP.ListenAddr); err != nil {
@@ -143,9 +145,8 @@ func (c *StageCmd) Run(g *Globals) error {
 		return err
 	}
 	srv := dataplane.NewServer(c.HTTP, c.Admin, []*dataplane.Stage{st}, log, version)
-	err = serve(ctx, log, c.HTTP.ListenAddr, srv, "stage", meta.Name, "variants", meta.VariantNames(), "onnxruntime", mlrt.Version())
-	st.Close()
-	return err
+	return serveDrained(ctx, log, c.HTTP.ListenAddr, srv, c.Shutdown, stagesWork([]*dataplane.Stage{st}),
+		"stage", meta.Name, "variants", meta.VariantNames(), "onnxruntime", mlrt.Version())
 }
 
 // checkAdmin refuses an admin API that the flags would expose beyond this

@@ -9,13 +9,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/alecthomas/kong"
 
@@ -124,35 +122,6 @@ func signalContext(log *slog.Logger) context.Context {
 		os.Exit(1)
 	}()
 	return ctx
-}
-
-// httpServer is what serve runs: a dataplane.Server or a router.Router.
-type httpServer interface {
-	Serve(ln net.Listener) error
-	Shutdown(ctx context.Context) error
-}
-
-// serve listens on addr and runs srv until ctx is done or srv fails, then
-// shuts it down (open requests get 30 s). logArgs describe what is served.
-func serve(ctx context.Context, log *slog.Logger, addr string, srv httpServer, logArgs ...any) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("cannot listen: %w", err)
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	log.Info("serving", append([]any{"addr", ln.Addr().String()}, logArgs...)...)
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		log.Error("server failed", "err", err)
-	}
-	start := time.Now()
-	sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_ = srv.Shutdown(sctx)
-	log.Info("stopped http server", "seconds", time.Since(start).Seconds())
-	return err
 }
 
 // writeFile creates path, lets write fill it and reports it on stderr.

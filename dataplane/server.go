@@ -64,6 +64,7 @@ type Server struct {
 	log     *slog.Logger
 	version string
 	srv     *fasthttp.Server
+	drain   Drainer
 	// awaitUntil is when readiness stops waiting for the controller's plan
 	// (zero: not waiting); configured is set by the first admin POST.
 	awaitUntil time.Time
@@ -83,9 +84,13 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		s.stages[st.Name()] = st
 		s.names = append(s.names, st.Name())
 	}
-	s.srv = NewHTTPServer(cfg, s.Handle, log)
+	s.srv = NewHTTPServer(cfg, s.drain.Gate(s.Handle), log)
 	return s
 }
+
+// StartDraining turns readiness off and answers new inference requests 503
+// with Connection: close (see Drainer); requests in flight go on.
+func (s *Server) StartDraining() { s.drain.Start() }
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }

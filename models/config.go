@@ -2,6 +2,8 @@ package models
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -34,4 +36,33 @@ func (c StageConfig) Validate() error {
 		return fmt.Errorf("cores %d out of range [1, 256]", c.Cores)
 	}
 	return nil
+}
+
+// ParseStageConfig reads the short form VARIANT[/BATCH[/REPLICAS[/CORES]]]
+// used on command lines and in experiment files (e.g. "resnet50/4/2/1").
+// Omitted numbers are 1; MaxWait is base's. The result is validated.
+func ParseStageConfig(s string, base StageConfig) (StageConfig, error) {
+	parts := strings.Split(s, "/")
+	c := StageConfig{Variant: strings.TrimSpace(parts[0]), MaxBatch: 1, Replicas: 1, Cores: 1, MaxWait: base.MaxWait}
+	if len(parts) > 4 || c.Variant == "" {
+		return StageConfig{}, fmt.Errorf("%q: write VARIANT[/BATCH[/REPLICAS[/CORES]]], e.g. resnet50/4/2/1", s)
+	}
+	for i, dst := range []*int{&c.MaxBatch, &c.Replicas, &c.Cores} {
+		if i+1 < len(parts) {
+			n, err := strconv.Atoi(strings.TrimSpace(parts[i+1]))
+			if err != nil || n < 1 {
+				return StageConfig{}, fmt.Errorf("%q: batch, replicas and cores are positive integers", s)
+			}
+			*dst = n
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return StageConfig{}, fmt.Errorf("%q: %w", s, err)
+	}
+	return c, nil
+}
+
+// Short is the form ParseStageConfig reads (MaxWait aside).
+func (c StageConfig) Short() string {
+	return fmt.Sprintf("%s/%d/%d/%d", c.Variant, c.MaxBatch, c.Replicas, c.Cores)
 }

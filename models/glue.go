@@ -301,6 +301,11 @@ func (p *Pipeline) validateGlue(i int) error {
 	if !s.Declarative() && (s.Image != nil || s.Crops != nil || len(s.From) > 0) {
 		return fieldErr(at+".input", "input %q names a Go glue; image, crops and from are the declarative glue: use one or the other", s.Input)
 	}
+	if s.Audio != nil {
+		if err := s.Audio.validate(s, i); err != nil {
+			return err
+		}
+	}
 	if s.Image != nil && s.Crops != nil {
 		return fieldErr(at+".crops", "a step takes either the request's image (image) or crops of it (crops, with its own image section)")
 	}

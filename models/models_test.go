@@ -209,3 +209,44 @@ func TestReadRepositoryDirsMergesRepositories(t *testing.T) {
 	f("must share names, datatypes and ranks", builtin, clash)
 	f("no such file", builtin, filepath.Join(user, "missing"))
 }
+
+func TestParseStageConfig(t *testing.T) {
+	base := StageConfig{MaxWait: 5 * time.Millisecond}
+	for in, want := range map[string]StageConfig{
+		"resnet50":         {Variant: "resnet50", MaxBatch: 1, Replicas: 1, Cores: 1, MaxWait: 5 * time.Millisecond},
+		"resnet50/4":       {Variant: "resnet50", MaxBatch: 4, Replicas: 1, Cores: 1, MaxWait: 5 * time.Millisecond},
+		"resnet50/4/2/3":   {Variant: "resnet50", MaxBatch: 4, Replicas: 2, Cores: 3, MaxWait: 5 * time.Millisecond},
+		" det-480 / 2 / 1": {Variant: "det-480", MaxBatch: 2, Replicas: 1, Cores: 1, MaxWait: 5 * time.Millisecond},
+	} {
+		got, err := ParseStageConfig(in, base)
+		if err != nil || got != want {
+			t.Errorf("ParseStageConfig(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+		if err == nil {
+			back, err := ParseStageConfig(got.Short(), base)
+			if err != nil || back != got {
+				t.Errorf("Short() %q does not read back: %+v, %v", got.Short(), back, err)
+			}
+		}
+	}
+	for _, in := range []string{"", "/4", "r/0", "r/x", "r/1/1/1/1", "r/1/300", "r/-1"} {
+		if _, err := ParseStageConfig(in, base); err == nil {
+			t.Errorf("ParseStageConfig(%q) accepted", in)
+		}
+	}
+}
+
+func FuzzParseStageConfig(f *testing.F) {
+	for _, s := range []string{"resnet50/4/2/1", "a", "a//", "/", "x/9999999999999999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseStageConfig(s, StageConfig{})
+		if err != nil {
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("%q parsed to an invalid config %+v: %v", s, c, err)
+		}
+	})
+}

@@ -39,6 +39,8 @@ type Step struct {
 	// From routes tensors by name: model input → "STEP.OUTPUT" (an earlier
 	// step's output on the item's path) or "request.INPUT" (the request's).
 	From map[string]string `yaml:"from,omitempty" json:"from,omitempty"`
+	// Audio configures the audio glue (first step only; see Audio).
+	Audio *Audio `yaml:"audio,omitempty" json:"audio,omitempty"`
 	// Initial is the configuration the step starts with.
 	Initial StageConfig `yaml:"initial" json:"initial"`
 }

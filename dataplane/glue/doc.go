@@ -20,6 +20,10 @@
 //     to measure them (character error rate).
 //   - Faces (MediaPipe BlazeFace): FacePrep, FaceInput, FaceAnchors,
 //     FaceBoxes, FaceInputBoxes (the router's "blazeface" decoder).
+//   - Audio (Silero VAD → openWakeWord melspectrogram → embedding → head):
+//     DecodeWAV (16 kHz mono PCM16 only; no resampling), VADChunks,
+//     MelRows, EmbedWindows (x/10+2, 76-frame windows), HeadWindows,
+//     HeadSpan, MaxOver.
 //
 // Nothing here opens a model session or does I/O beyond its arguments; the
 // router and `ipa local` call these functions between stage calls. Every

@@ -129,11 +129,13 @@ type Glues map[string]Glue
 
 // BuiltinGlues returns a new map of ipa's glues: "tensor" (V2 tensors in,
 // outputs to inputs by position); the PP-OCR glues (DB text boxes, CTC);
-// the "blazeface" decoder (anchors); and the presets image-imagenet,
-// image-face and face-crops, names for declarative sections.
+// the "blazeface" decoder (anchors); the presets image-imagenet,
+// image-face and face-crops, names for declarative sections; and the
+// wake-word glues audio-vad, audio-mel, audio-embed and audio-wake.
 func BuiltinGlues() Glues {
 	g := Glues{"tensor": tensorGlue}
 	addImageGlues(g)
+	addAudioGlues(g)
 	return g
 }
 

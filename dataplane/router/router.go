@@ -33,6 +33,7 @@ type Router struct {
 	log     *slog.Logger
 	version string
 	srv     *fasthttp.Server
+	drain   dataplane.Drainer
 	// extra serves paths the router does not know (ipa local mounts the
 	// stages' admin API and models there); nil means 404.
 	extra fasthttp.RequestHandler
@@ -78,9 +79,13 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 		r.pipes[name] = rp
 		r.names = append(r.names, name)
 	}
-	r.srv = dataplane.NewHTTPServer(cfg, r.Handle, log)
+	r.srv = dataplane.NewHTTPServer(cfg, r.drain.Gate(r.Handle), log)
 	return r
 }
+
+// StartDraining turns readiness off and answers new requests 503 with
+// Connection: close (see dataplane.Drainer); requests in flight go on.
+func (r *Router) StartDraining() { r.drain.Start() }
 
 // Serve accepts connections on ln until Shutdown.
 func (r *Router) Serve(ln net.Listener) error { return r.srv.Serve(ln) }
@@ -132,7 +137,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	case path == "/v2/health/ready":
 		for _, name := range r.names {
 			if step := r.pipes[name].pipe.NotReady(); step != "" {
-				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: no ready replica of step %q", name, step))
 				return
 			}
 		}
@@ -187,7 +192,7 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 			r.metadata(ctx, p)
 		case "ready":
 			if step := p.pipe.NotReady(); step != "" {
-				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: step %q has no ready stage", name, step))
+				dataplane.WriteError(ctx, fasthttp.StatusServiceUnavailable, fmt.Sprintf("pipeline %q: no ready replica of step %q", name, step))
 				return
 			}
 			ctx.SetStatusCode(fasthttp.StatusOK)

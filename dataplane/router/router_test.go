@@ -155,7 +155,7 @@ func TestRemoteStageClientRetriesOnAnotherReplicaWhenOneIsDown(t *testing.T) {
 	// All replicas down: an explicit 503, not a hang.
 	client.SetEndpoints([]string{dead})
 	res := r.Do(t, "POST", "/v2/models/chain/infer", body, v2codec.HeaderJSONLength, fmt.Sprint(jl))
-	if res.Status != 503 || !strings.Contains(string(res.Body), "no replica") {
+	if res.Status != 503 || !strings.Contains(string(res.Body), `no ready replica of stage \"ocr-cls\"`) {
 		t.Fatalf("all replicas down: %d %s", res.Status, res.Body)
 	}
 }

@@ -1,21 +1,26 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/dataplane"
+	"github.com/ipa-serving/ipa/dataplane/promtext"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 	mlrt "github.com/ipa-serving/ipa/runtime"
@@ -101,11 +106,20 @@ var errQueueFullRemote = errors.New("stage queue full")
 
 // RemoteClient calls the replicas of a stage over the Open Inference
 // Protocol with binary tensors, on pooled connections. It sends each request
-// to the replica with the fewest outstanding requests and, when a replica
-// cannot be reached, retries the (idempotent) call on another one while the
-// deadline allows. It is safe for concurrent use.
+// to the ready replica with the fewest outstanding requests. Inference is
+// idempotent, so a request that a replica could not answer (a refused or
+// broken connection, 503, 429) is sent again to another replica, each
+// replica at most once, while the deadline allows; other answers (4xx, 500,
+// 504) are final.
+//
+// A replica is up or down. It goes down when a connection to it fails or
+// when a probe (Probe: its /v2/health/ready) finds it not ready, and comes
+// back up when a probe finds it ready; a down replica gets no requests.
+// Changes are logged and counted (ipa_router_replica_transitions_total).
+// It is safe for concurrent use.
 type RemoteClient struct {
 	model string
+	log   *slog.Logger
 
 	mu        sync.RWMutex // guards endpoints
 	endpoints []*endpoint
@@ -118,16 +132,22 @@ type endpoint struct {
 	addr        string
 	uri         string // the model's infer URI at addr
 	client      *fasthttp.HostClient
+	probes      *fasthttp.HostClient // its own connection: never waits behind busy ones
 	outstanding atomic.Int64
+	down        atomic.Bool
 }
 
 // NewRemoteClient returns a client for the stage served as model at the
 // given host:port addresses.
 func NewRemoteClient(model string, addrs []string) *RemoteClient {
-	c := &RemoteClient{model: model}
+	c := &RemoteClient{model: model, log: slog.New(slog.DiscardHandler)}
 	c.SetEndpoints(addrs)
 	return c
 }
+
+// SetLogger sets where replica state changes are logged; call it before
+// the client is used.
+func (c *RemoteClient) SetLogger(log *slog.Logger) { c.log = log.With("stage", c.model) }
 
 // SetEndpoints replaces the replica addresses (discovery calls it); calls in
 // flight finish on the old ones.
@@ -144,29 +164,106 @@ func (c *RemoteClient) SetEndpoints(addrs []string) {
 			eps = append(eps, e)
 			continue
 		}
-		eps = append(eps, &endpoint{addr: a, uri: "http://" + a + "/v2/models/" + c.model + "/infer", client: &fasthttp.HostClient{Addr: a, MaxConns: 512,
-			MaxIdleConnDuration: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute}})
+		eps = append(eps, &endpoint{addr: a, uri: "http://" + a + "/v2/models/" + c.model + "/infer", client: &fasthttp.HostClient{Addr: a, MaxConns: maxConnsPerReplica,
+			MaxIdleConnDuration: time.Minute, ReadTimeout: time.Minute, WriteTimeout: time.Minute},
+			probes: &fasthttp.HostClient{Addr: a, MaxConns: 1, ReadTimeout: probeTimeout, WriteTimeout: probeTimeout}})
 	}
 	c.endpoints = eps
 }
 
-// Ready reports whether the step has a replica to call (discovery lists
-// only ready ones).
+// Ready reports whether the step has a replica up.
 func (c *RemoteClient) Ready() bool {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	return len(c.endpoints) > 0
+	for _, e := range c.endpoints {
+		if !e.down.Load() {
+			return true
+		}
+	}
+	return false
 }
 
-// pick returns the endpoint with the fewest outstanding requests among those
-// not in tried, breaking ties at random.
+// Replica states, as logged and as the label of
+// ipa_router_replica_transitions_total.
+const (
+	stateUp   = "up"
+	stateDown = "down"
+)
+
+// setDown marks e down (or up) and, if that changed its state, logs and
+// counts the change.
+func (c *RemoteClient) setDown(e *endpoint, down bool, why string) {
+	if e.down.Swap(down) == down {
+		return
+	}
+	to := stateUp
+	if down {
+		to = stateDown
+	}
+	metrics.GetOrCreateCounter(fmt.Sprintf(`ipa_router_replica_transitions_total{stage=%q,to=%q}`, c.model, to)).Inc()
+	if down {
+		// Its idle connections would be dead (or would keep a draining
+		// replica from exiting until its grace period ends).
+		e.client.CloseIdleConnections()
+		c.log.Warn("replica down", "addr", e.addr, "reason", why)
+	} else {
+		c.log.Info("replica up", "addr", e.addr)
+	}
+}
+
+// maxConnsPerReplica bounds the requests outstanding to one replica (one
+// per connection); beyond it the replica counts as busy (429).
+const maxConnsPerReplica = 512
+
+// probeTimeout is how long a replica has to answer a probe: a busy one
+// (its cores computing) may take a while, and is not down for it.
+const probeTimeout = 2 * time.Second
+
+// Probe checks every replica's readiness (GET /v2/health/ready) now and
+// then every interval until ctx ends, marking each up or down.
+func (c *RemoteClient) Probe(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		c.mu.RLock()
+		eps := slices.Clone(c.endpoints)
+		c.mu.RUnlock()
+		for _, e := range eps {
+			c.probe(e, probeTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// probe asks e whether it is ready, within timeout.
+func (c *RemoteClient) probe(e *endpoint, timeout time.Duration) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI("http://" + e.addr + "/v2/health/ready")
+	switch err := e.probes.DoTimeout(req, resp, timeout); {
+	case err != nil:
+		c.setDown(e, true, "probe: "+err.Error())
+	case resp.StatusCode() != fasthttp.StatusOK:
+		c.setDown(e, true, fmt.Sprintf("probe: not ready (%d %s)", resp.StatusCode(), bytes.TrimSpace(resp.Body())))
+	default:
+		c.setDown(e, false, "")
+	}
+}
+
+// pick returns the endpoint up with the fewest outstanding requests among
+// those not in tried, breaking ties at random.
 func (c *RemoteClient) pick(tried []*endpoint) *endpoint {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	var best *endpoint
 	ties := 0
 	for _, e := range c.endpoints {
-		skip := false
+		skip := e.down.Load()
 		for _, t := range tried {
 			skip = skip || t == e
 		}
@@ -213,26 +310,35 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 	st.body, jsonLen = v2codec.AppendInferRequest(st.body[:0], &st.req, true)
 	st.req.Inputs = nil
 	tried := triedBuf[:0]
+	var last error
 	for {
 		e := c.pick(tried)
 		if e == nil {
 			remotePool.Put(st)
-			if len(tried) == 0 {
-				return nil, fmt.Errorf("%w: stage %q has no replicas", dataplane.ErrUnavailable, c.model)
+			var se *StageError
+			switch {
+			case len(tried) == 0:
+				return nil, &unavailableError{fmt.Sprintf("no ready replica of stage %q", c.model)}
+			case errors.As(last, &se) && se.Status == fasthttp.StatusTooManyRequests:
+				return nil, last // every replica's queue is full: the client should back off
 			}
-			return nil, fmt.Errorf("%w: no replica of stage %q reachable (tried %d)", dataplane.ErrUnavailable, c.model, len(tried))
+			return nil, &unavailableError{fmt.Sprintf("no ready replica of stage %q answered (tried %d; last: %v)", c.model, len(tried), last)}
 		}
 		tried = append(tried, e)
-		err := c.do(e, st, jsonLen, deadline)
-		if err == nil {
+		last = c.do(e, st, jsonLen, deadline)
+		if last == nil {
 			break
 		}
-		var se *StageError
-		if errors.As(err, &se) || ctx.Err() != nil || (!deadline.IsZero() && time.Now().After(deadline)) {
+		if !retryable(last) || ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
 			remotePool.Put(st)
-			return nil, err
+			return nil, last
 		}
-		// Transport failure (replica down or connection reset): try another.
+		retries.Inc()
+		if !errors.As(last, new(*StageError)) {
+			// The connection failed: the replica is gone (or going) until a
+			// probe finds it ready.
+			c.setDown(e, true, last.Error())
+		}
 	}
 	hl := -1
 	if h := st.hres.Header.Peek(v2codec.HeaderJSONLength); len(h) > 0 {
@@ -245,6 +351,31 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 	p := st.resp.Parameters
 	st.reply = Reply{Outputs: st.resp.Outputs, Variant: st.resp.ModelVersion, QueueWait: p.QueueTime, Compute: p.InferTime, remote: st}
 	return &st.reply, nil
+}
+
+// unavailableError is a step without a replica to answer: a 503
+// (dataplane.ErrUnavailable) with its own message.
+type unavailableError struct{ msg string }
+
+func (e *unavailableError) Error() string        { return e.msg }
+func (e *unavailableError) Is(target error) bool { return target == dataplane.ErrUnavailable }
+
+// retries counts the requests sent again to another replica.
+var retries = metrics.NewCounter("ipa_router_retries_total")
+
+func init() {
+	promtext.SetHelp("ipa_router_retries_total", "Stage requests sent again to another replica after a refused or broken connection, 503 or 429.")
+	promtext.SetHelp("ipa_router_replica_transitions_total", "Stage replicas that went down (a failed connection, or a probe of /v2/health/ready) or came back up.")
+}
+
+// retryable reports whether err, from one replica, lets the request go to
+// another: a transport failure (not the deadline), 503 or 429.
+func retryable(err error) bool {
+	var se *StageError
+	if errors.As(err, &se) {
+		return se.Status == fasthttp.StatusServiceUnavailable || se.Status == fasthttp.StatusTooManyRequests
+	}
+	return !errors.Is(err, dataplane.ErrDeadline)
 }
 
 func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline time.Time) error {
@@ -264,10 +395,17 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 		err = e.client.DoDeadline(st.hreq, st.hres, deadline)
 	}
 	if err != nil {
-		// fasthttp reports the deadline as ErrTimeout, or as the socket's
-		// i/o timeout when it hits while reading the answer.
+		if errors.Is(err, fasthttp.ErrNoFreeConns) {
+			// The replica has maxConnsPerReplica requests outstanding: busy,
+			// not down.
+			return &StageError{Status: fasthttp.StatusTooManyRequests, Msg: fmt.Sprintf("stage %q at %s has %d requests outstanding", c.model, e.addr, maxConnsPerReplica)}
+		}
+		// fasthttp reports the deadline as ErrTimeout, as the socket's i/o
+		// timeout when it hits while reading the answer, or as
+		// ErrDialTimeout when it hits while connecting.
 		var ne net.Error
-		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) ||
+			(!deadline.IsZero() && !time.Now().Before(deadline)) {
 			return fmt.Errorf("%w: stage %q at %s did not answer before the deadline", dataplane.ErrDeadline, c.model, e.addr)
 		}
 		return fmt.Errorf("stage %q at %s: %w", c.model, e.addr, err)

@@ -3,10 +3,12 @@ package experiment
 import (
 	"bytes"
 	"context"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/optimizer"
@@ -142,6 +144,7 @@ func TestExperimentFileErrors(t *testing.T) {
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [nope]", "unknown system"},
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]\nbogus: 1", "bogus"},
 		{"core_capacity: 4\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1, rate: 2, duration: 1s}]\nsystems: [ipa]", "exactly one"},
+		{"core_capacity: 4\nmode: fidelity\nfidelity: {plan_agreement: 2}\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", "plan_agreement"},
 		{"core_capacity: 4\nmode: real\npipelines: [{name: a}]\nwindows: [{name: w, steps: 1s@1}]\nsystems: [ipa]", ""},
 	} {
 		f, err := Parse(strings.NewReader(c.file))
@@ -149,7 +152,7 @@ func TestExperimentFileErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, err := Execute(context.Background(), f, Env{}, ""); err == nil || !strings.Contains(err.Error(), "not implemented") {
+			if _, err := Execute(context.Background(), f, Env{}, ""); err == nil || !strings.Contains(err.Error(), "not available") {
 				t.Fatalf("mode real: %v", err)
 			}
 			continue
@@ -181,6 +184,81 @@ func BenchmarkPaperGrid(b *testing.B) {
 	for b.Loop() {
 		if _, err := Execute(context.Background(), f, env, ""); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestFidelityPlumbing runs mode fidelity with a "machine" that is the
+// simulator itself, driven only by what RealRun carries and read back from
+// the files it writes: every run must then agree exactly with its
+// simulation. A setting RealRun dropped (a system's initial configuration,
+// its baseline, weights, seed, arrivals) would show as a difference. A
+// machine twice as slow must be reported outside the tolerances.
+func TestFidelityPlumbing(t *testing.T) {
+	f, err := Parse(strings.NewReader(strings.Replace(tiny, "name: classify", "name: classify\n    body: page.png", 1) + "mode: fidelity\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startup, _ := f.startup()
+	for _, slow := range []float64{1, 2} {
+		env := testEnv(t)
+		calls := 0
+		env.Real = func(ctx context.Context, r RealRun) error {
+			calls++
+			pipe, _ := env.Resolve(r.Pipeline, r.Profile)
+			pipe.Steps = append([]sim.Step(nil), pipe.Steps...)
+			for i, s := range r.Initial {
+				if s.Step != pipe.Steps[i].Name {
+					t.Fatalf("step %d is %q, want %q", i, s.Step, pipe.Steps[i].Name)
+				}
+				pipe.Steps[i].Initial = s.Config
+			}
+			if r.Model != pipe.Name || r.Body != "page.png" || r.SLA != pipe.SLA {
+				t.Fatalf("run %+v", r)
+			}
+			problem := pipe.Problem(r.Alpha, r.Beta, r.ScalingCap, r.CoreCapacity)
+			problem.Baseline = r.Baseline
+			pred, err := env.Predictor(r.Predictor)
+			if err != nil {
+				return err
+			}
+			proc, err := loadgen.ParseProcess(r.Arrivals)
+			if err != nil {
+				return err
+			}
+			var log bytes.Buffer
+			res, err := sim.Run(ctx, sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
+				Adapt: &sim.Adaptation{Config: r.Loop, Problem: problem, Solver: env.Solvers[r.Solver], Predictor: pred,
+					Off: r.Baseline == optimizer.Fixed},
+				StartupDelay: startup, Decisions: &log})
+			if err != nil {
+				return err
+			}
+			for i := range res.Load.Records {
+				res.Load.Records[i].Latency = time.Duration(float64(res.Load.Records[i].Latency) * slow)
+			}
+			return writeRun(r.Dir, res, log.Bytes())
+		}
+		runs, err := Execute(context.Background(), f, env, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if calls != 14 || len(runs) != 28 {
+			t.Fatalf("%d real runs, %d runs", calls, len(runs))
+		}
+		rows, err := Compare(runs, f.Fidelity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rows {
+			if slow == 1 && (math.Abs(r.P99Err) > 1e-4 || // records keep microseconds
+				r.ViolationsPP != 0 || r.CostErr != 0 || r.PlanAgreement != 1 || r.Outside != "" ||
+				r.SimRequests != r.RealRequests) {
+				t.Errorf("the same run differs from its simulation: %+v", r)
+			}
+			if slow == 2 && (r.P99Err > -0.49 || !strings.Contains(r.Outside, "p99")) {
+				t.Errorf("a machine twice as slow is not reported: %+v", r)
+			}
 		}
 	}
 }

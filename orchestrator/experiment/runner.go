@@ -39,14 +39,25 @@ type Env struct {
 	// Progress, when set, is called after each run with the runs done and
 	// the total.
 	Progress func(done, total int)
+	// Real runs one run of mode real (or fidelity) on this machine: ipa
+	// local serving the pipeline as the run says, ipa load offering the
+	// load, both writing into the run's directory (see RealRun).
+	Real func(ctx context.Context, r RealRun) error
 }
 
 // Run is the result of one pipeline × window × system.
 type Run struct {
 	Pipeline, Window, System string
-	Sim                      *sim.Result `json:"-"`
-	Row                      Row         `json:"-"`
-	Intervals                []report.Interval
+	// Mode is sim or real.
+	Mode string
+	// Sim is the simulation's result (mode sim).
+	Sim *sim.Result `json:"-"`
+	// Decisions is the controller's log, simulated or real, during the
+	// load; Start is when the load's first second began.
+	Decisions []orchestrator.Decision `json:"-"`
+	Start     time.Time               `json:"-"`
+	Row       Row                     `json:"-"`
+	Intervals []report.Interval
 	// PAS and Cost per interval, as the run's configuration had them.
 	PAS, Cost []float64 `json:"-"`
 }
@@ -90,8 +101,25 @@ type job struct {
 // Runs are independent and deterministic; the results come back in file
 // order whatever the parallelism.
 func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) {
-	if f.Mode == "real" {
-		return nil, errors.New("mode real (ipa local + ipa load on this machine) is not implemented yet; use mode sim")
+	switch f.Mode {
+	case "real":
+		return execute(ctx, f, env, out, "real")
+	case "fidelity":
+		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim")
+		if err != nil {
+			return nil, err
+		}
+		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real")
+		return append(sims, reals...), err
+	}
+	return execute(ctx, f, env, out, "sim")
+}
+
+// execute runs the matrix in one mode. Real runs go one at a time: each
+// has the machine to itself.
+func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, error) {
+	if mode == "real" && env.Real == nil {
+		return nil, errors.New("mode real is not available here")
 	}
 	solver, ok := env.Solvers[f.Solver]
 	if !ok {
@@ -130,6 +158,9 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 	if par <= 0 {
 		par = runtime.GOMAXPROCS(0)
 	}
+	if mode == "real" {
+		par = 1
+	}
 	var (
 		mu   sync.Mutex
 		done int
@@ -140,7 +171,11 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 		wg.Go(func() {
 			for i := range next {
 				j := jobs[i]
-				runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], j, solver, env.Predictor, proc, startup, out)
+				if mode == "real" {
+					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env.Real, out)
+				} else {
+					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], j, solver, env.Predictor, proc, startup, out)
+				}
 				mu.Lock()
 				done++
 				if env.Progress != nil {
@@ -151,6 +186,10 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 		})
 	}
 	for i := range jobs {
+		if ctx.Err() != nil {
+			errs[i] = ctx.Err()
+			continue
+		}
 		next <- i
 	}
 	close(next)
@@ -215,8 +254,12 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Sim: res}
-	r.summarize(pipe)
+	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Mode: "sim", Sim: res, Decisions: res.Decisions, Start: res.Load.Start}
+	reqs := make([]report.Request, len(res.Load.Records))
+	for i, rec := range res.Load.Records {
+		reqs[i] = report.Request{Sent: rec.Sent.Seconds(), Latency: rec.Latency.Seconds(), Outcome: rec.Kind.String()}
+	}
+	r.summarize(pipe, reqs, res.Load.Start, res.Load.SLA, res.Wall)
 	if out != "" {
 		dir := filepath.Join(out, "runs", pipe.Name, r.Window, fileName(r.System))
 		if err := writeRun(dir, res, log.Bytes()); err != nil {
@@ -351,18 +394,16 @@ func throughput1(prof *profiles.StageProfile, name string) float64 {
 	return pt.Throughput
 }
 
-// summarize fills r's row and per-interval series.
-func (r *Run) summarize(pipe sim.Pipeline) {
-	res := r.Sim
-	reqs := make([]report.Request, len(res.Load.Records))
-	lat := make([]time.Duration, 0, len(reqs))
-	for i, rec := range res.Load.Records {
-		reqs[i] = report.Request{Sent: rec.Sent.Seconds(), Latency: rec.Latency.Seconds(), Outcome: rec.Kind.String()}
-		if rec.Kind == loadgen.Succeeded {
-			lat = append(lat, rec.Latency)
+// summarize fills r's row and per-interval series from its decisions and
+// the requests' records.
+func (r *Run) summarize(pipe sim.Pipeline, reqs []report.Request, start time.Time, sla, wall time.Duration) {
+	lat := make([]float64, 0, len(reqs))
+	for _, q := range reqs {
+		if q.Outcome == loadgen.Succeeded.String() {
+			lat = append(lat, q.Latency)
 		}
 	}
-	iv, sum := report.Build(res.Decisions, reqs, res.Load.Start, res.Load.SLA)
+	iv, sum := report.Build(r.Decisions, reqs, start, sla)
 	r.Intervals = iv
 	acc := map[string]float64{}
 	for s, st := range pipe.Stages {
@@ -371,7 +412,7 @@ func (r *Run) summarize(pipe sim.Pipeline) {
 		}
 	}
 	var pas, cost float64
-	for _, d := range res.Decisions {
+	for _, d := range r.Decisions {
 		p, c := 100.0, 0
 		for s, cfg := range d.Applied {
 			p *= acc[fmt.Sprint(s, "/", cfg.Variant)] / 100
@@ -381,16 +422,16 @@ func (r *Run) summarize(pipe sim.Pipeline) {
 		pas += p
 		cost += float64(c)
 	}
-	n := max(len(res.Decisions), 1)
+	n := max(len(r.Decisions), 1)
 	slices.Sort(lat)
 	row := Row{Pipeline: r.Pipeline, Window: r.Window, System: r.System, Requests: len(reqs),
 		PAS: pas / float64(n), Cost: cost / float64(n), Dropped: sum.Drops, Late: sum.Late, Violations: sum.Violations,
-		Changes: sum.Changes, WallSeconds: res.Wall.Seconds()}
+		Changes: sum.Changes, WallSeconds: wall.Seconds()}
 	if len(reqs) > 0 {
 		row.ViolationsPct = 100 * float64(sum.Violations) / float64(len(reqs))
 	}
 	if len(lat) > 0 {
-		row.P99 = lat[min(len(lat)-1, int(math.Ceil(0.99*float64(len(lat))))-1)].Seconds()
+		row.P99 = lat[min(len(lat)-1, int(math.Ceil(0.99*float64(len(lat))))-1)]
 	}
 	r.Row = row
 }
@@ -401,7 +442,7 @@ func writeRun(dir string, res *sim.Result, decisions []byte) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "decisions.jsonl"), decisions, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, DecisionsFile), decisions, 0o644); err != nil {
 		return err
 	}
 	rep := res.Load.Report()
@@ -409,14 +450,14 @@ func writeRun(dir string, res *sim.Result, decisions []byte) error {
 	if err := rep.WriteJSON(&b); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "load-report.json"), b.Bytes(), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, LoadReportFile), b.Bytes(), 0o644); err != nil {
 		return err
 	}
 	b.Reset()
 	if err := loadgen.WriteRecords(&b, res.Load.Records, loadgen.JSONLines); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(dir, "records.jsonl"), b.Bytes(), 0o644)
+	return os.WriteFile(filepath.Join(dir, RecordsFile), b.Bytes(), 0o644)
 }
 
 // fileName makes a system name safe as a directory name.

@@ -9,7 +9,9 @@
 // variant), rim (the switch-only baseline on a fixed replica count),
 // static:<config> and off (the loop runs pinned, baseline fixed, so every
 // run has a decision log). Mode sim runs each in orchestrator/sim; mode
-// real (ipa local + ipa load on this machine) is not implemented yet.
+// real runs each on this machine (ipa local + ipa load, through
+// Env.Real), one at a time; mode fidelity runs both and compares them
+// (Compare).
 //
 // The package is pure Go like the simulator: main injects the pipeline
 // resolver, the solvers and the predictors.
@@ -35,7 +37,8 @@ import (
 // File is an experiment file.
 type File struct {
 	Name string `yaml:"name"`
-	// Mode is sim (default) or real.
+	// Mode is sim (default), real (ipa local + ipa load on this machine, one
+	// run at a time) or fidelity (both, compared: see Tolerances).
 	Mode string `yaml:"mode"`
 	Seed uint64 `yaml:"seed"`
 	// Trace is the per-second trace of the trace windows (default: the
@@ -64,6 +67,25 @@ type File struct {
 	Pipelines []PipelineRef `yaml:"pipelines"`
 	Windows   []Window      `yaml:"windows"`
 	Systems   []string      `yaml:"systems"`
+
+	// Fidelity are the tolerances of mode fidelity.
+	Fidelity Tolerances `yaml:"fidelity"`
+}
+
+// Tolerances bound how far a simulated run may be from the same run on
+// this machine (mode fidelity). Zero fields take the defaults (the issue's
+// targets); PlanAgreement is only reported unless set.
+type Tolerances struct {
+	// P99 bounds |sim p99 / real p99 − 1| (default 0.15).
+	P99 float64 `yaml:"p99" json:"p99"`
+	// ViolationsPP bounds |sim − real| SLA-violation rate, in percentage
+	// points (default 1).
+	ViolationsPP float64 `yaml:"violations_pp" json:"violations_pp"`
+	// Cost bounds |sim mean cost / real mean cost − 1| (default 0.10).
+	Cost float64 `yaml:"cost" json:"cost"`
+	// PlanAgreement is the least share of intervals whose configurations
+	// agree (0: not checked).
+	PlanAgreement float64 `yaml:"plan_agreement" json:"plan_agreement"`
 }
 
 // PipelineRef names a pipeline (built-in or a spec file) and its profile
@@ -71,6 +93,9 @@ type File struct {
 type PipelineRef struct {
 	Name    string `yaml:"name"`
 	Profile string `yaml:"profile"`
+	// Body is the file every request of a real run sends (modes real and
+	// fidelity), e.g. docs/sample-page.png.
+	Body string `yaml:"body"`
 }
 
 // Window is one load: segments of the trace, concatenated (the paper's
@@ -101,13 +126,16 @@ func Parse(r io.Reader) (*File, error) {
 		f.SwitchCost = new(0.01)
 	}
 	f.Interval, f.History, f.ScalingCap = cmp.Or(f.Interval, 10*time.Second), cmp.Or(f.History, 120), cmp.Or(f.ScalingCap, 16)
+	f.Fidelity.P99, f.Fidelity.ViolationsPP, f.Fidelity.Cost = cmp.Or(f.Fidelity.P99, 0.15), cmp.Or(f.Fidelity.ViolationsPP, 1), cmp.Or(f.Fidelity.Cost, 0.10)
 	return &f, f.validate()
 }
 
 func (f *File) validate() error {
 	switch {
-	case f.Mode != "sim" && f.Mode != "real":
-		return fmt.Errorf("mode %q: use sim or real", f.Mode)
+	case f.Mode != "sim" && f.Mode != "real" && f.Mode != "fidelity":
+		return fmt.Errorf("mode %q: use sim, real or fidelity", f.Mode)
+	case f.Fidelity.P99 < 0 || f.Fidelity.ViolationsPP < 0 || f.Fidelity.Cost < 0 || f.Fidelity.PlanAgreement < 0 || f.Fidelity.PlanAgreement > 1:
+		return errors.New("fidelity: tolerances are not negative, plan_agreement at most 1")
 	case f.CoreCapacity < 1:
 		return errors.New("core_capacity: give the cores the plans may use (the machine's or the cluster's), e.g. 8")
 	case len(f.Pipelines) == 0 || len(f.Windows) == 0 || len(f.Systems) == 0:
@@ -249,19 +277,9 @@ func ParseSystem(s string) (System, error) {
 			return bad("write static:VARIANT[/BATCH[/REPLICAS[/CORES]]], steps separated by +")
 		}
 		for _, step := range strings.Split(arg, "+") {
-			parts := strings.Split(step, "/")
-			c := models.StageConfig{Variant: parts[0], MaxBatch: 1, Replicas: 1, Cores: 1}
-			for i, dst := range []*int{&c.MaxBatch, &c.Replicas, &c.Cores} {
-				if i+1 < len(parts) {
-					n, err := strconv.Atoi(parts[i+1])
-					if err != nil || n < 1 {
-						return bad("%q: batch, replicas and cores are positive integers", step)
-					}
-					*dst = n
-				}
-			}
-			if len(parts) > 4 || c.Variant == "" {
-				return bad("%q: write VARIANT[/BATCH[/REPLICAS[/CORES]]]", step)
+			c, err := models.ParseStageConfig(step, models.StageConfig{})
+			if err != nil {
+				return bad("%v", err)
 			}
 			sys.Static = append(sys.Static, c)
 		}

@@ -414,6 +414,26 @@ func (r *renderer) service(name string, labels map[string]string, typ corev1.Ser
 	}
 }
 
+// How the stage and router pods stop. Kubernetes marks a terminating pod's
+// endpoints not ready at once (the router's discovery drops it), runs
+// preStop (a sleep of PreStopSeconds, for the endpoints to propagate),
+// then sends SIGTERM: the process turns readiness off and answers new
+// requests 503 with Connection: close for ShutdownLinger, computes and
+// answers the requests in flight and queued within ShutdownGrace, answers
+// what is left 503 (2 s at most), and exits. TerminationGraceSeconds covers
+// all of it, with room to spare, before the kubelet sends SIGKILL.
+const (
+	PreStopSeconds          = 5
+	ShutdownLinger          = time.Second
+	ShutdownGrace           = 20 * time.Second
+	TerminationGraceSeconds = int64(PreStopSeconds + (ShutdownLinger+ShutdownGrace)/time.Second + 4)
+)
+
+// shutdownArgs are the flags of the drain TerminationGraceSeconds covers.
+func shutdownArgs() []string {
+	return []string{"--shutdown.grace-period", ShutdownGrace.String(), "--shutdown.linger", ShutdownLinger.String()}
+}
+
 func httpProbe(path string, period, timeout, failures int32) *corev1.Probe {
 	return &corev1.Probe{
 		ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromString(PortName)}},
@@ -488,10 +508,10 @@ func (r *renderer) podSpec(c corev1.Container, vols []corev1.Volume, serviceAcco
 	ps := corev1.PodSpec{
 		Containers: []corev1.Container{c},
 		Volumes:    vols,
-		// preStop sleeps 5 s so that the endpoints controller and the
-		// router take the pod out before the process stops taking requests;
-		// the rest of the grace period drains the requests in flight.
-		TerminationGracePeriodSeconds: new(int64(30)),
+		// preStop sleeps so that the endpoints controller and the router
+		// take the pod out before the process is signalled; then the
+		// process drains (ShutdownLinger, ShutdownGrace).
+		TerminationGracePeriodSeconds: new(TerminationGraceSeconds),
 		EnableServiceLinks:            new(false),
 		SecurityContext: &corev1.PodSecurityContext{
 			RunAsNonRoot:   new(true),
@@ -500,7 +520,7 @@ func (r *renderer) podSpec(c corev1.Container, vols []corev1.Volume, serviceAcco
 			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
-	ps.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 5}}}
+	ps.Containers[0].Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: PreStopSeconds}}}
 	if serviceAccount == "" {
 		ps.AutomountServiceAccountToken = new(false)
 	} else {
@@ -554,6 +574,7 @@ func (r *renderer) stageDeployment(s *models.Step) *appsv1.Deployment {
 		"--batch.max-wait", init.MaxWait.String(),
 		"--admin.await-config", r.opt.AwaitConfig.String(),
 	}
+	args = append(args, shutdownArgs()...)
 	if len(s.Variants) > 0 { // load only what the pipeline may switch to
 		args = append(args, "--variants", strings.Join(s.Variants, ","))
 	}
@@ -604,6 +625,7 @@ func (r *renderer) routerDeployment() *appsv1.Deployment {
 		"--kube.discover",
 		"--kube.namespace", "$(POD_NAMESPACE)",
 	}
+	args = append(args, shutdownArgs()...)
 	// Bodies pass through the router (each up to --http.max-body-size): the
 	// limit leaves room for a few large ones at once.
 	res := corev1.ResourceRequirements{

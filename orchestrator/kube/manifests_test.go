@@ -213,10 +213,10 @@ func TestManifestsStagePodRunsOneReplicaOfItsInitialConfiguration(t *testing.T) 
 	}{
 		{"det", []string{"stage", "--stage", "ocr-det", "--models.dir", "/models", "--http.listen-addr", "0.0.0.0:8080",
 			"--variant", "det-640", "--replicas", "1", "--cores", "1", "--batch.max-batch", "1", "--batch.max-wait", "2ms",
-			"--admin.await-config", "30s"}, 1, 1, "3Gi", false},
+			"--admin.await-config", "30s", "--shutdown.grace-period", "20s", "--shutdown.linger", "1s"}, 1, 1, "3Gi", false},
 		{"rec", []string{"stage", "--stage", "ocr-rec", "--models.dir", "/models", "--http.listen-addr", "0.0.0.0:8080",
 			"--variant", "rec-v4", "--replicas", "1", "--cores", "2", "--batch.max-batch", "8", "--batch.max-wait", "5ms",
-			"--admin.await-config", "30s"}, 3, 2, DefaultStageMemory, false},
+			"--admin.await-config", "30s", "--shutdown.grace-period", "20s", "--shutdown.linger", "1s"}, 3, 2, DefaultStageMemory, false},
 	} {
 		d := findObj[*appsv1.Deployment](t, objs, "Deployment", "ocr-"+tc.step)
 		if d.Namespace != "default" {
@@ -264,8 +264,10 @@ func TestManifestsStagePodRunsOneReplicaOfItsInitialConfiguration(t *testing.T) 
 		}
 		if c.Lifecycle == nil || c.Lifecycle.PreStop == nil || c.Lifecycle.PreStop.Sleep == nil || c.Lifecycle.PreStop.Sleep.Seconds != 5 {
 			t.Errorf("%s: preStop %+v, want sleep 5 s", tc.step, c.Lifecycle)
-		} else if g := *ps.TerminationGracePeriodSeconds; g < 20 || g > 60 {
-			t.Errorf("%s: terminationGracePeriodSeconds %d", tc.step, g)
+		} else if g := *ps.TerminationGracePeriodSeconds; g < 5+1+20+2 || g > 60 {
+			// preStop, then --shutdown.linger, --shutdown.grace-period and the
+			// 2 s in which what is left is answered, before SIGKILL.
+			t.Errorf("%s: terminationGracePeriodSeconds %d, want above preStop 5 s + linger 1 s + grace period 20 s + 2 s", tc.step, g)
 		}
 		if ps.AutomountServiceAccountToken == nil || *ps.AutomountServiceAccountToken || ps.ServiceAccountName != "" {
 			t.Errorf("%s: a stage pod must not get an API token (automount %v, account %q)", tc.step, ps.AutomountServiceAccountToken, ps.ServiceAccountName)
@@ -351,7 +353,7 @@ func TestManifestsRouterAndController(t *testing.T) {
 	router := findObj[*appsv1.Deployment](t, objs, "Deployment", "ocr-router")
 	rc := router.Spec.Template.Spec.Containers[0]
 	if want := []string{"router", "--pipeline", "/etc/ipa/pipeline.yaml", "--models.dir", "/models", "--http.listen-addr", "0.0.0.0:8080",
-		"--kube.discover", "--kube.namespace", "$(POD_NAMESPACE)"}; !slices.Equal(rc.Args, want) {
+		"--kube.discover", "--kube.namespace", "$(POD_NAMESPACE)", "--shutdown.grace-period", "20s", "--shutdown.linger", "1s"}; !slices.Equal(rc.Args, want) {
 		t.Errorf("router args\n got %q\nwant %q", rc.Args, want)
 	}
 	if *router.Spec.Replicas != 1 {

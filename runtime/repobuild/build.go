@@ -532,6 +532,7 @@ func variantOf(e *entry, rec *buildRecord) *models.Variant {
 		MaxBatch: rec.Report.MaxBatch, BatchNote: rec.Report.BatchNote,
 		Accuracy: e.Accuracy, License: e.License, Origin: origin,
 		Description: e.Description, Latency1: e.Latency1,
+		Constants: e.Constants, DroppedOutputs: e.Dropped,
 	}
 }
 

@@ -38,6 +38,11 @@ type entry struct {
 	// relative to the largest magnitude of the output; 0 demands identical bits.
 	Tolerance float64
 
+	// Constants and Dropped are the inputs baked into the graph and the
+	// outputs dropped from it (ipa models add --const, --drop-output).
+	Constants []models.Constant
+	Dropped   []string
+
 	Accuracy    models.Accuracy
 	License     string
 	Origin      string

@@ -36,6 +36,9 @@ const MaxManifestVariants = 256
 //	    check_shape: {x: [-1, 3, 48, 320]} # sizes for the self-check only
 //	    files: [labels.txt]          # copied next to the model
 //	    tolerance: 1e-4              # self-check tolerance, 0 = bit-identical
+//	    const: {sr: 16000, state: 0} # inputs baked in as constants
+//	    batch_axis: {state: 1}       # a constant whose dimension 1 is the batch
+//	    drop_output: [stateN]        # outputs not published
 //
 // Unknown fields are errors, and errors name the line.
 type Manifest struct {
@@ -67,6 +70,9 @@ type ManifestEntry struct {
 	CheckShape       map[string][]int64 `yaml:"check_shape"`
 	Files            []string           `yaml:"files"`
 	Tolerance        *float64           `yaml:"tolerance"`
+	Const            map[string]float64 `yaml:"const"`
+	BatchAxis        map[string]int     `yaml:"batch_axis"`
+	DropOutput       []string           `yaml:"drop_output"`
 }
 
 // ParseManifest decodes a manifest and returns one AddSpec per entry, with
@@ -78,7 +84,7 @@ func ParseManifest(b []byte, dir string, check CheckOptions) ([]AddSpec, error) 
 		return nil, fmt.Errorf("manifest is %d bytes; the limit is %d", len(b), MaxManifestSize)
 	}
 	var m Manifest
-	if err := yaml.UnmarshalWithOptions(b, &m, yaml.Strict()); err != nil {
+	if err := unmarshalStrict(b, &m); err != nil {
 		return nil, fmt.Errorf("bad manifest: %s", oneLine(yaml.FormatError(err, false, false)))
 	}
 	if len(m.Variants) == 0 {
@@ -114,6 +120,7 @@ func ParseManifest(b []byte, dir string, check CheckOptions) ([]AddSpec, error) 
 		if e.Tolerance != nil {
 			s.Check.Tolerance = e.Tolerance
 		}
+		s.Check.Bake = Bake{Consts: e.Const, BatchAxis: e.BatchAxis, Drop: e.DropOutput}
 		for _, f := range e.Files {
 			if !filepath.IsAbs(f) {
 				f = filepath.Join(dir, filepath.FromSlash(f))
@@ -160,4 +167,16 @@ func VariantName(file string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// unmarshalStrict decodes b strictly into v; a panic of the YAML library
+// (goccy/go-yaml 1.19.2 dereferences nil on a tag before a comment, `! #0`)
+// is an error.
+func unmarshalStrict(b []byte, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("the YAML parser failed on it (%v)", r)
+		}
+	}()
+	return yaml.UnmarshalWithOptions(b, v, yaml.Strict())
 }

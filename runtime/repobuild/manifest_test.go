@@ -90,6 +90,8 @@ func FuzzParseManifest(f *testing.F) {
 	f.Add([]byte("stage: s\nmetric: m\nvariants:\n  - {file: a.onnx, accuracy: 1}\n"))
 	f.Add([]byte("variants:\n  - file: a.onnx\n    shape: {x: [-1, 3]}\n    accuracy: -1e309\n"))
 	f.Add([]byte("stage: s\nvariants: [{file: 'x', accuracy: 1, metric: m, files: ['../../etc/passwd']}]"))
+	f.Add([]byte("stage: s\nmetric: m\nvariants:\n  - {file: a.onnx, accuracy: 1, const: {sr: 16000, state: 0}, batch_axis: {state: 1}, drop_output: [stateN]}\n"))
+	f.Add([]byte("stage: s\nmetric: m\nvariants:\n  - {file: a.onnx, accuracy: 1, const: {sr: .nan}, batch_axis: {h: 1}, drop_output: [x, x]}\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<14 {
 			return

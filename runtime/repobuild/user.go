@@ -80,6 +80,10 @@ type Inspection struct {
 	BatchNote string `json:"batch_note"`
 	// Check is the self-check's record; nil when none ran.
 	Check *VariantReport `json:"check,omitempty"`
+	// Constants and Dropped are what Bake changed before the rest was
+	// inspected.
+	Constants []models.Constant `json:"constants,omitempty"`
+	Dropped   []string          `json:"dropped_outputs,omitempty"`
 }
 
 // CheckOptions configure the self-check of Inspect and Add.
@@ -95,6 +99,63 @@ type CheckOptions struct {
 	// Tolerance is the largest accepted |batched − item by item| relative
 	// to the output's largest magnitude; nil means 1e-4, 0 bit-identical.
 	Tolerance *float64
+	// Bake turns inputs into constants and drops outputs before anything
+	// else (see bakeConstants).
+	Bake Bake
+}
+
+// Bake says which inputs of a model become constants and which outputs
+// are dropped (`--const`, `--batch-axis`, `--drop-output`).
+type Bake struct {
+	// Consts gives each constant input its value (every element).
+	Consts map[string]float64
+	// BatchAxis names, for a constant whose shape follows the batch, the
+	// dimension that is the batch.
+	BatchAxis map[string]int
+	// Drop lists outputs the variant does not publish.
+	Drop []string
+}
+
+// validate checks b on its own (the model checks the rest).
+func (b Bake) validate() error {
+	for name, v := range b.Consts {
+		if name == "" || math.IsNaN(v) || math.IsInf(v, 0) {
+			return fmt.Errorf("--const %s=%v: a constant needs an input name and a finite value", name, v)
+		}
+	}
+	for name, k := range b.BatchAxis {
+		if _, ok := b.Consts[name]; !ok {
+			return fmt.Errorf("--batch-axis %s: only a constant input (--const %s=VALUE) may have its batch elsewhere than dimension 0", name, name)
+		}
+		if k < 0 || k > 64 {
+			return fmt.Errorf("--batch-axis %s=%d: the axis must be a dimension of the input", name, k)
+		}
+	}
+	for i, d := range b.Drop {
+		if d == "" || slices.Contains(b.Drop[:i], d) {
+			return fmt.Errorf("--drop-output %q: empty or given twice", d)
+		}
+	}
+	return nil
+}
+
+func (b Bake) empty() bool { return len(b.Consts) == 0 && len(b.BatchAxis) == 0 && len(b.Drop) == 0 }
+
+// applyBake bakes b into m and returns the constants and the new bytes
+// (src when there is nothing to bake).
+func applyBake(path string, m *onnxpb.ModelProto, src []byte, b Bake) ([]models.Constant, []byte, error) {
+	if b.empty() {
+		return nil, src, nil
+	}
+	consts, err := bakeConstants(m, b.Consts, b.BatchAxis, b.Drop)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	out, err := marshalModel(m)
+	if err != nil {
+		return nil, nil, err
+	}
+	return consts, out, nil
 }
 
 func (o *CheckOptions) defaults() {
@@ -130,6 +191,10 @@ func Inspect(ctx context.Context, path string, opt CheckOptions) (*Inspection, e
 		return nil, err
 	}
 	ins := &Inspection{File: path, Bytes: int64(len(src)), SHA256: hexSum(src), IR: m.GetIrVersion(), Ops: opCounts(m.GetGraph())}
+	if ins.Constants, src, err = applyBake(path, m, src, opt.Bake); err != nil {
+		return nil, err
+	}
+	ins.Dropped = opt.Bake.Drop
 	for _, o := range m.GetOpsetImport() {
 		d := o.GetDomain()
 		if d == "" {
@@ -234,9 +299,13 @@ func ortView(ss *sessions, path string, m *onnxpb.ModelProto, src []byte) (in, o
 	if err != nil {
 		return nil, nil, fail(err)
 	}
-	for _, t := range slices.Concat(in, out) {
+	for i, t := range slices.Concat(in, out) {
 		if len(t.Shape) == 0 {
-			return nil, nil, fmt.Errorf("%s: %w: tensor %q is a scalar; ipa batches requests along dimension 0 of every input and output (wrap the model so that it takes [N] or [1])", path, ErrUnsupported, t.Name)
+			fix := fmt.Sprintf("if it is a constant for your use (a sampling rate), bake it into the model with --const %s=VALUE", t.Name)
+			if i >= len(in) {
+				fix = fmt.Sprintf("drop it with --drop-output %s if you do not need it", t.Name)
+			}
+			return nil, nil, fmt.Errorf("%s: %w: tensor %q is a scalar; ipa batches requests along dimension 0 of every input and output: %s", path, ErrUnsupported, t.Name, fix)
 		}
 		if t.DataType == models.Invalid || t.DataType == models.BYTES {
 			return nil, nil, fmt.Errorf("%s: %w: tensor %q has datatype %s", path, ErrUnsupported, t.Name, t.DataType)
@@ -257,17 +326,23 @@ func ortView(ss *sessions, path string, m *onnxpb.ModelProto, src []byte) (in, o
 func batchModeOf(in, out []models.TensorSpec) (batchMode, string) {
 	native := true
 	for _, t := range in {
+		if len(t.Shape) == 0 {
+			return 0, fmt.Sprintf("input %q is a scalar %s; ipa batches requests along dimension 0 of every input: if it is a constant for your use (a sampling rate), bake it into the model with --const %s=VALUE", t.Name, t.DataType, t.Name)
+		}
 		switch d := t.Shape[0]; {
 		case d == models.Dynamic:
 		case d == 1:
 			native = false
 		default:
-			return 0, fmt.Sprintf("input %q is %s: dimension 0 is fixed at %d; ipa batches requests along dimension 0 of every input, so it must be the batch (dynamic or 1)", t.Name, models.FormatShape(t.Shape), d)
+			return 0, fmt.Sprintf("input %q is %s: dimension 0 is fixed at %d; ipa batches requests along dimension 0 of every input, so it must be the batch (dynamic or 1); if the input is a constant for your use (a zero recurrent state), bake it with --const %s=VALUE, and --batch-axis %s=K when its dimension K is the batch", t.Name, models.FormatShape(t.Shape), d, t.Name, t.Name)
 		}
 	}
 	for _, t := range out {
+		if len(t.Shape) == 0 {
+			return 0, fmt.Sprintf("output %q is a scalar, not batched; drop it with --drop-output %s if you do not need it", t.Name, t.Name)
+		}
 		if d := t.Shape[0]; d != models.Dynamic && d != 1 {
-			return 0, fmt.Sprintf("output %q is %s: dimension 0 is fixed at %d, not the batch", t.Name, models.FormatShape(t.Shape), d)
+			return 0, fmt.Sprintf("output %q is %s: dimension 0 is fixed at %d, not the batch; drop it with --drop-output %s if you do not need it (a recurrent state's next value)", t.Name, models.FormatShape(t.Shape), d, t.Name)
 		}
 	}
 	if native {
@@ -367,6 +442,12 @@ func (ins *Inspection) WriteText(w io.Writer) error {
 		list = append(list[:9], fmt.Sprintf("and %d more operators", len(list)-9))
 	}
 	fmt.Fprintf(&b, "nodes     %d: %s\n", total, strings.Join(list, ", "))
+	for _, c := range ins.Constants {
+		fmt.Fprintf(&b, "constant  %s\n", c)
+	}
+	for _, d := range ins.Dropped {
+		fmt.Fprintf(&b, "dropped   output %s\n", d)
+	}
 	what := map[string]string{
 		CapDynamic:    "dynamic (dimension 0 is the batch as shipped)",
 		CapRewritable: "fixed at 1, rewritable (ipa models add makes it dynamic)",
@@ -498,6 +579,11 @@ func Add(ctx context.Context, spec AddSpec, opt AddOptions) (*Added, error) {
 	if err != nil {
 		return nil, err
 	}
+	srcSum := hexSum(src)
+	consts, src, err := applyBake(spec.File, m, src, spec.Check.Bake)
+	if err != nil {
+		return nil, err
+	}
 	ss, done, err := tempSessions(spec.Check.Threads)
 	if err != nil {
 		return nil, err
@@ -507,6 +593,7 @@ func Add(ctx context.Context, spec AddSpec, opt AddOptions) (*Added, error) {
 		return nil, err
 	}
 	e := spec.entry(src, opt.Now())
+	e.Constants, e.Dropped = consts, spec.Check.Bake.Drop
 	if e.Normalize != nil {
 		if _, err := normalizeIO(m, *e.Normalize); err != nil {
 			return nil, fmt.Errorf("%s: %w: --input/--output: %v", spec.File, ErrInterface, err)
@@ -539,7 +626,7 @@ func Add(ctx context.Context, spec AddSpec, opt AddOptions) (*Added, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %v", spec.File, ErrUnsupported, err)
 	}
-	rec.Sources = map[string]string{filepath.Base(spec.File): hexSum(src)}
+	rec.Sources = map[string]string{filepath.Base(spec.File): srcSum}
 	e.Latency1, err = latencyB1(ctx, ss, model, shapes)
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot time the model: %w", spec.File, err)
@@ -657,6 +744,9 @@ func (s *AddSpec) validate() error {
 		if err := checkDims(name, sh); err != nil {
 			return fmt.Errorf("--shape: %w", err)
 		}
+	}
+	if err := s.Check.Bake.validate(); err != nil {
+		return err
 	}
 	for name, sh := range s.Check.CheckShapes {
 		if err := checkDims(name, sh); err != nil {

@@ -1,0 +1,162 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane"
+)
+
+// httpServer is a server serveDrained runs.
+type httpServer interface {
+	Serve(ln net.Listener) error
+	Shutdown(ctx context.Context) error
+}
+
+// drainingServer is a server that can refuse new work before it stops: a
+// dataplane.Server or a router.Router.
+type drainingServer interface {
+	httpServer
+	StartDraining()
+}
+
+// answerWindow is how long after the grace period the server waits for
+// the answers to what was still queued (503) to be written.
+const answerWindow = 2 * time.Second
+
+// stopWork is what a role computes besides its HTTP handlers: drain lets
+// the queued requests be computed (it returns at ctx's end at the latest),
+// close answers what is left and releases the engines. Either may be nil;
+// close runs once the connections are closed (so the handlers are done) or
+// the grace period is over.
+type stopWork struct {
+	drain func(context.Context) error
+	close func()
+}
+
+// stagesWork drains and closes stages (closed in reverse order).
+func stagesWork(stages []*dataplane.Stage) stopWork {
+	return stopWork{
+		drain: func(ctx context.Context) error {
+			var first error
+			for _, st := range stages {
+				if err := st.Drain(ctx); err != nil && first == nil {
+					first = err
+				}
+			}
+			return first
+		},
+		close: func() {
+			for i := len(stages) - 1; i >= 0; i-- {
+				stages[i].Close()
+			}
+		},
+	}
+}
+
+// serveDrained listens on addr and runs srv until ctx is done (SIGINT or
+// SIGTERM) or srv fails. On the signal it shuts down without dropping a
+// connection:
+//
+//  1. readiness off; new inference requests get 503 with Connection: close,
+//     and every response carries Connection: close (sc.Linger long), so
+//     that load balancers and keep-alive clients leave before the listener
+//     closes;
+//  2. the listener closes (new connections are refused); the requests in
+//     flight and queued are computed and answered (work.drain,
+//     sc.GracePeriod at most), and each keep-alive connection closes after
+//     its next answer (503, Connection: close) or when its client closes
+//     it, for one more sc.Linger at most (within the grace period): a
+//     connection is cut idle only if its client left it unused that long;
+//  3. what is still queued then is answered 503 (work.close), the
+//     connections still open are closed once idle, and the process exits
+//     once the answers are written (answerWindow at most).
+//
+// logArgs describe what is served.
+func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv drainingServer, sc dataplane.ShutdownConfig, work stopWork, logArgs ...any) error {
+	inner, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("cannot listen: %w", err)
+	}
+	ln := &countingListener{Listener: inner}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("serving", append([]any{"addr", ln.Addr().String()}, logArgs...)...)
+	select {
+	case <-ctx.Done():
+		srv.StartDraining()
+		log.Info("draining: readiness off, new requests answered 503", "linger", sc.Linger.String(), "grace_period", sc.GracePeriod.String())
+		time.Sleep(sc.Linger)
+	case err = <-errc:
+		log.Error("server failed", "err", err)
+	}
+	start := time.Now()
+	ln.Close()
+	grace, cancel := context.WithTimeout(context.Background(), sc.GracePeriod)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		if work.drain != nil && work.drain(grace) != nil {
+			log.Warn("grace period over: what is still queued gets 503", "grace_period", sc.GracePeriod.String())
+		}
+	}()
+	<-drained
+	// Keep-alive connections get one more linger to be used (and told to
+	// close) or closed by their clients; then the idle ones are closed.
+	idle, icancel := context.WithTimeout(grace, sc.Linger)
+	defer icancel()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for ln.open.Load() > 0 && idle.Err() == nil {
+		select {
+		case <-idle.Done():
+		case <-tick.C:
+		}
+	}
+	if n := ln.open.Load(); n > 0 {
+		log.Info("closing the connections still open", "connections", n)
+	}
+	if work.close != nil {
+		work.close()
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), answerWindow)
+	defer scancel()
+	if serr := srv.Shutdown(sctx); serr != nil {
+		log.Warn("connections still open at exit", "err", serr)
+	}
+	log.Info("stopped", "drain_seconds", time.Since(start).Seconds())
+	return err
+}
+
+// countingListener counts its connections that are open.
+type countingListener struct {
+	net.Listener
+	open atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	l.open.Add(1)
+	return &countedConn{Conn: c, l: l}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	l      *countingListener
+	closed atomic.Bool
+}
+
+func (c *countedConn) Close() error {
+	if !c.closed.Swap(true) {
+		c.l.open.Add(-1)
+	}
+	return c.Conn.Close()
+}

@@ -1,0 +1,138 @@
+package experiment
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/optimizer"
+	"github.com/ipa-serving/ipa/orchestrator"
+	"github.com/ipa-serving/ipa/orchestrator/report"
+	"github.com/ipa-serving/ipa/orchestrator/sim"
+)
+
+// RealRun is one run on this machine, as Env.Real carries it out: serve
+// Pipeline with ipa local, starting each step as Initial says, the
+// controller planning with Profile under Baseline, weights and caps (its
+// decision log into Dir/decisions.jsonl); offer Load with ipa load (Arrivals,
+// Seed, SLA, Body; its report and records into Dir/load-report.json and
+// Dir/records.jsonl); stop ipa local.
+type RealRun struct {
+	Name     string // pipeline/window/system, for messages
+	Pipeline string // built-in name or spec path
+	Model    string // the pipeline's name: its V2 model
+	Profile  string // "": the pipeline's shipped profile
+	// Body is the file every request sends (the pipeline's input).
+	Body string
+	SLA  time.Duration
+	// Initial is each step's starting configuration, in step order.
+	Initial                  []StepConfig
+	Baseline                 optimizer.Baseline
+	Alpha, Beta              float64
+	ScalingCap, CoreCapacity int
+	Loop                     orchestrator.Config
+	Predictor, Solver        string
+	Load                     loadgen.Counts
+	Arrivals                 string
+	Seed                     uint64
+	Dir                      string
+}
+
+// StepConfig is one step's configuration.
+type StepConfig struct {
+	Step   string
+	Config models.StageConfig
+}
+
+// Files of a run's directory, real or simulated.
+const (
+	DecisionsFile  = "decisions.jsonl"
+	LoadReportFile = "load-report.json"
+	RecordsFile    = "records.jsonl"
+)
+
+// runReal carries one job out on this machine through real and reads back
+// what it wrote.
+func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j job,
+	real func(context.Context, RealRun) error, out string) (*Run, error) {
+	window := f.Windows[j.window].Name
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, window, j.system.Name)
+	if ref.Body == "" {
+		return nil, fmt.Errorf("%s: mode %s needs the pipeline's input: set body (a file every request sends) under pipelines", name, f.Mode)
+	}
+	pipe, baseline, err := configure(pipe, j.system, j.load)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	dir := filepath.Join(out, "runs", pipe.Name, window, fileName(j.system.Name))
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	rr := RealRun{Name: name, Pipeline: ref.Name, Model: pipe.Name, Profile: ref.Profile, Body: ref.Body, SLA: pipe.SLA,
+		Baseline: baseline, Alpha: j.system.Alpha, Beta: j.system.Beta, ScalingCap: f.ScalingCap, CoreCapacity: f.CoreCapacity,
+		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
+		Predictor: f.Predictor, Solver: f.Solver, Load: j.load, Arrivals: f.Arrivals, Seed: f.Seed, Dir: dir}
+	for _, s := range pipe.Steps {
+		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
+	}
+	start := time.Now()
+	if err := real(ctx, rr); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	ds, reqs, loadStart, sla, err := ReadRun(dir)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	// The controller starts with ipa local, before the load: its
+	// decisions before the load's first second (and after its end) are
+	// not part of the run the simulator replays.
+	end := loadStart.Add(time.Duration(len(j.load))*time.Second + f.Interval/2)
+	ds = slices.DeleteFunc(ds, func(d orchestrator.Decision) bool { return d.Time.Before(loadStart) || d.Time.After(end) })
+	if len(ds) == 0 {
+		return nil, fmt.Errorf("%s: the controller logged no decision during the load (see %s)", name, dir)
+	}
+	r := &Run{Pipeline: pipe.Name, Window: window, System: j.system.Name, Mode: "real", Decisions: ds, Start: loadStart}
+	r.summarize(pipe, reqs, loadStart, sla, time.Since(start))
+	return r, nil
+}
+
+// ReadRun reads a run's directory: the decision log, the records and, from
+// the load report, the load's start and SLA.
+func ReadRun(dir string) (ds []orchestrator.Decision, reqs []report.Request, start time.Time, sla time.Duration, err error) {
+	read := func(name string, f func(*os.File) error) error {
+		fh, err := os.Open(filepath.Join(dir, name))
+		if err != nil {
+			return err
+		}
+		defer fh.Close()
+		if err := f(fh); err != nil {
+			return fmt.Errorf("%s: %w", fh.Name(), err)
+		}
+		return nil
+	}
+	err = errors.Join(
+		read(DecisionsFile, func(fh *os.File) (err error) { ds, err = report.ReadDecisions(fh); return }),
+		read(RecordsFile, func(fh *os.File) (err error) { reqs, err = report.ReadRequests(fh); return }),
+		read(LoadReportFile, func(fh *os.File) error {
+			var lr struct {
+				Started    time.Time `json:"started"`
+				SLASeconds float64   `json:"sla_seconds"`
+			}
+			if err := json.NewDecoder(fh).Decode(&lr); err != nil {
+				return err
+			}
+			start, sla = lr.Started, time.Duration(lr.SLASeconds*float64(time.Second))
+			return nil
+		}))
+	return ds, reqs, start, sla, err
+}
