@@ -94,6 +94,7 @@ type LocalCmd struct {
 	Models   RepoFlags              `embed:"" prefix:"models."`
 	Pipeline PipelineFlags          `embed:""`
 	MaxQueue int                    `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
+	Preload  string                 `name:"stage.preload" default:"all" placeholder:"all|active|NAME,…" help:"${preload_help}"`
 	HTTP     dataplane.ServerConfig `embed:"" prefix:"http."`
 	Admin    dataplane.AdminConfig  `embed:"" prefix:"admin."`
 	Limits   dataplane.LimitsConfig `embed:"" prefix:"limits."`
@@ -105,7 +106,9 @@ type LocalCmd struct {
 
 // localPipeline starts one in-process stage per step of spec and binds them
 // into a pipe. Close the returned stages in reverse order.
-func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, maxQueue int, limits *dataplane.Limits, log *slog.Logger) (*router.Pipeline, []*dataplane.Stage, error) {
+// opt holds what every stage shares (MaxQueue, Limits, Preload).
+func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, opt dataplane.StageOptions, log *slog.Logger) (*router.Pipeline, []*dataplane.Stage, error) {
+	opt.Logger = log
 	var stages []*dataplane.Stage
 	var steps []*router.Step
 	closeAll := func() {
@@ -120,7 +123,7 @@ func localPipeline(spec *models.Pipeline, repo *models.Repository, dir string, m
 			return nil, nil, err
 		}
 		start := time.Now()
-		st, err := dataplane.NewStage(meta, s.Initial, dataplane.StageOptions{MaxQueue: maxQueue, Logger: log, Limits: limits}, ortOpener(dir, meta))
+		st, err := dataplane.NewStage(meta, s.Initial, opt, ortOpener(dir, meta))
 		if err != nil {
 			closeAll()
 			return nil, nil, err
@@ -172,7 +175,11 @@ func (c *LocalCmd) Run(g *Globals) error {
 			c.Adapt = false
 		}
 	}
-	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, c.MaxQueue, limits, log)
+	preload, err := c.preload(spec, repo)
+	if err != nil {
+		return err
+	}
+	pipe, stages, err := localPipeline(spec, repo, c.Models.Dir, dataplane.StageOptions{MaxQueue: c.MaxQueue, Limits: limits, Preload: preload}, log)
 	if err != nil {
 		return err
 	}
@@ -222,4 +229,21 @@ func stepNames(stages []models.Step) []string {
 		n = append(n, s.Name)
 	}
 	return n
+}
+
+// preload reads --stage.preload; a listed variant must belong to a step.
+func (c *LocalCmd) preload(spec *models.Pipeline, repo *models.Repository) (dataplane.Preload, error) {
+	p, err := dataplane.ParsePreload(c.Preload)
+	if err != nil {
+		return p, err
+	}
+	var metas []*models.Stage
+	for _, s := range spec.Stages {
+		meta, err := s.RepoStage(repo)
+		if err != nil {
+			return p, err
+		}
+		metas = append(metas, meta)
+	}
+	return p, p.Check(metas...)
 }

@@ -70,7 +70,7 @@ stages:
 		t.Fatal(err)
 	}
 	log := slog.New(slog.DiscardHandler)
-	pipe, stages, err := localPipeline(spec, repo, dir, 1024, nil, log)
+	pipe, stages, err := localPipeline(spec, repo, dir, dataplane.StageOptions{MaxQueue: 1024}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	goruntime "runtime"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -34,6 +35,7 @@ type ProfileCmd struct {
 	Repetitions int           `default:"3" help:"Repetitions of each point; throughput is their median, latencies pool their samples."`
 	DynamicDim  int           `default:"320" help:"Size used for input dimensions a variant leaves dynamic besides the batch (e.g. the width of OCR text crops)."`
 	Out         string        `default:"profile.json" help:"Profile file to write."`
+	LoadOnly    bool          `name:"load-only" help:"Measure only each variant's session load time (load_seconds: the fastest of --repetitions opens at one thread) and record it in the existing profile --out, keeping its points: seconds per variant instead of a re-profile."`
 }
 
 // Validate refuses settings that cannot give a profile.
@@ -73,10 +75,7 @@ func (c *ProfileCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	type job struct {
-		st *models.Stage
-		v  *models.Variant
-	}
+	type job = profileJob
 	var jobs []job
 	add := func(st *models.Stage) {
 		for _, v := range st.Variants {
@@ -112,6 +111,9 @@ func (c *ProfileCmd) Run(g *Globals) error {
 	if len(jobs) == 0 {
 		return fmt.Errorf("no variant of %v matches --variants %v", what, c.Variants)
 	}
+	if c.LoadOnly {
+		return c.recordLoads(jobs)
+	}
 	host, _ := os.Hostname()
 	prof := &profiles.Profile{Version: 1, Measured: profiles.Meta{Host: host, OSArch: goruntime.GOOS + "/" + goruntime.GOARCH,
 		Runtime: "onnxruntime " + mlrt.Version(), Tool: "ipa profile " + version, At: time.Now().UTC().Truncate(time.Second),
@@ -127,9 +129,13 @@ func (c *ProfileCmd) Run(g *Globals) error {
 		vp := profiles.VariantProfile{Name: j.v.Name}
 		for _, cores := range c.Cores {
 			path := j.v.Path(c.Models.Dir, j.st.Dir)
+			start := time.Now()
 			eng, err := mlrt.Open(path, j.v, mlrt.Options{Threads: cores})
 			if err != nil {
 				return err
+			}
+			if vp.LoadSeconds == 0 {
+				vp.LoadSeconds = time.Since(start).Seconds()
 			}
 			cfg := profiles.Config{Cores: cores}
 			for _, b := range c.Batches {
@@ -159,6 +165,54 @@ func (c *ProfileCmd) Run(g *Globals) error {
 	bar.Finish()
 	if err := prof.Validate(); err != nil {
 		return fmt.Errorf("BUG: measured profile is invalid: %w", err)
+	}
+	return writeFile(c.Out, prof.Write)
+}
+
+// profileJob is one variant to profile.
+type profileJob struct {
+	st *models.Stage
+	v  *models.Variant
+}
+
+// recordLoads measures the load time of each job's variant (the fastest
+// of --repetitions opens at one thread, each session closed and its memory
+// returned before the next: the open least disturbed by other processes,
+// as the profile's points are a quiet machine's) and records it as
+// load_seconds in the existing profile --out, which keeps its points.
+func (c *ProfileCmd) recordLoads(jobs []profileJob) error {
+	f, err := os.Open(c.Out)
+	if err != nil {
+		return fmt.Errorf("--load-only records load times in an existing profile: %w", err)
+	}
+	prof, err := profiles.Load(f)
+	f.Close()
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.Out, err)
+	}
+	for _, j := range jobs {
+		vp := prof.Variant(j.st.Name, j.v.Name)
+		if vp == nil {
+			return fmt.Errorf("%s has no stage %q variant %q: profile it first", c.Out, j.st.Name, j.v.Name)
+		}
+		var secs []float64
+		for range c.Repetitions {
+			start := time.Now()
+			eng, err := mlrt.Open(j.v.Path(c.Models.Dir, j.st.Dir), j.v, mlrt.Options{Threads: 1})
+			if err != nil {
+				return err
+			}
+			secs = append(secs, time.Since(start).Seconds())
+			eng.Close()
+			mlrt.ReleaseMemory()
+		}
+		vp.LoadSeconds = slices.Min(secs)
+		fmt.Fprintf(os.Stderr, "%s/%s: load %.3fs (of %v)\n", j.st.Name, j.v.Name, vp.LoadSeconds, secs)
+	}
+	prof.Measured.Notes = strings.TrimSpace(prof.Measured.Notes + fmt.Sprintf("; load_seconds: fastest of %d opens at one thread (ipa profile --load-only %s, %s)",
+		c.Repetitions, version, time.Now().UTC().Format(time.DateOnly)))
+	if err := prof.Validate(); err != nil {
+		return fmt.Errorf("BUG: profile with load times is invalid: %w", err)
 	}
 	return writeFile(c.Out, prof.Write)
 }

@@ -31,7 +31,7 @@ type SimulateCmd struct {
 	Control ControllerFlags `embed:"" prefix:"controller."`
 
 	Glue    time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
-	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (5.2 s, measured by ipa local), kubernetes (17.2 s: pod start-up SLO 5 s + loading + startup- and readiness-probe periods) or a duration."`
+	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (the profile's load_seconds of the variant a new replica runs; 5.2 s where it has none, measured by ipa local), kubernetes (12 s more: pod start-up SLO 5 s + startup- and readiness-probe periods) or a duration (always)."`
 	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
 
 	Slowdown    float64 `name:"slowdown" default:"1" help:"The stages take this many times the profile's times (a machine slower than it was profiled on); the controller plans with the profile and corrects it unless --controller.no-correct."`
@@ -94,12 +94,13 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	startup, err := sim.ParseStartupDelay(c.Startup)
+	startup, overhead, fromProfile, err := sim.ParseStartup(c.Startup)
 	if err != nil {
 		return fmt.Errorf("--startup-delay: %w", err)
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
-		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth}
+		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
+		StartupFromProfile: fromProfile, StartupOverhead: overhead}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err
 	}

@@ -69,7 +69,11 @@ type StageFlags struct {
 	Replicas int            `default:"1" help:"Replicas: concurrent engine instances."`
 	Cores    int            `default:"1" help:"Cores (intra-op threads) per replica."`
 	Batch    batcher.Config `embed:"" prefix:"batch."`
+	Preload  string         `name:"stage.preload" default:"all" placeholder:"all|active|NAME,…" help:"${preload_help}"`
 }
+
+// preloadHelp is --stage.preload's help, shared by ipa stage and ipa local.
+const preloadHelp = "Variants a replica loads besides the one it runs: all, active (none), or a list of variant names. A replica serves as soon as the variant it runs is loaded; these load after it, in the background, one at a time at low priority. A switch to a variant a replica lacks loads it first."
 
 // repoStage returns the repository stage, restricted to --variants.
 func (f StageFlags) repoStage(repo *models.Repository) (*models.Stage, error) {
@@ -128,7 +132,14 @@ func (c *StageCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	st, err := dataplane.NewStage(meta, c.Stage.config(meta), dataplane.StageOptions{MaxQueue: c.Stage.Batch.MaxQueue, Logger: log, Limits: limits},
+	preload, err := dataplane.ParsePreload(c.Stage.Preload)
+	if err == nil {
+		err = preload.Check(meta)
+	}
+	if err != nil {
+		return err
+	}
+	st, err := dataplane.NewStage(meta, c.Stage.config(meta), dataplane.StageOptions{MaxQueue: c.Stage.Batch.MaxQueue, Logger: log, Limits: limits, Preload: preload},
 		ortOpener(c.Models.Dir, meta))
 	if err != nil {
 		return err

@@ -156,5 +156,5 @@ func main() {
 // cliVars are the variables the flags' help and defaults interpolate; the
 // tests parse command lines with the same ones.
 func cliVars() kong.Vars {
-	return kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", "), "accuracy_file": defaultAccuracyFile, "user_repo": defaultUserRepo, "manifest": repobuild.ManifestFile}
+	return kong.Vars{"builtins": strings.Join(pipespec.BuiltinNames(), ", "), "accuracy_file": defaultAccuracyFile, "user_repo": defaultUserRepo, "manifest": repobuild.ManifestFile, "preload_help": preloadHelp}
 }

@@ -1,5 +1,6 @@
 // Package dataplane is the stage server: a Stage runs one pipeline stage
-// (every variant preloaded, dynamic batching, N replica workers, live
+// (a replica serves once the variant it runs is loaded, the others preload
+// in the background; dynamic batching, N replica workers, live
 // reconfiguration) and Server exposes stages over the Open Inference
 // Protocol (KServe V2) REST API on fasthttp, with an admin API and
 // Prometheus metrics. Limits bound a process's stages by the host's cores

@@ -72,11 +72,14 @@ func (l *Limits) Cores() int { return l.ceiling }
 // Host returns the host the limits derive from.
 func (l *Limits) Host() Host { return l.host }
 
-// admit checks that stage s (meta) may run cfg. For a stage not yet
+// admit checks that stage s may run cfg; meta is the stage restricted to
+// the variants each replica holds under cfg (the preloaded ones and the one
+// cfg runs: they all load, some in the background). For a stage not yet
 // serving (NewStage) everything cfg needs is loaded; for a serving one
 // (Reconfigure), what its change needs: every replica when the cores
-// change, else the added replicas, plus the growth of the kept replicas'
-// arenas when max_batch grows.
+// change, else the added replicas, plus the growth of the kept replicas:
+// their arenas when max_batch grows, and a variant they do not hold yet
+// (with --stage.preload other than all), both held until the switch.
 func (l *Limits) admit(s *Stage, meta *models.Stage, cfg models.StageConfig) error {
 	if l == nil {
 		return nil
@@ -108,8 +111,10 @@ func (l *Limits) admit(s *Stage, meta *models.Stage, cfg models.StageConfig) err
 		running := s.Replicas()
 		if cfg.Cores == old.Cores {
 			load = max(cfg.Replicas-running, 0)
-			if _, was := l.estimate(meta, old); replica > was {
-				need += int64(min(cfg.Replicas, running)) * (replica - was)
+			_, was := l.estimate(s.held(old), old)
+			_, during := l.estimate(s.held(old, cfg), cfg)
+			if during > was {
+				need += int64(min(cfg.Replicas, running)) * (during - was)
 			}
 		}
 	} else {
@@ -180,11 +185,11 @@ func (l *Limits) ReplicaCap(stages []*Stage, batch []int) (int, error) {
 	var per int64
 	for i, s := range stages {
 		cur := s.Config()
-		_, held := l.estimate(s.meta, cur)
+		_, held := l.estimate(s.held(cur), cur)
 		budget += float64(int64(s.Replicas()) * held)
 		c := cur
 		c.MaxBatch = max(batch[i], 1)
-		_, replica := l.estimate(s.meta, c)
+		_, replica := l.estimate(s.held(c), c)
 		per += replica
 	}
 	if per <= 0 {

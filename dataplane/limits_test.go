@@ -2,7 +2,6 @@ package dataplane_test
 
 import (
 	"errors"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +76,7 @@ func TestReconfigureBeyondTheCeilingsIsRefusedAndChangesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitLoads(t, s, "a", "b") // the background loads
 	opened := r.open.Load()
 	refuse := func(c models.StageConfig, says ...string) {
 		t.Helper()
@@ -162,14 +162,7 @@ func TestAdminAPIAnswersAConfigurationOverTheCeilingsWith422(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := dataplane.NewServer(dataplane.ServerConfig{MaxBodySize: 1 << 20}, dataplane.AdminConfig{}, []*dataplane.Stage{st}, nil, "test")
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Shutdown(t.Context()) })
-	s := &dataplanetest.Server{Stage: st, Addr: ln.Addr().String(), Client: &fasthttp.HostClient{Addr: ln.Addr().String()}}
+	s := serveStage(t, st)
 	res := s.Do(t, "POST", "/admin/stages/fake", []byte(`{"replicas":256}`))
 	if res.Status != fasthttp.StatusUnprocessableEntity || !strings.Contains(string(res.Body), "ceiling of 4") {
 		t.Fatalf("256 replicas on 2 cores: %d %s, want 422 naming the ceiling", res.Status, res.Body)
@@ -196,6 +189,7 @@ func TestScaleDownReturnsTheRetiredReplicasMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	waitLoads(t, s, "alexnet", "resnet50") // resnet50 loads in the background
 	rss := func() int64 {
 		mlrt.ReleaseMemory()
 		n, err := mlrt.ResidentBytes()
@@ -209,6 +203,7 @@ func TestScaleDownReturnsTheRetiredReplicasMemory(t *testing.T) {
 	if _, err := s.Reconfigure(cfg); err != nil {
 		t.Fatal(err)
 	}
+	waitLoads(t, s, "alexnet", "resnet50")
 	three := rss()
 	cfg.Replicas = 1
 	if _, err := s.Reconfigure(cfg); err != nil {

@@ -492,7 +492,7 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 	}
 	switch method {
 	case fasthttp.MethodGet:
-		WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()), "variants": st.Meta().VariantNames()})
+		WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"stage": name, "config": configJSON(st.Config()), "variants": st.Meta().VariantNames(), "loads": st.Loads()})
 	case fasthttp.MethodPost, fasthttp.MethodPatch, fasthttp.MethodPut:
 		patch, err := ParseConfigPatch(ctx.PostBody())
 		if err != nil {
@@ -500,7 +500,7 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 			return
 		}
 		start := time.Now()
-		cfg := patch.Apply(st.Config())
+		cfg := patch.Apply(st.Target()) // a pending change the patch does not name stays
 		pause, err := st.Reconfigure(cfg)
 		if err != nil {
 			status := fasthttp.StatusBadRequest
@@ -509,6 +509,9 @@ func (s *Server) adminStage(ctx *fasthttp.RequestCtx, method, name string) {
 			}
 			if errors.Is(err, ErrOverLimit) {
 				status = fasthttp.StatusUnprocessableEntity
+			}
+			if errors.Is(err, ErrSuperseded) {
+				status = fasthttp.StatusConflict
 			}
 			WriteError(ctx, status, fmt.Sprintf("cannot reconfigure stage %q: %v", name, err))
 			return

@@ -39,13 +39,22 @@ type StageOptions struct {
 	// Limits are the host's ceilings, shared by the stages of a process;
 	// nil: none.
 	Limits *Limits
+	// Preload is what a replica loads besides the variant it runs, in the
+	// background once it serves (zero: every variant).
+	Preload Preload
 }
 
 // Stage serves one pipeline stage. It is safe for concurrent use.
 //
-// Every variant of the stage is loaded on every replica, so a variant switch
+// A replica serves as soon as the variant it runs is loaded; the variants
+// Preload names load after it, in the background, one at a time. A switch
+// to a variant first loads it on every serving replica that lacks it, then
 // is an atomic pointer store: batches already formed finish on the variant
-// they started with and every later batch uses the new one.
+// they started with and every later batch uses the new one, which every
+// serving replica holds.
+//
+// Locks, in the order they nest: a slot's mu, s.mu. No session loads
+// under s.mu.
 type Stage struct {
 	meta    *models.Stage
 	inputs  []models.TensorSpec // the stage's common interface
@@ -55,28 +64,48 @@ type Stage struct {
 	log     *slog.Logger
 	clock   batcher.Clock
 	m       *stageMetrics
+	lm      *loadMetrics
 	limits  *Limits
 	est     *batcher.Estimator[estKey] // deadline-aware admission (admission.go)
+	preload Preload
 
 	// cfg is read by every worker at the start of every batch.
 	cfg   atomic.Pointer[models.StageConfig]
 	ready atomic.Bool
 
-	// reconf serialises Reconfigure. Sessions load under reconf alone, so
-	// that reading the replicas, Close and the metrics never wait for a load
-	// (seconds for a large variant).
-	reconf   sync.Mutex
-	mu       sync.Mutex // guards replicas, nextID, closed
+	// ctx ends with Close: loads in progress stop at their next session.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// loaders counts the goroutines that may load sessions (the background
+	// loader and Reconfigures): Close waits for them.
+	loaders  sync.WaitGroup
+	kick     chan struct{} // wakes the background loader; buffered 1
+	fg       atomic.Int32  // loads a Reconfigure waits for
+	loadingN atomic.Int32  // sessions loading now
+
+	mu       sync.Mutex // guards replicas, nextID, closed, target, gen, cancelPending, spare
 	replicas []*replica
 	nextID   int
 	closed   bool
-	// live is a copy of replicas for Infer's inline path, which must not
-	// take mu; stored under mu whenever replicas changes.
+	// target is the configuration the latest Reconfigure asks for; gen
+	// numbers the Reconfigures, and only the latest one may switch.
+	// cancelPending stops the loads of the latest one while it loads.
+	target        models.StageConfig
+	gen           uint64
+	cancelPending context.CancelFunc
+	// spare holds replicas a superseded Reconfigure loaded: the next
+	// Reconfigure that needs replicas of their cores takes them; the next
+	// switch closes the rest.
+	spare []*replica
+	// live holds exactly the replicas that serve now (s.replicas), for
+	// Infer's inline path and the admission, which must not take mu;
+	// stored under mu whenever replicas changes.
 	live atomic.Pointer[[]*replica]
 }
 
-// NewStage loads every variant of meta on cfg.Replicas replicas of cfg.Cores
-// threads each and starts the workers.
+// NewStage starts cfg.Replicas replicas of cfg.Cores threads each once the
+// variant cfg runs is loaded on them; the variants opt.Preload names load
+// after, in the background.
 func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open Opener) (*Stage, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("stage %q: %w", meta.Name, err)
@@ -84,7 +113,7 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	if meta.Variant(cfg.Variant) == nil {
 		return nil, fmt.Errorf("stage %q has no variant %q (have %v)", meta.Name, cfg.Variant, meta.VariantNames())
 	}
-	if err := opt.Limits.admit(nil, meta, cfg); err != nil {
+	if err := opt.Limits.admit(nil, heldVariants(meta, opt.Preload, cfg), cfg); err != nil {
 		return nil, fmt.Errorf("stage %q: %w", meta.Name, err)
 	}
 	if opt.Logger == nil {
@@ -93,7 +122,8 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	if opt.Clock == nil {
 		opt.Clock = batcher.SystemClock{}
 	}
-	s := &Stage{meta: meta, open: open, clock: opt.Clock, log: opt.Logger.With("stage", meta.Name), limits: opt.Limits}
+	s := &Stage{meta: meta, open: open, clock: opt.Clock, log: opt.Logger.With("stage", meta.Name), limits: opt.Limits,
+		preload: opt.Preload, target: cfg, kick: make(chan struct{}, 1)}
 	s.est = batcher.NewEstimator[estKey](opt.Clock, 0)
 	s.inputs, s.outputs = meta.Interface()
 	var err error
@@ -102,11 +132,23 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	if err != nil {
 		return nil, fmt.Errorf("stage %q: %w", meta.Name, err)
 	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.live.Store(&[]*replica{})
 	s.m = newStageMetrics(s)
+	s.lm = newLoadMetrics(s)
 	s.cfg.Store(&cfg)
 	start := time.Now()
-	reps, err := s.loadReplicas(cfg.Replicas, cfg.Cores)
+	var reps []*replica
+	for range cfg.Replicas {
+		r := s.newReplica(cfg.Cores)
+		reps = append(reps, r)
+		if err = s.ensure(s.ctx, r, cfg.Variant, false); err != nil {
+			break
+		}
+	}
 	if err != nil {
+		closeReplicas(reps)
+		s.cancel()
 		s.b.Close()
 		s.m.close()
 		return nil, err
@@ -116,7 +158,10 @@ func NewStage(meta *models.Stage, cfg models.StageConfig, opt StageOptions, open
 	s.mu.Unlock()
 	s.limits.join(s)
 	s.ready.Store(true)
-	s.log.Info("stage ready", "variants", len(meta.Variants), "replicas", cfg.Replicas, "cores", cfg.Cores,
+	s.loaders.Add(1)
+	go s.preloadLoop()
+	s.kickPreload()
+	s.log.Info("stage ready", "variants", len(meta.Variants), "preload", s.preload.String(), "replicas", cfg.Replicas, "cores", cfg.Cores,
 		"variant", cfg.Variant, "load_seconds", time.Since(start).Seconds())
 	return s, nil
 }
@@ -146,17 +191,20 @@ func (s *Stage) Replicas() int {
 // QueueLen returns the number of queued rows.
 func (s *Stage) QueueLen() int { return s.b.Len() }
 
-// replica is one worker goroutine with one engine per variant.
+// replica is one worker goroutine with a slot per variant of the stage.
 type replica struct {
-	id      int
-	cores   int
-	engines map[string]mlrt.Engine
+	id    int
+	cores int
+	// engines is made with the replica and never changes: the engines
+	// come and go inside the slots (loading.go).
+	engines map[string]*slot
 	stop    context.CancelFunc
 	done    chan struct{}
 	// run is held while a batch runs on the replica's engines and scratch:
 	// by its worker, or by a caller of Infer running its request inline.
-	// retired is set before the replica stops; once its worker has exited
-	// run is taken for good and the engines closed.
+	// retired is set
+	// before the replica stops; once its worker has exited run is taken
+	// for good and the engines closed.
 	run     sync.Mutex
 	retired atomic.Bool
 
@@ -168,30 +216,22 @@ type replica struct {
 	shapes [][]int64
 }
 
+// close closes the replica's engines for good.
 func (r *replica) close() {
-	for _, e := range r.engines {
-		e.Close()
+	for _, sl := range r.engines {
+		sl.Close()
 	}
 }
 
-// loadReplicas opens every variant n times with the given threads.
-func (s *Stage) loadReplicas(n, cores int) ([]*replica, error) {
-	var reps []*replica
-	for i := 0; i < n; i++ {
-		r := &replica{cores: cores, engines: map[string]mlrt.Engine{}}
-		reps = append(reps, r)
-		for _, v := range s.meta.Variants {
-			e, err := s.open(v, cores)
-			if err != nil {
-				for _, r := range reps {
-					r.close()
-				}
-				return nil, fmt.Errorf("stage %q: cannot load variant %q: %w", s.meta.Name, v.Name, err)
-			}
-			r.engines[v.Name] = e
-		}
+// closeReplicas closes replicas that never started (or whose workers have
+// exited) and returns their memory to the OS.
+func closeReplicas(reps []*replica) {
+	for _, r := range reps {
+		r.close()
 	}
-	return reps, nil
+	if len(reps) > 0 {
+		mlrt.ReleaseMemory()
+	}
 }
 
 // startLocked starts a worker for each of reps.
@@ -224,11 +264,8 @@ func stopReplicas(reps []*replica) {
 	for _, r := range reps {
 		<-r.done
 		r.run.Lock() // never unlocked: the engines close
-		r.close()
 	}
-	if len(reps) > 0 {
-		mlrt.ReleaseMemory() // closed sessions' memory back to the OS
-	}
+	closeReplicas(reps) // closed sessions' memory back to the OS
 }
 
 // ConfigPatch changes some fields of a StageConfig; nil fields keep their value.
@@ -260,15 +297,21 @@ func (p ConfigPatch) Apply(c models.StageConfig) models.StageConfig {
 	return c
 }
 
-// Reconfigure switches the stage to cfg without dropping a request. The
-// sessions a new setting needs (more replicas, or other cores per replica)
-// load first, while the old setting serves and without holding the lock
-// that Close and the readers take. Then, in one short critical section, the
+// Reconfigure switches the stage to cfg without dropping a request. What
+// the new setting needs loads first, while the old setting serves and
+// without holding a lock that Infer, Close, the readers or another
+// Reconfigure take: the variant cfg runs, on the replicas that stay and on
+// the new ones (more replicas, or other cores per replica; other variants
+// load in the background after). Then, in one short critical section, the
 // variant and batching take effect for every batch formed from then on and
 // the new workers start; last, surplus workers finish the batch they hold
-// and exit. Calls are serialised. It returns the pause: the length of the
-// critical section, during which running batches go on and no new batch
-// starts on a retiring worker.
+// and exit. It returns the pause: the length of the critical section,
+// during which running batches go on and no new batch starts on a retiring
+// worker.
+//
+// A newer Reconfigure supersedes one still loading: that one stops after
+// the session it is opening, returns ErrSuperseded and leaves the replicas
+// it loaded to the newer one.
 func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err error) {
 	if err := cfg.Validate(); err != nil {
 		return 0, err
@@ -276,73 +319,151 @@ func (s *Stage) Reconfigure(cfg models.StageConfig) (pause time.Duration, err er
 	if s.meta.Variant(cfg.Variant) == nil {
 		return 0, fmt.Errorf("stage %q has no variant %q (have %v)", s.meta.Name, cfg.Variant, s.meta.VariantNames())
 	}
-	s.reconf.Lock()
-	defer s.reconf.Unlock()
-	if err := s.limits.admit(s, s.meta, cfg); err != nil {
+	if err := s.limits.admit(s, s.held(cfg), cfg); err != nil {
 		return 0, err
 	}
-	s.mu.Lock()
-	closed, running := s.closed, len(s.replicas)
-	s.mu.Unlock()
-	if closed {
-		return 0, ErrUnavailable
-	}
-	start := time.Now()
-	old := *s.cfg.Load()
-	// Load what the new setting needs while the old one keeps serving. Only
-	// Reconfigure changes the replicas (and Close, checked again below), so
-	// running stays true while the sessions load.
-	var add []*replica
-	switch {
-	case cfg.Cores != old.Cores:
-		add, err = s.loadReplicas(cfg.Replicas, cfg.Cores)
-	case cfg.Replicas > running:
-		add, err = s.loadReplicas(cfg.Replicas-running, cfg.Cores)
-	}
-	if err != nil {
-		return 0, err
-	}
-	discard := func() {
-		for _, r := range add { // loaded, never started
-			r.close()
-		}
-	}
-	loaded := time.Now()
-	// The switch itself: two stores and the worker set change.
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		discard()
 		return 0, ErrUnavailable
 	}
-	var retire []*replica
-	switch {
-	case cfg.Cores != old.Cores:
-		retire = slices.Clone(s.replicas)
-	case cfg.Replicas < len(s.replicas):
-		retire = slices.Clone(s.replicas[cfg.Replicas:])
+	s.gen++
+	gen := s.gen
+	if s.cancelPending != nil {
+		s.cancelPending()
 	}
-	if err := s.b.SetConfig(batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: s.b.Config().MaxQueue}); err != nil {
+	ctx, cancel := context.WithCancel(s.ctx)
+	defer cancel()
+	s.cancelPending, s.target = cancel, cfg
+	old := *s.cfg.Load()
+	// Only the latest Reconfigure switches, so the replicas stay as they
+	// are now until this one switches or is superseded.
+	var keep, retire []*replica
+	need := 0
+	if cfg.Cores != old.Cores {
+		retire, need = slices.Clone(s.replicas), cfg.Replicas
+	} else {
+		n := min(cfg.Replicas, len(s.replicas))
+		keep, retire = slices.Clone(s.replicas[:n]), slices.Clone(s.replicas[n:])
+		need = cfg.Replicas - n
+	}
+	s.loaders.Add(1)
+	s.mu.Unlock()
+	defer s.loaders.Done()
+	start := time.Now()
+	var add []*replica
+	for len(add) < need {
+		add = append(add, s.takeSpare(cfg.Cores))
+	}
+	for {
+		// Load cfg's variant where it is missing. Nothing unloads a
+		// variant of a serving replica, so one pass does; the check under
+		// s.mu states the invariant the switch relies on.
+		if err = s.ensureAll(ctx, append(slices.Clone(keep), add...), cfg.Variant); err != nil {
+			break
+		}
+		s.mu.Lock()
+		if s.closed || s.gen != gen || missing(append(slices.Clone(keep), add...), cfg.Variant) == nil {
+			break // with s.mu held
+		}
 		s.mu.Unlock()
-		discard()
+	}
+	if err != nil {
+		s.mu.Lock()
+	}
+	// s.mu is held from here.
+	switch {
+	case s.closed:
+		err = ErrUnavailable
+	case s.gen != gen:
+		err = ErrSuperseded
+	case err == nil:
+		err = s.b.SetConfig(batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: s.b.Config().MaxQueue})
+	}
+	if err != nil {
+		if s.gen == gen { // the latest: nothing is pending any more
+			s.target, s.cancelPending = *s.cfg.Load(), nil
+		}
+		// What this call loaded goes to the pending Reconfigure that
+		// superseded it, if any, else it closes.
+		var discard []*replica
+		if s.closed || s.cancelPending == nil {
+			discard = add
+		} else {
+			s.spare = append(s.spare, add...)
+		}
+		s.mu.Unlock()
+		closeReplicas(discard)
+		s.kickPreload()
+		if errors.Is(err, ErrSuperseded) {
+			s.log.Info("stage reconfiguration superseded", "to", fmt.Sprintf("%+v", cfg), "seconds", time.Since(start).Seconds())
+		}
 		return 0, err
 	}
+	// The switch itself: two stores and the worker set change.
+	switchAt := time.Now()
 	s.cfg.Store(&cfg)
 	s.startLocked(add)
 	s.replicas = slices.DeleteFunc(s.replicas, func(r *replica) bool { return slices.Contains(retire, r) })
 	s.publishLocked()
-	pause = time.Since(loaded)
+	s.cancelPending = nil
+	surplus := s.spare
+	s.spare = nil
+	pause = time.Since(switchAt)
 	s.mu.Unlock()
+	s.kickPreload()
 	// Retired workers finish the batch they hold; the new ones already pull.
 	stopReplicas(retire)
+	closeReplicas(surplus)
 	s.m.reconfigured(time.Since(start))
 	s.log.Info("stage reconfigured", "from", fmt.Sprintf("%+v", old), "to", fmt.Sprintf("%+v", cfg),
-		"seconds", time.Since(start).Seconds(), "pause_seconds", pause.Seconds())
+		"seconds", time.Since(start).Seconds(), "load_seconds", switchAt.Sub(start).Seconds(), "pause_seconds", pause.Seconds())
 	return pause, nil
 }
 
+// takeSpare returns a spare replica of cores threads, or a new one.
+func (s *Stage) takeSpare(cores int) *replica {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, r := range s.spare {
+		if r.cores == cores {
+			s.spare = slices.Delete(s.spare, i, i+1)
+			return r
+		}
+	}
+	return s.newReplica(cores)
+}
+
+// ensureAll loads variant on each of reps that lacks it, as a load the
+// background loader gives way to.
+func (s *Stage) ensureAll(ctx context.Context, reps []*replica, variant string) error {
+	done := s.foreground()
+	defer done()
+	for _, r := range reps {
+		if err := s.ensure(ctx, r, variant, false); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err() // superseded or closed: the caller says which
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// missing returns the first of reps without variant loaded, or nil.
+func missing(reps []*replica, variant string) *replica {
+	for _, r := range reps {
+		if !r.engines[variant].loaded() {
+			return r
+		}
+	}
+	return nil
+}
+
 // Close stops accepting requests, fails the queued ones with ErrUnavailable,
-// lets in-flight batches finish, and closes every engine. It is idempotent.
+// lets in-flight batches finish, and closes every engine. Loads in
+// progress stop after the session each is opening, which Close waits for
+// and closes. It is idempotent.
 func (s *Stage) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -351,16 +472,19 @@ func (s *Stage) Close() error {
 	}
 	s.closed = true
 	s.ready.Store(false)
+	s.cancel()
 	start := time.Now()
 	s.b.Close()
 	for _, c := range s.b.Drain() {
 		s.finish(c, ErrUnavailable)
 	}
-	reps := s.replicas
-	s.replicas = nil
+	reps, spare := s.replicas, s.spare
+	s.replicas, s.spare = nil, nil
 	s.publishLocked()
 	s.mu.Unlock()
 	stopReplicas(reps)
+	s.loaders.Wait()
+	closeReplicas(spare)
 	s.limits.leave(s)
 	s.m.close()
 	s.log.Info("stage stopped", "seconds", time.Since(start).Seconds())

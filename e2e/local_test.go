@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,10 +14,13 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
+	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/orchestrator/report"
 )
 
@@ -128,41 +132,62 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 	}
 }
 
-// The step load of TestControllerAdaptsLocalPipelineToAStepLoad: low, high,
-// low again, in requests per second. The high rate overloads the built-in
-// classify spec's initial configuration (squeezenet ×1, batch 4, one core:
-// 96/s in profiles/measured/classify.json, about 120/s served on the 2-core
-// VM) but not the plan the controller makes for it on two cores (`ipa solve
-// --pipeline classify --profile profiles/measured/classify.json --rate 165
-// --core-capacity 2`: shufflenet ×2, 206/s). Below about 94/s its best plan
-// has one core, like the initial one, and serves no more than it.
+// The step load of TestControllerAdaptsLocalPipelineToAStepLoad: low,
+// high, low again. The high rate is not a constant: the test measures, on
+// this machine, now, through the router (capacity), what the spec's
+// initial configuration serves (squeezenet ×1, batch 4, one core: 96/s by
+// profiles/measured/classify.json) and what a configuration like the
+// controller's plan for a high load on two cores serves (shufflenet ×2,
+// batch 4: about twice that; `ipa solve --pipeline classify --profile
+// profiles/measured/classify.json --rate 165 --core-capacity 2` plans
+// shufflenet ×2 for 206/s). The high rate lies halfway between the two,
+// so that the static configuration is overloaded and the adapted one is
+// not, by construction, whatever the speed and the load of the machine; at
+// most stepOverload times the first (on a quiet machine the second core
+// doubles the capacity), and at most stepHighMax, what the controller's
+// plans carry by the profile with its margin (1.1). The static
+// configuration must be overloaded by at least stepLeast for a clear
+// difference.
 const (
-	stepLow, stepHigh   = 3, 150
+	stepLow             = 3
+	stepOverload        = 1.5
+	stepLeast           = 1.1
+	stepHighMax         = 180
 	stepHighFrom        = 10 * time.Second // the low phase before it
 	stepHighTo          = 44 * time.Second // 34 s of high load
 	stepEnd             = 60 * time.Second // 16 s of low load: the reactive predictor forgets the high phase after 10
 	stepControllerEvery = 2 * time.Second
 	stepSLA             = time.Second // the classify spec's
+	// stepWindow is the least part of the high phase that must be left
+	// once the controller's plan for it serves; the comparison starts one
+	// SLA after that moment, when every request sent before it has been
+	// answered or has expired.
+	stepWindow = 10 * time.Second
 )
 
-var stepPattern = fmt.Sprintf("%.0fs@%d,%.0fs@%d,%.0fs@%d", stepHighFrom.Seconds(), stepLow,
-	(stepHighTo - stepHighFrom).Seconds(), stepHigh, (stepEnd - stepHighTo).Seconds(), stepLow)
+func stepPattern(high int) string {
+	return fmt.Sprintf("%.0fs@%d,%.0fs@%d,%.0fs@%d", stepHighFrom.Seconds(), stepLow,
+		(stepHighTo - stepHighFrom).Seconds(), high, (stepEnd - stepHighTo).Seconds(), stepLow)
+}
 
-// TestControllerAdaptsLocalPipelineToAStepLoad runs `ipa local --controller`
-// under a step load (low → high → low) from `ipa load`: the loop must move
-// to a configuration with more capacity during the high phase and return to
-// the low-load configuration after it, with every request accounted for.
-// Then it runs the same load against `ipa local` without the controller (the
-// spec's initial configuration throughout): once the controller's plan for
-// the high load is in place, it must meet the SLA for 99 % of the requests,
-// and beat the static configuration wherever that one misses.
+// TestControllerAdaptsLocalPipelineToAStepLoad runs the same step load
+// (low → high → low, from `ipa load`) against `ipa local` without the
+// controller (the spec's initial configuration throughout) and with it.
+// The high rate is derived from the capacities of the static and of an
+// adapted configuration measured first, in the same test. With the
+// controller, the loop must move to a configuration with more capacity
+// during the high phase, and back to the low-load one after, with every
+// request accounted for; its plan for the high phase must serve before the
+// last stepWindow of that phase (a new replica serves once the variant it
+// runs is loaded); and from one SLA after it serves to the end of the high
+// phase, the controller must miss the SLA for at most half as many of the
+// requests as the static configuration, overloaded by construction.
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
 	// The classify pipeline offering the four variants the plans move
-	// between: a new replica loads every offered variant before it serves
-	// (nine take ~27 s here, a minute on a loaded machine, longer than the
-	// high phase), and this test is about the loop, not about loading.
+	// between; the others would load in the background for a minute on a
+	// busy 2-core machine, competing with the load for the CPU.
 	spec := filepath.Join(dir, "classify.yaml")
 	if err := os.WriteFile(spec, []byte(`name: classify
 sla: 1s
@@ -175,17 +200,48 @@ stages:
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
+
+	// The static configuration: its capacity on this machine now, then
+	// the step load derived from it.
+	// Each is measured twice, alternately, so that both see the machine's
+	// load as it comes and goes; the process loads no variant in the
+	// background (--stage.preload active), which would take CPU from the
+	// measurement.
+	addr, stop := startLocal(t, bin, "--pipeline", spec, "--no-controller", "--stage.preload", "active")
+	var static, adapted float64
+	var took time.Duration
+	for range 2 {
+		static += capacity(t, addr, 2*time.Second) / 2
+		took = patchStage(t, addr, "classify", `{"variant":"shufflenet","replicas":2}`)
+		adapted += capacity(t, addr, 2*time.Second) / 2
+		patchStage(t, addr, "classify", `{"variant":"squeezenet","replicas":1}`)
+	}
+	high := min(int(stepOverload*static), int((static+adapted)/2), stepHighMax)
+	t.Logf("here the initial configuration serves %.0f/s, shufflenet ×2 %.0f/s (adding its replica took %s): the high phase sends %d/s (%s)",
+		static, adapted, took.Round(time.Millisecond), high, stepPattern(high))
+	if float64(high) < stepLeast*static {
+		t.Fatalf("on this machine now two replicas serve %.0f/s, one %.0f/s: no room to show what adaptation does", adapted, static)
+	}
+	off := runStepLoad(t, bin, addr, t.TempDir(), high)
+	staticAddr, stopStatic := addr, stop // idle until the end: the machine's speed after the runs
+
 	decisions := filepath.Join(dir, "decisions.jsonl")
-	addr, stop := startLocal(t, bin, "--pipeline", spec, "--controller.profile", "profiles/measured/classify.json",
+	addr, stop = startLocal(t, bin, "--pipeline", spec, "--controller.profile", "profiles/measured/classify.json",
 		"--controller.interval", stepControllerEvery.String(), "--controller.decision-log", decisions,
 		// The reactive predictor forgets the high phase after 10 s; the LSTM
 		// looks at the last 120 s, longer than this test's low tail.
 		"--controller.predictor", "reactive")
-	on := runStepLoad(t, bin, addr, dir)
+	waitLoaded(t, addr, "classify") // the other variants, loading in the background from the start
+	on := runStepLoad(t, bin, addr, dir, high)
+	stop()
+	staticAfter := capacity(t, staticAddr, 3*time.Second)
+	stopStatic()
+	t.Logf("the initial configuration served %.0f/s before the runs and %.0f/s after them", static, staticAfter)
 	type decision struct {
 		Time      time.Time `json:"time"`
 		Predicted float64   `json:"predicted_rps"`
 		ApplySec  float64   `json:"apply_seconds"`
+		Expected  float64   `json:"expected_seconds"`
 		Plan      *struct {
 			Throughput float64 `json:"throughput"`
 			Cost       int     `json:"cost_cores"`
@@ -210,29 +266,30 @@ stages:
 			ds = append(ds, d)
 		}
 	}
-	// At a 2 s interval a 60 s run has about 30; loading a new replica's
-	// sessions blocks the loop for seconds on a busy machine (23 s seen).
-	if len(ds) < 12 {
+	// At a 2 s interval a 60 s run has about 30 decisions; a scale-up
+	// holds the loop for as long as the new replica loads the one variant
+	// it runs.
+	if len(ds) < 20 {
 		t.Fatalf("%d decisions with a plan in a %s run at a %s interval", len(ds), stepEnd, stepControllerEvery)
 	}
 	key := func(d decision) string {
 		s := d.Plan.Stages[0]
 		return fmt.Sprintf("%s×%d b%d", s.Variant, s.Replicas, s.Batch)
 	}
-	var low, high, last decision
+	var low, top, last decision
 	for _, d := range ds {
-		if d.Predicted > 30 && (high.Plan == nil || d.Plan.Throughput > high.Plan.Throughput) {
-			high = d
+		if d.Predicted > 30 && (top.Plan == nil || d.Plan.Throughput > top.Plan.Throughput) {
+			top = d
 		}
 	}
 	low, last = ds[1], ds[len(ds)-1]
-	t.Logf("%d decisions: low %s (%.0f/s), high %s (%.0f/s), last %s; load: %s", len(ds), key(low), low.Plan.Throughput, key(high), high.Plan.Throughput, key(last), on.out)
-	if high.Plan == nil || high.Plan.Throughput < 40 || key(high) == key(low) {
-		t.Fatalf("during the high phase the plan did not change to one with capacity ≥ 40/s: low %s, high %+v", key(low), high)
+	t.Logf("%d decisions: low %s (%.0f/s), high %s (%.0f/s), last %s; load: %s", len(ds), key(low), low.Plan.Throughput, key(top), top.Plan.Throughput, key(last), on.out)
+	if top.Plan == nil || top.Plan.Throughput < float64(high) || key(top) == key(low) {
+		t.Fatalf("during the high phase the plan did not change to one with capacity ≥ %d/s: low %s, high %+v", high, key(low), top)
 	}
-	if last.Plan.Throughput >= high.Plan.Throughput || last.Plan.Cost > low.Plan.Cost {
+	if last.Plan.Throughput >= top.Plan.Throughput || last.Plan.Cost > low.Plan.Cost {
 		t.Fatalf("after the high phase the plan is %s (%.0f/s, %d cores); the high phase had %s (%.0f/s), the low one %s (%d cores)",
-			key(last), last.Plan.Throughput, last.Plan.Cost, key(high), high.Plan.Throughput, key(low), low.Plan.Cost)
+			key(last), last.Plan.Throughput, last.Plan.Cost, key(top), top.Plan.Throughput, key(low), low.Plan.Cost)
 	}
 	// ipa report renders the run.
 	plots := filepath.Join(dir, "plots")
@@ -253,51 +310,149 @@ stages:
 		exec.Command("cp", "-r", plots, os.Getenv("IPA_KEEP_REPORT")).Run()
 	}
 
-	// The same load without the controller, after the first run has ended
-	// (two cores: the runs must not compete).
-	stop()
-	addr, _ = startLocal(t, bin, "--pipeline", spec, "--no-controller")
-	off := runStepLoad(t, bin, addr, t.TempDir())
-
-	// Compare the high phase from the moment the controller's plan for it
-	// was running: the first decision of the high phase whose plan has the
-	// capacity for the high rate, plus the time it took to apply (loading
-	// every variant on a new replica takes seconds, more on a busy machine).
-	// Until then the controller runs the low-load plan (resnet50, 12/s) and
-	// the comparison would only measure its reaction time, which the first
-	// attainment logged below includes.
-	from := time.Duration(-1)
+	// The controller's plan for the high phase serves from the first
+	// decision of the high phase whose plan has the capacity for the high
+	// rate, plus the time it took to apply (a new replica loads the
+	// variant it runs, then serves).
+	serves := time.Duration(-1)
 	for _, d := range ds {
-		if at := d.Time.Sub(on.Started); at >= stepHighFrom && at < stepHighTo && d.Plan.Throughput >= stepHigh {
-			from = at + time.Duration(d.ApplySec*float64(time.Second))
+		if at := d.Time.Sub(on.Started); at >= stepHighFrom && at < stepHighTo && d.Plan.Throughput >= float64(high) {
+			serves = at + time.Duration(d.ApplySec*float64(time.Second))
+			t.Logf("the plan for %d/s (%s) was decided %s into the high phase and served %.2fs later (expected %.2fs)",
+				high, key(d), (at - stepHighFrom).Round(time.Millisecond), d.ApplySec, d.Expected)
 			break
 		}
 	}
-	if from < 0 || stepHighTo-from < 8*time.Second {
-		t.Fatalf("the controller's plan for %d/s was not running before the last 8 s of the high phase (from %s, which ends at %s)",
-			stepHigh, from, stepHighTo)
+	if serves < 0 || stepHighTo-serves < stepWindow {
+		t.Fatalf("the controller's plan for %d/s was not serving before the last %s of the high phase (from %s, which ends at %s)",
+			high, stepWindow, serves, stepHighTo)
 	}
+	from := serves + stepSLA
 	onOKAll, onAll := attainment(on.reqs, stepSLA, stepHighFrom, stepHighTo)
 	offOKAll, offAll := attainment(off.reqs, stepSLA, stepHighFrom, stepHighTo)
 	onOK, onN := attainment(on.reqs, stepSLA, from, stepHighTo)
 	offOK, offN := attainment(off.reqs, stepSLA, from, stepHighTo)
 	t.Logf("SLA attainment over the requests sent at %d/s in [%s, %s): controller on %d/%d (%.1f%%), off %d/%d (%.1f%%); "+
 		"whole high phase [%s, %s): on %d/%d (%.1f%%), off %d/%d (%.1f%%); load without the controller: %s",
-		stepHigh, from.Round(time.Millisecond), stepHighTo, onOK, onN, percent(onOK, onN), offOK, offN, percent(offOK, offN),
+		high, from.Round(time.Millisecond), stepHighTo, onOK, onN, percent(onOK, onN), offOK, offN, percent(offOK, offN),
 		stepHighFrom, stepHighTo, onOKAll, onAll, percent(onOKAll, onAll), offOKAll, offAll, percent(offOKAll, offAll), off.out)
 	if onN == 0 || offN == 0 {
 		t.Fatalf("no requests sent in [%s, %s): on %d, off %d", from, stepHighTo, onN, offN)
 	}
-	// Whether one replica of the initial configuration carries the high
-	// rate depends on the machine (it does on a quiet one since the stage
-	// runs unloaded requests inline). So the controller's plan must meet
-	// the SLA for 99 % of the requests, and where the static configuration
-	// misses that, it must beat it.
-	onPct, offPct := percent(onOK, onN), percent(offOK, offN)
-	if onPct < 99 || offPct < 99 && onPct <= offPct {
-		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) is below 99%% or does not beat the initial configuration's %d/%d (%.1f%%)",
-			onOK, onN, onPct, offOK, offN, offPct)
+	for at := stepHighFrom; at < stepEnd; at += 5 * time.Second {
+		onOK, onN := attainment(on.reqs, stepSLA, at, at+5*time.Second)
+		offOK, offN := attainment(off.reqs, stepSLA, at, at+5*time.Second)
+		t.Logf("requests sent in [%s, %s): on %d/%d, off %d/%d within the SLA", at, at+5*time.Second, onOK, onN, offOK, offN)
 	}
+	// The static configuration is overloaded by construction and the
+	// adapted one is not, so the controller must miss the SLA for at most
+	// half as many requests as the static configuration, where that one
+	// misses any. What each misses also depends on what else runs on the
+	// machine, which the two runs share only in part: the comparison, not
+	// a fixed attainment, is what holds on a busy machine (on a quiet one
+	// the controller meets the SLA for every request here).
+	onPct, offPct := percent(onOK, onN), percent(offOK, offN)
+	if offPct < 100 && 100-onPct > (100-offPct)/2 || onPct < offPct {
+		t.Fatalf("during the high phase the controller's SLA attainment %d/%d (%.1f%%) does not halve the misses of the initial configuration's %d/%d (%.1f%%); "+
+			"the initial configuration served %.0f/s before the runs, %.0f/s after them",
+			onOK, onN, onPct, offOK, offN, offPct, static, staticAfter)
+	}
+}
+
+// patchStage reconfigures a stage over the admin API and returns how long
+// the call took: until the new configuration serves.
+func patchStage(t *testing.T, addr, stage, body string) time.Duration {
+	t.Helper()
+	req, err := http.NewRequest("PATCH", "http://"+addr+"/admin/stages/"+stage, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(r.Body)
+	r.Body.Close()
+	if r.StatusCode != 200 {
+		t.Fatalf("PATCH %s: %d %s", body, r.StatusCode, b)
+	}
+	return time.Since(start)
+}
+
+// waitLoaded waits until the stage at addr loads nothing in the
+// background (its other variants), so that a measurement does not share
+// the CPU with the loading.
+func waitLoaded(t *testing.T, addr, stage string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		r, err := http.Get("http://" + addr + "/admin/stages/" + stage)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		if strings.Contains(string(b), `"loading":false`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stage %s still loading after 2 minutes: %s", stage, b)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// capacity measures the classify pipeline at addr: the requests per second
+// it answers within the SLA with 16 in flight (closed loop: each client
+// sends its next request when its last is answered), over d after a
+// warm-up of a second.
+func capacity(t *testing.T, addr string, d time.Duration) float64 {
+	t.Helper()
+	in := []models.Tensor{{Name: "data", DataType: models.FP32, Shape: []int64{1, 3, 224, 224}, Data: make([]byte, 3*224*224*4)}}
+	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in, BinaryOutputs: true}, true)
+	url := "http://" + addr + "/v2/models/classify/infer"
+	var ok atomic.Int64
+	var counting atomic.Bool
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	client := &http.Client{Timeout: 10 * time.Second}
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", url, bytes.NewReader(body))
+				req.Header.Set(v2codec.HeaderJSONLength, strconv.Itoa(jsonLen))
+				start := time.Now()
+				r, err := client.Do(req)
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, r.Body)
+				r.Body.Close()
+				if r.StatusCode == 200 && time.Since(start) <= stepSLA && counting.Load() {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(time.Second)
+	counting.Store(true)
+	time.Sleep(d)
+	counting.Store(false)
+	close(stop)
+	wg.Wait()
+	c := float64(ok.Load()) / d.Seconds()
+	if c < 1 {
+		t.Fatalf("the pipeline at %s answered %d requests in %s", addr, ok.Load(), d)
+	}
+	return c
 }
 
 // stepRun is one run of the step load: ipa load's report and records.
@@ -308,9 +463,9 @@ type stepRun struct {
 	reqs                             []report.Request
 }
 
-// runStepLoad sends stepPattern to the classify pipeline at addr with
+// runStepLoad sends stepPattern(high) to the classify pipeline at addr with
 // `ipa load`, writes its report and records in dir and reads them back.
-func runStepLoad(t *testing.T, bin, addr, dir string) stepRun {
+func runStepLoad(t *testing.T, bin, addr, dir string, high int) stepRun {
 	t.Helper()
 	run := stepRun{report: filepath.Join(dir, "report.json"), records: filepath.Join(dir, "records.jsonl")}
 	// A random data tensor rather than an image: the router would spend about
@@ -318,7 +473,7 @@ func runStepLoad(t *testing.T, bin, addr, dir string) stepRun {
 	// than the model does; profiles do not count it), so at these rates both
 	// runs would be bound by the router on two cores, not by the stage.
 	out, err := exec.Command(bin, "load", "--url", "http://"+addr+"/v2/models/classify/infer", "--pattern", "step",
-		"--steps", stepPattern, "--arrivals", "burst", "--tensor", "data:FP32:1x3x224x224", "--sla", stepSLA.String(), "--report", run.report,
+		"--steps", stepPattern(high), "--arrivals", "burst", "--tensor", "data:FP32:1x3x224x224", "--sla", stepSLA.String(), "--report", run.report,
 		"--records", run.records, "--no-progress").CombinedOutput()
 	run.out = string(out)
 	if err != nil {

@@ -153,6 +153,12 @@ type Decision struct {
 	// (the plan then used the corrections as they were).
 	Corrections     []StageCorrection `json:"corrections,omitempty"`
 	CorrectionError string            `json:"correction_error,omitempty"`
+	// Expected is how long the changes should take until the new capacity
+	// serves: the sum of the changes' (they are applied one after another).
+	// ExpectedEstimated lists the stage/variant pairs whose load time the
+	// profile lacks (load_seconds), estimated from the memory model.
+	Expected          float64  `json:"expected_seconds,omitempty"`
+	ExpectedEstimated []string `json:"expected_estimated,omitempty"`
 }
 
 // Change is one stage whose configuration the loop changed.
@@ -162,6 +168,8 @@ type Change struct {
 	To    models.StageConfig `json:"to"`
 	// Seconds is how long the actuator took to apply the change.
 	Seconds float64 `json:"seconds"`
+	// Expected is how long it should take by the profile (see expected).
+	Expected float64 `json:"expected_seconds,omitempty"`
 }
 
 // Controller runs the loop. It is safe for concurrent use; Run must be
@@ -320,14 +328,23 @@ func (c *Controller) Step(ctx context.Context) Decision {
 		if i < len(current) && (d.Kept != "" || sameConfig(current[i], to)) {
 			continue // a kept configuration is kept as it runs, max wait included
 		}
+		ch := Change{Stage: sp.Stage, To: to}
+		if i < len(current) {
+			ch.From = current[i]
+		}
+		var estimated bool
+		ch.Expected, estimated = c.expected(i, ch.From, to)
+		d.Expected += ch.Expected
+		if estimated {
+			d.ExpectedEstimated = append(d.ExpectedEstimated, sp.Stage+"/"+to.Variant)
+		}
 		t0 := c.clock.Now()
 		if err := c.act.Apply(ctx, i, to); err != nil {
 			d.Error = fmt.Sprintf("cannot apply %s to stage %q: %v", fmtConfig(to), sp.Stage, err)
 			break
 		}
-		ch := Change{Stage: sp.Stage, To: to, Seconds: c.clock.Now().Sub(t0).Seconds()}
+		ch.Seconds = c.clock.Now().Sub(t0).Seconds()
 		if i < len(current) {
-			ch.From = current[i]
 			d.Applied[i] = to
 		}
 		d.Changes = append(d.Changes, ch)
@@ -361,6 +378,26 @@ func (c *Controller) correct(ctx context.Context, d *Decision) *profiles.Profile
 		}
 	}
 	return c.corr.Profile(now)
+}
+
+// expected returns how long changing stage i from one configuration to
+// another should take until the new capacity serves: the new replicas (all
+// of them for other cores) load the session of the variant they run, one
+// after another, for the profile's load_seconds each (estimated from the
+// memory model where the profile lacks it: estimated). A variant switch
+// and batching changes take no loading: the stages preload every variant
+// by default (--stage.preload all).
+func (c *Controller) expected(i int, from, to models.StageConfig) (seconds float64, estimated bool) {
+	added := max(to.Replicas-from.Replicas, 0)
+	if to.Cores != from.Cores {
+		added = to.Replicas
+	}
+	if added == 0 || c.problem.Profiles == nil || i >= len(c.problem.Stages) {
+		return 0, false
+	}
+	st := c.problem.Stages[i]
+	per, estimated := c.problem.Profiles.LoadTime(cmp.Or(st.Profile, st.Name), to.Variant, profiles.MeasuredMemory())
+	return float64(added) * per, estimated
 }
 
 // reserve rounds need (cores) to a whole reservation with hysteresis around
@@ -437,6 +474,9 @@ func (c *Controller) record(d *Decision) {
 		}
 	}
 	args := []any{"observed_rps", d.Observed, "predicted_rps", d.Predicted, "changes", len(d.Changes), "fallback", d.Fallback, "err", d.Error}
+	if d.Expected > 0 {
+		args = append(args, "expected_seconds", d.Expected, "apply_seconds", d.ApplySec)
+	}
 	if len(d.Corrections) > 0 {
 		args = append(args, "correction", fmtCorrections(d.Corrections))
 	}

@@ -278,3 +278,43 @@ func TestControllerKeepsARunningConfigurationThatStillMeetsTheLoad(t *testing.T)
 		t.Fatalf("at 150/s: kept %q, changes %v; resnet50 ×1 cannot carry it", d.Kept, d.Changes)
 	}
 }
+
+// A decision that adds replicas says how long the new capacity should take
+// to serve: the added replicas × the profile's load_seconds of the variant
+// they run; a profile without load_seconds is estimated from the memory
+// model, and the decision says so.
+func TestDecisionExpectsTheLoadTimeOfTheReplicasItAdds(t *testing.T) {
+	for _, measured := range []bool{true, false} {
+		obs := &fakeObserver{rate: 5}
+		act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+		c := newTestController(t, obs, act, nil)
+		prof := c.problem.Profiles
+		for i := range prof.Stages[0].Variants {
+			v := &prof.Stages[0].Variants[i]
+			v.LoadSeconds = 0
+			if measured {
+				v.LoadSeconds = float64(i + 1)
+			}
+		}
+		c.Step(context.Background())
+		from := act.cfg[0]
+		obs.rate = 120
+		d := c.Step(context.Background())
+		if len(d.Changes) != 1 {
+			t.Fatalf("high load: changes %+v", d.Changes)
+		}
+		to := d.Changes[0].To
+		added := to.Replicas - from.Replicas
+		if to.Cores != from.Cores {
+			added = to.Replicas
+		}
+		per, estimated := prof.LoadTime("classify", to.Variant, profiles.MeasuredMemory())
+		if added < 1 || estimated == measured || d.Expected != float64(added)*per || d.Changes[0].Expected != d.Expected {
+			t.Fatalf("measured %v: %+v → %+v expects %gs (change %gs, estimated %v); want %d × %gs",
+				measured, from, to, d.Expected, d.Changes[0].Expected, d.ExpectedEstimated, added, per)
+		}
+		if want := !measured; (len(d.ExpectedEstimated) == 1) != want {
+			t.Fatalf("measured %v: expected_estimated %v", measured, d.ExpectedEstimated)
+		}
+	}
+}

@@ -29,6 +29,7 @@
 //	    "name": "classify",                // a stage of the model repository
 //	    "variants": [{
 //	      "name": "resnet18",
+//	      "load_seconds": 0.4,             // opening one session (optional; ipa profile --load-only)
 //	      "configs": [{
 //	        "cores": 1,                    // intra-op threads of one replica
 //	        "points": [{
@@ -47,6 +48,11 @@
 // model_latencies, which exclude the batcher's wait). Throughput is measured
 // closed loop, so it is the replica's capacity, not the offered load (IPA's
 // profiles were capped at the profiling load, IPA.md §6 item 6).
+//
+// load_seconds is how long opening one session of the variant took (one
+// thread): what a new replica running it needs before it serves. Files
+// written before it existed lack it; Profile.LoadTime then estimates it
+// from the memory model and says so.
 //
 // Names follow models.ValidName. Within a file, stage, variant, cores and
 // batch values are unique at their level; p99 >= p50 > 0 and throughput > 0.

@@ -59,8 +59,12 @@ type StageProfile struct {
 
 // VariantProfile holds one variant's measurements per cores per replica.
 type VariantProfile struct {
-	Name    string   `json:"name"`
-	Configs []Config `json:"configs"`
+	Name string `json:"name"`
+	// LoadSeconds is how long opening one session of the variant took: the
+	// time a new replica running it needs before it serves (0: not
+	// measured; LoadTime estimates it).
+	LoadSeconds float64  `json:"load_seconds,omitempty"`
+	Configs     []Config `json:"configs"`
 }
 
 // Config holds the points measured with Cores intra-op threads per replica.
@@ -172,6 +176,9 @@ func (p *Profile) Validate() error {
 				return fmt.Errorf("stage %q: variant %q appears twice", s.Name, v.Name)
 			}
 			variants[v.Name] = true
+			if bad(v.LoadSeconds) || v.LoadSeconds > 3600 {
+				return fmt.Errorf("stage %q variant %q: load_seconds %v must be in [0, 3600]", s.Name, v.Name, v.LoadSeconds)
+			}
 			if len(v.Configs) == 0 {
 				return fmt.Errorf("stage %q variant %q has no configs", s.Name, v.Name)
 			}

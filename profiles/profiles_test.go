@@ -231,3 +231,39 @@ func TestShippedProfilesLoad(t *testing.T) {
 		}
 	}
 }
+
+// LoadTime answers load_seconds where the profile has it and an estimate
+// from the memory model (marked) where it does not; a file with a bad
+// load_seconds is refused, and an old file without any still loads.
+func TestLoadTimeIsMeasuredOrEstimatedAndSaysWhich(t *testing.T) {
+	p := &Profile{Version: 1, Stages: []StageProfile{{Name: "s", Variants: []VariantProfile{
+		{Name: "a", LoadSeconds: 1.5, Configs: []Config{{Cores: 1, Points: []Point{{Batch: 1, LatencyP50: 0.01, LatencyP99: 0.01, Throughput: 100}}}}},
+		{Name: "b", Configs: []Config{{Cores: 1, Points: []Point{{Batch: 1, LatencyP50: 0.01, LatencyP99: 0.01, Throughput: 100}}}}},
+	}}}}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	mem := &Memory{Version: 1, BaseBytes: 1, Stages: []StageMemory{{Name: "s", Variants: []VariantMemory{{Name: "b", SessionBytes: 200e6, MeasuredBatch: 1}}}}}
+	if s, est := p.LoadTime("s", "a", mem); s != 1.5 || est {
+		t.Fatalf("measured: %g %v", s, est)
+	}
+	if s, est := p.LoadTime("s", "b", mem); s != EstimatedLoadBase+2 || !est {
+		t.Fatalf("from the memory model: %g %v", s, est)
+	}
+	if s, est := p.LoadTime("s", "c", nil); s != UnmeasuredLoadSeconds || !est {
+		t.Fatalf("unknown: %g %v", s, est)
+	}
+	for _, bad := range []float64{-1, 3601} {
+		p.Stages[0].Variants[0].LoadSeconds = bad
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "load_seconds") {
+			t.Fatalf("load_seconds %g: %v", bad, err)
+		}
+	}
+	// The shipped profiles all load.
+	for _, name := range MeasuredNames() {
+		b, _ := Measured(name)
+		if _, err := Load(bytes.NewReader(b)); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+}

@@ -30,8 +30,10 @@
 //   - Reconfiguration: as dataplane.Stage.Reconfigure, replicas (or cores)
 //     are loaded first while the old ones serve, then variant, batching and
 //     the worker set switch at once, surplus workers finish their batch;
-//     the loading takes StartupDelay, a variant switch SwitchDelay. Changes
-//     to one stage are applied in order.
+//     the loading takes StartupDelay (or, with StartupFromProfile, the
+//     profile's load_seconds of the variant per new replica beyond
+//     StartupOverhead), a variant switch SwitchDelay. Changes to one stage
+//     are applied in order.
 //   - The router's glue (decode, resize) delays each request by GlueCost
 //     before its first stage, and the controller reserves cores for it as
 //     in ipa local (OverheadObserver).

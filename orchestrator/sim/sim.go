@@ -43,17 +43,27 @@ const (
 // ParseStartupDelay reads a start-up delay: local, kubernetes, or a
 // non-negative duration.
 func ParseStartupDelay(s string) (time.Duration, error) {
+	d, _, _, err := ParseStartup(s)
+	return d, err
+}
+
+// ParseStartup reads a start-up delay as Options takes it: local and
+// kubernetes take the sessions' load time from the profile where it has
+// load_seconds (fromProfile), beyond overhead (kubernetes: the pod's
+// start-up and probes, KubernetesStartupDelay − LocalStartupDelay), and
+// delay where it has not; a duration is the delay, always.
+func ParseStartup(s string) (delay, overhead time.Duration, fromProfile bool, err error) {
 	switch s {
 	case "local":
-		return LocalStartupDelay, nil
+		return LocalStartupDelay, 0, true, nil
 	case "kubernetes":
-		return KubernetesStartupDelay, nil
+		return KubernetesStartupDelay, KubernetesStartupDelay - LocalStartupDelay, true, nil
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("start-up delay %q: use local, kubernetes or a non-negative duration", s)
+		return 0, 0, false, fmt.Errorf("start-up delay %q: use local, kubernetes or a non-negative duration", s)
 	}
-	return d, nil
+	return d, 0, false, nil
 }
 
 // Epoch is the virtual time of a simulation's start unless Options.Start
@@ -147,6 +157,13 @@ type Options struct {
 	// StartupDelay is how long new replicas (or replicas with other
 	// cores) take to load; SwitchDelay how long a variant switch takes.
 	StartupDelay, SwitchDelay time.Duration
+	// StartupFromProfile takes the start-up from the profile the stages
+	// run with (TrueProfile, else the pipeline's) where it has the
+	// load_seconds of the variant the new replicas run: StartupOverhead
+	// plus one load per new replica, one after another, as
+	// dataplane.Stage.Reconfigure loads them; StartupDelay elsewhere.
+	StartupFromProfile bool
+	StartupOverhead    time.Duration
 	// MaxQueue is each stage's --batch.max-queue; MaxInflight the load
 	// generator's --max-inflight (0: the defaults).
 	MaxQueue, MaxInflight int
@@ -275,7 +292,7 @@ func newSim(opt Options) (*sim, error) {
 		return nil, errors.New("sim: no load")
 	case opt.SLA <= 0:
 		return nil, errors.New("sim: the SLA must be positive")
-	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0:
+	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.StartupOverhead < 0:
 		return nil, errors.New("sim: delays and glue cost must not be negative")
 	}
 	if opt.Slot <= 0 {

@@ -13,6 +13,7 @@ import (
 	"github.com/ipa-serving/ipa/orchestrator/predict"
 	"github.com/ipa-serving/ipa/orchestrator/sim"
 	"github.com/ipa-serving/ipa/orchestrator/sim/simtest"
+	"github.com/ipa-serving/ipa/profiles"
 )
 
 // classifyOptions is the classify pipeline under load with the LSTM and
@@ -236,4 +237,58 @@ func TestSimulateThreeSteps(t *testing.T) {
 		t.Fatalf("5/s at the end still runs %+v", last)
 	}
 	t.Logf("sent %d: succeeded %d, dropped %d %v; p99 %.3f s", rep.Sent, rep.Succeeded, rep.Dropped, rep.DroppedByReason, rep.Latency.P99)
+}
+
+// With StartupFromProfile, a scale-up lands after the profile's
+// load_seconds of the variant the new replicas run, once per new replica,
+// plus the overhead; without it, after StartupDelay.
+func TestScaleUpTakesTheProfilesLoadTime(t *testing.T) {
+	// firstStartup is how long the run's first reconfiguration that
+	// started replicas took to land.
+	firstStartup := func(opt sim.Options) float64 {
+		t.Helper()
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range res.Decisions {
+			for _, a := range d.Actions {
+				if a.Kind == "reconfigured" && a.Seconds > 0 {
+					return a.Seconds
+				}
+			}
+		}
+		t.Fatal("no replica started")
+		return 0
+	}
+	opt := classifyOptions(t, stepLoad(t), nil)
+	opt.Pipeline.Profiles = withLoadSeconds(t, opt, 3)
+	if got := firstStartup(opt); got != sim.LocalStartupDelay.Seconds() {
+		t.Fatalf("constant start-up: landed after %gs, want %gs", got, sim.LocalStartupDelay.Seconds())
+	}
+	// The run's first scale-up goes from 1 to 3 replicas: two loads.
+	opt.StartupFromProfile, opt.StartupOverhead = true, 500*time.Millisecond
+	if got := firstStartup(opt); got != 0.5+2*3 {
+		t.Fatalf("start-up from the profile: landed after %gs, want 0.5 s + 2 × 3 s", got)
+	}
+}
+
+// withLoadSeconds returns a copy of opt's profile whose variants load in
+// secs seconds.
+func withLoadSeconds(t *testing.T, opt sim.Options, secs float64) *profiles.Profile {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := opt.Pipeline.Profiles.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	p, err := profiles.Load(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range p.Stages {
+		for j := range p.Stages[i].Variants {
+			p.Stages[i].Variants[j].LoadSeconds = secs
+		}
+	}
+	return p
 }

@@ -179,8 +179,12 @@ func (st *stage) retire(reps []*replica) {
 func (st *stage) apply(cfg models.StageConfig) {
 	s := st.s
 	delay := time.Duration(0)
-	if cfg.Cores != st.target.Cores || cfg.Replicas > st.target.Replicas {
-		delay += s.opt.StartupDelay
+	added := max(cfg.Replicas-st.target.Replicas, 0)
+	if cfg.Cores != st.target.Cores {
+		added = cfg.Replicas
+	}
+	if added > 0 {
+		delay += st.startup(cfg.Variant, added)
 	}
 	if cfg.Variant != st.target.Variant {
 		delay += s.opt.SwitchDelay
@@ -214,6 +218,17 @@ func (st *stage) apply(cfg models.StageConfig) {
 			Seconds: (s.loop.now - asked).Seconds()})
 		st.dispatch()
 	})
+}
+
+// startup is how long n new replicas running variant take to serve.
+func (st *stage) startup(variant string, n int) time.Duration {
+	o := st.s.opt
+	if o.StartupFromProfile {
+		if v := st.s.svc.prof.Variant(st.profile, variant); v != nil && v.LoadSeconds > 0 {
+			return o.StartupOverhead + time.Duration(float64(n)*v.LoadSeconds*float64(time.Second))
+		}
+	}
+	return o.StartupDelay
 }
 
 // actuator is the controller's view of the simulated stages. Current is
