@@ -179,7 +179,7 @@ func (s *Stage) runInline(c *call) bool {
 			r.run.Unlock()
 			return true
 		}
-		s.runGroup(r, r.engines[cfg.Variant], r.group)
+		s.runGroup(r, r.engineFor(r.engines[cfg.Variant], r.group[0].in), r.group)
 		clear(r.group)
 		r.run.Unlock()
 		return true

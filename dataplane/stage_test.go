@@ -487,3 +487,59 @@ func TestReconfigureThatTheQueueCannotHoldIsRefusedAndChangesNothing(t *testing.
 	}
 	res.Release()
 }
+
+// TestQueuedRequestsMadeForTheOldVariantRunOnItAfterASwitch: variants of
+// different input shapes (OCR's det-640 and det-960). A request prepared
+// for the variant active when it arrived and still queued when the stage
+// switches runs on the variant it fits, instead of failing with 400; later
+// requests shaped for the new variant run on it.
+func TestQueuedRequestsMadeForTheOldVariantRunOnItAfterASwitch(t *testing.T) {
+	r := newFakeRig(true)
+	r.meta.Variants[1].Inputs = []models.TensorSpec{{Name: "x", DataType: models.FP32, Shape: []int64{-1, 3}}}
+	r.meta.Variants[1].Outputs = []models.TensorSpec{{Name: "y", DataType: models.FP32, Shape: []int64{-1, 3}}}
+	s := r.stage(t, models.StageConfig{Variant: "a", MaxBatch: 1, Replicas: 1, Cores: 1}, 64)
+	type answer struct {
+		variant string
+		err     error
+	}
+	three := func() []models.Tensor {
+		in := dataplanetest.Input(1, 2, 3, 4, 5, 6)
+		in[0].Shape = []int64{2, 3}
+		return in
+	}
+	ask := func(in []models.Tensor, out chan<- answer) {
+		res, err := s.Infer(context.Background(), in, time.Time{})
+		if err != nil {
+			out <- answer{err: err}
+			return
+		}
+		out <- answer{variant: res.Variant}
+		res.Release()
+	}
+	old := make(chan answer, 4)
+	for range 4 {
+		go ask(dataplanetest.Input(1, 2), old)
+	}
+	waitRunning(t, r, 1) // one runs (held at the gate), three are queued
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
+		if s.QueueLen() < 3 {
+			return fmt.Errorf("%d queued", s.QueueLen())
+		}
+		return nil
+	})
+	if _, err := s.Reconfigure(models.StageConfig{Variant: "b", MaxBatch: 1, Replicas: 1, Cores: 1}); err != nil {
+		t.Fatal(err)
+	}
+	newer := make(chan answer, 1)
+	go ask(three(), newer)
+	close(r.gate)
+	r.gate = nil
+	for range 4 {
+		if a := <-old; a.err != nil || a.variant != "a" {
+			t.Errorf("a request made for variant a, queued across the switch: %+v", a)
+		}
+	}
+	if a := <-newer; a.err != nil || a.variant != "b" {
+		t.Errorf("a request made for variant b after the switch: %+v", a)
+	}
+}

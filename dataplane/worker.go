@@ -59,7 +59,7 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 		// widths) cannot share a tensor: run each shape as its own group.
 		for len(live) > 0 {
 			n := partitionSameShape(live)
-			s.runGroup(r, eng, live[:n])
+			s.runGroup(r, r.engineFor(eng, live[0].in), live[:n])
 			live = live[n:]
 		}
 		clear(r.batch)
@@ -198,4 +198,33 @@ func (c *call) setOutputs(out []models.Tensor, row, rows int) {
 		shape[0] = int64(c.rows)
 		c.res.Outputs = append(c.res.Outputs, models.Tensor{Name: t.Name, DataType: t.DataType, Shape: shape, Data: c.outBuf[i]})
 	}
+}
+
+// engineFor returns eng if in fits its variant's inputs, else a loaded
+// variant of r's that in fits: a request the router prepared for the
+// variant that was active when it arrived (an OCR page resized for
+// det-640) and that was still queued when the stage switched to another
+// shape (det-960) runs on the variant it was made for, not refused. When
+// none fits, eng, which refuses it.
+func (r *replica) engineFor(eng mlrt.Engine, in []models.Tensor) mlrt.Engine {
+	if fits(eng.Variant(), in) {
+		return eng
+	}
+	for _, sl := range r.engines {
+		if sl.loaded() && fits(sl.v, in) {
+			return sl
+		}
+	}
+	return eng
+}
+
+// fits reports whether in matches v's input specs.
+func fits(v *models.Variant, in []models.Tensor) bool {
+	for _, t := range in {
+		spec, ok := v.Input(t.Name)
+		if !ok || spec.Check(t.DataType, t.Shape) != nil {
+			return false
+		}
+	}
+	return true
 }
