@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
 	"net"
 	"net/http"
@@ -101,10 +100,9 @@ func (rr realRunner) run(ctx context.Context, r experiment.RealRun) error {
 	}
 	defer out.Close()
 	ld := exec.CommandContext(ctx, rr.exe, loadArgs...)
-	ld.Stdout = out
-	ld.Stderr = io.Discard
+	ld.Stdout, ld.Stderr = out, out // its report and any error
 	if rr.progress {
-		ld.Stderr = os.Stderr
+		ld.Stderr = os.Stderr // its progress bar
 	}
 	rr.log("offering the load", "run", r.Name, "seconds", len(r.Load))
 	lerr := ld.Run()
