@@ -56,34 +56,11 @@ func speechLike(seconds float64, rng *rand.Rand) []int16 {
 // directly in ONNX Runtime on the raw files, chunk by chunk and window by
 // window (batch 1, Silero fed its own sr and zero state).
 func TestNewcomerServesAWakeWordPipeline(t *testing.T) {
-	raw, err := filepath.Abs(os.Getenv("IPA_RAW_DIR"))
-	if os.Getenv("IPA_RAW_DIR") == "" {
-		raw, err = filepath.Abs(".deps/raw")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(raw, "silero")); err != nil {
-		t.Fatalf("the audio models are required (run `make deps`): %v", err)
-	}
-	lib := os.Getenv("IPA_ORT_LIB")
-	if lib == "" {
-		lib = ".deps/lib/libonnxruntime.so.1"
-	}
-	if lib, err = filepath.Abs(lib); err != nil {
-		t.Fatal(err)
-	}
+	n, raw, lib := newNewcomer(t, "silero")
 	spec, err := os.ReadFile("examples/wakeword/wakeword.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &newcomer{t: t, dir: t.TempDir()}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "IPA_") {
-			n.env = append(n.env, kv)
-		}
-	}
-	n.env = append(n.env, "IPA_ORT_LIB="+lib)
 	silero := func(f string) string { return filepath.Join(raw, "silero", f) }
 	oww := func(f string) string { return filepath.Join(raw, "openwakeword", f) }
 

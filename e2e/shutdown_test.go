@@ -388,17 +388,7 @@ func TestSIGTERMOnTheRouterAnswersEveryRequest(t *testing.T) {
 	shots := sigtermUnderLoad(t, router, anglePath, body, jsonLen, rcmd, rexited, 1500*time.Millisecond, 0)
 	o := count(shots)
 	t.Logf("SIGTERM on ipa router (two stages) at %d req/s: %d requests: %v", shutdownRate, len(shots), o)
-	if n := o.connErrors(shots); n != 0 {
-		t.Errorf("%d requests saw a connection error without an answer", n)
-	}
-	for b := range o.bodies {
-		if !strings.HasPrefix(b, "503 ") || !strings.Contains(b, "server is shutting down") {
-			t.Errorf("answer %q: want only 503 server is shutting down", b)
-		}
-	}
-	if o.ok < shutdownRate || o.unavailable == 0 {
-		t.Errorf("want the load served, then 503s during the linger: %v", o)
-	}
+	checkServedThenRefused(t, o, shots)
 }
 
 // SIGTERM on `ipa local` (router and stages in one process): the same
@@ -416,17 +406,7 @@ func TestSIGTERMOnLocalAnswersEveryRequest(t *testing.T) {
 	shots := sigtermUnderLoad(t, addr, anglePath, body, jsonLen, cmd, exited, 1500*time.Millisecond, 0)
 	o := count(shots)
 	t.Logf("SIGTERM on ipa local at %d req/s: %d requests: %v", shutdownRate, len(shots), o)
-	if n := o.connErrors(shots); n != 0 {
-		t.Errorf("%d requests saw a connection error without an answer", n)
-	}
-	for b := range o.bodies {
-		if !strings.HasPrefix(b, "503 ") || !strings.Contains(b, "server is shutting down") {
-			t.Errorf("answer %q: want only 503 server is shutting down", b)
-		}
-	}
-	if o.ok < shutdownRate || o.unavailable == 0 {
-		t.Errorf("want the load served, then 503s during the linger: %v", o)
-	}
+	checkServedThenRefused(t, o, shots)
 	if log := readLog(t, logFile); !strings.Contains(log, "stage stopped") {
 		t.Errorf("the stages did not stop")
 	}
@@ -489,4 +469,22 @@ func status(t *testing.T, url string) int {
 // fire1 sends one request.
 func fire1(t *testing.T, addr string, body []byte, jsonLen int) shot {
 	return doShot(shotClient(addr), addr, anglePath, body, jsonLen)
+}
+
+// checkServedThenRefused checks a drain seen by the client: no connection
+// error without an answer, the load served, then only 503 "server is
+// shutting down" during the linger.
+func checkServedThenRefused(t *testing.T, o outcomes, shots []shot) {
+	t.Helper()
+	if n := o.connErrors(shots); n != 0 {
+		t.Errorf("%d requests saw a connection error without an answer", n)
+	}
+	for b := range o.bodies {
+		if !strings.HasPrefix(b, "503 ") || !strings.Contains(b, "server is shutting down") {
+			t.Errorf("answer %q: want only 503 server is shutting down", b)
+		}
+	}
+	if o.ok < shutdownRate || o.unavailable == 0 {
+		t.Errorf("want the load served, then 503s during the linger: %v", o)
+	}
 }

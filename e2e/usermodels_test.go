@@ -30,6 +30,39 @@ type newcomer struct {
 	env []string
 }
 
+// newNewcomer returns a newcomer in a fresh directory whose environment
+// has no IPA_ variable but the ONNX Runtime library (no built-in
+// repository: the user's is all there is), and the raw model directory,
+// which must hold need (run `make deps`), and the library's path.
+func newNewcomer(t *testing.T, need string) (n *newcomer, raw, lib string) {
+	t.Helper()
+	raw, err := filepath.Abs(os.Getenv("IPA_RAW_DIR"))
+	if os.Getenv("IPA_RAW_DIR") == "" {
+		raw, err = filepath.Abs(".deps/raw")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(raw, need)); err != nil {
+		t.Fatalf("raw models are required (run `make deps`): %v", err)
+	}
+	lib = os.Getenv("IPA_ORT_LIB")
+	if lib == "" {
+		lib = ".deps/lib/libonnxruntime.so.1"
+	}
+	if lib, err = filepath.Abs(lib); err != nil {
+		t.Fatal(err)
+	}
+	n = &newcomer{t: t, dir: t.TempDir()}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "IPA_") {
+			n.env = append(n.env, kv)
+		}
+	}
+	n.env = append(n.env, "IPA_ORT_LIB="+lib)
+	return n, raw, lib
+}
+
 func (n *newcomer) cmd(args ...string) *exec.Cmd {
 	c := exec.Command(ipaBin, args...)
 	c.Dir, c.Env = n.dir, n.env
@@ -76,36 +109,11 @@ func (n *newcomer) refused(want string, args ...string) {
 // local` serves it with the controller on, and the answers match direct
 // ONNX Runtime runs of the raw files; `ipa manifests` renders it.
 func TestNewcomerServesTheirOwnModels(t *testing.T) {
-	raw, err := filepath.Abs(os.Getenv("IPA_RAW_DIR"))
-	if os.Getenv("IPA_RAW_DIR") == "" {
-		raw, err = filepath.Abs(".deps/raw")
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(raw, "blazeface")); err != nil {
-		t.Fatalf("raw models are required (run `make deps`): %v", err)
-	}
-	lib := os.Getenv("IPA_ORT_LIB")
-	if lib == "" {
-		lib = ".deps/lib/libonnxruntime.so.1"
-	}
-	if lib, err = filepath.Abs(lib); err != nil {
-		t.Fatal(err)
-	}
+	n, raw, lib := newNewcomer(t, "blazeface")
 	frame, err := filepath.Abs("dataplane/glue/testdata/video-001.png")
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := &newcomer{t: t, dir: t.TempDir()}
-	// Only the ONNX Runtime library comes from the environment: no
-	// built-in repository, so the user's is all there is.
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "IPA_") {
-			n.env = append(n.env, kv)
-		}
-	}
-	n.env = append(n.env, "IPA_ORT_LIB="+lib)
 	face := func(f string) string { return filepath.Join(raw, "blazeface", f) }
 	light := func(f string) string { return filepath.Join(raw, "imagenet", f) }
 
