@@ -19,9 +19,9 @@ import (
 //     page fault storm) do not move the prediction: the batches queued
 //     ahead count at their mean without the largest sample, the rest of
 //     running ones at the median, the request's own batch at the 90th
-//     percentile (of 16
-//     samples, the second largest), which the worker also requires of a
-//     batch before computing it, so that what is computed is rarely late.
+//     percentile (of 16 samples, the second largest) or the newest sample
+//     if longer, which the worker also requires of a batch before
+//     computing it, so that what is computed is rarely late.
 //     Sizes without samples are interpolated from those that have them.
 //   - Samples older than the window are forgotten: a stage that was slow a
 //     minute ago and idle since starts over.
@@ -155,8 +155,10 @@ type Ahead struct {
 type Prediction struct {
 	// Wait is until a replica starts the request's batch: the rest of the
 	// batches running (at their median) and the batches queued ahead (at
-	// their mean without the largest sample), spread over the replicas. Service is that batch's own run at the
-	// 90th percentile, what the worker will require of it (Late).
+	// their mean without the largest sample), spread over the replicas.
+	// Service is that batch's own run at its bound (the 90th percentile,
+	// or the newest sample if longer), what the worker will require of it
+	// (Late).
 	Wait, Service time.Duration
 }
 
@@ -220,7 +222,8 @@ func (e *Estimator[K]) Predict(k K, a Ahead) (Prediction, bool) {
 }
 
 // Late reports whether a batch of rows that starts now on k would end after
-// left, by the 90th percentile of the recent service times of such batches:
+// left, by the bound of the recent service times of such batches (their
+// 90th percentile, or the newest if longer):
 // the worker's check on the batch it holds, so that what it computes is
 // rarely late (at the median, half the batches that just fit would be).
 // Without evidence it reports false.
@@ -231,8 +234,9 @@ func (e *Estimator[K]) Late(k K, rows int, left time.Duration) bool {
 	return ok && t > left
 }
 
-// Service returns the median and the 90th percentile of the recent service
-// times of batches of rows on k (see Late), and false when there is no
+// Service returns the median and the bound (the 90th percentile, or the
+// newest if longer) of the recent service times of batches of rows on k
+// (see Late), and false when there is no
 // evidence for them.
 func (e *Estimator[K]) Service(k K, rows int) (typical, bound time.Duration, ok bool) {
 	e.mu.Lock()
@@ -425,7 +429,12 @@ const (
 	// high: the 90th percentile (of 16 samples, the second largest), how
 	// long it takes unless a stall hits; a batch must fit the time left at
 	// it to be computed, so that what is computed is rarely late, while
-	// one stall in the window does not move it.
+	// one stall in the window does not move it for long: it counts only
+	// while it is the newest sample. The newest sample counts when it is
+	// longer, because a slowdown that lasts (other work taking the cores)
+	// shows first there: by the 90th percentile alone the batches of the
+	// next second would each be computed late (CI saw that: 6 answers of
+	// 385 computed 1–15 ms after a 1 s deadline).
 	high
 )
 
@@ -455,7 +464,11 @@ func (e *Estimator[K]) quantileLocked(c *serviceTimes, rows int, now time.Durati
 	}
 	switch {
 	case q == high:
-		return buf[(9*n+9)/10-1], true // nearest rank: ⌈0.9·n⌉
+		// nearest rank ⌈0.9·n⌉, or the newest sample when it is longer:
+		// the stage is as slow as its last batch now (another process took
+		// the cores), which the older samples will say only batches later
+		newest := s.d[(s.next+estimatorSamples-1)%estimatorSamples]
+		return max(buf[(9*n+9)/10-1], newest), true
 	case q == mean && n > 1:
 		var sum time.Duration
 		for _, d := range buf[:n-1] {

@@ -239,6 +239,31 @@ func TestEstimatorLate(t *testing.T) {
 	}
 }
 
+// A slowdown that lasts shows first in the newest sample: the bound follows
+// it at once, and drops back when the next batch is fast again, so one
+// stall holds it for one batch only.
+func TestEstimatorBoundFollowsTheNewestSample(t *testing.T) {
+	c := newFakeClock()
+	e := NewEstimator[string](c, time.Hour)
+	for range estimatorSamples {
+		ran(e, c, "a", 4, 40*ms)
+	}
+	ran(e, c, "a", 4, 55*ms)
+	if typical, bound, _ := e.Service("a", 4); typical != 40*ms || bound != 55*ms {
+		t.Errorf("after a 55 ms batch: median %s, bound %s; want 40ms, 55ms", typical, bound)
+	}
+	if !e.Late("a", 4, 50*ms) {
+		t.Error("50 ms left after a 55 ms batch: want late")
+	}
+	if v, p := e.Decide("a", Ahead{Rows: 4, Size: 1, MaxBatch: 4, Replicas: 1}, time.Second); v != Admit || p.Service != 55*ms {
+		t.Errorf("decide: %v %+v, want admit with its own batch at 55 ms", v, p)
+	}
+	ran(e, c, "a", 4, 40*ms)
+	if _, bound, _ := e.Service("a", 4); bound != 40*ms {
+		t.Errorf("after the stall and one 40 ms batch: bound %s, want 40ms (one stall in 16)", bound)
+	}
+}
+
 // startAfter against the dumb reference: hand each batch to the replica
 // that frees first, with a heap.
 func TestStartAfterMatchesGreedyHandout(t *testing.T) {

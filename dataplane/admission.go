@@ -125,7 +125,7 @@ func (s *Stage) predictedWait() float64 {
 
 // dropLate answers 504 the calls of live, a batch of rows a worker is about
 // to run on key at now, whose deadline would pass before the batch ended at
-// the 90th percentile of recent such batches (batcher.Estimator.Late); it
+// the bound of recent such batches (batcher.Estimator.Late); it
 // returns the rest, in order, in live's array.
 func (s *Stage) dropLate(key estKey, live []*call, now time.Time) []*call {
 	rows, deadlines := 0, false
