@@ -28,6 +28,7 @@ type ExperimentCmd struct {
 	Parallel int       `help:"Runs at once (0: GOMAXPROCS)."`
 	Format   string    `default:"svg" enum:"svg,png" help:"Format of the figures: ${enum}."`
 	Progress bool      `default:"true" negatable:"" help:"Show a progress bar on a terminal."`
+	Reuse    bool      `name:"reuse-real" help:"Modes real and fidelity: take the real runs already under --out (each run's decisions.jsonl, records.jsonl and load-report.json, for the same window and SLA) instead of running them again; the simulated runs and the comparison are made anew (to calibrate the simulator against runs that took minutes)."`
 }
 
 // Run runs the matrix and writes everything.
@@ -90,6 +91,7 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		}
 		// A real run shows ipa load's own bar; the runs' bar would cut it.
 		env.Real = realRunner{exe: exe, models: models, progress: tty, log: log.Info}.run
+		env.ReuseReal = c.Reuse
 		if f.Mode == "fidelity" {
 			total *= 2
 		}

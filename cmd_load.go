@@ -47,7 +47,7 @@ type LoadPattern struct {
 	Steps     string        `placeholder:"DUR@RATE,…" help:"Step pattern (--pattern step): DURATION@RATE steps, e.g. 10s@5,20s@40,10s@5."`
 	Trace     string        `placeholder:"FILE" type:"path" help:"Per-second trace (--pattern trace): text, or the .tbz2 it ships in (default: the Twitter trace of the paper, built in)."`
 	Start     int           `default:"1301160" help:"First second of the trace window (default: the paper's bursty window, 1301160-1302360)."`
-	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; -1: the end of the trace."`
+	End       int           `default:"1302360" help:"End second (exclusive) of the trace window; --end=-1: the end of the trace."`
 	Damping   float64       `default:"8" help:"Divide each trace count by this and truncate, as the paper did (it used 8)."`
 	TimeScale float64       `name:"time-scale" default:"1" help:"Seconds one trace second lasts (--pattern trace): 0.5 replays the window twice as fast, at twice the rate."`
 	Arrivals  string        `default:"poisson" enum:"poisson,burst,exponential,equal" help:"Arrivals within each second: poisson (a Poisson process at the second's rate: requests spread over it, their number per second varies), burst (IPA's tester: exactly the second's count at independent exponential offsets from its start, so at 375/s 99 % leave in its first 13 ms; 'exponential' is its old name) or equal (evenly spaced)."`

@@ -6,6 +6,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,10 +229,10 @@ func TestFidelityPlumbing(t *testing.T) {
 				return err
 			}
 			var log bytes.Buffer
-			res, err := sim.Run(ctx, sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
+			res, err := sim.Run(ctx, startup.options(sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
 				Adapt: &sim.Adaptation{Config: r.Loop, Problem: problem, Solver: env.Solvers[r.Solver], Predictor: pred,
 					Off: r.Baseline == optimizer.Fixed},
-				StartupDelay: startup, Decisions: &log})
+				Decisions: &log}))
 			if err != nil {
 				return err
 			}
@@ -239,7 +241,8 @@ func TestFidelityPlumbing(t *testing.T) {
 			}
 			return writeRun(r.Dir, res, log.Bytes())
 		}
-		runs, err := Execute(context.Background(), f, env, t.TempDir())
+		dir := t.TempDir()
+		runs, err := Execute(context.Background(), f, env, dir)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,5 +263,64 @@ func TestFidelityPlumbing(t *testing.T) {
 				t.Errorf("a machine twice as slow is not reported: %+v", r)
 			}
 		}
+		// --reuse-real: the real runs read back, none run again, the same
+		// comparison; a file whose windows differ cannot reuse them.
+		env.Real, env.ReuseReal = nil, true
+		again, err := Execute(context.Background(), f, env, dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows2, err := Compare(again, f.Fidelity); err != nil || !reflect.DeepEqual(rows, rows2) {
+			t.Errorf("reusing the real runs: %v\n%+v\nwant\n%+v", err, rows2, rows)
+		}
+		f2 := *f
+		f2.Windows = slices.Clone(f.Windows)
+		f2.Windows[1].Rate *= 3 // flat
+		_, err = Execute(context.Background(), &f2, env, dir)
+		if err == nil || !strings.Contains(err.Error(), "cannot reuse the real run") {
+			t.Errorf("reusing real runs of another window: %v, want cannot reuse", err)
+		}
+	}
+}
+
+// TestRunnerStartsReplicasAsTheProfileSays: with startup_delay local, a
+// simulated run loads new replicas for the load_seconds of the profile, as
+// ipa simulate does (not the 5.2 s fallback, which the profiles' lazy loading
+// made 2–10 times too long); with a duration, for that long.
+func TestRunnerStartsReplicasAsTheProfileSays(t *testing.T) {
+	const file = `
+name: startup
+seed: 3
+core_capacity: 8
+pipelines:
+  - name: classify
+windows:
+  - name: step
+    steps: 30s@4,90s@300
+systems: [fa2-low]
+`
+	env := testEnv(t)
+	latencies := func(startup string) []time.Duration {
+		t.Helper()
+		f, err := Parse(strings.NewReader(file + "startup_delay: " + startup + "\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		runs, err := Execute(context.Background(), f, env, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []time.Duration
+		for _, r := range runs[0].Sim.Load.Records {
+			out = append(out, r.Latency)
+		}
+		return out
+	}
+	local, fallback, slow := latencies("local"), latencies(sim.LocalStartupDelay.String()), latencies("30s")
+	if slices.Equal(local, fallback) {
+		t.Error("startup_delay local ran like the 5.2 s fallback: the profile's load_seconds were not used")
+	}
+	if slices.Equal(fallback, slow) {
+		t.Fatal("a 5.2 s and a 30 s start-up gave the same run: the window starts no replica, so it tests nothing")
 	}
 }

@@ -61,7 +61,7 @@ const (
 // runReal carries one job out on this machine through real and reads back
 // what it wrote.
 func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j job,
-	real func(context.Context, RealRun) error, out string) (*Run, error) {
+	env Env, out string) (*Run, error) {
 	window := f.Windows[j.window].Name
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, window, j.system.Name)
 	if ref.Body == "" {
@@ -72,6 +72,17 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	dir := filepath.Join(out, "runs", pipe.Name, window, fileName(j.system.Name))
+	start := time.Now()
+	if env.ReuseReal {
+		ds, reqs, loadStart, sla, err := ReadRun(dir)
+		if err == nil {
+			err = sameRun(reqs, sla, pipe.SLA, j.load)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: cannot reuse the real run in %s: %w", name, dir, err)
+		}
+		return realResult(f, pipe, j, window, dir, ds, reqs, loadStart, sla, start)
+	}
 	if err := os.RemoveAll(dir); err != nil {
 		return nil, err
 	}
@@ -85,14 +96,37 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	for _, s := range pipe.Steps {
 		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
 	}
-	start := time.Now()
-	if err := real(ctx, rr); err != nil {
+	if err := env.Real(ctx, rr); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	ds, reqs, loadStart, sla, err := ReadRun(dir)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	return realResult(f, pipe, j, window, dir, ds, reqs, loadStart, sla, start)
+}
+
+// sameRun checks that a real run read back is one of the load: the same SLA,
+// and about as many requests as the window holds (a Poisson count within
+// 10 % of its mean, or 20 requests for small ones).
+func sameRun(reqs []report.Request, sla, want time.Duration, load loadgen.Counts) error {
+	if sla != want {
+		return fmt.Errorf("its SLA is %s, the pipeline's %s", sla, want)
+	}
+	var mean float64
+	for _, n := range load {
+		mean += n
+	}
+	if d := float64(len(reqs)) - mean; d > max(0.1*mean, 20) || d < -max(0.1*mean, 20) {
+		return fmt.Errorf("it sent %d requests, the window about %.0f: another window or damping", len(reqs), mean)
+	}
+	return nil
+}
+
+// realResult summarises a real run read back from dir.
+func realResult(f *File, pipe sim.Pipeline, j job, window, dir string, ds []orchestrator.Decision, reqs []report.Request,
+	loadStart time.Time, sla time.Duration, start time.Time) (*Run, error) {
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, window, j.system.Name)
 	// The controller starts with ipa local, before the load: its
 	// decisions before the load's first second (and after its end) are
 	// not part of the run the simulator replays.

@@ -43,6 +43,12 @@ type Env struct {
 	// local serving the pipeline as the run says, ipa load offering the
 	// load, both writing into the run's directory (see RealRun).
 	Real func(ctx context.Context, r RealRun) error
+	// ReuseReal takes the real runs already in the output directory, when
+	// a run's directory holds its decision log, records and load report
+	// for the same window and SLA, instead of running them again (mode
+	// fidelity: the simulated side runs anew, to calibrate the simulator
+	// against runs that took 20 minutes each).
+	ReuseReal bool
 }
 
 // Run is the result of one pipeline × window × system.
@@ -118,7 +124,7 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 // execute runs the matrix in one mode. Real runs go one at a time: each
 // has the machine to itself.
 func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, error) {
-	if mode == "real" && env.Real == nil {
+	if mode == "real" && env.Real == nil && !env.ReuseReal {
 		return nil, errors.New("mode real is not available here")
 	}
 	solver, ok := env.Solvers[f.Solver]
@@ -172,7 +178,7 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 			for i := range next {
 				j := jobs[i]
 				if mode == "real" {
-					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env.Real, out)
+					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env, out)
 				} else {
 					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], j, solver, env.Predictor, proc, startup, out)
 				}
@@ -232,7 +238,7 @@ func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
 
 // runOne simulates one job and writes its files.
 func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optimizer.Solver,
-	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup time.Duration, out string) (*Run, error) {
+	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	pred, err := predictor(f.Predictor)
 	if err != nil {
@@ -245,12 +251,12 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
 	var log bytes.Buffer
-	res, err := sim.Run(ctx, sim.Options{
+	res, err := sim.Run(ctx, startup.options(sim.Options{
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed,
 		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
-		GlueCost: f.GlueCost, StartupDelay: startup, SwitchDelay: f.SwitchDelay, Decisions: &log,
-	})
+		GlueCost: f.GlueCost, SwitchDelay: f.SwitchDelay, Decisions: &log,
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}

@@ -197,12 +197,26 @@ func (f *File) validate() error {
 	return nil
 }
 
-func (f *File) startup() (time.Duration, error) {
-	d, err := sim.ParseStartupDelay(f.StartupDelay)
+// startup is how the simulator starts new replicas (sim.ParseStartup):
+// local and kubernetes take each variant's load_seconds from the profile
+// where it has them, as ipa simulate does; a duration is always that long.
+type startup struct {
+	delay, overhead time.Duration
+	fromProfile     bool
+}
+
+func (f *File) startup() (startup, error) {
+	d, o, p, err := sim.ParseStartup(f.StartupDelay)
 	if err != nil {
-		return 0, fmt.Errorf("startup_delay: %w", err)
+		return startup{}, fmt.Errorf("startup_delay: %w", err)
 	}
-	return d, nil
+	return startup{d, o, p}, nil
+}
+
+// options sets the start-up fields of o.
+func (s startup) options(o sim.Options) sim.Options {
+	o.StartupDelay, o.StartupOverhead, o.StartupFromProfile = s.delay, s.overhead, s.fromProfile
+	return o
 }
 
 // System is one way of running the pipeline.
