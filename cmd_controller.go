@@ -173,6 +173,12 @@ func (o *localObserver) OverheadSeconds(context.Context) (float64, error) {
 	return o.perRequest, nil
 }
 
+// Fanout implements orchestrator.FanoutObserver: the requests the router
+// ran and the rows it sent each step.
+func (o *localObserver) Fanout(context.Context) (int64, []int64, error) {
+	return o.router.Rows(o.pipeline)
+}
+
 // newLocalObserver observes pipeline on rt and its stages, from now on.
 func newLocalObserver(rt *router.Router, pipeline string, stages []*dataplane.Stage) *localObserver {
 	o := &localObserver{router: rt, pipeline: pipeline, stages: stages}

@@ -50,6 +50,21 @@ func (a *staticActuator) Apply(_ context.Context, i int, c models.StageConfig) e
 	return nil
 }
 
+// classifyPipeline opens the model repository and the built-in classify
+// pipeline.
+func classifyPipeline(t *testing.T) (*models.Repository, *models.Pipeline) {
+	t.Helper()
+	repo, err := RepoFlags{Dir: modelsDir(t)}.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, err := PipelineFlags{Pipeline: "classify"}.Load(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return repo, spec
+}
+
 // startRouter serves spec's pipeline on a free port with stages that echo
 // zeros, and returns its address.
 func startEchoRouter(t *testing.T, spec *models.Pipeline, repo *models.Repository) string {
@@ -84,14 +99,7 @@ func startEchoRouter(t *testing.T, spec *models.Pipeline, repo *models.Repositor
 // decision, and the plan must grow with it.
 func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 	bin := promtest.Bin(t)
-	repo, err := RepoFlags{Dir: modelsDir(t)}.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	spec, err := PipelineFlags{Pipeline: "classify"}.Load(repo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	repo, spec := classifyPipeline(t)
 	addr := startEchoRouter(t, spec, repo)
 	prom := promtest.Start(t, bin, addr)
 	obs := orchestrator.PrometheusObserver{URL: prom, Pipeline: spec.Name, Client: &http.Client{Timeout: 5 * time.Second}}
@@ -181,4 +189,39 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 	}
 	t.Logf("idle plan %d cores (%v); at %.1f/s observed (peak %.1f): %d cores, throughput %.0f/s (%v)",
 		idle.Plan.Cost, idle.Plan.Stages, d.Observed, d.PeakSeen, d.Plan.Cost, d.Plan.Throughput, d.Plan.Stages)
+}
+
+// TestRouterObserverReadsTheRoutersFanout is the fan-out `ipa controller
+// --router` plans with: the requests a real router ran and the rows it sent
+// its step, read over /router/rate.
+func TestRouterObserverReadsTheRoutersFanout(t *testing.T) {
+	repo, spec := classifyPipeline(t)
+	addr := startEchoRouter(t, spec, repo)
+	obs := orchestrator.RouterObserver{URL: "http://" + addr, Pipeline: spec.Name}
+	var _ orchestrator.FanoutObserver = obs
+	ctx := context.Background()
+	if n, rows, err := obs.Fanout(ctx); err != nil || n != 0 || len(rows) != 1 || rows[0] != 0 {
+		t.Fatalf("before any request: %d requests, rows %v, %v", n, rows, err)
+	}
+	meta, err := spec.Stages[0].RepoStage(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := dataplanetest.RandomTensors(dataplanetest.Inputs(meta), 2, 1) // two images per request
+	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in}, true)
+	client := &fasthttp.HostClient{Addr: addr}
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	for range 3 {
+		if err := bench.Post(client, body, jsonLen, req, resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, rows, err := obs.Fanout(ctx); err != nil || n != 3 || len(rows) != 1 || rows[0] != 6 {
+		t.Fatalf("after 3 requests of 2 rows: %d requests, rows %v, %v; want 3, [6]", n, rows, err)
+	}
+	if _, _, err := (orchestrator.RouterObserver{URL: "http://" + addr, Pipeline: "nope"}).Fanout(ctx); err == nil {
+		t.Error("fan-out of an unknown pipeline: no error")
+	}
 }

@@ -49,10 +49,12 @@ type Config struct {
 	// Accuracy is the stage accuracy term (rank or raw/100).
 	Accuracy float64
 	// ProfiledLatency is the p99 batch latency, Queue the batch fill time
-	// (k−1)/λ (0 in Compat mode), Latency their sum: the config's share of
+	// (k−1)/(λ·Fanout) (0 in Compat mode), Latency their sum: the config's share of
 	// the latency constraint, all in seconds.
 	ProfiledLatency, Queue, Latency float64
-	// Throughput is one replica's saturation throughput, items/s.
+	// Throughput is one replica's saturation throughput in pipeline
+	// requests/s: the profile's items/s over the step's Fanout (equal
+	// without fan-out), so that every stage compares with λ.
 	Throughput float64
 	// Estimated is set when the profile point was interpolated.
 	Estimated bool
@@ -108,6 +110,7 @@ func Compile(p *Problem) (*Instance, error) {
 			sp.MinReplicas, sp.MaxReplicas = cur.n, cur.n
 		}
 		scores := p.scores(s)
+		fan := st.fanout()
 		for vi, v := range st.Variants {
 			if (p.Baseline == Scale || p.Baseline == Fixed) && v.Name != cur.v {
 				continue
@@ -140,10 +143,10 @@ func Compile(p *Problem) (*Instance, error) {
 					cfg := Config{
 						Variant: v.Name, VariantIndex: vi, Cores: c, Batch: k,
 						Accuracy: scores[vi], ProfiledLatency: pt.LatencyP99,
-						Throughput: pt.Throughput, Estimated: pt.Estimated,
+						Throughput: pt.Throughput / fan, Estimated: pt.Estimated,
 					}
 					if !p.Compat {
-						cfg.Queue = queueDelay(k, p.ArrivalRate)
+						cfg.Queue = queueDelay(k, p.ArrivalRate*fan)
 					}
 					cfg.Latency = cfg.ProfiledLatency + cfg.Queue
 					cfg.Changed = cur != nil && (v.Name != cur.v || c != cur.c || k != cur.k)

@@ -398,3 +398,59 @@ func TestProblemDocumentsRoundTrip(t *testing.T) {
 		t.Fatalf("plan JSON: %s", out)
 	}
 }
+
+// A step that receives several items per request (the lines of a page)
+// needs the replicas for λ·fanout items/s, and its batches fill that much
+// faster; a fan-out below one (most photos have no face) needs fewer. Every
+// solver agrees, and Check holds the plan to the same arithmetic.
+func TestFanoutScalesTheStepsLoad(t *testing.T) {
+	for _, s := range solvers() {
+		p := tiny()
+		p.Alpha, p.ArrivalRate = 0, 4 // cheapest plan: a at fast, b at only
+		base, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Stages[1].Fanout = 20 // 80 items/s at b
+		pl, err := Solve(p, s, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name(), err)
+		}
+		b, b0 := pl.Stages[1], base.Stages[1]
+		if b0.Batch != 1 || b0.Replicas != 1 || b.Batch != 4 || b.Replicas != 2 {
+			t.Errorf("%s: step b at 4 requests/s: %+v; with 20 items per request: %+v, want 2 replicas at batch 4 (40 items/s each)", s.Name(), b0, b)
+		}
+		if want := 3 * time.Second / 80; (b.Queue - want).Abs() > time.Microsecond {
+			t.Errorf("%s: queue %s at batch 4, want the fill time at 80 items/s, %s", s.Name(), b.Queue, want)
+		}
+		if pl.Stages[0] != base.Stages[0] {
+			t.Errorf("%s: step a changed with b's fan-out: %+v → %+v", s.Name(), base.Stages[0], pl.Stages[0])
+		}
+		if math.Abs(b.Throughput-4) > 1e-9 { // requests/s: 2 × 40 items/s over 20 items per request
+			t.Errorf("%s: step b's throughput %.6g requests/s, want 4", s.Name(), b.Throughput)
+		}
+		p.Stages[1].Fanout = 0.1 // a stage that rarely gets an item
+		p.ArrivalRate = 150      // 15 items/s at b: one replica; a needs 8 at batch 4
+		pl, err = Solve(p, s, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", s.Name(), err)
+		}
+		if pl.Stages[1].Replicas != 1 {
+			t.Errorf("%s: 15 items/s at b: %+v, want one replica", s.Name(), pl.Stages[1])
+		}
+		// Check applies the fan-out: a plan sized for λ alone fails it.
+		p.Stages[1].Fanout, p.ArrivalRate = 20, 4
+		bad := base
+		bad.Stages = append([]StagePlan(nil), base.Stages...)
+		if err := Check(p, bad); err == nil || !strings.Contains(err.Error(), "fanout") {
+			t.Errorf("%s: a plan with one replica of b for 80 items/s passed the check: %v", s.Name(), err)
+		}
+	}
+	p := tiny()
+	for _, f := range []float64{-1, math.NaN(), math.Inf(1), 1e-4, 2e6} {
+		p.Stages[1].Fanout = f
+		if err := p.Validate(); err == nil || !strings.Contains(err.Error(), "fanout") {
+			t.Errorf("fanout %v: %v, want refused", f, err)
+		}
+	}
+}

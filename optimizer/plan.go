@@ -63,7 +63,8 @@ type StagePlan struct {
 	// ProfiledLatency is the p99 batch latency; Queue the batch fill time.
 	ProfiledLatency time.Duration `json:"-"`
 	Queue           time.Duration `json:"-"`
-	// Throughput is the stage capacity replicas·H, items/s.
+	// Throughput is the stage capacity replicas·H in pipeline requests/s
+	// (items/s over the step's Fanout; items/s without fan-out).
 	Throughput float64 `json:"throughput"`
 	// Estimated marks a batch size the profile did not measure.
 	Estimated bool `json:"estimated,omitempty"`
@@ -314,12 +315,13 @@ func Check(p *Problem, plan Plan) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", at, err)
 		}
-		if !plan.Fallback && !Carries(float64(sp.Replicas)*pt.Throughput, p.ArrivalRate) {
-			return fmt.Errorf("%s: %d x %.6g/s cannot carry λ = %.6g/s", at, sp.Replicas, pt.Throughput, p.ArrivalRate)
+		fan := st.fanout()
+		if !plan.Fallback && !Carries(float64(sp.Replicas)*pt.Throughput, p.ArrivalRate*fan) {
+			return fmt.Errorf("%s: %d x %.6g items/s cannot carry λ·fanout = %.6g × %.6g/s", at, sp.Replicas, pt.Throughput, p.ArrivalRate, fan)
 		}
 		q := 0.0
 		if !p.Compat && p.ArrivalRate > 0 {
-			q = float64(sp.Batch-1) / p.ArrivalRate
+			q = float64(sp.Batch-1) / (p.ArrivalRate * fan)
 		}
 		if d := math.Abs(sp.ProfiledLatency.Seconds() - pt.LatencyP99); d > 1e-9 {
 			return fmt.Errorf("%s: reported latency %s, profile says %vs", at, sp.ProfiledLatency, pt.LatencyP99)

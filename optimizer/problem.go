@@ -53,10 +53,12 @@ const (
 	MaxBatch        = 1 << 16                // batch size, as the profile format allows
 	MaxCoreCapacity = MaxReplicas * MaxCores // core_capacity
 	MaxWeight       = 1e12                   // alpha, beta and gamma
-	MaxAccuracy     = 1e6                    // |accuracy| of a variant, in the metric's unit
-	MaxArrivalRate  = 1e9                    // arrival_rate, requests/s
-	MaxSLASeconds   = 1e6                    // sla_seconds
-	MaxProblemSize  = 64 << 20               // bytes of a problem document (ReadProblem)
+	MinFanout       = 1e-3                   // a step's items per request, when set
+	MaxFanout       = 1e6
+	MaxAccuracy     = 1e6      // |accuracy| of a variant, in the metric's unit
+	MaxArrivalRate  = 1e9      // arrival_rate, requests/s
+	MaxSLASeconds   = 1e6      // sla_seconds
+	MaxProblemSize  = 64 << 20 // bytes of a problem document (ReadProblem)
 )
 
 // Problem is everything one decision needs. The zero values of the optional
@@ -111,6 +113,21 @@ type Step struct {
 	// Profile names the stage in Problem.Profiles; empty means Name.
 	Profile  string    `json:"profile,omitempty"`
 	Variants []Variant `json:"variants"`
+	// Fanout is the mean number of items (batch rows) one pipeline request
+	// brings to this step: the text lines of a page at a recognizer, the
+	// faces of a photo at a classifier; 0 means 1. The step must carry
+	// λ·Fanout items/s, and its batches fill at that rate. (IPA assumes one
+	// item per request at every stage.) The controller measures it from
+	// what the router sent each step.
+	Fanout float64 `json:"fanout,omitempty"`
+}
+
+// fanout returns the step's items per request (Fanout, 1 when unset).
+func (s *Step) fanout() float64 {
+	if s.Fanout == 0 {
+		return 1
+	}
+	return s.Fanout
 }
 
 // Variant is one offered model variant of a stage.
@@ -329,6 +346,9 @@ func (p *Problem) Validate() error {
 		names[s.Name] = true
 		if len(s.Variants) == 0 {
 			return fmt.Errorf("stage %q offers no variants", s.Name)
+		}
+		if bad(s.Fanout) || s.Fanout > MaxFanout || s.Fanout > 0 && s.Fanout < MinFanout {
+			return fmt.Errorf("stage %q: fanout %v must be 0 (one item per request) or in [%g, %g] items per request", s.Name, s.Fanout, MinFanout, MaxFanout)
 		}
 		vs := map[string]bool{}
 		for _, v := range s.Variants {

@@ -33,6 +33,17 @@ type OverheadObserver interface {
 	OverheadSeconds(ctx context.Context) (float64, error)
 }
 
+// FanoutObserver is implemented by observers that know how many items
+// (batch rows) one pipeline request brings to each step: the text lines of
+// a page at the recognizer. Fanout returns, per step in pipeline order, the
+// totals since the observer began: the requests the pipeline ran and the
+// rows sent to each step. The loop plans each step for the predicted rate
+// times its fan-out over the last interval (optimizer.Step.Fanout), keeping
+// the last fan-out measured while no request comes.
+type FanoutObserver interface {
+	Fanout(ctx context.Context) (requests int64, rows []int64, err error)
+}
+
 // Predictor predicts the peak arrival rate of the next interval from the
 // per-second history (oldest first). orchestrator/predict implements it.
 type Predictor interface {
@@ -159,6 +170,9 @@ type Decision struct {
 	// profile lacks (load_seconds), estimated from the memory model.
 	Expected          float64  `json:"expected_seconds,omitempty"`
 	ExpectedEstimated []string `json:"expected_estimated,omitempty"`
+	// Fanout is the items per request each step was planned for, as
+	// measured (FanoutObserver); absent when every step gets one.
+	Fanout []float64 `json:"fanout,omitempty"`
 }
 
 // Change is one stage whose configuration the loop changed.
@@ -189,6 +203,8 @@ type Controller struct {
 	last    *Decision
 	batches BatchObserver
 	corr    *Corrector // nil: no correction
+	// fan measures fan-out from a FanoutObserver (nil without one).
+	fan *fanout
 }
 
 // Options are a Controller's collaborators.
@@ -227,6 +243,9 @@ func New(cfg Config, problem optimizer.Problem, opt Options) (*Controller, error
 	}
 	c := &Controller{cfg: cfg, problem: problem, solver: opt.Solver, obs: opt.Observer, pred: opt.Predictor,
 		act: opt.Actuator, clock: opt.Clock, log: opt.Logger.With("role", "controller"), out: opt.Log, batches: opt.Batches}
+	if f, ok := opt.Observer.(FanoutObserver); ok {
+		c.fan = &fanout{obs: f, per: make([]float64, len(problem.Stages))}
+	}
 	if cfg.Correct && opt.Batches != nil && problem.Profiles != nil {
 		c.corr = NewCorrector(problem.Profiles, cfg.correction())
 	}
@@ -283,6 +302,9 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	p := c.problem
 	p.ArrivalRate = d.Predicted
 	p.Current = current
+	if c.fan != nil {
+		p.Stages, d.Fanout = c.fan.apply(ctx, p.Stages)
+	}
 	if c.corr != nil {
 		p.Profiles = c.correct(ctx, &d)
 	}

@@ -318,3 +318,54 @@ func TestDecisionExpectsTheLoadTimeOfTheReplicasItAdds(t *testing.T) {
 		}
 	}
 }
+
+// fanoutObserver also reports the router's totals: requests, and rows sent
+// to the one step.
+type fanoutObserver struct {
+	fakeObserver
+	requests, rows int64
+	broken         bool
+}
+
+func (o *fanoutObserver) Fanout(context.Context) (int64, []int64, error) {
+	if o.broken {
+		return 0, nil, errors.New("router unreachable")
+	}
+	return o.requests, []int64{o.rows}, nil
+}
+
+// A step that gets several rows per request is planned for the predicted
+// rate times its fan-out over the last interval; the fan-out stays while no
+// request comes or the router cannot be read.
+func TestControllerPlansEachStepForItsFanout(t *testing.T) {
+	obs := &fanoutObserver{fakeObserver: fakeObserver{rate: 10}}
+	act := &fakeActuator{cfg: []models.StageConfig{{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}}}
+	c := newTestController(t, obs, act, nil)
+	first := c.Step(context.Background()) // the totals' start: nothing measured yet
+	if first.Fanout != nil || first.Plan == nil {
+		t.Fatalf("first step: fanout %v, plan %+v", first.Fanout, first.Plan)
+	}
+	obs.requests, obs.rows = 100, 800
+	eight := c.Step(context.Background())
+	if len(eight.Fanout) != 1 || eight.Fanout[0] != 8 || eight.Plan == nil {
+		t.Fatalf("8 rows per request: fanout %v, plan %+v", eight.Fanout, eight.Plan)
+	}
+	// The plan carries 11 requests/s (rate × margin) at 8 rows each: its
+	// throughput, in requests/s, covers them, which one row each would not
+	// have needed.
+	if eight.Plan.Throughput < 11 || eight.Plan.Cost <= first.Plan.Cost {
+		t.Errorf("plan for 88 rows/s: throughput %.1f requests/s, cost %d (one row per request: %d)", eight.Plan.Throughput, eight.Plan.Cost, first.Plan.Cost)
+	}
+	same := c.Step(context.Background()) // no request since
+	obs.broken = true
+	broken := c.Step(context.Background())
+	for _, d := range []Decision{same, broken} {
+		if len(d.Fanout) != 1 || d.Fanout[0] != 8 || d.Plan == nil || d.Plan.Cost != eight.Plan.Cost {
+			t.Errorf("without new requests or totals: fanout %v, plan %+v; want the last fan-out, 8", d.Fanout, d.Plan)
+		}
+	}
+	obs.broken, obs.requests, obs.rows = false, 200, 900 // one row each since
+	if d := c.Step(context.Background()); d.Fanout != nil || d.Plan.Cost != first.Plan.Cost {
+		t.Errorf("back to one row per request: fanout %v, cost %d (want %d)", d.Fanout, d.Plan.Cost, first.Plan.Cost)
+	}
+}

@@ -183,6 +183,32 @@ type Pipeline struct {
 	// on the router's own goroutines, summed over requests: CPU the
 	// stages' profiles do not count.
 	glueNanos, glueRequests atomic.Int64
+	// What each step was sent, summed over requests: items and their
+	// batch rows (a page's text lines reach the recognizer as a few items
+	// of many rows). rows[i] over requests is step i's fan-out.
+	requests atomic.Int64
+	rows     []atomic.Int64
+}
+
+// Rows returns the requests the pipeline ran and the batch rows sent to
+// each step for them, since the pipe was made: rows[i]/requests is step
+// i's fan-out, the load per request the controller plans that step for.
+func (p *Pipeline) Rows() (requests int64, rows []int64) {
+	rows = make([]int64, len(p.rows))
+	requests = p.requests.Load() // first: at worst the rows hold a few requests more
+	for i := range p.rows {
+		rows[i] = p.rows[i].Load()
+	}
+	return requests, rows
+}
+
+// itemRows is the batch rows of an item's inputs: the first dimension of the
+// first (a stage batches along it), 1 for a scalar.
+func itemRows(it *Item) int64 {
+	if len(it.In) == 0 || len(it.In[0].Shape) == 0 {
+		return 1
+	}
+	return max(it.In[0].Shape[0], 0)
 }
 
 // GlueCost returns the glue's total time and the number of requests it was
@@ -235,7 +261,7 @@ func NewPipeline(spec *models.Pipeline, stages []*Step, glues Glues) (*Pipeline,
 	if len(stages) != len(spec.Stages) {
 		return nil, fmt.Errorf("pipeline %q has %d stages, got %d clients", spec.Name, len(spec.Stages), len(stages))
 	}
-	p := &Pipeline{Spec: spec, Stages: stages}
+	p := &Pipeline{Spec: spec, Stages: stages, rows: make([]atomic.Int64, len(stages))}
 	for i, st := range stages {
 		st.inputs, _ = st.Meta.Interface()
 		st.index = i
@@ -345,11 +371,17 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 	if err != nil {
 		return nil, timings, err
 	}
+	p.requests.Add(1)
 	level := roots
 	for i, st := range p.Stages {
 		if len(level) == 0 {
 			break // nothing found upstream: later stages have no work
 		}
+		var rows int64
+		for _, it := range level {
+			rows += itemRows(it)
+		}
+		p.rows[i].Add(rows)
 		start := time.Now()
 		if !deadline.IsZero() && !start.Before(deadline) {
 			return nil, timings, fmt.Errorf("%w before stage %q (%d of %d)", ErrDropped, st.Spec.Name, i+1, len(p.Stages))

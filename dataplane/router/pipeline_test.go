@@ -111,6 +111,17 @@ func TestOCRPipelineReadsThePageOfTheREADME(t *testing.T) {
 	if _, _, err := r.router.GlueCost("nope"); err == nil {
 		t.Fatal("GlueCost of an unknown pipeline")
 	}
+	// The controller's fan-out: two pages ran (the GIF never reached a
+	// step), each one row at det and its four lines at rec; /router/rate
+	// serves the same totals.
+	requests, rows, err := r.router.Rows("ocr")
+	if err != nil || requests != 2 || len(rows) != 2 || rows[0] != 2 || rows[1] != 8 {
+		t.Fatalf("rows: %d requests, %v per step (%v); want 2 requests, [2 8]", requests, rows, err)
+	}
+	rate := string(r.Do(t, "GET", "/router/rate?pipeline=ocr", nil).Body)
+	if !strings.Contains(rate, `"requests_total":2`) || !strings.Contains(rate, `{"rows_total":8,"step":"rec"}`) {
+		t.Fatalf("/router/rate: %s", rate)
+	}
 }
 
 func TestFacesPipelineAnswersWithEmptyDetectionsOnAPageWithoutFaces(t *testing.T) {

@@ -121,6 +121,17 @@ func (r *Router) GlueCost(pipeline string) (time.Duration, int64, error) {
 	return total, n, nil
 }
 
+// Rows returns the requests pipeline ran and the batch rows each of its
+// steps was sent for them (Pipeline.Rows).
+func (r *Router) Rows(pipeline string) (int64, []int64, error) {
+	p, ok := r.pipes[pipeline]
+	if !ok {
+		return 0, nil, fmt.Errorf("unknown pipeline %q", pipeline)
+	}
+	n, rows := p.pipe.Rows()
+	return n, rows, nil
+}
+
 // Handle routes one request.
 func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 	if p := r.inferPipe(ctx); p != nil {
@@ -270,7 +281,13 @@ func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
 		dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%v; pass ?pipeline= one of %v", err, r.names))
 		return
 	}
-	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates})
+	requests, rows, _ := r.Rows(name)
+	steps := make([]map[string]any, len(rows))
+	for i, n := range rows {
+		steps[i] = map[string]any{"step": r.pipes[name].pipe.Stages[i].Spec.Name, "rows_total": n}
+	}
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates,
+		"requests_total": requests, "steps": steps})
 }
 
 // routerState is the per-request state of the infer handler, pooled with
