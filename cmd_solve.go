@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -36,6 +38,7 @@ type SolveCmd struct {
 	CoreCapacity int           `help:"Most cores in total (0: unbounded)."`
 	Baseline     string        `default:"" enum:",scale,switch,fixed" help:"Restrict to a baseline of the paper (needs the pipeline's initial configuration as current)."`
 	Compat       bool          `help:"Reproduce the original IPA latency model (for comparison with published runs)."`
+	Fanout       []string      `placeholder:"STEP=ITEMS" help:"Items (batch rows) one request brings to STEP (repeat per step; default 1), e.g. --fanout rec=20 for pages of 20 text lines: the step must carry rate × ITEMS."`
 	Solver       string        `default:"highs" enum:"highs,exact,brute" help:"Solver: ${enum}."`
 	Output       string        `default:"table" enum:"table,json" help:"Output: ${enum}."`
 }
@@ -124,6 +127,22 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	}
 	for _, s := range spec.Stages {
 		p.Current = append(p.Current, s.Initial)
+	}
+	for _, f := range c.Fanout {
+		name, v, ok := strings.Cut(f, "=")
+		items, err := strconv.ParseFloat(v, 64)
+		i := slices.IndexFunc(p.Stages, func(s optimizer.Step) bool { return s.Name == name })
+		switch {
+		case !ok || err != nil:
+			return nil, fmt.Errorf("--fanout %q: want STEP=ITEMS, e.g. rec=20", f)
+		case i < 0:
+			var steps []string
+			for _, s := range p.Stages {
+				steps = append(steps, s.Name)
+			}
+			return nil, fmt.Errorf("--fanout %q: pipeline %q has no step %q (steps: %v)", f, spec.Name, name, steps)
+		}
+		p.Stages[i].Fanout = items // Validate bounds it
 	}
 	if c.SLA > 0 {
 		p.SLA = c.SLA

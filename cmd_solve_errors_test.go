@@ -85,7 +85,11 @@ func TestSolveCommandFailsWithOneLineOnBadInput(t *testing.T) {
 		{"brute too large", SolveCmd{Problem: writeDoc(t, solveDoc(t, 3, 3)), Solver: "brute"}, "use --solver exact or highs"},
 		{"no profile", SolveCmd{}, "give --profile FILE"},
 		{"no rate", SolveCmd{Profile: "profile.json"}, "give --rate"},
+		{"empty models dir", SolveCmd{Profile: "builtin:ocr", Rate: &rate, Pipeline: PipelineFlags{Pipeline: "ocr"}}, "--models.dir is empty"},
 		{"missing profile file", SolveCmd{Profile: filepath.Join(t.TempDir(), "nope.json"), Rate: &rate}, "no such file"},
+		{"fanout negative", SolveCmd{Problem: edit(func(d map[string]any) { d["stages"].([]any)[0].(map[string]any)["fanout"] = -2 })}, "fanout -2 must be"},
+		{"fanout of no step", SolveCmd{Profile: "builtin:ocr", Rate: &rate, Fanout: []string{"lines=4"}, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, `has no step "lines"`},
+		{"fanout not a number", SolveCmd{Profile: "builtin:ocr", Rate: &rate, Fanout: []string{"rec=many"}, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "want STEP=ITEMS"},
 	} {
 		var out bytes.Buffer
 		err := c.cmd.run(&out)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -30,6 +31,9 @@ func (f RepoFlags) Dirs() ([]string, error) {
 		return nil, fmt.Errorf("--models.user: %w", err)
 	}
 	if user == "" {
+		if f.Dir == "" {
+			return nil, errors.New("--models.dir is empty: give the model repository's directory (default .deps/models, built by `make models`)")
+		}
 		return []string{f.Dir}, nil
 	}
 	if _, err := os.Stat(f.Dir); err != nil {
