@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
@@ -33,6 +34,7 @@ type SimulateCmd struct {
 	Glue    time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
 	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (the profile's load_seconds of the variant a new replica runs; 5.2 s where it has none, measured by ipa local), kubernetes (12 s more: pod start-up SLO 5 s + startup- and readiness-probe periods) or a duration (always)."`
 	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
+	Fanout  []string      `placeholder:"STEP=ITEMS" help:"Batch rows one request brings to STEP (repeat per step; default 1), e.g. --fanout rec=4 for pages of four text lines; the controller measures it as in ipa local."`
 
 	Slowdown    float64 `name:"slowdown" default:"1" help:"The stages take this many times the profile's times (a machine slower than it was profiled on); the controller plans with the profile and corrects it unless --controller.no-correct."`
 	TrueProfile string  `name:"true-profile" placeholder:"FILE" help:"Draw the stages' service times from this profile rather than the one the controller plans with (--slowdown scales it)."`
@@ -40,6 +42,23 @@ type SimulateCmd struct {
 	Out        string `default:"sim" help:"Directory for decisions.jsonl (unless --controller.decision-log names another file; the simulator writes it anew), load-report.json and records.jsonl (render with ipa report)."`
 	PlotDir    string `name:"plot-dir" placeholder:"DIR" help:"Also render ipa load's plots here."`
 	PlotFormat string `name:"plot-format" default:"svg" enum:"svg,png" help:"Format of the plots: ${enum}."`
+}
+
+// setFanouts sets the steps' fan-outs from --fanout flags.
+func setFanouts(pipe *sim.Pipeline, flags []string) error {
+	steps := make([]string, len(pipe.Steps))
+	for i, s := range pipe.Steps {
+		steps[i] = s.Name
+	}
+	fan, err := parseFanouts(flags, pipe.Name, steps)
+	if err != nil {
+		return err
+	}
+	pipe.Steps = slices.Clone(pipe.Steps)
+	for i := range pipe.Steps {
+		pipe.Steps[i].Fanout = fan[i]
+	}
+	return nil
 }
 
 // simPipeline resolves a pipeline for the simulator: the spec, the profile,
@@ -80,6 +99,9 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "simulate")
 	pipe, err := simPipeline(c.Pipeline, c.Models, c.Control.Profile)
 	if err != nil {
+		return err
+	}
+	if err := setFanouts(&pipe, c.Fanout); err != nil {
 		return err
 	}
 	truth, err := c.trueProfile(pipe.Profiles)

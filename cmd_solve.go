@@ -128,21 +128,16 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	for _, s := range spec.Stages {
 		p.Current = append(p.Current, s.Initial)
 	}
-	for _, f := range c.Fanout {
-		name, v, ok := strings.Cut(f, "=")
-		items, err := strconv.ParseFloat(v, 64)
-		i := slices.IndexFunc(p.Stages, func(s optimizer.Step) bool { return s.Name == name })
-		switch {
-		case !ok || err != nil:
-			return nil, fmt.Errorf("--fanout %q: want STEP=ITEMS, e.g. rec=20", f)
-		case i < 0:
-			var steps []string
-			for _, s := range p.Stages {
-				steps = append(steps, s.Name)
-			}
-			return nil, fmt.Errorf("--fanout %q: pipeline %q has no step %q (steps: %v)", f, spec.Name, name, steps)
-		}
-		p.Stages[i].Fanout = items // Validate bounds it
+	var steps []string
+	for _, s := range p.Stages {
+		steps = append(steps, s.Name)
+	}
+	fan, err := parseFanouts(c.Fanout, spec.Name, steps)
+	if err != nil {
+		return nil, err
+	}
+	for i := range p.Stages {
+		p.Stages[i].Fanout = fan[i] // Validate bounds it
 	}
 	if c.SLA > 0 {
 		p.SLA = c.SLA
@@ -207,4 +202,23 @@ func pipelineStages(spec *models.Pipeline, repo *models.Repository, prof *profil
 		stages = append(stages, st)
 	}
 	return stages, nil
+}
+
+// parseFanouts reads --fanout STEP=ITEMS flags into one value per step (0:
+// not given, one item per request).
+func parseFanouts(flags []string, pipeline string, steps []string) ([]float64, error) {
+	out := make([]float64, len(steps))
+	for _, f := range flags {
+		name, v, ok := strings.Cut(f, "=")
+		items, err := strconv.ParseFloat(v, 64)
+		i := slices.Index(steps, name)
+		switch {
+		case !ok || err != nil:
+			return nil, fmt.Errorf("--fanout %q: want STEP=ITEMS, e.g. rec=20", f)
+		case i < 0:
+			return nil, fmt.Errorf("--fanout %q: pipeline %q has no step %q (steps: %v)", f, pipeline, name, steps)
+		}
+		out[i] = items
+	}
+	return out, nil
 }

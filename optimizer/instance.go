@@ -140,9 +140,13 @@ func Compile(p *Problem) (*Instance, error) {
 					} else if pt, err = cp.Lookup(k); err != nil {
 						continue
 					}
+					lat := pt.LatencyP99
+					if !p.Compat {
+						lat = rowsLatency(cp, k, lat, fan)
+					}
 					cfg := Config{
 						Variant: v.Name, VariantIndex: vi, Cores: c, Batch: k,
-						Accuracy: scores[vi], ProfiledLatency: pt.LatencyP99,
+						Accuracy: scores[vi], ProfiledLatency: lat,
 						Throughput: pt.Throughput / fan, Estimated: pt.Estimated,
 					}
 					if !p.Compat {
@@ -375,4 +379,21 @@ func (in *Instance) Pruned() *Instance {
 		}
 	}
 	return &out
+}
+
+// rowsLatency is the p99 latency at a step of batch size k (p99k, from the
+// profile) for requests that bring fan rows each: a request's rows are
+// computed together, so when they are more than k its batch is as large as
+// they are (the profile's p99 there, or, beyond the largest size profiled,
+// that size's p99 once per batch of it they fill).
+func rowsLatency(cp *profiles.Config, k int, p99k, fan float64) float64 {
+	rows := int(math.Ceil(fan))
+	if rows <= k || cp == nil || len(cp.Points) == 0 {
+		return p99k
+	}
+	if pt, err := cp.Lookup(rows); err == nil {
+		return max(pt.LatencyP99, p99k)
+	}
+	hi := cp.Points[len(cp.Points)-1]
+	return max(hi.LatencyP99*math.Ceil(float64(rows)/float64(hi.Batch)), p99k)
 }

@@ -420,6 +420,11 @@ func TestFanoutScalesTheStepsLoad(t *testing.T) {
 		if b0.Batch != 1 || b0.Replicas != 1 || b.Batch != 4 || b.Replicas != 2 {
 			t.Errorf("%s: step b at 4 requests/s: %+v; with 20 items per request: %+v, want 2 replicas at batch 4 (40 items/s each)", s.Name(), b0, b)
 		}
+		// A request's 20 rows run together: beyond the profiled batch 4,
+		// five batches of 4 at its p99 (0.1 s).
+		if b.ProfiledLatency != 500*time.Millisecond {
+			t.Errorf("%s: step b's latency %s for 20 rows a request at batch 4, want 500ms", s.Name(), b.ProfiledLatency)
+		}
 		if want := 3 * time.Second / 80; (b.Queue - want).Abs() > time.Microsecond {
 			t.Errorf("%s: queue %s at batch 4, want the fill time at 80 items/s, %s", s.Name(), b.Queue, want)
 		}

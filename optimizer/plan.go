@@ -323,10 +323,14 @@ func Check(p *Problem, plan Plan) error {
 		if !p.Compat && p.ArrivalRate > 0 {
 			q = float64(sp.Batch-1) / (p.ArrivalRate * fan)
 		}
-		if d := math.Abs(sp.ProfiledLatency.Seconds() - pt.LatencyP99); d > 1e-9 {
-			return fmt.Errorf("%s: reported latency %s, profile says %vs", at, sp.ProfiledLatency, pt.LatencyP99)
+		want := pt.LatencyP99
+		if !p.Compat {
+			want = rowsLatency(p.Profiles.Variant(st.profileName(), sp.Variant).Config(sp.Cores), sp.Batch, want, fan)
 		}
-		lat += pt.LatencyP99 + q
+		if d := math.Abs(sp.ProfiledLatency.Seconds() - want); d > 1e-9 {
+			return fmt.Errorf("%s: reported latency %s, profile says %vs", at, sp.ProfiledLatency, want)
+		}
+		lat += want + q
 		// Accuracy from first principles: raw/100, or the count of variants
 		// strictly less accurate over (n−1).
 		a := v.Accuracy / 100

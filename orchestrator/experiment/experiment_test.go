@@ -324,3 +324,36 @@ systems: [fa2-low]
 		t.Fatal("a 5.2 s and a 30 s start-up gave the same run: the window starts no replica, so it tests nothing")
 	}
 }
+
+// A pipeline's fanout reaches the simulated steps (and so the controller,
+// which measures it); a step the pipeline lacks is an error.
+func TestExperimentFanout(t *testing.T) {
+	const file = `
+name: fan
+core_capacity: 8
+pipelines:
+  - name: classify
+    fanout: {classify: 3}
+windows:
+  - name: flat
+    rate: 5
+    duration: 30s
+systems: [ipa]
+`
+	f, err := Parse(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runs, err := Execute(context.Background(), f, testEnv(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds := runs[0].Decisions
+	if last := ds[len(ds)-1]; len(last.Fanout) != 1 || last.Fanout[0] != 3 {
+		t.Errorf("the last decision planned for fanout %v, want [3]", last.Fanout)
+	}
+	f, _ = Parse(strings.NewReader(strings.Replace(file, "{classify: 3}", "{lines: 3}", 1)))
+	if _, err := Execute(context.Background(), f, testEnv(t), ""); err == nil || !strings.Contains(err.Error(), `no step "lines"`) {
+		t.Errorf("fanout of a step the pipeline lacks: %v", err)
+	}
+}

@@ -75,8 +75,8 @@ type Row struct {
 	System   string `json:"system"`
 	Requests int    `json:"requests"`
 	// PAS is the mean over intervals of 100 × Π stage accuracy / 100 of
-	// the configuration that ran (the JSys revision's Pipeline Accuracy
-	// Score, IPA.md §7).
+	// the configuration that ran, steps without any accuracy left out (the
+	// JSys revision's Pipeline Accuracy Score, IPA.md §7).
 	PAS float64 `json:"pas"`
 	// Cost is the mean over intervals of Σ cores × replicas.
 	Cost float64 `json:"cost_cores"`
@@ -146,6 +146,9 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 	pipes := make([]sim.Pipeline, len(f.Pipelines))
 	for i, p := range f.Pipelines {
 		if pipes[i], err = env.Resolve(p.Name, p.Profile); err != nil {
+			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
+		}
+		if pipes[i], err = withFanout(pipes[i], p.Fanout); err != nil {
 			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
 		}
 	}
@@ -324,7 +327,8 @@ func configure(pipe sim.Pipeline, sys System, load loadgen.Counts) (sim.Pipeline
 					return pipe, "", err
 				}
 				pt, _ := pipe.Profiles.Variant(prof.Name, hv).Configs[0].Lookup(1)
-				n = max(1, int(math.Ceil(peak/pt.Throughput)))
+				fan := cmp.Or(steps[i].Fanout, 1) // rows per request
+				n = max(1, int(math.Ceil(peak*fan/pt.Throughput)))
 			}
 			steps[i].Initial.Replicas = n
 		}
@@ -411,17 +415,25 @@ func (r *Run) summarize(pipe sim.Pipeline, reqs []report.Request, start time.Tim
 	}
 	iv, sum := report.Build(r.Decisions, reqs, start, sla)
 	r.Intervals = iv
+	// A step none of whose variants has an accuracy (all 0: BlazeFace has
+	// no published one) is left out of the product: it would make every
+	// PAS of the pipeline 0.
 	acc := map[string]float64{}
+	unknown := map[int]bool{}
 	for s, st := range pipe.Stages {
+		unknown[s] = true
 		for _, v := range st.Variants {
 			acc[fmt.Sprint(s, "/", v.Name)] = v.Accuracy
+			unknown[s] = unknown[s] && v.Accuracy == 0
 		}
 	}
 	var pas, cost float64
 	for _, d := range r.Decisions {
 		p, c := 100.0, 0
 		for s, cfg := range d.Applied {
-			p *= acc[fmt.Sprint(s, "/", cfg.Variant)] / 100
+			if !unknown[s] {
+				p *= acc[fmt.Sprint(s, "/", cfg.Variant)] / 100
+			}
 			c += cfg.Cores * cfg.Replicas
 		}
 		r.PAS, r.Cost = append(r.PAS, p), append(r.Cost, float64(c))
@@ -484,4 +496,17 @@ func keys[V any](m map[string]V) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// withFanout sets the fan-out of the steps fan names.
+func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error) {
+	pipe.Steps = slices.Clone(pipe.Steps)
+	for name, f := range fan {
+		i := slices.IndexFunc(pipe.Steps, func(s sim.Step) bool { return s.Name == name })
+		if i < 0 {
+			return pipe, fmt.Errorf("fanout: no step %q", name)
+		}
+		pipe.Steps[i].Fanout = f
+	}
+	return pipe, nil
 }

@@ -96,6 +96,9 @@ type PipelineRef struct {
 	// Body is the file every request of a real run sends (modes real and
 	// fidelity), e.g. docs/sample-page.png.
 	Body string `yaml:"body"`
+	// Fanout is the batch rows one request brings to a step, by step name
+	// (simulated runs; default 1), e.g. {rec: 4} for pages of four lines.
+	Fanout map[string]float64 `yaml:"fanout"`
 }
 
 // Window is one load: segments of the trace, concatenated (the paper's

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"time"
 
@@ -78,6 +79,12 @@ type Step struct {
 	Profile string
 	// Initial is the configuration it starts with.
 	Initial models.StageConfig
+	// Fanout is the mean number of batch rows one request brings to the
+	// step (a page's text lines at a recognizer), 0 meaning 1: each
+	// request brings ⌊Fanout⌋ rows, one more with probability its
+	// fraction, as one item; none ends the request there, answered, as the
+	// router answers a page on which the detector found nothing.
+	Fanout float64
 }
 
 // Adaptation is the controller of a simulated run.
@@ -191,6 +198,7 @@ type request struct {
 	sent     time.Duration
 	deadline time.Time
 	step     int
+	rows     int // at step
 	answered bool
 }
 
@@ -209,6 +217,11 @@ type sim struct {
 	budget   time.Duration // from arrival to the deadline
 	lastDone time.Duration
 	perSec   []int64 // router arrivals per second
+	// What the router ran and sent each step (router.Pipeline.Rows), and
+	// the random stream of the fan-outs' fractions.
+	requests int64
+	stepRows []int64
+	fanRNG   *rand.Rand
 	actions  []orchestrator.Action
 	batches  uint64
 	err      error
@@ -315,6 +328,8 @@ func newSim(opt Options) (*sim, error) {
 		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
 		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
 		svc:      services{prof: cmp.Or(opt.TrueProfile, opt.Pipeline.Profiles), cache: map[serviceKey]logNormal{}},
+		fanRNG:   rand.New(rand.NewPCG(opt.Seed, 0xfa7)),
+		stepRows: make([]int64, len(opt.Pipeline.Steps)),
 	}
 	s.arrivals.Until = opt.Duration
 	s.budget = min(opt.SLA, opt.Pipeline.SLA)
@@ -340,6 +355,9 @@ func newSim(opt Options) (*sim, error) {
 		}
 		if err := st.Initial.Validate(); err != nil {
 			return nil, fmt.Errorf("step %q: initial configuration: %w", st.Name, err)
+		}
+		if f := st.Fanout; math.IsNaN(f) || f < 0 || f > optimizer.MaxFanout {
+			return nil, fmt.Errorf("step %q: fanout %v must be in [0, %g] rows per request", st.Name, f, optimizer.MaxFanout)
 		}
 		if _, err := s.svc.dist(prof, st.Initial.Variant, st.Initial.Cores, 1); err != nil {
 			return nil, fmt.Errorf("step %q: %w", st.Name, err)
@@ -425,6 +443,7 @@ func (s *sim) arrive(at time.Duration) {
 		s.perSec = append(s.perSec, 0)
 	}
 	s.perSec[sec]++
+	s.requests++
 	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.budget)}
 	if s.opt.GlueCost > 0 {
 		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
@@ -437,12 +456,33 @@ func (s *sim) arrive(at time.Duration) {
 // dataplane.Pipe.Run does once the deadline has passed.
 func (s *sim) enter(r *request) {
 	st := s.stages[r.step]
+	r.rows = s.rowsAt(r.step)
+	if r.rows == 0 { // nothing found upstream: later stages have no work
+		s.answer(r, loadgen.Outcome{Kind: loadgen.Succeeded, Status: 200})
+		return
+	}
+	s.stepRows[r.step] += int64(r.rows)
 	if !s.loop.Now().Before(r.deadline) {
 		s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: dropped: deadline exceeded before the request was computed before stage %q (%d of %d)",
 			s.opt.Pipeline.Name, st.name, r.step+1, len(s.stages)))
 		return
 	}
 	st.infer(r)
+}
+
+// rowsAt draws the rows a request brings to step i (Step.Fanout); a
+// whole fan-out draws nothing, so that runs without fractions keep their
+// random streams.
+func (s *sim) rowsAt(i int) int {
+	f := s.opt.Pipeline.Steps[i].Fanout
+	if f == 0 {
+		return 1
+	}
+	n, frac := math.Modf(f)
+	if frac > 0 && s.fanRNG.Float64() < frac {
+		n++
+	}
+	return int(n)
 }
 
 // answer finishes r at now.

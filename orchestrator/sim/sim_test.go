@@ -3,6 +3,7 @@ package sim_test
 import (
 	"bytes"
 	"context"
+	"math"
 	"testing"
 	"time"
 
@@ -291,4 +292,59 @@ func withLoadSeconds(t *testing.T, opt sim.Options, secs float64) *profiles.Prof
 		}
 	}
 	return p
+}
+
+// A step that gets several rows per request: its batches count them, the
+// simulated router counts them for the controller, which plans the step for
+// them; a fan-out of zero answers the request at that step.
+func TestSimulatedFanoutIsPlannedFor(t *testing.T) {
+	run := func(fanout float64) (*sim.Result, []orchestrator.Decision) {
+		t.Helper()
+		load, err := loadgen.ParseSteps("60s@10")
+		if err != nil {
+			t.Fatal(err)
+		}
+		opt := classifyOptions(t, load, nil)
+		opt.Pipeline.Steps = append([]sim.Step(nil), opt.Pipeline.Steps...)
+		opt.Pipeline.Steps[0].Fanout = fanout
+		// The rate as it is: the fan-out is what is tested, not the LSTM's
+		// first minute.
+		opt.Adapt.Predictor = orchestrator.PredictorFunc(func(h []float64) float64 { return h[len(h)-1] })
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, res.Decisions
+	}
+	one, ds1 := run(0)
+	four, ds4 := run(3.5)
+	last1, last4 := ds1[len(ds1)-1], ds4[len(ds4)-1]
+	if last1.Fanout != nil || len(last4.Fanout) != 1 || math.Abs(last4.Fanout[0]-3.5) > 0.3 {
+		t.Fatalf("fanout in the decisions: %v and %v, want none and about 3.5", last1.Fanout, last4.Fanout)
+	}
+	if last4.Plan.Cost <= last1.Plan.Cost {
+		t.Errorf("3.5 rows per request planned on %d cores, one on %d: want more", last4.Plan.Cost, last1.Plan.Cost)
+	}
+	// Planned for one row per request until the first interval (10 s)
+	// measured the fan-out; in time once the replica it then added loaded
+	// (5.2 s) and the backlog cleared.
+	if len(one.Load.Records) != len(four.Load.Records) {
+		t.Errorf("%d requests with 3.5 rows each, %d with one", len(four.Load.Records), len(one.Load.Records))
+	}
+	late, n := 0, 0
+	for _, r := range four.Load.Records {
+		if r.Sent >= 30*time.Second {
+			n++
+			if r.Outcome.Kind != loadgen.Succeeded || r.Latency > time.Second {
+				late++
+			}
+		}
+	}
+	if late > n/100 {
+		t.Errorf("3.5 rows per request: %d of the %d requests from 30 s on missed the SLA", late, n)
+	}
+	none, _ := run(0.001) // almost never an item: answered at once
+	if r := none.Load.Report(); r.Succeeded != r.Sent || r.Latency.P99 > 0.01 {
+		t.Errorf("no rows: %d of %d answered, p99 %.3f s", r.Succeeded, r.Sent, r.Latency.P99)
+	}
 }

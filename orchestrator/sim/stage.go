@@ -50,7 +50,7 @@ func (st *stage) infer(r *request) {
 		st.s.drop(r, 504, st.deadlineReason())
 		return
 	}
-	ahead := batcher.Ahead{Rows: st.b.Len(), Size: 1, MaxBatch: st.cfg.MaxBatch, Replicas: len(st.replicas)}
+	ahead := batcher.Ahead{Rows: st.b.Len(), Size: r.rows, MaxBatch: st.cfg.MaxBatch, Replicas: len(st.replicas)}
 	switch v, _ := st.est.Decide(estKey{st.cfg.Variant, st.cfg.Cores}, ahead, r.deadline.Sub(st.s.loop.Now())); v {
 	case batcher.RefuseBusy:
 		st.s.drop(r, 429, fmt.Sprintf("HTTP 429: pipeline %q: stage %q cannot meet the deadline: the work queued ahead would make the answer late; retry after Retry-After", st.s.opt.Pipeline.Name, st.name))
@@ -59,7 +59,7 @@ func (st *stage) infer(r *request) {
 		st.s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: stage %q cannot meet the deadline: less time is left than its batch takes; send a longer deadline", st.s.opt.Pipeline.Name, st.name))
 		return
 	}
-	if err := st.b.Submit(r, 1, r.deadline); err != nil {
+	if err := st.b.Submit(r, r.rows, r.deadline); err != nil {
 		status := 500
 		switch {
 		case errors.Is(err, batcher.ErrQueueFull):
@@ -111,7 +111,7 @@ func (st *stage) run(rep *replica, batch []*request) {
 		live = append(live, r)
 	}
 	key := estKey{st.cfg.Variant, rep.cores}
-	if _, bound, ok := st.est.Service(key, len(live)); ok {
+	if _, bound, ok := st.est.Service(key, rowsOf(live)); ok {
 		end := now.Add(bound)
 		live = slices.DeleteFunc(live, func(r *request) bool {
 			if end.After(r.deadline) {
@@ -125,15 +125,16 @@ func (st *stage) run(rep *replica, batch []*request) {
 		st.free(rep)
 		return
 	}
-	d, err := s.svc.dist(st.profile, st.cfg.Variant, rep.cores, len(live))
+	rows := rowsOf(live)
+	d, err := s.svc.dist(st.profile, st.cfg.Variant, rep.cores, rows)
 	if err != nil {
 		s.err = err
 		return
 	}
 	s.batches++
 	dur := d.draw(s.rng)
-	st.ran(rep.cores, len(live), dur)
-	slot := st.est.Begin(key, len(live))
+	st.ran(rep.cores, rows, dur)
+	slot := st.est.Begin(key, rows)
 	s.loop.at(s.loop.now+dur, func() {
 		st.est.End(slot, true)
 		for _, r := range live {
@@ -141,6 +142,15 @@ func (st *stage) run(rep *replica, batch []*request) {
 		}
 		st.free(rep)
 	})
+}
+
+// rowsOf is the batch rows of rs.
+func rowsOf(rs []*request) int {
+	n := 0
+	for _, r := range rs {
+		n += r.rows
+	}
+	return n
 }
 
 // free puts a replica that finished its batch back to work, or lets it
@@ -285,6 +295,12 @@ func (o observer) Rates(_ context.Context, n int) ([]float64, error) {
 		}
 	}
 	return out, nil
+}
+
+// Fanout implements orchestrator.FanoutObserver: the requests the router
+// ran and the rows it sent each step, as router.Pipeline.Rows counts them.
+func (o observer) Fanout(context.Context) (int64, []int64, error) {
+	return o.s.requests, slices.Clone(o.s.stepRows), nil
 }
 
 // OverheadSeconds implements orchestrator.OverheadObserver: the glue cost
