@@ -13,6 +13,7 @@ import (
 	"math"
 	"sync"
 
+	"github.com/disintegration/imaging"
 	"golang.org/x/image/draw"
 
 	"github.com/ipa-serving/ipa/models"
@@ -57,7 +58,7 @@ func decodeImage(b []byte, maxPixels int) (image.Image, error) {
 	case bytes.HasPrefix(b, pngMagic):
 		format, decodeConfig, decode = "PNG", png.DecodeConfig, png.Decode
 	case bytes.HasPrefix(b, jpegMagic):
-		format, decodeConfig, decode = "JPEG", jpeg.DecodeConfig, jpeg.Decode
+		format, decodeConfig, decode = "JPEG", jpeg.DecodeConfig, decodeJPEG
 	default:
 		head := b[:min(len(b), 8)]
 		return nil, fmt.Errorf("%w (starts with %q)", ErrNotImage, head)
@@ -87,6 +88,14 @@ func decodeImage(b []byte, maxPixels int) (image.Image, error) {
 		img = cmykToRGBA(c)
 	}
 	return img, nil
+}
+
+// decodeJPEG decodes a JPEG upright: a camera that stored the picture
+// sideways says so in its EXIF Orientation tag, which every viewer applies
+// (a phone's portrait photo, a scanned page), and so does the model's input.
+// imaging applies it (the image as decoded when the tag is absent or 1).
+func decodeJPEG(r io.Reader) (image.Image, error) {
+	return imaging.Decode(r, imaging.AutoOrientation(true))
 }
 
 // jpegComplete reports whether a JPEG stream has its end-of-image marker

@@ -231,3 +231,62 @@ func checkDecoded(t *testing.T, img image.Image, err error, limit int) bool {
 	}
 	return true
 }
+
+// withOrientation inserts an EXIF APP1 segment with Orientation o (a
+// big-endian TIFF header, one IFD entry) after a JPEG's SOI marker, as a
+// camera writes it.
+func withOrientation(b []byte, o uint16) []byte {
+	tiff := []byte{'M', 'M', 0, 42, 0, 0, 0, 8, // header, IFD0 at offset 8
+		0, 1, // one entry
+		0x01, 0x12, 0, 3, 0, 0, 0, 1, byte(o >> 8), byte(o), 0, 0, // Orientation, SHORT, 1 value
+		0, 0, 0, 0} // no next IFD
+	seg := append([]byte("Exif\x00\x00"), tiff...)
+	app1 := append([]byte{0xff, 0xe1, byte((len(seg) + 2) >> 8), byte(len(seg) + 2)}, seg...)
+	return append(append(append([]byte(nil), b[:2]...), app1...), b[2:]...)
+}
+
+// A JPEG a camera stored sideways (EXIF Orientation 6: rotate 90° clockwise
+// to view, a phone's portrait photo) is decoded upright, as every viewer
+// shows it: the model sees what the user sees. Orientation 1, or none, is
+// the image as stored.
+func TestDecodeImageTurnsAJPEGUprightByItsEXIFOrientation(t *testing.T) {
+	// 40×20 as stored: red left half, blue right half.
+	src := image.NewRGBA(image.Rect(0, 0, 40, 20))
+	for y := range 20 {
+		for x := range 40 {
+			c := color.RGBA{220, 20, 20, 255}
+			if x >= 20 {
+				c = color.RGBA{20, 20, 220, 255}
+			}
+			src.Set(x, y, c)
+		}
+	}
+	stored := encodeJPEG(t, src)
+	red := func(img image.Image, x, y int) bool {
+		r, _, b, _ := img.At(x, y).RGBA()
+		return r > b
+	}
+	for _, tc := range []struct {
+		name       string
+		data       []byte
+		w, h       int
+		redAtStart bool // the red half is on top (rotated) or on the left (as stored)
+	}{
+		{"no EXIF", stored, 40, 20, true},
+		{"orientation 1", withOrientation(stored, 1), 40, 20, true},
+		{"orientation 6", withOrientation(stored, 6), 20, 40, true},  // rotated 90° clockwise: the left half goes on top
+		{"orientation 8", withOrientation(stored, 8), 20, 40, false}, // rotated 90° counter-clockwise: the left half goes to the bottom
+		{"orientation 3", withOrientation(stored, 3), 40, 20, false}, // 180°: red on the right
+	} {
+		img, err := DecodeImage(tc.data)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if b := img.Bounds(); b.Dx() != tc.w || b.Dy() != tc.h {
+			t.Fatalf("%s: %v, want %d×%d", tc.name, b, tc.w, tc.h)
+		}
+		if got := red(img, 5, 5); got != tc.redAtStart {
+			t.Errorf("%s: red at the top-left corner: %v, want %v", tc.name, got, tc.redAtStart)
+		}
+	}
+}
