@@ -173,9 +173,9 @@ func (o *localObserver) OverheadSeconds(context.Context) (float64, error) {
 	return o.perRequest, nil
 }
 
-// Fanout implements orchestrator.FanoutObserver: the requests the router
-// ran and the rows it sent each step.
-func (o *localObserver) Fanout(context.Context) (int64, []int64, error) {
+// Fanout implements orchestrator.FanoutObserver: per step, the requests
+// that reached it and the rows the router sent it.
+func (o *localObserver) Fanout(context.Context) (reached, rows []int64, err error) {
 	return o.router.Rows(o.pipeline)
 }
 

@@ -36,12 +36,13 @@ type OverheadObserver interface {
 // FanoutObserver is implemented by observers that know how many items
 // (batch rows) one pipeline request brings to each step: the text lines of
 // a page at the recognizer. Fanout returns, per step in pipeline order, the
-// totals since the observer began: the requests the pipeline ran and the
-// rows sent to each step. The loop plans each step for the predicted rate
-// times its fan-out over the last interval (optimizer.Step.Fanout), keeping
-// the last fan-out measured while no request comes.
+// totals since the observer began: the requests that reached the step (not
+// dropped before it) and the rows sent to it for them. The loop plans each
+// step for the predicted rate times its fan-out over the last interval
+// (optimizer.Step.Fanout), keeping the last fan-out measured while no
+// request reaches the step.
 type FanoutObserver interface {
-	Fanout(ctx context.Context) (requests int64, rows []int64, err error)
+	Fanout(ctx context.Context) (reached, rows []int64, err error)
 }
 
 // Predictor predicts the peak arrival rate of the next interval from the

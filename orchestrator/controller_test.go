@@ -319,19 +319,19 @@ func TestDecisionExpectsTheLoadTimeOfTheReplicasItAdds(t *testing.T) {
 	}
 }
 
-// fanoutObserver also reports the router's totals: requests, and rows sent
-// to the one step.
+// fanoutObserver also reports the router's totals of the one step: the
+// requests that reached it and the rows sent to it.
 type fanoutObserver struct {
 	fakeObserver
 	requests, rows int64
 	broken         bool
 }
 
-func (o *fanoutObserver) Fanout(context.Context) (int64, []int64, error) {
+func (o *fanoutObserver) Fanout(context.Context) ([]int64, []int64, error) {
 	if o.broken {
-		return 0, nil, errors.New("router unreachable")
+		return nil, nil, errors.New("router unreachable")
 	}
-	return o.requests, []int64{o.rows}, nil
+	return []int64{o.requests}, []int64{o.rows}, nil
 }
 
 // A step that gets several rows per request is planned for the predicted

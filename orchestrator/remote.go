@@ -31,27 +31,26 @@ func (o RouterObserver) Rates(ctx context.Context, seconds int) ([]float64, erro
 	return body.PerSecond, nil
 }
 
-// Fanout implements FanoutObserver from the router's totals
-// (/router/rate: requests_total, and rows_total per step).
-func (o RouterObserver) Fanout(ctx context.Context) (int64, []int64, error) {
+// Fanout implements FanoutObserver from the router's totals per step
+// (/router/rate: requests_total and rows_total).
+func (o RouterObserver) Fanout(ctx context.Context) (reached, rows []int64, err error) {
 	var body struct {
-		Requests *int64 `json:"requests_total"`
-		Steps    []struct {
-			Rows int64 `json:"rows_total"`
+		Steps []struct {
+			Reached *int64 `json:"requests_total"`
+			Rows    int64  `json:"rows_total"`
 		} `json:"steps"`
 	}
 	url := fmt.Sprintf("%s/router/rate?pipeline=%s&window=1", o.URL, o.Pipeline)
 	if err := getJSON(ctx, o.client(), url, &body); err != nil {
-		return 0, nil, err
+		return nil, nil, err
 	}
-	if body.Requests == nil {
-		return 0, nil, fmt.Errorf("%s: no requests_total (a router older than fan-out counting)", url)
+	for _, s := range body.Steps {
+		if s.Reached == nil {
+			return nil, nil, fmt.Errorf("%s: no requests_total per step (a router older than fan-out counting)", url)
+		}
+		reached, rows = append(reached, *s.Reached), append(rows, s.Rows)
 	}
-	rows := make([]int64, len(body.Steps))
-	for i, s := range body.Steps {
-		rows[i] = s.Rows
-	}
-	return *body.Requests, rows, nil
+	return reached, rows, nil
 }
 
 func (o RouterObserver) client() *http.Client {

@@ -183,23 +183,26 @@ type Pipeline struct {
 	// on the router's own goroutines, summed over requests: CPU the
 	// stages' profiles do not count.
 	glueNanos, glueRequests atomic.Int64
-	// What each step was sent, summed over requests: items and their
-	// batch rows (a page's text lines reach the recognizer as a few items
-	// of many rows). rows[i] over requests is step i's fan-out.
-	requests atomic.Int64
-	rows     []atomic.Int64
+	// What each step was sent, summed over requests: the requests that
+	// reached it (not failed or dropped before it; one whose earlier step
+	// found nothing reaches it with no rows) and the batch rows of their
+	// items (a page's text lines reach the recognizer as a few items of
+	// many rows). rows[i]/reached[i] is step i's fan-out.
+	reached, rows []atomic.Int64
 }
 
-// Rows returns the requests the pipeline ran and the batch rows sent to
-// each step for them, since the pipe was made: rows[i]/requests is step
-// i's fan-out, the load per request the controller plans that step for.
-func (p *Pipeline) Rows() (requests int64, rows []int64) {
-	rows = make([]int64, len(p.rows))
-	requests = p.requests.Load() // first: at worst the rows hold a few requests more
+// Rows returns, per step since the pipe was made, the requests that
+// reached it and the batch rows it was sent for them: rows[i]/reached[i]
+// is step i's fan-out, the load per request the controller plans the step
+// for. A request dropped before a step does not count there, so that an
+// overload does not make the later steps look lighter.
+func (p *Pipeline) Rows() (reached, rows []int64) {
+	reached, rows = make([]int64, len(p.rows)), make([]int64, len(p.rows))
 	for i := range p.rows {
+		reached[i] = p.reached[i].Load() // first: at worst the rows hold a few requests more
 		rows[i] = p.rows[i].Load()
 	}
-	return requests, rows
+	return reached, rows
 }
 
 // itemRows is the batch rows of an item's inputs: the first dimension of the
@@ -261,7 +264,7 @@ func NewPipeline(spec *models.Pipeline, stages []*Step, glues Glues) (*Pipeline,
 	if len(stages) != len(spec.Stages) {
 		return nil, fmt.Errorf("pipeline %q has %d stages, got %d clients", spec.Name, len(spec.Stages), len(stages))
 	}
-	p := &Pipeline{Spec: spec, Stages: stages, rows: make([]atomic.Int64, len(stages))}
+	p := &Pipeline{Spec: spec, Stages: stages, reached: make([]atomic.Int64, len(stages)), rows: make([]atomic.Int64, len(stages))}
 	for i, st := range stages {
 		st.inputs, _ = st.Meta.Interface()
 		st.index = i
@@ -371,16 +374,19 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 	if err != nil {
 		return nil, timings, err
 	}
-	p.requests.Add(1)
 	level := roots
 	for i, st := range p.Stages {
-		if len(level) == 0 {
-			break // nothing found upstream: later stages have no work
+		if len(level) == 0 { // nothing found upstream: later stages have no work
+			for j := i; j < len(p.Stages); j++ {
+				p.reached[j].Add(1) // with no rows
+			}
+			break
 		}
 		var rows int64
 		for _, it := range level {
 			rows += itemRows(it)
 		}
+		p.reached[i].Add(1)
 		p.rows[i].Add(rows)
 		start := time.Now()
 		if !deadline.IsZero() && !start.Before(deadline) {

@@ -121,15 +121,15 @@ func (r *Router) GlueCost(pipeline string) (time.Duration, int64, error) {
 	return total, n, nil
 }
 
-// Rows returns the requests pipeline ran and the batch rows each of its
-// steps was sent for them (Pipeline.Rows).
-func (r *Router) Rows(pipeline string) (int64, []int64, error) {
+// Rows returns, per step of pipeline, the requests that reached it and the
+// batch rows it was sent for them (Pipeline.Rows).
+func (r *Router) Rows(pipeline string) (reached, rows []int64, err error) {
 	p, ok := r.pipes[pipeline]
 	if !ok {
-		return 0, nil, fmt.Errorf("unknown pipeline %q", pipeline)
+		return nil, nil, fmt.Errorf("unknown pipeline %q", pipeline)
 	}
-	n, rows := p.pipe.Rows()
-	return n, rows, nil
+	reached, rows = p.pipe.Rows()
+	return reached, rows, nil
 }
 
 // Handle routes one request.
@@ -281,13 +281,12 @@ func (r *Router) serveRate(ctx *fasthttp.RequestCtx) {
 		dataplane.WriteError(ctx, fasthttp.StatusNotFound, fmt.Sprintf("%v; pass ?pipeline= one of %v", err, r.names))
 		return
 	}
-	requests, rows, _ := r.Rows(name)
+	reached, rows, _ := r.Rows(name)
 	steps := make([]map[string]any, len(rows))
 	for i, n := range rows {
-		steps[i] = map[string]any{"step": r.pipes[name].pipe.Stages[i].Spec.Name, "rows_total": n}
+		steps[i] = map[string]any{"step": r.pipes[name].pipe.Stages[i].Spec.Name, "requests_total": reached[i], "rows_total": n}
 	}
-	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates,
-		"requests_total": requests, "steps": steps})
+	dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"pipeline": name, "now_unix": time.Now().Unix(), "per_second": rates, "steps": steps})
 }
 
 // routerState is the per-request state of the infer handler, pooled with

@@ -217,14 +217,14 @@ type sim struct {
 	budget   time.Duration // from arrival to the deadline
 	lastDone time.Duration
 	perSec   []int64 // router arrivals per second
-	// What the router ran and sent each step (router.Pipeline.Rows), and
-	// the random stream of the fan-outs' fractions.
-	requests int64
-	stepRows []int64
-	fanRNG   *rand.Rand
-	actions  []orchestrator.Action
-	batches  uint64
-	err      error
+	// Per step, the requests that reached it and the rows the router sent
+	// it (router.Pipeline.Rows), and the random stream of the fan-outs'
+	// fractions.
+	stepReached, stepRows []int64
+	fanRNG                *rand.Rand
+	actions               []orchestrator.Action
+	batches               uint64
+	err                   error
 
 	ran map[ranKey]*orchestrator.BatchStats // batches since the controller's last look (batches.go)
 
@@ -325,11 +325,12 @@ func newSim(opt Options) (*sim, error) {
 		loop: &loop{epoch: opt.Start},
 		// Arrivals are seeded as `ipa load` seeds them; service times get
 		// their own stream.
-		arrivals: loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
-		rng:      rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
-		svc:      services{prof: cmp.Or(opt.TrueProfile, opt.Pipeline.Profiles), cache: map[serviceKey]logNormal{}},
-		fanRNG:   rand.New(rand.NewPCG(opt.Seed, 0xfa7)),
-		stepRows: make([]int64, len(opt.Pipeline.Steps)),
+		arrivals:    loadgen.NewArrivals(opt.Load, opt.Process, opt.Slot, rand.New(rand.NewPCG(opt.Seed, 0xa44))),
+		rng:         rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
+		svc:         services{prof: cmp.Or(opt.TrueProfile, opt.Pipeline.Profiles), cache: map[serviceKey]logNormal{}},
+		fanRNG:      rand.New(rand.NewPCG(opt.Seed, 0xfa7)),
+		stepRows:    make([]int64, len(opt.Pipeline.Steps)),
+		stepReached: make([]int64, len(opt.Pipeline.Steps)),
 	}
 	s.arrivals.Until = opt.Duration
 	s.budget = min(opt.SLA, opt.Pipeline.SLA)
@@ -443,7 +444,6 @@ func (s *sim) arrive(at time.Duration) {
 		s.perSec = append(s.perSec, 0)
 	}
 	s.perSec[sec]++
-	s.requests++
 	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.budget)}
 	if s.opt.GlueCost > 0 {
 		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
@@ -458,9 +458,13 @@ func (s *sim) enter(r *request) {
 	st := s.stages[r.step]
 	r.rows = s.rowsAt(r.step)
 	if r.rows == 0 { // nothing found upstream: later stages have no work
+		for j := r.step; j < len(s.stages); j++ {
+			s.stepReached[j]++ // with no rows
+		}
 		s.answer(r, loadgen.Outcome{Kind: loadgen.Succeeded, Status: 200})
 		return
 	}
+	s.stepReached[r.step]++
 	s.stepRows[r.step] += int64(r.rows)
 	if !s.loop.Now().Before(r.deadline) {
 		s.drop(r, 504, fmt.Sprintf("HTTP 504: pipeline %q: dropped: deadline exceeded before the request was computed before stage %q (%d of %d)",

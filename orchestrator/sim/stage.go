@@ -297,10 +297,11 @@ func (o observer) Rates(_ context.Context, n int) ([]float64, error) {
 	return out, nil
 }
 
-// Fanout implements orchestrator.FanoutObserver: the requests the router
-// ran and the rows it sent each step, as router.Pipeline.Rows counts them.
-func (o observer) Fanout(context.Context) (int64, []int64, error) {
-	return o.s.requests, slices.Clone(o.s.stepRows), nil
+// Fanout implements orchestrator.FanoutObserver: per step, the requests
+// that reached it and the rows the router sent it, as router.Pipeline.Rows
+// counts them.
+func (o observer) Fanout(context.Context) (reached, rows []int64, err error) {
+	return slices.Clone(o.s.stepReached), slices.Clone(o.s.stepRows), nil
 }
 
 // OverheadSeconds implements orchestrator.OverheadObserver: the glue cost
