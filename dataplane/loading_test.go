@@ -387,3 +387,57 @@ func FuzzParsePreload(f *testing.F) {
 		_ = p.Check(&models.Stage{Name: "x"})
 	})
 }
+
+// The repository index says which variants a switch would find loaded: the
+// active one READY, one loading LOADING, one not preloaded UNAVAILABLE with
+// the reason, and READY once loaded on every replica.
+func TestRepositoryIndexShowsWhatIsLoaded(t *testing.T) {
+	r := newFakeRig(false)
+	s, err := dataplane.NewStage(r.meta, cfgInline, dataplane.StageOptions{MaxQueue: 16, Preload: mustPreload(t, "active")}, r.opener())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	srv := dataplane.NewServer(dataplane.ServerConfig{}, dataplane.AdminConfig{}, []*dataplane.Stage{s}, nil, "test")
+	states := func() string {
+		var out []string
+		for _, e := range srv.RepositoryIndex() {
+			out = append(out, e.Version+"="+e.State)
+		}
+		return strings.Join(out, " ")
+	}
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
+		if !s.Ready() {
+			return errors.New("not ready")
+		}
+		return nil
+	})
+	if got := states(); got != "a=READY b=UNAVAILABLE" {
+		t.Errorf("preload active: %s, want a=READY b=UNAVAILABLE", got)
+	}
+	if e := srv.RepositoryIndex()[1]; !strings.Contains(e.Reason, "not preloaded") {
+		t.Errorf("b's reason: %q", e.Reason)
+	}
+	hold := make(chan struct{})
+	r.setBlock("b", hold)
+	switched := make(chan error, 1)
+	go func() {
+		cfg := cfgInline
+		cfg.Variant = "b"
+		_, err := s.Reconfigure(cfg)
+		switched <- err
+	}()
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
+		if got := states(); got != "a=READY b=LOADING" {
+			return fmt.Errorf("while b loads: %s", got)
+		}
+		return nil
+	})
+	close(hold)
+	if err := <-switched; err != nil {
+		t.Fatal(err)
+	}
+	if got := states(); got != "a=READY b=READY" {
+		t.Errorf("after the switch: %s, want both READY (a stays loaded)", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -133,12 +134,8 @@ func (s *Server) Handle(ctx *fasthttp.RequestCtx) {
 			"extensions": []string{"binary_tensor_data", "model_repository", "ipa_admin"},
 		})
 		return
-	case path == "/v2/repository/index":
-		if method != fasthttp.MethodPost && method != fasthttp.MethodGet {
-			WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
-			return
-		}
-		WriteJSON(ctx, fasthttp.StatusOK, s.RepositoryIndex())
+	case strings.HasPrefix(path, "/v2/repository/"):
+		ServeRepository(ctx, s.RepositoryIndex, func(name string) bool { return s.stages[name] != nil })
 		return
 	case strings.HasPrefix(path, "/v2/models/"):
 		s.model(ctx, method, strings.TrimPrefix(path, "/v2/models/"))
@@ -267,18 +264,34 @@ type IndexEntry struct {
 	Active  bool   `json:"active"`
 }
 
-// RepositoryIndex returns every (stage, variant) the server serves.
+// RepositoryIndex returns every (stage, variant) the server serves: READY
+// when every replica holds the variant (a switch to it is instant, or it is
+// the one serving), LOADING while it loads (in the background, or for a
+// reconfiguration), UNAVAILABLE when the stage is not ready or the variant
+// is not preloaded (--stage.preload: it loads when a switch asks for it).
 func (s *Server) RepositoryIndex() []IndexEntry {
 	list := []IndexEntry{}
 	for _, name := range s.names {
 		st := s.stages[name]
-		state := "READY"
-		if !st.Ready() {
-			state = "UNAVAILABLE"
-		}
 		active := st.Config().Variant
+		loads := st.Loads()
 		for _, v := range st.Meta().Variants {
-			list = append(list, IndexEntry{Name: name, Version: v.Name, State: state, Active: v.Name == active})
+			e := IndexEntry{Name: name, Version: v.Name, State: StateReady, Active: v.Name == active}
+			everywhere, loading := len(loads.Replicas) > 0, false
+			for _, r := range loads.Replicas {
+				everywhere = everywhere && slices.Contains(r.Loaded, v.Name)
+				loading = loading || slices.Contains(r.Loading, v.Name)
+			}
+			switch {
+			case !st.Ready():
+				e.State, e.Reason = StateUnavailable, "the stage is not ready"
+			case e.Active || everywhere:
+			case loading:
+				e.State, e.Reason = StateLoading, "loading on the replicas"
+			default:
+				e.State, e.Reason = StateUnavailable, "not preloaded (--stage.preload): loads when a switch asks for it"
+			}
+			list = append(list, e)
 		}
 	}
 	return list

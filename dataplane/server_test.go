@@ -326,6 +326,28 @@ func TestMetadataEndpointsDescribeTheStage(t *testing.T) {
 			t.Fatalf("repository index marks %+v", e)
 		}
 	}
+	// The rest of the repository extension, as Triton's "none" model
+	// control: what is served is loaded, nothing unloads.
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		says               string
+	}{
+		{"POST", "/v2/repository/index", `{"ready":true}`, 200, `"state":"READY"`},
+		{"POST", "/v2/repository/index", `{"ready":1}`, 400, "repository index request"},
+		{"POST", "/v2/repository/index", `{"readdy":true}`, 400, "repository index request"},
+		{"DELETE", "/v2/repository/index", "", 405, "takes POST"},
+		{"POST", "/v2/repository/models/classify/load", "", 200, "{}"},
+		{"POST", "/v2/repository/models/classify/unload", "", 400, "cannot be unloaded"},
+		{"GET", "/v2/repository/models/classify/load", "", 405, "takes POST"},
+		{"POST", "/v2/repository/models/nope/load", "", 404, `unknown model \"nope\"`},
+		{"POST", "/v2/repository/models/classify/reload", "", 404, "no route"},
+	} {
+		r := s.Do(t, c.method, c.path, []byte(c.body))
+		if r.Status != c.status || !strings.Contains(string(r.Body), c.says) {
+			t.Errorf("%s %s %s: %d %s, want %d saying %q", c.method, c.path, c.body, r.Status, r.Body, c.status, c.says)
+		}
+	}
 }
 
 func TestMetricsCountRequestsBatchesAndInferenceTimePerVariant(t *testing.T) {

@@ -178,6 +178,15 @@ func TestOCRPipelineSpeaksTheProtocol(t *testing.T) {
 	if len(index) == 0 || index[0]["name"] != "ocr" || index[0]["state"] != "READY" || index[0]["version"] != "det-640+rec-v4" {
 		t.Errorf("repository index %v", index)
 	}
+	if res := r.Do(t, "POST", "/v2/repository/models/ocr/load", nil); res.Status != 200 {
+		t.Errorf("load the served pipeline: %d %s", res.Status, res.Body)
+	}
+	if res := r.Do(t, "POST", "/v2/repository/models/ocr/unload", nil); res.Status != 400 || !strings.Contains(string(res.Body), "cannot be unloaded") {
+		t.Errorf("unload: %d %s", res.Status, res.Body)
+	}
+	if res := r.Do(t, "POST", "/v2/repository/models/classify/load", nil); res.Status != 404 {
+		t.Errorf("load a pipeline the router lacks: %d %s", res.Status, res.Body)
+	}
 	for _, path := range []string{"/v2/models/ocr", "/v2/models/ocr/ready"} {
 		if res := r.Do(t, "POST", path, nil); res.Status != 405 {
 			t.Errorf("POST %s: %d %s, want 405", path, res.Status, res.Body)

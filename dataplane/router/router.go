@@ -160,12 +160,8 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 		}
 		dataplane.WriteJSON(ctx, fasthttp.StatusOK, map[string]any{"name": "ipa-router", "version": r.version,
 			"extensions": ext, "pipelines": r.names})
-	case path == "/v2/repository/index":
-		if m := string(ctx.Method()); m != fasthttp.MethodPost && m != fasthttp.MethodGet {
-			dataplane.WriteError(ctx, fasthttp.StatusMethodNotAllowed, "use POST /v2/repository/index")
-			return
-		}
-		dataplane.WriteJSON(ctx, fasthttp.StatusOK, r.repositoryIndex())
+	case strings.HasPrefix(path, "/v2/repository/"):
+		dataplane.ServeRepository(ctx, r.repositoryIndex, r.serves)
 	case path == "/router/rate":
 		r.serveRate(ctx)
 	case strings.HasPrefix(path, "/v2/models/"):
@@ -230,12 +226,32 @@ func (r *Router) Handle(ctx *fasthttp.RequestCtx) {
 func (r *Router) repositoryIndex() []dataplane.IndexEntry {
 	list := []dataplane.IndexEntry{}
 	for _, name := range r.names {
-		list = append(list, dataplane.IndexEntry{Name: name, Version: r.pipes[name].pipe.Version(), State: "READY", Active: true})
+		e := dataplane.IndexEntry{Name: name, Version: r.pipes[name].pipe.Version(), State: dataplane.StateReady, Active: true}
+		if step := r.pipes[name].pipe.NotReady(); step != "" {
+			e.State, e.Reason = dataplane.StateUnavailable, fmt.Sprintf("no ready replica of step %q", step)
+		}
+		list = append(list, e)
 	}
 	if r.Index != nil {
 		list = append(list, r.Index()...)
 	}
 	return list
+}
+
+// serves reports whether name is a pipeline of the router or, in ipa
+// local, a stage it serves.
+func (r *Router) serves(name string) bool {
+	if _, ok := r.pipes[name]; ok {
+		return true
+	}
+	if r.Index != nil {
+		for _, e := range r.Index() {
+			if e.Name == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // inferPipe returns the pipeline of a POST /v2/models/{pipeline}/infer, the
