@@ -288,7 +288,8 @@ func (c *ControllerCmd) Run(g *Globals) error {
 	if c.Prometheus != "" {
 		// It also reads the stages' batch counters for the profile
 		// correction, when Prometheus scrapes the stages too.
-		obs = orchestrator.PrometheusObserver{URL: strings.TrimRight(c.Prometheus, "/"), Pipeline: spec.Name, BatchWindow: c.Controller.Loop.Interval}
+		obs = orchestrator.PrometheusObserver{URL: strings.TrimRight(c.Prometheus, "/"), Pipeline: spec.Name, BatchWindow: c.Controller.Loop.Interval,
+			Steps: spec.StepNames()}
 	} else if c.Controller.Loop.Correct {
 		log.Info("the profile is not corrected online: the stages' measurements reach this controller through Prometheus (--prometheus, scraping the stages' /metrics too)")
 	}

@@ -102,7 +102,7 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 	repo, spec := classifyPipeline(t)
 	addr := startEchoRouter(t, spec, repo)
 	prom := promtest.Start(t, bin, addr)
-	obs := orchestrator.PrometheusObserver{URL: prom, Pipeline: spec.Name, Client: &http.Client{Timeout: 5 * time.Second}}
+	obs := orchestrator.PrometheusObserver{URL: prom, Pipeline: spec.Name, Client: &http.Client{Timeout: 5 * time.Second}, Steps: spec.StepNames()}
 	act := &staticActuator{cur: []models.StageConfig{spec.Stages[0].Initial}}
 	flags := ControllerFlags{Profile: "profiles/measured/classify.json", Predictor: "reactive", Solver: "exact",
 		Alpha: 1, Beta: 0.05, CoreCapacity: 16, ScalingCap: 16,
@@ -129,13 +129,14 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 		t.Fatalf("idle decision: error %q, peak %g, plan %v", idle.Error, idle.PeakSeen, idle.Plan)
 	}
 
-	// The step: 40 requests per second of a V2 tensor request.
+	// The step: 40 requests per second of a V2 tensor request of two
+	// images (two rows for the step: its fan-out).
 	const rate = 40
 	meta, err := spec.Stages[0].RepoStage(repo)
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := dataplanetest.RandomTensors(dataplanetest.Inputs(meta), 1, 1)
+	in := dataplanetest.RandomTensors(dataplanetest.Inputs(meta), 2, 1)
 	body, jsonLen := v2codec.AppendInferRequest(nil, &v2codec.InferRequest{Inputs: in}, true)
 	client := &fasthttp.HostClient{Addr: addr}
 	stop := make(chan struct{})
@@ -177,6 +178,9 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 		}
 		if d.Observed < 0.8*rate {
 			return fmt.Errorf("observed %.1f/s, peak %.1f/s", d.Observed, d.PeakSeen)
+		}
+		if len(d.Fanout) != 1 || d.Fanout[0] != 2 {
+			return fmt.Errorf("fanout %v, want [2] (two rows a request)", d.Fanout)
 		}
 		return nil
 	})

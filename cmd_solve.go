@@ -128,11 +128,7 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	for _, s := range spec.Stages {
 		p.Current = append(p.Current, s.Initial)
 	}
-	var steps []string
-	for _, s := range p.Stages {
-		steps = append(steps, s.Name)
-	}
-	fan, err := parseFanouts(c.Fanout, spec.Name, steps)
+	fan, err := parseFanouts(c.Fanout, spec.Name, spec.StepNames())
 	if err != nil {
 		return nil, err
 	}

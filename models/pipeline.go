@@ -45,6 +45,15 @@ type Step struct {
 	Initial StageConfig `yaml:"initial" json:"initial"`
 }
 
+// StepNames returns the names of the pipeline's steps, in order.
+func (p *Pipeline) StepNames() []string {
+	out := make([]string, len(p.Stages))
+	for i, s := range p.Stages {
+		out[i] = s.Name
+	}
+	return out
+}
+
 // Step returns the step called name.
 func (p *Pipeline) Step(name string) *Step {
 	for i := range p.Stages {

@@ -113,3 +113,63 @@ func parseBatchVector(body []byte) (map[BatchStats]float64, error) {
 	}
 	return out, nil
 }
+
+// The router's fan-out totals per step (router.Pipeline.Rows), which
+// PrometheusObserver.Fanout reads.
+const (
+	StepRequestsMetric = "ipa_router_step_requests_total"
+	StepRowsMetric     = "ipa_router_step_rows_total"
+)
+
+// Fanout implements FanoutObserver: per step of Steps, the requests that
+// reached it and the rows it was sent, summed over the routers Prometheus
+// scrapes (a router that restarted starts its totals over; the loop skips
+// an interval whose totals went down).
+func (o PrometheusObserver) Fanout(ctx context.Context) (reached, rows []int64, err error) {
+	if len(o.Steps) == 0 {
+		return nil, nil, fmt.Errorf("prometheus observer: the pipeline's steps are not set")
+	}
+	now := time.Now
+	if o.Now != nil {
+		now = o.Now
+	}
+	at := now().Unix()
+	read := func(metric string) ([]int64, error) {
+		q := fmt.Sprintf("sum by (step) (%s{pipeline=%s})", metric, promQuote(o.Pipeline))
+		v := url.Values{}
+		v.Set("query", q)
+		v.Set("time", strconv.FormatInt(at, 10))
+		body, err := o.api(ctx, "query", q, v)
+		if err != nil {
+			return nil, err
+		}
+		r, err := parseEnvelope(body, "vector", "an instant query")
+		if err != nil {
+			return nil, fmt.Errorf("query %s to Prometheus at %s: %w", q, o.URL, err)
+		}
+		by := map[string]float64{}
+		for _, s := range r.Data.Result {
+			p, err := parsePoint(s.Value)
+			if err != nil || math.IsNaN(p.V) || math.IsInf(p.V, 0) || p.V < 0 {
+				return nil, fmt.Errorf("query %s to Prometheus at %s: series %s has no count", q, o.URL, fmtLabels(s.Metric))
+			}
+			by[s.Metric["step"]] = p.V
+		}
+		out := make([]int64, len(o.Steps))
+		for i, step := range o.Steps {
+			n, ok := by[step]
+			if !ok {
+				return nil, fmt.Errorf("no %s of step %q of pipeline %q in Prometheus at %s (a router older than fan-out counting?)", metric, step, o.Pipeline, o.URL)
+			}
+			out[i] = int64(n)
+		}
+		return out, nil
+	}
+	if reached, err = read(StepRequestsMetric); err != nil {
+		return nil, nil, err
+	}
+	if rows, err = read(StepRowsMetric); err != nil {
+		return nil, nil, err
+	}
+	return reached, rows, nil
+}

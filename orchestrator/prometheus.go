@@ -79,6 +79,8 @@ type PrometheusObserver struct {
 	// BatchWindow is the span Batches reads the stages' batch counters
 	// over: the controller's interval (at least promMinBatchWindow).
 	BatchWindow time.Duration
+	// Steps are the pipeline's steps in order, for Fanout.
+	Steps []string
 }
 
 // Query returns the PromQL expression the observer evaluates.

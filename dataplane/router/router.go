@@ -75,6 +75,16 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 			rp.variantKeys[st.Spec.Name] = st.Spec.Name + "_variant"
 		}
 		rp.arrivals = rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
+		for i, st := range p.Stages {
+			// The fan-out's totals (Pipeline.Rows), for a controller that
+			// reads the router through Prometheus.
+			rp.set.NewGauge(fmt.Sprintf(`ipa_router_step_requests_total{pipeline=%q,step=%q}`, name, st.Spec.Name), func() float64 {
+				return float64(p.reached[i].Load())
+			})
+			rp.set.NewGauge(fmt.Sprintf(`ipa_router_step_rows_total{pipeline=%q,step=%q}`, name, st.Spec.Name), func() float64 {
+				return float64(p.rows[i].Load())
+			})
+		}
 		metrics.RegisterSet(rp.set)
 		r.pipes[name] = rp
 		r.names = append(r.names, name)

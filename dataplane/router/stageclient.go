@@ -364,6 +364,8 @@ func (e *unavailableError) Is(target error) bool { return target == dataplane.Er
 var retries = metrics.NewCounter("ipa_router_retries_total")
 
 func init() {
+	promtext.SetHelp("ipa_router_step_requests_total", "Requests that reached a step of the pipeline (not dropped before it), since start: with ipa_router_step_rows_total, the step's fan-out.")
+	promtext.SetHelp("ipa_router_step_rows_total", "Batch rows the router sent a step of the pipeline, since start (a page's text lines at the recognizer).")
 	promtext.SetHelp("ipa_router_retries_total", "Stage requests sent again to another replica after a refused or broken connection, 503 or 429.")
 	promtext.SetHelp("ipa_router_replica_transitions_total", "Stage replicas that went down (a failed connection, or a probe of /v2/health/ready) or came back up.")
 }
