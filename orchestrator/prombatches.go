@@ -68,10 +68,7 @@ func (o PrometheusObserver) Batches(ctx context.Context) ([]BatchStats, error) {
 // instant evaluates q at the Unix second at and returns its samples by
 // series.
 func (o PrometheusObserver) instant(ctx context.Context, q string, at int64) (map[BatchStats]float64, error) {
-	v := url.Values{}
-	v.Set("query", q)
-	v.Set("time", strconv.FormatInt(at, 10))
-	body, err := o.api(ctx, "query", q, v)
+	body, err := o.query(ctx, q, at)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +77,15 @@ func (o PrometheusObserver) instant(ctx context.Context, q string, at int64) (ma
 		return nil, fmt.Errorf("query %s to Prometheus at %s: %w", q, o.URL, err)
 	}
 	return out, nil
+}
+
+// query evaluates the instant query q at the Unix second at and returns
+// Prometheus's answer.
+func (o PrometheusObserver) query(ctx context.Context, q string, at int64) ([]byte, error) {
+	v := url.Values{}
+	v.Set("query", q)
+	v.Set("time", strconv.FormatInt(at, 10))
+	return o.api(ctx, "query", q, v)
 }
 
 // parseBatchVector parses an instant query's answer whose series are
@@ -136,10 +142,7 @@ func (o PrometheusObserver) Fanout(ctx context.Context) (reached, rows []int64, 
 	at := now().Unix()
 	read := func(metric string) ([]int64, error) {
 		q := fmt.Sprintf("sum by (step) (%s{pipeline=%s})", metric, promQuote(o.Pipeline))
-		v := url.Values{}
-		v.Set("query", q)
-		v.Set("time", strconv.FormatInt(at, 10))
-		body, err := o.api(ctx, "query", q, v)
+		body, err := o.query(ctx, q, at)
 		if err != nil {
 			return nil, err
 		}
