@@ -52,7 +52,7 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		}
 		return path
 	}
-	f.Trace = near(f.Trace)
+	f.Trace, f.Calibration = near(f.Trace), near(f.Calibration)
 	for i := range f.Pipelines {
 		f.Pipelines[i].Body = near(f.Pipelines[i].Body)
 	}

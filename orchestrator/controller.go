@@ -151,6 +151,7 @@ type Decision struct {
 	PeakSeen  float64              `json:"observed_peak_rps"`
 	Predicted float64              `json:"predicted_rps"`            // with margin
 	Reserved  int                  `json:"reserved_cores,omitempty"` // cores kept out of the capacity for the router's glue
+	Glue      float64              `json:"glue_seconds,omitempty"`   // the router's glue time per request (OverheadObserver)
 	Kept      string               `json:"kept,omitempty"`           // why the running configuration stayed over a better plan
 	Plan      *optimizer.Plan      `json:"plan,omitempty"`
 	Fallback  bool                 `json:"fallback,omitempty"`
@@ -309,10 +310,13 @@ func (c *Controller) Step(ctx context.Context) Decision {
 	if c.corr != nil {
 		p.Profiles = c.correct(ctx, &d)
 	}
-	if o, ok := c.obs.(OverheadObserver); ok && p.CoreCapacity > 0 {
+	if o, ok := c.obs.(OverheadObserver); ok {
 		if per, err := o.OverheadSeconds(ctx); err == nil && per > 0 {
-			d.Reserved = min(reserve(d.Predicted*per, c.lastReserved()), p.CoreCapacity-1) // leave the stages a core
-			p.CoreCapacity -= d.Reserved
+			d.Glue = per
+			if p.CoreCapacity > 0 {
+				d.Reserved = min(reserve(d.Predicted*per, c.lastReserved()), p.CoreCapacity-1) // leave the stages a core
+				p.CoreCapacity -= d.Reserved
+			}
 		}
 	}
 	plan, err := optimizer.Solve(&p, c.solver, c.clock.Now)

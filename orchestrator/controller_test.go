@@ -217,8 +217,8 @@ func TestControllerReservesCoresForTheRoutersGlue(t *testing.T) {
 	}
 	// 30 ms per request at 60/s is 1.8 cores of router work: 2 reserved.
 	busy := plan(0.03)
-	if busy.Reserved != 2 || busy.Plan == nil || busy.Plan.Cost > 2 {
-		t.Fatalf("30 ms per request at 60/s: %d cores reserved, plan %+v (capacity 4)", busy.Reserved, busy.Plan)
+	if busy.Reserved != 2 || busy.Glue != 0.03 || busy.Plan == nil || busy.Plan.Cost > 2 {
+		t.Fatalf("30 ms per request at 60/s: %d cores reserved, glue %g s logged, plan %+v (capacity 4)", busy.Reserved, busy.Glue, busy.Plan)
 	}
 	// A cheap glue (tensors in, 1 ms at 60/s) reserves nothing.
 	if d := plan(0.001); d.Reserved != 0 || d.Plan.Cost < 3 {

@@ -357,3 +357,53 @@ systems: [ipa]
 		t.Errorf("fanout of a step the pipeline lacks: %v", err)
 	}
 }
+
+// A calibration (a real run's decision log) makes the simulated stages run
+// as slow as its controller's corrections say, per variant: twice the
+// profile's times for the variant it measured so, the step's factor for
+// the others; the simulated controller still plans with the profile.
+func TestCalibrationScalesTheSimulatedStages(t *testing.T) {
+	const file = `
+name: cal
+core_capacity: 8
+pipelines:
+  - name: classify
+windows:
+  - name: flat
+    rate: 4
+    duration: 60s
+systems: ["static:resnet50/1/2/1"]
+`
+	p50 := func(calibration string) float64 {
+		t.Helper()
+		f, err := Parse(strings.NewReader(file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Calibration = calibration
+		runs, err := Execute(context.Background(), f, testEnv(t), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return runs[0].Sim.Load.Report().Latency.P50
+	}
+	dir := t.TempDir()
+	log := filepath.Join(dir, DecisionsFile)
+	line := `{"time":"2026-01-01T00:00:10Z","glue_seconds":0.02,"corrections":[{"stage":"classify","factor":1.5,"evidence_batches":100,"variants":[{"variant":"resnet50","factor":2,"evidence_batches":100}]}]}`
+	if err := os.WriteFile(log, []byte(line+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	base, slow := p50(""), p50(dir) // a run's directory, or its log
+	// resnet50 twice as slow, plus the 20 ms of glue it measured.
+	if r := (slow - 0.02) / base; r < 1.8 || r > 2.2 {
+		t.Errorf("p50 %.3f s calibrated at ×2 for resnet50 with 20 ms of glue, %.3f s as profiled: ratio %.2f, want about 2", slow, base, r)
+	}
+	if err := os.WriteFile(log, []byte(`{"time":"2026-01-01T00:00:10Z"}`+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := Parse(strings.NewReader(file))
+	f.Calibration = log
+	if _, err := Execute(context.Background(), f, testEnv(t), ""); err == nil || !strings.Contains(err.Error(), "no profile correction") {
+		t.Errorf("a calibration without corrections: %v", err)
+	}
+}

@@ -253,12 +253,19 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	}
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
+	truth, glue, err := calibrated(f, pipe)
+	if err != nil {
+		return nil, err
+	}
+	if f.GlueCost > 0 {
+		glue = f.GlueCost
+	}
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
-		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed,
+		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: truth,
 		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
-		GlueCost: f.GlueCost, SwitchDelay: f.SwitchDelay, Decisions: &log,
+		GlueCost: glue, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -509,4 +516,67 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 		pipe.Steps[i].Fanout = f
 	}
 	return pipe, nil
+}
+
+// calibrated returns what f's calibration (File.Calibration), a real run's
+// decision log, says of this machine: the profile the simulated stages of
+// pipe run at, the pipeline's scaled per step and variant by the
+// corrections at the end of the log (a variant without evidence of its own
+// takes its step's factor), and the router's glue time per request, the
+// median its controller measured (0 when it logged none). Without a
+// calibration: nil and 0.
+func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, error) {
+	if f.Calibration == "" {
+		return nil, 0, nil
+	}
+	path := f.Calibration
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		path = filepath.Join(path, DecisionsFile)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("calibration: %w", err)
+	}
+	defer fh.Close()
+	ds, err := report.ReadDecisions(fh)
+	if err != nil {
+		return nil, 0, fmt.Errorf("calibration %s: %w", path, err)
+	}
+	var last []orchestrator.StageCorrection
+	var glue []float64
+	for _, d := range ds {
+		if len(d.Corrections) > 0 {
+			last = d.Corrections
+		}
+		if d.Glue > 0 {
+			glue = append(glue, d.Glue)
+		}
+	}
+	if last == nil {
+		return nil, 0, fmt.Errorf("calibration %s: its controller logged no profile correction (was it run with the correction off?)", path)
+	}
+	// By the profile's stage name: the steps' corrections are named by step.
+	stage, variant := map[string]float64{}, map[[2]string]float64{}
+	for _, c := range last {
+		i := slices.IndexFunc(pipe.Steps, func(s sim.Step) bool { return s.Name == c.Stage })
+		if i < 0 {
+			continue
+		}
+		prof := cmp.Or(pipe.Steps[i].Profile, pipe.Steps[i].Name)
+		stage[prof] = c.Factor
+		for _, v := range c.Variants {
+			variant[[2]string{prof, v.Variant}] = v.Factor
+		}
+	}
+	var perRequest time.Duration
+	if len(glue) > 0 {
+		slices.Sort(glue)
+		perRequest = time.Duration(glue[len(glue)/2] * float64(time.Second))
+	}
+	return pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
+		if x, ok := variant[[2]string{s, v}]; ok {
+			return x
+		}
+		return cmp.Or(stage[s], 1)
+	}), perRequest, nil
 }

@@ -62,7 +62,16 @@ type File struct {
 	// The simulated data plane.
 	GlueCost     time.Duration `yaml:"glue_cost"`
 	StartupDelay string        `yaml:"startup_delay"` // local (default), kubernetes or a duration
-	SwitchDelay  time.Duration `yaml:"switch_delay"`
+	// Calibration is a real run's decision log (a file, or a run's
+	// directory holding decisions.jsonl): the simulated stages take the
+	// profile's times scaled by the profile corrections its controller had
+	// measured at its end, per step and variant (this machine as it was
+	// then), while the simulated controller plans with the profile and
+	// corrects it, as the real one does; and the router's glue cost is the
+	// one it measured (glue_seconds), unless glue_cost is set. Empty: the
+	// stages run as profiled.
+	Calibration string        `yaml:"calibration"`
+	SwitchDelay time.Duration `yaml:"switch_delay"`
 
 	Pipelines []PipelineRef `yaml:"pipelines"`
 	Windows   []Window      `yaml:"windows"`
