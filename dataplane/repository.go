@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -34,8 +35,8 @@ func ServeRepository(ctx *fasthttp.RequestCtx, index func() []IndexEntry, served
 			RepositoryName string `json:"repository_name"`
 			Ready          bool   `json:"ready"`
 		}
-		if body := ctx.PostBody(); len(strings.TrimSpace(string(body))) > 0 {
-			dec := json.NewDecoder(strings.NewReader(string(body)))
+		if body := ctx.PostBody(); len(bytes.TrimSpace(body)) > 0 {
+			dec := json.NewDecoder(bytes.NewReader(body))
 			dec.DisallowUnknownFields()
 			if err := dec.Decode(&req); err != nil || dec.More() {
 				WriteError(ctx, fasthttp.StatusBadRequest, fmt.Sprintf("repository index request: want {\"repository_name\": \"\", \"ready\": false}, or no body (%v)", err))

@@ -283,6 +283,24 @@ func TestFidelityPlumbing(t *testing.T) {
 	}
 }
 
+// simulate parses file, lets edit change it (may be nil), and runs it in
+// the simulator with testEnv.
+func simulate(t *testing.T, file string, edit func(*File)) []*Run {
+	t.Helper()
+	f, err := Parse(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if edit != nil {
+		edit(f)
+	}
+	runs, err := Execute(context.Background(), f, testEnv(t), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return runs
+}
+
 // TestRunnerStartsReplicasAsTheProfileSays: with startup_delay local, a
 // simulated run loads new replicas for the load_seconds of the profile, as
 // ipa simulate does (not the 5.2 s fallback, which the profiles' lazy loading
@@ -299,17 +317,9 @@ windows:
     steps: 30s@4,90s@300
 systems: [fa2-low]
 `
-	env := testEnv(t)
 	latencies := func(startup string) []time.Duration {
 		t.Helper()
-		f, err := Parse(strings.NewReader(file + "startup_delay: " + startup + "\n"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		runs, err := Execute(context.Background(), f, env, "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		runs := simulate(t, file+"startup_delay: "+startup+"\n", nil)
 		var out []time.Duration
 		for _, r := range runs[0].Sim.Load.Records {
 			out = append(out, r.Latency)
@@ -340,19 +350,11 @@ windows:
     duration: 30s
 systems: [ipa]
 `
-	f, err := Parse(strings.NewReader(file))
-	if err != nil {
-		t.Fatal(err)
-	}
-	runs, err := Execute(context.Background(), f, testEnv(t), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ds := runs[0].Decisions
+	ds := simulate(t, file, nil)[0].Decisions
 	if last := ds[len(ds)-1]; len(last.Fanout) != 1 || last.Fanout[0] != 3 {
 		t.Errorf("the last decision planned for fanout %v, want [3]", last.Fanout)
 	}
-	f, _ = Parse(strings.NewReader(strings.Replace(file, "{classify: 3}", "{lines: 3}", 1)))
+	f, _ := Parse(strings.NewReader(strings.Replace(file, "{classify: 3}", "{lines: 3}", 1)))
 	if _, err := Execute(context.Background(), f, testEnv(t), ""); err == nil || !strings.Contains(err.Error(), `no step "lines"`) {
 		t.Errorf("fanout of a step the pipeline lacks: %v", err)
 	}
@@ -376,15 +378,7 @@ systems: ["static:resnet50/1/2/1"]
 `
 	p50 := func(calibration string) float64 {
 		t.Helper()
-		f, err := Parse(strings.NewReader(file))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f.Calibration = calibration
-		runs, err := Execute(context.Background(), f, testEnv(t), "")
-		if err != nil {
-			t.Fatal(err)
-		}
+		runs := simulate(t, file, func(f *File) { f.Calibration = calibration })
 		return runs[0].Sim.Load.Report().Latency.P50
 	}
 	dir := t.TempDir()

@@ -152,6 +152,18 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 			return nil, fmt.Errorf("pipeline %q: %w", p.Name, err)
 		}
 	}
+	// The machine the simulated runs of each pipeline run on, read once.
+	machines := make([]machine, len(pipes))
+	if mode == "sim" {
+		for i := range pipes {
+			if machines[i].truth, machines[i].glue, err = calibrated(f, pipes[i]); err != nil {
+				return nil, err
+			}
+			if f.GlueCost > 0 {
+				machines[i].glue = f.GlueCost
+			}
+		}
+	}
 	var jobs []job
 	for pi := range pipes {
 		for wi := range f.Windows {
@@ -183,7 +195,7 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 				if mode == "real" {
 					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env, out)
 				} else {
-					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], j, solver, env.Predictor, proc, startup, out)
+					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], machines[j.pipe], j, solver, env.Predictor, proc, startup, out)
 				}
 				mu.Lock()
 				done++
@@ -240,7 +252,14 @@ func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
 }
 
 // runOne simulates one job and writes its files.
-func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optimizer.Solver,
+// machine is what the simulated stages of a pipeline run at: the profile
+// they take their times from (nil: the pipeline's) and the router's glue.
+type machine struct {
+	truth *profiles.Profile
+	glue  time.Duration
+}
+
+func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, solver optimizer.Solver,
 	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	pred, err := predictor(f.Predictor)
@@ -253,19 +272,12 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, j job, solver optim
 	}
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
-	truth, glue, err := calibrated(f, pipe)
-	if err != nil {
-		return nil, err
-	}
-	if f.GlueCost > 0 {
-		glue = f.GlueCost
-	}
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
-		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: truth,
+		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth,
 		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
-		GlueCost: glue, SwitchDelay: f.SwitchDelay, Decisions: &log,
+		GlueCost: m.glue, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
