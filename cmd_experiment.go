@@ -52,7 +52,10 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		}
 		return path
 	}
-	f.Trace, f.Calibration = near(f.Trace), near(f.Calibration)
+	f.Trace = near(f.Trace)
+	for i := range f.Calibration {
+		f.Calibration[i] = near(f.Calibration[i])
+	}
 	for i := range f.Pipelines {
 		f.Pipelines[i].Body = near(f.Pipelines[i].Body)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/optimizer"
 	"github.com/ipa-serving/ipa/orchestrator"
 	"github.com/ipa-serving/ipa/orchestrator/predict"
@@ -376,7 +377,7 @@ windows:
     duration: 60s
 systems: ["static:resnet50/1/2/1"]
 `
-	p50 := func(calibration string) float64 {
+	p50 := func(calibration ...string) float64 {
 		t.Helper()
 		runs := simulate(t, file, func(f *File) { f.Calibration = calibration })
 		return runs[0].Sim.Load.Report().Latency.P50
@@ -387,17 +388,63 @@ systems: ["static:resnet50/1/2/1"]
 	if err := os.WriteFile(log, []byte(line+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	base, slow := p50(""), p50(dir) // a run's directory, or its log
+	base, slow := p50(), p50(dir) // a run's directory, or its log
 	// resnet50 twice as slow, plus the 20 ms of glue it measured.
 	if r := (slow - 0.02) / base; r < 1.8 || r > 2.2 {
 		t.Errorf("p50 %.3f s calibrated at ×2 for resnet50 with 20 ms of glue, %.3f s as profiled: ratio %.2f, want about 2", slow, base, r)
+	}
+	// A second log with less evidence for resnet50 does not move it, in
+	// either order; its glue times join the median.
+	weak := filepath.Join(t.TempDir(), "weak.jsonl")
+	lines := `{"time":"2026-01-01T00:00:10Z","glue_seconds":0.02}` + "\n" +
+		`{"time":"2026-01-01T00:00:20Z","glue_seconds":0.02,"corrections":[{"stage":"classify","factor":1,"evidence_batches":10,"variants":[{"variant":"resnet50","factor":1,"evidence_batches":10}]}]}` + "\n"
+	if err := os.WriteFile(weak, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := p50(log, weak), p50(weak, log); a != slow || b != slow {
+		t.Errorf("p50 with a weaker second log: %.4f and %.4f s (both orders), want %.4f as with the first alone", a, b, slow)
 	}
 	if err := os.WriteFile(log, []byte(`{"time":"2026-01-01T00:00:10Z"}`+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	f, _ := Parse(strings.NewReader(file))
-	f.Calibration = log
+	f.Calibration = Paths{log}
 	if _, err := Execute(context.Background(), f, testEnv(t), ""); err == nil || !strings.Contains(err.Error(), "no profile correction") {
-		t.Errorf("a calibration without corrections: %v", err)
+		t.Errorf("a calibration without corrections or glue: %v", err)
+	}
+	// In the file: one log, or a list.
+	for yml, want := range map[string]Paths{"calibration: a.jsonl": {"a.jsonl"}, "calibration: [a.jsonl, b]": {"a.jsonl", "b"}, `calibration: ""`: nil} {
+		f, err := Parse(strings.NewReader(file + yml + "\n"))
+		if err != nil || !slices.Equal(f.Calibration, want) {
+			t.Errorf("%s: %q, %v; want %q", yml, f.Calibration, err, want)
+		}
+	}
+	if _, err := Parse(strings.NewReader(file + "calibration: {a: 1}\n")); err == nil {
+		t.Error("calibration: {a: 1} parsed")
+	}
+}
+
+// Plans agree on variant, batch, replicas and cores; a max wait that
+// differs (the spec's initial 2 ms kept by one side, 0 planned by the
+// other, at batch 1) is the same plan.
+func TestPlanAgreementComparesWhatRuns(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	run := func(cfgs ...models.StageConfig) *Run {
+		r := &Run{Start: t0}
+		for i, c := range cfgs {
+			r.Decisions = append(r.Decisions, orchestrator.Decision{Time: t0.Add(time.Duration(i+1) * 10 * time.Second), Applied: []models.StageConfig{c}})
+		}
+		return r
+	}
+	sq := models.StageConfig{Variant: "squeezenet", MaxBatch: 1, MaxWait: 2 * time.Millisecond, Replicas: 1, Cores: 1}
+	sq0 := sq
+	sq0.MaxWait = 0
+	two := sq0
+	two.Replicas = 2
+	if a := agreement(run(sq, sq), run(sq0, sq0)); a != 1 {
+		t.Errorf("plans differing only in max wait agree %.2f, want 1", a)
+	}
+	if a := agreement(run(sq, sq), run(sq0, two)); a != 0.5 {
+		t.Errorf("plans differing in replicas half the time agree %.2f, want 0.5", a)
 	}
 }

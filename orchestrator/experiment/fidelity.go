@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ipa-serving/ipa/models"
 )
 
 // FidelityRow compares one run simulated with the same run on this machine.
@@ -99,8 +101,8 @@ func relErr(a, b float64) float64 {
 	return a/b - 1
 }
 
-// agreement is the share of a's decisions whose applied configurations
-// equal those of b's decision nearest in time since each run's load began
+// agreement is the share of a's decisions whose applied configurations are
+// the same plans (samePlan) as those of b's decision nearest in time since each run's load began
 // (at most half an interval away; none that near counts as a
 // disagreement). Real runs log their first decision some time after the
 // load began, simulated ones exactly an interval after.
@@ -121,11 +123,19 @@ func agreement(a, b *Run) float64 {
 				best, bestGap = j, gap
 			}
 		}
-		if best >= 0 && slices.Equal(d.Applied, b.Decisions[best].Applied) {
+		if best >= 0 && slices.EqualFunc(d.Applied, b.Decisions[best].Applied, samePlan) {
 			same++
 		}
 	}
 	return float64(same) / float64(len(a.Decisions))
+}
+
+// samePlan reports whether two steps run the same plan: variant, batch,
+// replicas and cores. The batch's max wait is left out: a batch of one
+// never waits, and a plan that keeps a step's initial configuration keeps
+// the spec's max wait, which the planner's own would set otherwise.
+func samePlan(a, b models.StageConfig) bool {
+	return a.Variant == b.Variant && a.MaxBatch == b.MaxBatch && a.Replicas == b.Replicas && a.Cores == b.Cores
 }
 
 // WriteFidelityMarkdown writes the comparison as a Markdown table.

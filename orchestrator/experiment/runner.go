@@ -530,29 +530,77 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 	return pipe, nil
 }
 
-// calibrated returns what f's calibration (File.Calibration), a real run's
-// decision log, says of this machine: the profile the simulated stages of
+// calibrated returns what f's calibration (File.Calibration), real runs'
+// decision logs, says of this machine: the profile the simulated stages of
 // pipe run at, the pipeline's scaled per step and variant by the
-// corrections at the end of the log (a variant without evidence of its own
-// takes its step's factor), and the router's glue time per request, the
-// median its controller measured (0 when it logged none). Without a
-// calibration: nil and 0.
+// corrections at the end of a log (of the log with the most batches behind
+// the variant's or the step's correction; a variant without evidence of
+// its own takes its step's factor), and the router's glue time per
+// request, the median over the logs of what their controllers measured (0
+// when they logged none). Without a calibration: nil and 0.
 func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, error) {
-	if f.Calibration == "" {
+	if len(f.Calibration) == 0 {
 		return nil, 0, nil
 	}
-	path := f.Calibration
+	stage, variant := map[string]factor{}, map[[2]string]factor{}
+	var glue []float64
+	for _, path := range f.Calibration {
+		last, g, err := readCalibration(path)
+		if err != nil {
+			return nil, 0, err
+		}
+		glue = append(glue, g...)
+		// By the profile's stage name: the steps' corrections are named by step.
+		for _, c := range last {
+			i := slices.IndexFunc(pipe.Steps, func(s sim.Step) bool { return s.Name == c.Stage })
+			if i < 0 {
+				continue
+			}
+			prof := cmp.Or(pipe.Steps[i].Profile, pipe.Steps[i].Name)
+			keepMost(stage, prof, factor{c.Factor, c.Evidence})
+			for _, v := range c.Variants {
+				keepMost(variant, [2]string{prof, v.Variant}, factor{v.Factor, v.Evidence})
+			}
+		}
+	}
+	var perRequest time.Duration
+	if len(glue) > 0 {
+		slices.Sort(glue)
+		perRequest = time.Duration(glue[len(glue)/2] * float64(time.Second))
+	}
+	return pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
+		if x, ok := variant[[2]string{s, v}]; ok {
+			return x.x
+		}
+		return cmp.Or(stage[s].x, 1)
+	}), perRequest, nil
+}
+
+// factor is a profile correction and the batches behind it.
+type factor struct{ x, evidence float64 }
+
+// keepMost sets m[k] to x unless m holds a factor with more evidence.
+func keepMost[K comparable](m map[K]factor, k K, x factor) {
+	if old, ok := m[k]; !ok || x.evidence > old.evidence {
+		m[k] = x
+	}
+}
+
+// readCalibration reads a real run's decision log (path, or path's
+// decisions.jsonl when it is a run's directory): the profile corrections at
+// its end and the glue times it logged. A log with neither is an error.
+func readCalibration(path string) ([]orchestrator.StageCorrection, []float64, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		path = filepath.Join(path, DecisionsFile)
 	}
 	fh, err := os.Open(path)
 	if err != nil {
-		return nil, 0, fmt.Errorf("calibration: %w", err)
+		return nil, nil, fmt.Errorf("calibration: %w", err)
 	}
 	defer fh.Close()
 	ds, err := report.ReadDecisions(fh)
 	if err != nil {
-		return nil, 0, fmt.Errorf("calibration %s: %w", path, err)
+		return nil, nil, fmt.Errorf("calibration %s: %w", path, err)
 	}
 	var last []orchestrator.StageCorrection
 	var glue []float64
@@ -564,31 +612,8 @@ func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, e
 			glue = append(glue, d.Glue)
 		}
 	}
-	if last == nil {
-		return nil, 0, fmt.Errorf("calibration %s: its controller logged no profile correction (was it run with the correction off?)", path)
+	if last == nil && glue == nil {
+		return nil, nil, fmt.Errorf("calibration %s: its controller logged no profile correction and no glue time (was it run with the correction off, before glue_seconds was logged?)", path)
 	}
-	// By the profile's stage name: the steps' corrections are named by step.
-	stage, variant := map[string]float64{}, map[[2]string]float64{}
-	for _, c := range last {
-		i := slices.IndexFunc(pipe.Steps, func(s sim.Step) bool { return s.Name == c.Stage })
-		if i < 0 {
-			continue
-		}
-		prof := cmp.Or(pipe.Steps[i].Profile, pipe.Steps[i].Name)
-		stage[prof] = c.Factor
-		for _, v := range c.Variants {
-			variant[[2]string{prof, v.Variant}] = v.Factor
-		}
-	}
-	var perRequest time.Duration
-	if len(glue) > 0 {
-		slices.Sort(glue)
-		perRequest = time.Duration(glue[len(glue)/2] * float64(time.Second))
-	}
-	return pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
-		if x, ok := variant[[2]string{s, v}]; ok {
-			return x
-		}
-		return cmp.Or(stage[s], 1)
-	}), perRequest, nil
+	return last, glue, nil
 }

@@ -62,15 +62,17 @@ type File struct {
 	// The simulated data plane.
 	GlueCost     time.Duration `yaml:"glue_cost"`
 	StartupDelay string        `yaml:"startup_delay"` // local (default), kubernetes or a duration
-	// Calibration is a real run's decision log (a file, or a run's
-	// directory holding decisions.jsonl): the simulated stages take the
-	// profile's times scaled by the profile corrections its controller had
-	// measured at its end, per step and variant (this machine as it was
-	// then), while the simulated controller plans with the profile and
-	// corrects it, as the real one does; and the router's glue cost is the
-	// one it measured (glue_seconds), unless glue_cost is set. Empty: the
+	// Calibration is one or more real runs' decision logs (a file, or a
+	// run's directory holding decisions.jsonl; a string or a list): the
+	// simulated stages take the profile's times scaled by the profile
+	// corrections the logs' controllers had measured at their ends, per
+	// step and variant (this machine as it was then; where several logs
+	// measured a variant, the one with the most batches behind it), while
+	// the simulated controller plans with the profile and corrects it, as
+	// the real one does; and the router's glue cost is the median of what
+	// they measured (glue_seconds), unless glue_cost is set. Empty: the
 	// stages run as profiled.
-	Calibration string        `yaml:"calibration"`
+	Calibration Paths         `yaml:"calibration"`
 	SwitchDelay time.Duration `yaml:"switch_delay"`
 
 	Pipelines []PipelineRef `yaml:"pipelines"`
@@ -119,6 +121,27 @@ type Window struct {
 	Steps    string        `yaml:"steps"`
 	Rate     float64       `yaml:"rate"`
 	Duration time.Duration `yaml:"duration"`
+}
+
+// Paths is a list of files that YAML may also give as one string.
+type Paths []string
+
+// UnmarshalYAML takes a string or a list of strings.
+func (p *Paths) UnmarshalYAML(unmarshal func(any) error) error {
+	var one string
+	if err := unmarshal(&one); err == nil {
+		*p = nil
+		if one != "" {
+			*p = Paths{one}
+		}
+		return nil
+	}
+	var many []string
+	if err := unmarshal(&many); err != nil {
+		return errors.New("want a file or a list of files")
+	}
+	*p = many
+	return nil
 }
 
 // Parse reads an experiment file, strictly, and fills in the defaults.
