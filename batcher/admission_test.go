@@ -2,7 +2,9 @@ package batcher
 
 import (
 	"container/heap"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -236,6 +238,53 @@ func TestEstimatorLate(t *testing.T) {
 	ran(e, c, "a", 4, 50*ms)
 	if !e.Late("a", 4, 49*ms) || e.Late("a", 4, 50*ms) {
 		t.Error("a 50 ms batch: want late with 49 ms left, in time with 50 ms")
+	}
+}
+
+// Fit keeps the whole batch when it ends in time, and otherwise cuts it to
+// the size that computes the most rows in time, its calls taken in queue
+// order: four calls with 45 ms left miss a 50 ms batch of four, three of
+// them make a batch of three (40 ms, between the sizes measured).
+func TestEstimatorFitCutsTheBatchToWhatEndsInTime(t *testing.T) {
+	c := newFakeClock()
+	e := NewEstimator[string](c, 0)
+	keep := make([]bool, 8)
+	if e.Fit("a", []int{1, 1}, []time.Duration{ms, ms}, keep) || !keep[0] || !keep[1] {
+		t.Error("without evidence: want every call kept and false")
+	}
+	ran(e, c, "a", 4, 50*ms)
+	ran(e, c, "a", 2, 30*ms)
+	ran(e, c, "a", 1, 20*ms)
+	none := time.Duration(math.MaxInt64)
+	for _, tc := range []struct {
+		rows []int
+		left []time.Duration
+		want []bool
+	}{
+		{[]int{1, 1, 1, 1}, []time.Duration{50 * ms, 60 * ms, 50 * ms, none}, []bool{true, true, true, true}},
+		{[]int{1, 1, 1, 1}, []time.Duration{45 * ms, 45 * ms, 45 * ms, 45 * ms}, []bool{true, true, true, false}},
+		// The late first call does not hold up the ones behind it.
+		{[]int{1, 1, 1, 1}, []time.Duration{10 * ms, 35 * ms, 35 * ms, 35 * ms}, []bool{false, true, true, false}},
+		// In queue order: the first call's row goes in the batch of two,
+		// and the second's two rows no longer fit it.
+		{[]int{1, 2}, []time.Duration{31 * ms, 31 * ms}, []bool{true, false}},
+		{[]int{1, 1, 1, 1}, []time.Duration{19 * ms, 5 * ms, 0, -ms}, []bool{false, false, false, false}},
+		// Without a deadline a call always fits; the batch cut for the rest.
+		{[]int{1, 1, 1}, []time.Duration{none, 25 * ms, 25 * ms}, []bool{true, false, false}},
+	} {
+		if !e.Fit("a", tc.rows, tc.left, keep) || !slices.Equal(keep[:len(tc.rows)], tc.want) {
+			t.Errorf("rows %v left %v: kept %v, want %v", tc.rows, tc.left, keep[:len(tc.rows)], tc.want)
+		}
+	}
+}
+
+func TestUsableHoldsBackATwentiethOfTheBudget(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if got := Usable(t0.Add(time.Second), t0, t0); got != 950*ms {
+		t.Errorf("at arrival, 1 s budget: %s, want 950ms", got)
+	}
+	if got := Usable(t0.Add(time.Second), t0, t0.Add(500*ms)); got != 450*ms {
+		t.Errorf("half-way, 1 s budget: %s, want 450ms", got)
 	}
 }
 

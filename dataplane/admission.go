@@ -95,7 +95,7 @@ func (s *Stage) admitInTime(c *call, now time.Time) error {
 	}
 	cfg := s.cfg.Load()
 	left := c.deadline.Sub(now)
-	v, p := s.est.Decide(estKey{cfg.Variant, cfg.Cores}, s.ahead(cfg.MaxBatch, c.rows), left)
+	v, p := s.est.Decide(estKey{cfg.Variant, cfg.Cores}, s.ahead(cfg.MaxBatch, c.rows), batcher.Usable(c.deadline, now, now))
 	if v == batcher.Admit {
 		return nil
 	}
@@ -123,27 +123,38 @@ func (s *Stage) predictedWait() float64 {
 	return p.Wait.Seconds()
 }
 
-// dropLate answers 504 the calls of live, a batch of rows a worker is about
-// to run on key at now, whose deadline would pass before the batch ended at
-// the bound of recent such batches (batcher.Estimator.Late); it
-// returns the rest, in order, in live's array.
-func (s *Stage) dropLate(key estKey, live []*call, now time.Time) []*call {
-	rows, deadlines := 0, false
+// dropLate answers 504 the calls of live, a batch a worker (or an inline
+// run) is about to run on key on r at now, that would end after their
+// deadlines: by the bound of recent such batches, the batch is cut to the
+// size that computes the most rows in time (batcher.Estimator.Fit), and
+// the calls left out would end late in it or after it. It returns the
+// rest, in order, in live's array.
+func (s *Stage) dropLate(r *replica, key estKey, live []*call, now time.Time) []*call {
+	deadlines := false
 	for _, c := range live {
-		rows += c.rows
 		deadlines = deadlines || !c.deadline.IsZero()
 	}
 	if !deadlines {
 		return live
 	}
-	_, t, ok := s.est.Service(key, rows)
-	if !ok {
+	r.rows, r.left = r.rows[:0], r.left[:0]
+	for _, c := range live {
+		left := time.Duration(math.MaxInt64)
+		if !c.deadline.IsZero() {
+			left = batcher.Usable(c.deadline, c.enqueued, now)
+		}
+		r.rows, r.left = append(r.rows, c.rows), append(r.left, left)
+	}
+	if cap(r.keep) < len(live) {
+		r.keep = make([]bool, len(live))
+	}
+	keep := r.keep[:len(live)]
+	if !s.est.Fit(key, r.rows, r.left, keep) {
 		return live
 	}
-	end := now.Add(t)
 	kept := live[:0]
-	for _, c := range live {
-		if !c.deadline.IsZero() && end.After(c.deadline) {
+	for i, c := range live {
+		if !keep[i] {
 			s.m.refused(reasonWouldFinishLate)
 			s.m.outcome(outcomeExpired)
 			s.finish(c, errWouldFinishLate)

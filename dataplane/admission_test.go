@@ -101,8 +101,9 @@ func warm(s *dataplane.Stage, n int) {
 }
 
 // Once the stage has seen its batches of two take 50 ms, requests with
-// 210 ms left queue while the prediction (the rest of the running batch,
-// the batches ahead, their own) is within it: eight, answered in pairs at
+// 220 ms left (209 ms usable, batcher.Usable) queue while the prediction
+// (the rest of the running batch, the batches ahead, their own) is within
+// it: eight, answered in pairs at
 // 50, 100, 150 and 200 ms. The rest are refused at arrival with 429 and the
 // predicted wait, and one with less time left than a batch takes gets 504.
 func TestRequestsThatCannotMeetTheirDeadlineAreRefusedAtArrival(t *testing.T) {
@@ -112,7 +113,7 @@ func TestRequestsThatCannotMeetTheirDeadlineAreRefusedAtArrival(t *testing.T) {
 		start := time.Now()
 		var answers []<-chan inferDone
 		for range 12 {
-			answers = append(answers, goInfer(s, start.Add(210*time.Millisecond)))
+			answers = append(answers, goInfer(s, start.Add(220*time.Millisecond)))
 			synctest.Wait() // queued (or refused) in this order
 		}
 		short := <-goInfer(s, start.Add(30*time.Millisecond))

@@ -173,8 +173,8 @@ func (s *Stage) runInline(c *call) bool {
 		cfg = s.cfg.Load()
 		r.group = append(r.group[:0], c)
 		// The worker's check on the batch it takes (worker.go): answered
-		// 504 now if its batch's median time would end past the deadline.
-		if len(s.dropLate(estKey{cfg.Variant, r.cores}, r.group, s.clock.Now())) == 0 {
+		// 504 now if its batch would end past the deadline.
+		if len(s.dropLate(r, estKey{cfg.Variant, r.cores}, r.group, s.clock.Now())) == 0 {
 			clear(r.group)
 			r.run.Unlock()
 			return true

@@ -208,12 +208,17 @@ type replica struct {
 	run     sync.Mutex
 	retired atomic.Bool
 
-	// Scratch, owned by the worker goroutine.
+	// Scratch, owned by the worker goroutine (or the inline run holding
+	// run).
 	batch  []*call
 	group  []*call
 	in     []models.Tensor
 	inBuf  [][]byte
 	shapes [][]int64
+	// rows, left and keep: the batch's calls for Estimator.Fit (dropLate).
+	rows []int
+	left []time.Duration
+	keep []bool
 }
 
 // close closes the replica's engines for good.

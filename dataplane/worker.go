@@ -53,8 +53,8 @@ func (s *Stage) work(ctx context.Context, r *replica) {
 			live = append(live, c)
 		}
 		r.group = live
-		// What the batch's median time would finish late is answered now.
-		live = s.dropLate(estKey{eng.Variant().Name, r.cores}, live, now)
+		// What the batch would finish late is answered now.
+		live = s.dropLate(r, estKey{eng.Variant().Name, r.cores}, live, now)
 		// Calls with different non-batch shapes (e.g. text crops of other
 		// widths) cannot share a tensor: run each shape as its own group.
 		for len(live) > 0 {

@@ -74,8 +74,8 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 		start := time.Now()
 		var mu sync.Mutex
 		type item struct {
-			seq      int
-			deadline time.Time
+			seq               int
+			arrived, deadline time.Time
 		}
 		b, err := batcher.New[item](batcher.Config{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxQueue: 1024},
 			batcher.OnExpire(func(it item, _ error) {
@@ -113,14 +113,20 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 						}
 						live = append(live, it)
 					}
-					if _, bound, ok := est.Service(key, len(live)); ok {
-						live = slices.DeleteFunc(live, func(it item) bool {
-							late := now.Add(bound).After(it.deadline)
-							if late {
+					rows, left, keep := make([]int, len(live)), make([]time.Duration, len(live)), make([]bool, len(live))
+					for i, it := range live {
+						rows[i], left[i] = 1, batcher.Usable(it.deadline, it.arrived, now)
+					}
+					if est.Fit(key, rows, left, keep) {
+						kept := live[:0]
+						for i, it := range live {
+							if !keep[i] {
 								drop(it.seq, now)
+								continue
 							}
-							return late
-						})
+							kept = append(kept, it)
+						}
+						live = kept
 					}
 					mu.Lock()
 					realBatches = append(realBatches, batch{now.Sub(start), seqs})
@@ -138,11 +144,11 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 			time.Sleep(time.Until(start.Add(at)))
 			now := time.Now()
 			ahead := batcher.Ahead{Rows: b.Len(), Size: 1, MaxBatch: cfg.MaxBatch, Replicas: replicas}
-			if v, _ := est.Decide(key, ahead, sla); v != batcher.Admit {
+			if v, _ := est.Decide(key, ahead, batcher.Usable(now.Add(sla), now, now)); v != batcher.Admit {
 				drop(seq, now)
 				continue
 			}
-			if err := b.Submit(item{seq, now.Add(sla)}, 1, now.Add(sla)); err != nil {
+			if err := b.Submit(item{seq, now, now.Add(sla)}, 1, now.Add(sla)); err != nil {
 				t.Fatal(err)
 			}
 		}

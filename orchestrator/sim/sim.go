@@ -197,6 +197,7 @@ type request struct {
 	seq      int
 	sent     time.Duration
 	deadline time.Time
+	arrived  time.Time // at the stage of step
 	step     int
 	rows     int // at step
 	answered bool

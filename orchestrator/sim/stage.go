@@ -50,8 +50,10 @@ func (st *stage) infer(r *request) {
 		st.s.drop(r, 504, st.deadlineReason())
 		return
 	}
+	now := st.s.loop.Now()
+	r.arrived = now
 	ahead := batcher.Ahead{Rows: st.b.Len(), Size: r.rows, MaxBatch: st.cfg.MaxBatch, Replicas: len(st.replicas)}
-	switch v, _ := st.est.Decide(estKey{st.cfg.Variant, st.cfg.Cores}, ahead, r.deadline.Sub(st.s.loop.Now())); v {
+	switch v, _ := st.est.Decide(estKey{st.cfg.Variant, st.cfg.Cores}, ahead, batcher.Usable(r.deadline, now, now)); v {
 	case batcher.RefuseBusy:
 		st.s.drop(r, 429, fmt.Sprintf("HTTP 429: pipeline %q: stage %q cannot meet the deadline: the work queued ahead would make the answer late; retry after Retry-After", st.s.opt.Pipeline.Name, st.name))
 		return
@@ -110,16 +112,23 @@ func (st *stage) run(rep *replica, batch []*request) {
 		}
 		live = append(live, r)
 	}
+	// The worker's check (dataplane's dropLate): the batch cut to the size
+	// that computes the most rows in time, the rest answered 504.
 	key := estKey{st.cfg.Variant, rep.cores}
-	if _, bound, ok := st.est.Service(key, rowsOf(live)); ok {
-		end := now.Add(bound)
-		live = slices.DeleteFunc(live, func(r *request) bool {
-			if end.After(r.deadline) {
+	sizes, left, keep := make([]int, len(live)), make([]time.Duration, len(live)), make([]bool, len(live))
+	for i, r := range live {
+		sizes[i], left[i] = r.rows, batcher.Usable(r.deadline, r.arrived, now)
+	}
+	if st.est.Fit(key, sizes, left, keep) {
+		kept := live[:0]
+		for i, r := range live {
+			if !keep[i] {
 				s.drop(r, 504, st.deadlineReason()+" (the batch it is in takes longer than the time left: not computed)")
-				return true
+				continue
 			}
-			return false
-		})
+			kept = append(kept, r)
+		}
+		live = kept
 	}
 	if len(live) == 0 {
 		st.free(rep)
