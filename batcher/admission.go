@@ -246,24 +246,40 @@ func Usable(deadline, arrived, now time.Time) time.Duration {
 	return deadline.Sub(now) - deadline.Sub(arrived)/20
 }
 
-// Fit chooses which of the calls a worker holds to compute now, so that as
-// many rows as can finish by their deadlines do. Call i has rows[i] rows
+// Fate is what Fit decides for one call of a batch.
+type Fate uint8
+
+const (
+	// Compute: the call is in the batch computed now.
+	Compute Fate = iota
+	// Later: the call would end in time, but the batch that keeps the most
+	// rows in time has no room for it: it goes back to the head of the
+	// queue, to be judged again when a replica takes it.
+	Later
+	// Late: the call would end after its deadline in the batch computed
+	// now, and so after it: answer it now, uncomputed.
+	Late
+)
+
+// Fit decides, for the calls a worker holds, which to compute now, so that
+// as many rows as can end by their deadlines do. Call i has rows[i] rows
 // and left[i] until its deadline (math.MaxInt64 for none), in queue order.
 // A batch of n rows is taken to end after the bound of such batches (as
 // Late); when the whole batch would end late for some calls, a smaller
 // batch may end in time for them: Fit takes the batch size that computes
 // the most rows in time (the smaller on a tie, as it ends sooner), and in
-// it the calls, in queue order, that end in time and fit its rows (a
-// call that comes first is not passed over for a larger one behind it). It sets
-// keep[i] (len(keep) ≥ len(rows)) to whether call i is computed; the others
-// would end late: in a batch of their own too, since the kept ones go first.
-// Without evidence it keeps every call and returns false.
-func (e *Estimator[K]) Fit(k K, rows []int, left []time.Duration, keep []bool) bool {
+// it the calls, in queue order, that end in time and fit its rows (a call
+// that comes first is not passed over for a larger one behind it). It sets
+// fate[i] (len(fate) ≥ len(rows)): Compute for those, Later for the calls
+// that would end in time but found no room, Late for the rest; when no call
+// ends in time every call is Late. Without evidence every call is Compute
+// and Fit returns false.
+func (e *Estimator[K]) Fit(k K, rows []int, left []time.Duration, fate []Fate) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	keep = keep[:len(rows)]
-	for i := range keep {
-		keep[i] = true
+	fate = fate[:len(rows)]
+	for i := range fate {
+		fate[i] = Compute
 	}
 	total := 0
 	for _, r := range rows {
@@ -294,9 +310,13 @@ func (e *Estimator[K]) Fit(k K, rows []int, left []time.Duration, keep []bool) b
 	}
 	got := 0
 	for i, r := range rows {
-		keep[i] = left[i] >= bestT && got+r <= best
-		if keep[i] {
+		switch {
+		case left[i] < bestT || bestRows == 0:
+			fate[i] = Late
+		case got+r <= best:
 			got += r
+		default:
+			fate[i] = Later
 		}
 	}
 	return true

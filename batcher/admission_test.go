@@ -244,36 +244,40 @@ func TestEstimatorLate(t *testing.T) {
 // Fit keeps the whole batch when it ends in time, and otherwise cuts it to
 // the size that computes the most rows in time, its calls taken in queue
 // order: four calls with 45 ms left miss a 50 ms batch of four, three of
-// them make a batch of three (40 ms, between the sizes measured).
+// them make a batch of three (40 ms, between the sizes measured), and the
+// fourth goes back to the queue. A call with time to spare is never
+// answered late because the cut had no room for it.
 func TestEstimatorFitCutsTheBatchToWhatEndsInTime(t *testing.T) {
 	c := newFakeClock()
 	e := NewEstimator[string](c, 0)
-	keep := make([]bool, 8)
-	if e.Fit("a", []int{1, 1}, []time.Duration{ms, ms}, keep) || !keep[0] || !keep[1] {
-		t.Error("without evidence: want every call kept and false")
+	fate := make([]Fate, 8)
+	if e.Fit("a", []int{1, 1}, []time.Duration{ms, ms}, fate) || fate[0] != Compute || fate[1] != Compute {
+		t.Error("without evidence: want every call computed and false")
 	}
 	ran(e, c, "a", 4, 50*ms)
 	ran(e, c, "a", 2, 30*ms)
 	ran(e, c, "a", 1, 20*ms)
 	none := time.Duration(math.MaxInt64)
+	const C, L, X = Compute, Later, Late
 	for _, tc := range []struct {
 		rows []int
 		left []time.Duration
-		want []bool
+		want []Fate
 	}{
-		{[]int{1, 1, 1, 1}, []time.Duration{50 * ms, 60 * ms, 50 * ms, none}, []bool{true, true, true, true}},
-		{[]int{1, 1, 1, 1}, []time.Duration{45 * ms, 45 * ms, 45 * ms, 45 * ms}, []bool{true, true, true, false}},
+		{[]int{1, 1, 1, 1}, []time.Duration{50 * ms, 60 * ms, 50 * ms, none}, []Fate{C, C, C, C}},
+		{[]int{1, 1, 1, 1}, []time.Duration{45 * ms, 45 * ms, 45 * ms, 45 * ms}, []Fate{C, C, C, L}},
 		// The late first call does not hold up the ones behind it.
-		{[]int{1, 1, 1, 1}, []time.Duration{10 * ms, 35 * ms, 35 * ms, 35 * ms}, []bool{false, true, true, false}},
+		{[]int{1, 1, 1, 1}, []time.Duration{10 * ms, 35 * ms, 35 * ms, 35 * ms}, []Fate{X, C, C, L}},
 		// In queue order: the first call's row goes in the batch of two,
 		// and the second's two rows no longer fit it.
-		{[]int{1, 2}, []time.Duration{31 * ms, 31 * ms}, []bool{true, false}},
-		{[]int{1, 1, 1, 1}, []time.Duration{19 * ms, 5 * ms, 0, -ms}, []bool{false, false, false, false}},
-		// Without a deadline a call always fits; the batch cut for the rest.
-		{[]int{1, 1, 1}, []time.Duration{none, 25 * ms, 25 * ms}, []bool{true, false, false}},
+		{[]int{1, 2}, []time.Duration{31 * ms, 31 * ms}, []Fate{C, L}},
+		{[]int{1, 1, 1, 1}, []time.Duration{19 * ms, 5 * ms, 0, -ms}, []Fate{X, X, X, X}},
+		// Without a deadline, or with a far one, a call is never late.
+		{[]int{1, 1, 1}, []time.Duration{none, 25 * ms, 25 * ms}, []Fate{C, X, X}},
+		{[]int{1, 1, 1}, []time.Duration{35 * ms, 35 * ms, time.Minute}, []Fate{C, C, L}},
 	} {
-		if !e.Fit("a", tc.rows, tc.left, keep) || !slices.Equal(keep[:len(tc.rows)], tc.want) {
-			t.Errorf("rows %v left %v: kept %v, want %v", tc.rows, tc.left, keep[:len(tc.rows)], tc.want)
+		if !e.Fit("a", tc.rows, tc.left, fate) || !slices.Equal(fate[:len(tc.rows)], tc.want) {
+			t.Errorf("rows %v left %v: %v, want %v", tc.rows, tc.left, fate[:len(tc.rows)], tc.want)
 		}
 	}
 }

@@ -123,12 +123,13 @@ func (s *Stage) predictedWait() float64 {
 	return p.Wait.Seconds()
 }
 
-// dropLate answers 504 the calls of live, a batch a worker (or an inline
-// run) is about to run on key on r at now, that would end after their
-// deadlines: by the bound of recent such batches, the batch is cut to the
-// size that computes the most rows in time (batcher.Estimator.Fit), and
-// the calls left out would end late in it or after it. It returns the
-// rest, in order, in live's array.
+// dropLate judges the calls of live, a batch a worker (or an inline run) is
+// about to run on key on r at now, by the bound of recent such batches
+// (batcher.Estimator.Fit): when the whole batch would end after some calls'
+// deadlines, it is cut to the size that computes the most rows in time;
+// the calls that would end late are answered 504 at once, those that would
+// end in time but found no room in the cut go back to the head of the
+// queue. It returns the rest, in order, in live's array.
 func (s *Stage) dropLate(r *replica, key estKey, live []*call, now time.Time) []*call {
 	deadlines := false
 	for _, c := range live {
@@ -145,22 +146,31 @@ func (s *Stage) dropLate(r *replica, key estKey, live []*call, now time.Time) []
 		}
 		r.rows, r.left = append(r.rows, c.rows), append(r.left, left)
 	}
-	if cap(r.keep) < len(live) {
-		r.keep = make([]bool, len(live))
+	if cap(r.fate) < len(live) {
+		r.fate = make([]batcher.Fate, len(live))
 	}
-	keep := r.keep[:len(live)]
-	if !s.est.Fit(key, r.rows, r.left, keep) {
+	fate := r.fate[:len(live)]
+	if !s.est.Fit(key, r.rows, r.left, fate) {
 		return live
 	}
-	kept := live[:0]
+	kept, later := live[:0], r.later[:0]
 	for i, c := range live {
-		if !keep[i] {
+		switch fate[i] {
+		case batcher.Late:
 			s.m.refused(reasonWouldFinishLate)
 			s.m.outcome(outcomeExpired)
 			s.finish(c, errWouldFinishLate)
-			continue
+		case batcher.Later:
+			// Queued again as it was: pending, so that the replica that
+			// takes it runs it (or its caller may still abandon it).
+			c.state.Store(statePending)
+			later = append(later, c)
+		default:
+			kept = append(kept, c)
 		}
-		kept = append(kept, c)
 	}
+	s.requeue(later)
+	clear(later)
+	r.later = later[:0]
 	return kept
 }

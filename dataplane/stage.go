@@ -215,10 +215,12 @@ type replica struct {
 	in     []models.Tensor
 	inBuf  [][]byte
 	shapes [][]int64
-	// rows, left and keep: the batch's calls for Estimator.Fit (dropLate).
-	rows []int
-	left []time.Duration
-	keep []bool
+	// rows, left and fate: the batch's calls for Estimator.Fit, later the
+	// calls it puts back in the queue (dropLate).
+	rows  []int
+	left  []time.Duration
+	fate  []batcher.Fate
+	later []*call
 }
 
 // close closes the replica's engines for good.

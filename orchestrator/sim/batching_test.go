@@ -113,18 +113,26 @@ func TestBatchingMatchesBlockingNext(t *testing.T) {
 						}
 						live = append(live, it)
 					}
-					rows, left, keep := make([]int, len(live)), make([]time.Duration, len(live)), make([]bool, len(live))
+					rows, left, fate := make([]int, len(live)), make([]time.Duration, len(live)), make([]batcher.Fate, len(live))
 					for i, it := range live {
 						rows[i], left[i] = 1, batcher.Usable(it.deadline, it.arrived, now)
 					}
-					if est.Fit(key, rows, left, keep) {
-						kept := live[:0]
+					if est.Fit(key, rows, left, fate) {
+						kept, later := live[:0], []item(nil)
 						for i, it := range live {
-							if !keep[i] {
+							switch fate[i] {
+							case batcher.Late:
 								drop(it.seq, now)
-								continue
+							case batcher.Later:
+								later = append(later, it)
+							default:
+								kept = append(kept, it)
 							}
-							kept = append(kept, it)
+						}
+						for i := len(later) - 1; i >= 0; i-- {
+							if err := b.Requeue(later[i], 1, later[i].arrived, later[i].deadline); err != nil {
+								t.Error(err)
+							}
 						}
 						live = kept
 					}

@@ -6,19 +6,26 @@
 //
 //   - Arrivals: loadgen.Arrivals, the generator of `ipa load`, seeded the
 //     same way, so a seed gives the schedule `ipa load --seed` sends.
+//
 //   - Adaptation: orchestrator.Controller itself (observe, predict, solve,
 //     apply, decision log), stepped every Interval on the virtual clock,
 //     with the injected predictor (the LSTM included) and solver.
+//
 //   - Batching: each stage's queue is a batcher.Batcher on the virtual clock,
 //     polled (Batcher.Poll) whenever a replica is idle, an item arrives, the
 //     configuration changes or the batcher's timer fires: the batches the
 //     data plane's workers would get from Next, at the same times
 //     (TestBatchingMatchesBlockingNext checks this against real workers).
+//
 //   - Drops, where the data plane drops (dataplane/pipeline.go, call.go,
 //     worker.go): the router before each stage once the deadline (sent +
 //     SLA) has passed; the stage at admission; the batcher at the deadline
 //     while queued; the worker when it takes a batch; 429 when the queue is
-//     full; and the load generator's own client-overload drop.
+//     full; and the load generator's own client-overload drop. Admission
+//     and the worker's check use the data plane's batcher.Estimator and
+//     batcher.Usable; the worker cuts a batch that would end late as it
+//     does (Estimator.Fit).
+//
 //   - Service time of a batch: drawn from a log-normal fitted to the
 //     profile's p50 and p99 for (variant, cores, rows) (estimated batch sizes
 //     as the optimizer estimates them); a replica with cores the profile did
@@ -27,6 +34,7 @@
 //     profile than the controller plans with (a stale one); the stages
 //     report every batch's time to the controller's profile correction
 //     (orchestrator.BatchObserver), as dataplane/observed.go does.
+//
 //   - Reconfiguration: as dataplane.Stage.Reconfigure, replicas (or cores)
 //     are loaded first while the old ones serve, then variant, batching and
 //     the worker set switch at once, surplus workers finish their batch;
@@ -34,12 +42,18 @@
 //     profile's load_seconds of the variant per new replica beyond
 //     StartupOverhead), a variant switch SwitchDelay. Changes to one stage
 //     are applied in order.
+//
 //   - The router's glue (decode, resize) delays each request by GlueCost
 //     before its first stage, and the controller reserves cores for it as
 //     in ipa local (OverheadObserver).
 //
-// Not modelled: network hops, CPU contention between replicas beyond what
-// the profile measured, fan-out (one item per request per stage).
+//   - Fan-out: a step with Step.Fanout gets that many rows per request on
+//     average (a page's text lines), counted by the simulated router for
+//     the controller as the real router counts them.
+//
+// Not modelled: network hops, and CPU contention between replicas and the
+// router's glue beyond what the profile (or a calibration) measured: the
+// glue is a delay, not work on shared cores.
 //
 // Output: the decision log (orchestrator.Decision lines) and a
 // loadgen.Result, whose report and records are written by loadgen exactly

@@ -113,20 +113,31 @@ func (st *stage) run(rep *replica, batch []*request) {
 		live = append(live, r)
 	}
 	// The worker's check (dataplane's dropLate): the batch cut to the size
-	// that computes the most rows in time, the rest answered 504.
+	// that computes the most rows in time, what would end late answered
+	// 504, what found no room in the cut back at the head of the queue.
 	key := estKey{st.cfg.Variant, rep.cores}
-	sizes, left, keep := make([]int, len(live)), make([]time.Duration, len(live)), make([]bool, len(live))
+	sizes, left, fate := make([]int, len(live)), make([]time.Duration, len(live)), make([]batcher.Fate, len(live))
 	for i, r := range live {
 		sizes[i], left[i] = r.rows, batcher.Usable(r.deadline, r.arrived, now)
 	}
-	if st.est.Fit(key, sizes, left, keep) {
-		kept := live[:0]
+	if st.est.Fit(key, sizes, left, fate) {
+		kept, later := live[:0], []*request(nil)
 		for i, r := range live {
-			if !keep[i] {
+			switch fate[i] {
+			case batcher.Late:
 				s.drop(r, 504, st.deadlineReason()+" (the batch it is in takes longer than the time left: not computed)")
-				continue
+			case batcher.Later:
+				later = append(later, r)
+			default:
+				kept = append(kept, r)
 			}
-			kept = append(kept, r)
+		}
+		for i := len(later) - 1; i >= 0; i-- { // newest first: the queue keeps its order
+			r := later[i]
+			if err := st.b.Requeue(r, r.rows, r.arrived, r.deadline); err != nil {
+				s.err = err
+				return
+			}
 		}
 		live = kept
 	}
