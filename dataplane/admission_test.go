@@ -209,3 +209,79 @@ func TestWorkerAnswersACallThatWouldFinishLateAtOnce(t *testing.T) {
 		}
 	})
 }
+
+// rowsEngine sleeps 10 ms per row plus 10 ms, or 100 ms for the batch that
+// follows a slowNext, and echoes its input.
+type rowsEngine struct {
+	v        *models.Variant
+	slowNext *atomic.Bool
+}
+
+func (e *rowsEngine) Variant() *models.Variant { return e.v }
+func (e *rowsEngine) Close() error             { return nil }
+func (e *rowsEngine) Run(_ context.Context, in []models.Tensor) ([]models.Tensor, error) {
+	d := time.Duration(in[0].Shape[0])*10*time.Millisecond + 10*time.Millisecond
+	if e.slowNext.Swap(false) {
+		d = 100 * time.Millisecond
+	}
+	time.Sleep(d)
+	return []models.Tensor{{Name: "y", DataType: models.FP32, Shape: in[0].Shape, Data: in[0].Data}}, nil
+}
+
+// A batch that would end late for some of its calls is cut to the size that
+// computes the most rows in time, and a call that fits in time but not in
+// the cut goes back to the queue, where another replica takes it: three
+// requests with 60 ms left are admitted while the stage's batches of four
+// take 50 ms; then one of four rows ends after 100 ms, so by the time a
+// replica takes the three their batch of three would take 73 ms: two run
+// together (47 ms by the bound), the third goes back and runs alone on the
+// other replica. All three are answered in time.
+func TestABatchThatWouldEndLateIsCutAndWhatFitsLaterIsQueuedAgain(t *testing.T) {
+	bubble(t, func(t *testing.T) {
+		rig := newFakeRig(false)
+		slow := new(atomic.Bool)
+		open := func(v *models.Variant, _ int) (mlrt.Engine, error) { return &rowsEngine{v: v, slowNext: slow}, nil }
+		cfg := models.StageConfig{Variant: "a", MaxBatch: 4, MaxWait: 5 * time.Millisecond, Replicas: 2, Cores: 1}
+		s, err := dataplane.NewStage(rig.meta, cfg, dataplane.StageOptions{MaxQueue: 64}, open)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		batch := func(n int) []<-chan inferDone { // n requests without deadlines, queued in order
+			var chs []<-chan inferDone
+			for range n {
+				chs = append(chs, goInfer(s, time.Time{}))
+				synctest.Wait()
+			}
+			return chs
+		}
+		wait := func(chs []<-chan inferDone) {
+			for _, ch := range chs {
+				if got := <-ch; got.err != nil {
+					t.Fatal(got.err)
+				}
+			}
+		}
+		for range 2 { // evidence: batches of four take 50 ms, of one 20 ms
+			wait(batch(4))
+			wait(batch(1))
+		}
+		slow.Store(true)
+		z := batch(4) // the slow batch of four, on one replica
+		time.Sleep(97 * time.Millisecond)
+		start := time.Now()
+		var answers []<-chan inferDone
+		for range 3 {
+			answers = append(answers, goInfer(s, start.Add(60*time.Millisecond)))
+			synctest.Wait()
+		}
+		want := []time.Duration{35, 35, 25} // ms: the two at 5 + 30, the third at 5 + 20
+		for i, ch := range answers {
+			got := <-ch
+			if got.err != nil || got.at.Sub(start) != want[i]*time.Millisecond {
+				t.Errorf("request %d: %v at %s, want an answer at %dms", i, got.err, got.at.Sub(start), want[i])
+			}
+		}
+		wait(z)
+	})
+}
