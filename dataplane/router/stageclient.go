@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -291,10 +292,84 @@ func (c *RemoteClient) pick(tried []*endpoint) *endpoint {
 type remoteState struct {
 	req   v2codec.InferRequest
 	resp  v2codec.InferResponse
-	body  []byte
+	head  []byte          // the request's JSON part
+	in    []models.Tensor // the inputs, whose bytes follow it
+	body  requestBody
 	hreq  *fasthttp.Request
 	hres  *fasthttp.Response
 	reply Reply
+}
+
+// requestBody is a request's body in its parts, the JSON part and then each
+// input's bytes where they already are, which WriteTo hands to the
+// connection one by one: a 600 KB tensor is not first copied into one
+// buffer (fasthttp's client writes a body stream of known size with its
+// WriterTo). It is reset before each attempt.
+type requestBody struct {
+	head      []byte
+	in        []models.Tensor
+	part, off int // the next byte: part 0 is head, part i+1 in[i].Data
+}
+
+// forgetInputs drops the references to the caller's inputs, which are not
+// the state's to keep once its request is sent (before it goes back to the
+// pool).
+func (st *remoteState) forgetInputs() {
+	st.in = nil
+	st.body.reset(nil, nil)
+}
+
+func (b *requestBody) reset(head []byte, in []models.Tensor) {
+	*b = requestBody{head: head, in: in}
+}
+
+// size returns the body's length.
+func (b *requestBody) size() int {
+	n := len(b.head)
+	for _, t := range b.in {
+		n += len(t.Data)
+	}
+	return n
+}
+
+// rest returns what is left of the current part, moving past the parts
+// used up; nil at the end.
+func (b *requestBody) rest() []byte {
+	for ; b.part <= len(b.in); b.part, b.off = b.part+1, 0 {
+		p := b.head
+		if b.part > 0 {
+			p = b.in[b.part-1].Data
+		}
+		if b.off < len(p) {
+			return p[b.off:]
+		}
+	}
+	return nil
+}
+
+// Read implements io.Reader.
+func (b *requestBody) Read(p []byte) (int, error) {
+	r := b.rest()
+	if r == nil {
+		return 0, io.EOF
+	}
+	n := copy(p, r)
+	b.off += n
+	return n, nil
+}
+
+// WriteTo implements io.WriterTo: each part in one Write.
+func (b *requestBody) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for r := b.rest(); r != nil; r = b.rest() {
+		k, err := w.Write(r)
+		n += int64(k)
+		b.off += k
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
 }
 
 var remotePool = sync.Pool{New: func() any {
@@ -306,14 +381,15 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 	st := remotePool.Get().(*remoteState)
 	var triedBuf [4]*endpoint // replicas tried, on the stack for up to 4
 	st.req.Inputs, st.req.BinaryOutputs, st.req.Deadline = in, true, deadline
-	var jsonLen int
-	st.body, jsonLen = v2codec.AppendInferRequest(st.body[:0], &st.req, true)
+	st.head, st.in = v2codec.AppendInferRequestHeader(st.head[:0], &st.req), in
+	jsonLen := len(st.head)
 	st.req.Inputs = nil
 	tried := triedBuf[:0]
 	var last error
 	for {
 		e := c.pick(tried)
 		if e == nil {
+			st.forgetInputs()
 			remotePool.Put(st)
 			var se *StageError
 			switch {
@@ -330,6 +406,7 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 			break
 		}
 		if !retryable(last) || ctx.Err() != nil || (!deadline.IsZero() && !time.Now().Before(deadline)) {
+			st.forgetInputs()
 			remotePool.Put(st)
 			return nil, last
 		}
@@ -340,6 +417,7 @@ func (c *RemoteClient) Infer(ctx context.Context, in []models.Tensor, deadline t
 			c.setDown(e, true, last.Error())
 		}
 	}
+	st.forgetInputs()
 	hl := -1
 	if h := st.hres.Header.Peek(v2codec.HeaderJSONLength); len(h) > 0 {
 		hl, _ = strconv.Atoi(string(h))
@@ -389,7 +467,8 @@ func (c *RemoteClient) do(e *endpoint, st *remoteState, jsonLen int, deadline ti
 	st.hreq.Header.SetContentType("application/octet-stream")
 	var n [20]byte
 	st.hreq.Header.SetBytesV(v2codec.HeaderJSONLength, strconv.AppendInt(n[:0], int64(jsonLen), 10))
-	st.hreq.SetBodyRaw(st.body)
+	st.body.reset(st.head, st.in)
+	st.hreq.SetBodyStream(&st.body, st.body.size())
 	var err error
 	if deadline.IsZero() {
 		err = e.client.Do(st.hreq, st.hres)

@@ -86,6 +86,24 @@ func AppendInferResponse(dst []byte, resp *InferResponse) (out []byte, jsonLen i
 // and a deadline as an RFC 3339 string.
 func AppendInferRequest(dst []byte, req *InferRequest, binary bool) (out []byte, jsonLen int) {
 	start := len(dst)
+	dst = appendInferRequestJSON(dst, req, binary)
+	jsonLen = len(dst) - start
+	if binary {
+		for i := range req.Inputs {
+			dst = append(dst, req.Inputs[i].Data...)
+		}
+	}
+	return dst, jsonLen
+}
+
+// AppendInferRequestHeader appends the JSON part of req with binary tensors,
+// as AppendInferRequest(dst, req, true) does, without the tensors' bytes:
+// the caller sends them after it, input by input, from where they are.
+func AppendInferRequestHeader(dst []byte, req *InferRequest) []byte {
+	return appendInferRequestJSON(dst, req, true)
+}
+
+func appendInferRequestJSON(dst []byte, req *InferRequest, binary bool) []byte {
 	dst = append(dst, '{')
 	if req.ID != "" {
 		dst = append(dst, `"id":`...)
@@ -138,13 +156,7 @@ func AppendInferRequest(dst []byte, req *InferRequest, binary bool) (out []byte,
 		dst = append(dst, ']')
 	}
 	dst = append(dst, '}')
-	jsonLen = len(dst) - start
-	if binary {
-		for i := range req.Inputs {
-			dst = append(dst, req.Inputs[i].Data...)
-		}
-	}
-	return dst, jsonLen
+	return dst
 }
 
 // appendDuration writes d exactly in the largest of ms, us and ns that
