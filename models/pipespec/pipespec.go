@@ -15,6 +15,7 @@ import (
 	"github.com/goccy/go-yaml/parser"
 
 	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/models/yamlx"
 )
 
 // MaxSpecSize bounds a spec file.
@@ -29,7 +30,7 @@ func Parse(b []byte, repo *models.Repository, first, next []string) (*models.Pip
 		return nil, fmt.Errorf("pipeline spec is %d bytes; the limit is %d", len(b), MaxSpecSize)
 	}
 	var p models.Pipeline
-	if err := unmarshalStrict(b, &p); err != nil {
+	if err := yamlx.UnmarshalStrict(b, &p); err != nil {
 		return nil, fmt.Errorf("bad pipeline spec: %s", oneLine(yaml.FormatError(err, false, false)))
 	}
 	if err := p.Validate(repo, first, next); err != nil {
@@ -40,18 +41,6 @@ func Parse(b []byte, repo *models.Repository, first, next []string) (*models.Pip
 		return nil, fmt.Errorf("bad pipeline spec: %w", err)
 	}
 	return &p, nil
-}
-
-// unmarshalStrict decodes b strictly into v; a panic of the YAML library
-// (goccy/go-yaml 1.19.2 dereferences nil on a tag before a comment, `! #0`)
-// is an error.
-func unmarshalStrict(b []byte, v any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the YAML parser failed on it (%v)", r)
-		}
-	}()
-	return yaml.UnmarshalWithOptions(b, v, yaml.Strict())
 }
 
 // lineOf returns "line N " for a YAML path of b, or "" when the path is not

@@ -251,7 +251,6 @@ func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
 	return out, nil
 }
 
-// runOne simulates one job and writes its files.
 // machine is what the simulated stages of a pipeline run at: the profile
 // they take their times from (nil: the pipeline's) and the router's glue.
 type machine struct {
@@ -259,6 +258,7 @@ type machine struct {
 	glue  time.Duration
 }
 
+// runOne simulates one job on m and writes its files.
 func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, solver optimizer.Solver,
 	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)

@@ -31,6 +31,7 @@ import (
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/models"
+	"github.com/ipa-serving/ipa/models/yamlx"
 	"github.com/ipa-serving/ipa/orchestrator/sim"
 )
 
@@ -123,18 +124,6 @@ type Window struct {
 	Duration time.Duration `yaml:"duration"`
 }
 
-// unmarshalStrict decodes b strictly into v; a panic of the YAML library
-// (goccy/go-yaml dereferences nil on some malformed input, as the pipeline
-// spec's and the manifest's fuzzing found) is an error.
-func unmarshalStrict(b []byte, v any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the YAML parser failed on it (%v)", r)
-		}
-	}()
-	return yaml.UnmarshalWithOptions(b, v, yaml.Strict())
-}
-
 // Paths is a list of files that YAML may also give as one string.
 type Paths []string
 
@@ -163,7 +152,7 @@ func Parse(r io.Reader) (*File, error) {
 		return nil, err
 	}
 	var f File
-	if err := unmarshalStrict(b, &f); err != nil {
+	if err := yamlx.UnmarshalStrict(b, &f); err != nil {
 		return nil, fmt.Errorf("bad experiment file: %s", strings.Join(strings.Fields(yaml.FormatError(err, false, false)), " "))
 	}
 	f.Mode, f.Arrivals, f.Predictor = cmp.Or(f.Mode, "sim"), cmp.Or(f.Arrivals, "poisson"), cmp.Or(f.Predictor, "lstm")

@@ -26,6 +26,10 @@ type stage struct {
 	idle          []*replica                 // waiting for a batch, longest first
 	busyUntil     time.Duration              // when the last queued reconfiguration lands
 	buf           []*request
+	// Scratch of run's check: the batch's rows, time left and fates.
+	sizes []int
+	left  []time.Duration
+	fate  []batcher.Fate
 }
 
 // estKey is what a batch ran on, as the data plane keys its estimator.
@@ -116,11 +120,11 @@ func (st *stage) run(rep *replica, batch []*request) {
 	// that computes the most rows in time, what would end late answered
 	// 504, what found no room in the cut back at the head of the queue.
 	key := estKey{st.cfg.Variant, rep.cores}
-	sizes, left, fate := make([]int, len(live)), make([]time.Duration, len(live)), make([]batcher.Fate, len(live))
-	for i, r := range live {
-		sizes[i], left[i] = r.rows, batcher.Usable(r.deadline, r.arrived, now)
+	st.sizes, st.left, st.fate = st.sizes[:0], st.left[:0], slices.Grow(st.fate[:0], len(live))[:len(live)]
+	for _, r := range live {
+		st.sizes, st.left = append(st.sizes, r.rows), append(st.left, batcher.Usable(r.deadline, r.arrived, now))
 	}
-	if st.est.Fit(key, sizes, left, fate) {
+	if fate := st.fate; st.est.Fit(key, st.sizes, st.left, fate) {
 		kept, later := live[:0], []*request(nil)
 		for i, r := range live {
 			switch fate[i] {

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/goccy/go-yaml"
+
+	"github.com/ipa-serving/ipa/models/yamlx"
 )
 
 // ManifestFile is the manifest `ipa models add DIR` reads from DIR.
@@ -84,7 +86,7 @@ func ParseManifest(b []byte, dir string, check CheckOptions) ([]AddSpec, error) 
 		return nil, fmt.Errorf("manifest is %d bytes; the limit is %d", len(b), MaxManifestSize)
 	}
 	var m Manifest
-	if err := unmarshalStrict(b, &m); err != nil {
+	if err := yamlx.UnmarshalStrict(b, &m); err != nil {
 		return nil, fmt.Errorf("bad manifest: %s", oneLine(yaml.FormatError(err, false, false)))
 	}
 	if len(m.Variants) == 0 {
@@ -167,16 +169,4 @@ func VariantName(file string) string {
 
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
-
-// unmarshalStrict decodes b strictly into v; a panic of the YAML library
-// (goccy/go-yaml 1.19.2 dereferences nil on a tag before a comment, `! #0`)
-// is an error.
-func unmarshalStrict(b []byte, v any) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("the YAML parser failed on it (%v)", r)
-		}
-	}()
-	return yaml.UnmarshalWithOptions(b, v, yaml.Strict())
 }
