@@ -31,10 +31,12 @@ type SimulateCmd struct {
 	Adapt   bool            `name:"controller" default:"true" negatable:"" help:"Adapt with the controller (--no-controller: keep the initial configuration; the loop only logs it)."`
 	Control ControllerFlags `embed:"" prefix:"controller."`
 
-	Glue    time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
-	Startup string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (the profile's load_seconds of the variant a new replica runs; 5.2 s where it has none, measured by ipa local), kubernetes (12 s more: pod start-up SLO 5 s + startup- and readiness-probe periods) or a duration (always)."`
-	Switch  time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
-	Fanout  []string      `placeholder:"STEP=ITEMS" help:"Batch rows one request brings to STEP (repeat per step; default 1), e.g. --fanout rec=4 for pages of four text lines; the controller measures it as in ipa local."`
+	Glue      time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
+	Startup   string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (the profile's load_seconds of the variant a new replica runs; 5.2 s where it has none, measured by ipa local), kubernetes (12 s more: pod start-up SLO 5 s + startup- and readiness-probe periods) or a duration (always)."`
+	Machine   int           `name:"machine-cores" default:"0" help:"The machine's cores, shared by the replicas' batches and the router's glue (processor sharing: beyond as many busy threads as cores, each runs slower; the controller sees the glue time as measured). 0: not modelled, every batch and glue takes its own time."`
+	Interfere float64       `name:"interference" default:"0" help:"With --machine-cores: how much longer every job takes while the router's glue runs beside another (0.3: 30 % longer; measure it with go test -run XXX -bench GlueBesideAnEngine -benchtime 6x ./dataplane/glue)."`
+	Switch    time.Duration `name:"switch-delay" default:"0s" help:"Time a variant switch takes (ipa local: one atomic store, 0)."`
+	Fanout    []string      `placeholder:"STEP=ITEMS" help:"Batch rows one request brings to STEP (repeat per step; default 1), e.g. --fanout rec=4 for pages of four text lines; the controller measures it as in ipa local."`
 
 	Slowdown    float64 `name:"slowdown" default:"1" help:"The stages take this many times the profile's times (a machine slower than it was profiled on); the controller plans with the profile and corrects it unless --controller.no-correct."`
 	TrueProfile string  `name:"true-profile" placeholder:"FILE" help:"Draw the stages' service times from this profile rather than the one the controller plans with (--slowdown scales it)."`
@@ -121,7 +123,7 @@ func (c *SimulateCmd) Run(g *Globals) error {
 		return fmt.Errorf("--startup-delay: %w", err)
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
-		GlueCost: c.Glue, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
+		GlueCost: c.Glue, Cores: c.Machine, Interference: c.Interfere, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
 		StartupFromProfile: fromProfile, StartupOverhead: overhead}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err

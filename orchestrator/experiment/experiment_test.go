@@ -448,3 +448,33 @@ func TestPlanAgreementComparesWhatRuns(t *testing.T) {
 		t.Errorf("plans differing in replicas half the time agree %.2f, want 0.5", a)
 	}
 }
+
+// With interference the simulator slows the glue itself beside other work,
+// so a calibration's glue is what the logs' line meets at no load; the
+// median where the line is not to be trusted.
+func TestGlueAloneIsWhereTheLogsLineMeetsNoLoad(t *testing.T) {
+	line := func(a, b float64, rps ...float64) []glueSample {
+		var g []glueSample
+		for _, r := range rps {
+			g = append(g, glueSample{r, a + b*r})
+		}
+		return g
+	}
+	for _, c := range []struct {
+		name string
+		g    []glueSample
+		want float64
+	}{
+		{"a line through the loads", line(0.010, 0.0001, 2, 4, 10, 20, 30), 0.010},
+		{"loads that hardly vary: the median", line(0.010, 0.0001, 5, 6, 7), 0.0106},
+		{"a falling line: the median", line(0.020, -0.0001, 2, 10, 30), 0.019},
+		{"a line meeting no load below half the median: the median", line(0.001, 0.001, 2, 20, 40), 0.021},
+	} {
+		if got := glueAlone(c.g); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
+	}
+	if _, err := Parse(strings.NewReader("name: x\ncore_capacity: 2\ninterference: -1\npipelines: [{name: classify}]\nwindows: [{name: w, rate: 1, duration: 1s}]\nsystems: [ipa]\n")); err == nil || !strings.Contains(err.Error(), "interference") {
+		t.Errorf("interference -1: %v", err)
+	}
+}

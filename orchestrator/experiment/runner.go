@@ -277,7 +277,7 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth,
 		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
-		GlueCost: m.glue, SwitchDelay: f.SwitchDelay, Decisions: &log,
+		GlueCost: m.glue, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -536,14 +536,16 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // corrections at the end of a log (of the log with the most batches behind
 // the variant's or the step's correction; a variant without evidence of
 // its own takes its step's factor), and the router's glue time per
-// request, the median over the logs of what their controllers measured (0
-// when they logged none). Without a calibration: nil and 0.
+// request from what their controllers measured (0 when they logged none):
+// the median; or, with interference (the simulator slows the glue itself
+// beside other work), what the glue takes alone: glueAlone.
+// Without a calibration: nil and 0.
 func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, error) {
 	if len(f.Calibration) == 0 {
 		return nil, 0, nil
 	}
 	stage, variant := map[string]factor{}, map[[2]string]factor{}
-	var glue []float64
+	var glue []glueSample
 	for _, path := range f.Calibration {
 		last, g, err := readCalibration(path)
 		if err != nil {
@@ -565,8 +567,11 @@ func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, e
 	}
 	var perRequest time.Duration
 	if len(glue) > 0 {
-		slices.Sort(glue)
-		perRequest = time.Duration(glue[len(glue)/2] * float64(time.Second))
+		sec := glueMedian(glue)
+		if f.Interference > 0 {
+			sec = glueAlone(glue)
+		}
+		perRequest = time.Duration(sec * float64(time.Second))
 	}
 	return pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
 		if x, ok := variant[[2]string{s, v}]; ok {
@@ -574,6 +579,49 @@ func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, e
 		}
 		return cmp.Or(stage[s].x, 1)
 	}), perRequest, nil
+}
+
+// glueSample is one interval of a calibration log: the router's mean glue
+// time per request, at the load the controller observed.
+type glueSample struct{ rps, seconds float64 }
+
+func glueMedian(g []glueSample) float64 {
+	x := make([]float64, len(g))
+	for i, s := range g {
+		x[i] = s.seconds
+	}
+	slices.Sort(x)
+	return x[len(x)/2]
+}
+
+// glueAlone is the glue's time with nothing beside it: where a least-squares
+// line through the samples' glue time against their load meets no load
+// (the glue slows as the load adds work beside it). It falls back to the
+// median where the line is not to be trusted: loads that hardly vary (less
+// than 5 req/s apart), a line that falls with the load, or one that meets
+// no load below half the median.
+func glueAlone(g []glueSample) float64 {
+	med := glueMedian(g)
+	var mx, my float64
+	for _, s := range g {
+		mx, my = mx+s.rps, my+s.seconds
+	}
+	n := float64(len(g))
+	mx, my = mx/n, my/n
+	var sxy, sxx, lo, hi float64
+	lo, hi = math.Inf(1), math.Inf(-1)
+	for _, s := range g {
+		sxy += (s.rps - mx) * (s.seconds - my)
+		sxx += (s.rps - mx) * (s.rps - mx)
+		lo, hi = min(lo, s.rps), max(hi, s.rps)
+	}
+	if hi-lo < 5 || sxx == 0 || sxy <= 0 {
+		return med
+	}
+	if a := my - sxy/sxx*mx; a >= med/2 {
+		return min(a, med)
+	}
+	return med
 }
 
 // factor is a profile correction and the batches behind it.
@@ -589,7 +637,7 @@ func keepMost[K comparable](m map[K]factor, k K, x factor) {
 // readCalibration reads a real run's decision log (path, or path's
 // decisions.jsonl when it is a run's directory): the profile corrections at
 // its end and the glue times it logged. A log with neither is an error.
-func readCalibration(path string) ([]orchestrator.StageCorrection, []float64, error) {
+func readCalibration(path string) ([]orchestrator.StageCorrection, []glueSample, error) {
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		path = filepath.Join(path, DecisionsFile)
 	}
@@ -603,13 +651,13 @@ func readCalibration(path string) ([]orchestrator.StageCorrection, []float64, er
 		return nil, nil, fmt.Errorf("calibration %s: %w", path, err)
 	}
 	var last []orchestrator.StageCorrection
-	var glue []float64
+	var glue []glueSample
 	for _, d := range ds {
 		if len(d.Corrections) > 0 {
 			last = d.Corrections
 		}
 		if d.Glue > 0 {
-			glue = append(glue, d.Glue)
+			glue = append(glue, glueSample{d.Observed, d.Glue})
 		}
 	}
 	if last == nil && glue == nil {

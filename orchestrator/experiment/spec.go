@@ -60,8 +60,14 @@ type File struct {
 	CoreCapacity int           `yaml:"core_capacity"` // required
 	ScalingCap   int           `yaml:"scaling_cap"`   // default 16
 
-	// The simulated data plane.
+	// The simulated data plane. The simulated machine has core_capacity
+	// cores, shared by the replicas' batches and the router's glue
+	// (processor sharing); Interference is how much longer every job takes
+	// while a glue runs beside another (sim.Options.Interference; default
+	// 0; measure it with `go test -run XXX -bench GlueBesideAnEngine
+	// -benchtime 6x ./dataplane/glue`).
 	GlueCost     time.Duration `yaml:"glue_cost"`
+	Interference float64       `yaml:"interference"`
 	StartupDelay string        `yaml:"startup_delay"` // local (default), kubernetes or a duration
 	// Calibration is one or more real runs' decision logs (a file, or a
 	// run's directory holding decisions.jsonl; a string or a list): the
@@ -71,8 +77,9 @@ type File struct {
 	// measured a variant, the one with the most batches behind it), while
 	// the simulated controller plans with the profile and corrects it, as
 	// the real one does; and the router's glue cost is the median of what
-	// they measured (glue_seconds), unless glue_cost is set. Empty: the
-	// stages run as profiled.
+	// they measured (glue_seconds), or with Interference what the glue
+	// takes alone (where their glue times against their load meet no
+	// load), unless glue_cost is set. Empty: the stages run as profiled.
 	Calibration Paths         `yaml:"calibration"`
 	SwitchDelay time.Duration `yaml:"switch_delay"`
 
@@ -180,6 +187,8 @@ func (f *File) validate() error {
 		return fmt.Errorf("damping %v must be positive", f.Damping)
 	case f.GlueCost < 0 || f.SwitchDelay < 0:
 		return errors.New("glue_cost and switch_delay must not be negative")
+	case !(f.Interference >= 0 && f.Interference <= 10):
+		return fmt.Errorf("interference %v: give the slowdown beside the glue as a fraction in [0, 10], e.g. 0.3", f.Interference)
 	}
 	if _, err := loadgen.ParseProcess(f.Arrivals); err != nil {
 		return err

@@ -15,17 +15,17 @@ type ranKey struct {
 	cores, rows    int
 }
 
-// ran records one batch a replica computed, as dataplane/observed.go records
-// the engine time of a real one.
-func (st *stage) ran(cores, rows int, d time.Duration) {
+// ran records one batch of variant a replica computed, when it ends, as
+// dataplane/observed.go records the engine time of a real one.
+func (st *stage) ran(variant string, cores, rows int, d time.Duration) {
 	s := st.s
 	if s.ran == nil {
 		s.ran = map[ranKey]*orchestrator.BatchStats{}
 	}
-	k := ranKey{st.profile, st.cfg.Variant, cores, rows}
+	k := ranKey{st.profile, variant, cores, rows}
 	b := s.ran[k]
 	if b == nil {
-		b = &orchestrator.BatchStats{Stage: st.profile, Variant: st.cfg.Variant, Cores: cores, Rows: rows}
+		b = &orchestrator.BatchStats{Stage: st.profile, Variant: variant, Cores: cores, Rows: rows}
 		s.ran[k] = b
 	}
 	b.Count++

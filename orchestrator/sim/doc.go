@@ -47,13 +47,22 @@
 //     before its first stage, and the controller reserves cores for it as
 //     in ipa local (OverheadObserver).
 //
+//   - The machine (Options.Cores): the replicas' batches and the glue share
+//     its cores, as threads do (processor sharing, cpu.go): a replica with c
+//     cores is c threads, a glue one, at most Cores glues at once (the
+//     router's goroutines on GOMAXPROCS processors); a glue beside other
+//     work takes 1 + Options.Interference times longer. The controller is
+//     told the glue time as measured, so it reserves cores when the glue
+//     slows, as ipa local's does.
+//
 //   - Fan-out: a step with Step.Fanout gets that many rows per request on
 //     average (a page's text lines), counted by the simulated router for
 //     the controller as the real router counts them.
 //
-// Not modelled: network hops, and CPU contention between replicas and the
-// router's glue beyond what the profile (or a calibration) measured: the
-// glue is a delay, not work on shared cores.
+// Not modelled: network hops; without Options.Cores, CPU contention (the
+// glue is then a delay); with it, the engines' own slowdown beside the glue
+// (their profiles and calibrations were measured beside it) and the glue's
+// spread (it takes GlueCost of work every time).
 //
 // Output: the decision log (orchestrator.Decision lines) and a
 // loadgen.Result, whose report and records are written by loadgen exactly

@@ -159,8 +159,24 @@ type Options struct {
 	// logs no decision.
 	Adapt *Adaptation
 
-	// GlueCost is the router's time per request before its first stage.
+	// GlueCost is the router's time per request before its first stage
+	// (its work at full speed when Cores is set).
 	GlueCost time.Duration
+	// Cores, when positive, is the machine's: the replicas' batches and the
+	// router's glue share them (processor sharing, see cpu), so a batch or
+	// a glue takes longer while more threads have work than there are
+	// cores, and the controller sees the glue time as measured. As Go runs
+	// the router's goroutines on GOMAXPROCS = Cores processors, at most
+	// Cores glues run at once; the others wait their turn in arrival order,
+	// a wait that counts in the request's latency but not in the glue time
+	// (the router's clock starts when the glue does). Zero: every batch
+	// takes its drawn time and the glue GlueCost, whatever else runs.
+	Cores int
+	// Interference, on a shared machine, is how much longer the router's
+	// glue takes while another job (a batch, another request's glue) runs
+	// beside it, a core each: 1 + Interference times its time alone (the
+	// glue streams through memory; see cpu). Zero: none.
+	Interference float64
 	// StartupDelay is how long new replicas (or replicas with other
 	// cores) take to load; SwitchDelay how long a variant switch takes.
 	StartupDelay, SwitchDelay time.Duration
@@ -228,6 +244,17 @@ type sim struct {
 	err                   error
 
 	ran map[ranKey]*orchestrator.BatchStats // batches since the controller's last look (batches.go)
+
+	// cpu is the shared machine (Options.Cores; nil: none); gluing is how
+	// many glues run on it, glueWait the requests waiting for a processor
+	// to run theirs. glueTook and glueN sum the glue times it measured;
+	// glueSeen is what the controller was last told, and the totals then.
+	cpu                  *cpu
+	gluing               int
+	glueWait             []*request
+	glueTook, glueAtLook time.Duration
+	glueN, glueNAtLook   int64
+	glueSeen             float64
 
 	// onBatch, when set (tests), sees every batch a replica takes: when,
 	// and the sequence numbers in it.
@@ -308,6 +335,10 @@ func newSim(opt Options) (*sim, error) {
 		return nil, errors.New("sim: the SLA must be positive")
 	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.StartupOverhead < 0:
 		return nil, errors.New("sim: delays and glue cost must not be negative")
+	case opt.Cores < 0:
+		return nil, errors.New("sim: the machine's cores must not be negative")
+	case !(opt.Interference >= 0 && opt.Interference <= 10):
+		return nil, errors.New("sim: the interference must be in [0, 10]")
 	}
 	if opt.Slot <= 0 {
 		opt.Slot = time.Second
@@ -334,6 +365,9 @@ func newSim(opt Options) (*sim, error) {
 		stepReached: make([]int64, len(opt.Pipeline.Steps)),
 	}
 	s.arrivals.Until = opt.Duration
+	if opt.Cores > 0 {
+		s.cpu = &cpu{l: s.loop, cores: float64(opt.Cores), interference: opt.Interference}
+	}
 	s.budget = min(opt.SLA, opt.Pipeline.SLA)
 	if opt.Pipeline.SLA <= 0 {
 		s.budget = opt.SLA
@@ -446,11 +480,33 @@ func (s *sim) arrive(at time.Duration) {
 	}
 	s.perSec[sec]++
 	r := &request{seq: seq, sent: at, deadline: s.loop.epoch.Add(at + s.budget)}
+	if s.cpu != nil && s.opt.GlueCost > 0 {
+		s.glueWait = append(s.glueWait, r)
+		s.glue()
+		return
+	}
 	if s.opt.GlueCost > 0 {
 		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
 		return
 	}
 	s.enter(r)
+}
+
+// glue starts the glue of waiting requests while a processor is free.
+func (s *sim) glue() {
+	for s.gluing < s.opt.Cores && len(s.glueWait) > 0 {
+		r := s.glueWait[0]
+		s.glueWait[0] = nil
+		s.glueWait = s.glueWait[1:]
+		s.gluing++
+		s.cpu.run(s.opt.GlueCost, 1, true, func(took time.Duration) {
+			s.gluing--
+			s.glueTook += took
+			s.glueN++
+			s.enter(r)
+			s.glue()
+		})
+	}
 }
 
 // enter is the router sending r to its next stage, or dropping it there as

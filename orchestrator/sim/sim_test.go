@@ -3,7 +3,9 @@ package sim_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -72,15 +74,60 @@ func stepLoad(t testing.TB) loadgen.Counts {
 }
 
 func TestSimulateIsDeterministic(t *testing.T) {
-	opt := classifyOptions(t, stepLoad(t), nil)
-	a, b := output(t, opt), output(t, opt)
-	if !bytes.Equal(a, b) {
-		t.Fatalf("two runs with seed %d differ (%d vs %d bytes)", opt.Seed, len(a), len(b))
+	for _, cores := range []int{0, 2} { // delays; a shared machine
+		opt := classifyOptions(t, stepLoad(t), nil)
+		opt.Cores, opt.Interference = cores, 0.25
+		a, b := output(t, opt), output(t, opt)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("%d cores: two runs with seed %d differ (%d vs %d bytes)", cores, opt.Seed, len(a), len(b))
+		}
+		opt.Seed++
+		if bytes.Equal(a, output(t, opt)) {
+			t.Fatalf("%d cores: another seed gave the same bytes", cores)
+		}
 	}
-	opt.Seed++
-	if bytes.Equal(a, output(t, opt)) {
-		t.Fatal("another seed gave the same bytes")
+}
+
+// TestSharedMachineSlowsTheGlueAndTheControllerSeesIt: on two cores with
+// two single-core replicas busy, the router's glue shares the cores and
+// interferes, so requests take longer than with the glue as a fixed delay,
+// and the glue time the controller is told grows with the load, as ipa
+// local's observer reports it.
+func TestSharedMachineSlowsTheGlueAndTheControllerSeesIt(t *testing.T) {
+	const glue = 10 * time.Millisecond
+	run := func(cores int) *sim.Result {
+		opt := classifyOptions(t, stepLoad(t), nil)
+		opt.GlueCost, opt.Cores, opt.Interference = glue, cores, 0.25
+		opt.Adapt.Problem.CoreCapacity = 2
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
 	}
+	delay, shared := run(0), run(2)
+	var seen []float64
+	for _, d := range shared.Decisions {
+		seen = append(seen, d.Glue)
+	}
+	for _, d := range delay.Decisions {
+		if d.Glue != glue.Seconds() {
+			t.Fatalf("glue as a delay: the controller was told %v, want %v", d.Glue, glue.Seconds())
+		}
+	}
+	// Intervals 1–6 carry 5 req/s, 7–12 40 req/s (stepLoad). At 5 req/s a
+	// glue rarely shares the cores, but often runs beside a batch (×1.25
+	// at most); at 40 it shares them with two busy replicas and other glues.
+	quiet, busy := seen[3], slices.Max(seen[7:12])
+	if quiet < glue.Seconds() || quiet > 1.3*glue.Seconds() || busy < 1.5*glue.Seconds() {
+		t.Fatalf("glue told to the controller on a shared machine: %v at 5 req/s, at most %v at 40 req/s; want %v–%v, then over %v", quiet, busy,
+			glue.Seconds(), 1.3*glue.Seconds(), 1.5*glue.Seconds())
+	}
+	dm, sm := delay.Load.Report(), shared.Load.Report()
+	if sm.Latency.Mean <= dm.Latency.Mean {
+		t.Fatalf("mean latency %v on a shared machine, %v with the glue as a delay: want longer", sm.Latency.Mean, dm.Latency.Mean)
+	}
+	t.Logf("glue told: %v; mean latency %v (delay) → %v (shared)", seen, dm.Latency.Mean, sm.Latency.Mean)
 }
 
 // TestSimulateConservesRequests: every request the load sent is answered
@@ -89,8 +136,15 @@ func TestSimulateIsDeterministic(t *testing.T) {
 func TestSimulateConservesRequests(t *testing.T) {
 	load := stepLoad(t)
 	opt := classifyOptions(t, load, nil)
-	opt.Adapt.Problem.CoreCapacity = 2 // overload: 80/s cannot be carried at any accuracy on 2 cores with the glue
-	opt.MaxQueue = 64                  // and some 429s
+	opt.Adapt.Problem.CoreCapacity = 2  // overload: 80/s cannot be carried at any accuracy on 2 cores with the glue
+	opt.MaxQueue = 64                   // and some 429s
+	for _, cores := range []int{0, 2} { // delays; a shared machine
+		opt.Cores, opt.Interference = cores, 0.25
+		t.Run(fmt.Sprintf("%d cores", cores), func(t *testing.T) { conserves(t, opt, load) })
+	}
+}
+
+func conserves(t *testing.T, opt sim.Options, load loadgen.Counts) {
 	res, err := sim.Run(context.Background(), opt)
 	if err != nil {
 		t.Fatal(err)

@@ -157,15 +157,20 @@ func (st *stage) run(rep *replica, batch []*request) {
 	}
 	s.batches++
 	dur := d.draw(s.rng)
-	st.ran(rep.cores, rows, dur)
 	slot := st.est.Begin(key, rows)
-	s.loop.at(s.loop.now+dur, func() {
+	finish := func(took time.Duration) {
+		st.ran(key.variant, rep.cores, rows, took)
 		st.est.End(slot, true)
 		for _, r := range live {
 			s.done(r)
 		}
 		st.free(rep)
-	})
+	}
+	if s.cpu != nil {
+		s.cpu.run(dur, rep.cores, false, finish)
+		return
+	}
+	s.loop.at(s.loop.now+dur, func() { finish(dur) })
 }
 
 // rowsOf is the batch rows of rs.
@@ -330,7 +335,19 @@ func (o observer) Fanout(context.Context) (reached, rows []int64, err error) {
 
 // OverheadSeconds implements orchestrator.OverheadObserver: the glue cost
 // per request, so the controller reserves cores for the router as in ipa
-// local.
+// local. On a shared machine (Options.Cores) it is what ipa local's
+// observer reports: the mean glue time measured since the previous call
+// (the previous mean when no request came), GlueCost before the first.
 func (o observer) OverheadSeconds(context.Context) (float64, error) {
-	return o.s.opt.GlueCost.Seconds(), nil
+	s := o.s
+	if s.cpu == nil {
+		return s.opt.GlueCost.Seconds(), nil
+	}
+	if s.glueN > s.glueNAtLook {
+		s.glueSeen = (s.glueTook - s.glueAtLook).Seconds() / float64(s.glueN-s.glueNAtLook)
+	} else if s.glueNAtLook == 0 {
+		s.glueSeen = s.opt.GlueCost.Seconds()
+	}
+	s.glueAtLook, s.glueNAtLook = s.glueTook, s.glueN
+	return s.glueSeen, nil
 }
