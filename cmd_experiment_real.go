@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -106,6 +107,9 @@ func (rr realRunner) run(ctx context.Context, r experiment.RealRun) error {
 	}
 	rr.log("offering the load", "run", r.Name, "seconds", len(r.Load))
 	lerr := ld.Run()
+	if err := snapshotMetrics(ctx, "http://"+addr+"/metrics", filepath.Join(r.Dir, experiment.MetricsFile)); err != nil {
+		rr.log("could not keep the run's metrics", "run", r.Name, "err", err)
+	}
 	serr := stop()
 	if lerr != nil {
 		return fmt.Errorf("ipa load (%s): %w", out.Name(), lerr)
@@ -117,6 +121,35 @@ func (rr realRunner) run(ctx context.Context, r experiment.RealRun) error {
 		}
 	}
 	return nil
+}
+
+// snapshotMetrics writes what url (ipa local's /metrics) serves to file:
+// the run's histograms as they stood when its load ended (the router's glue
+// times, which a calibration of the simulator reads).
+func snapshotMetrics(ctx context.Context, url, file string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	fh, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(fh, resp.Body); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
 }
 
 // loadFlags are ipa load's pattern flags for r's load: integer counts (a

@@ -22,7 +22,7 @@ func (p *Profile) Scaled(factor func(stage, variant string, cores, batch int) fl
 	for i, s := range p.Stages {
 		so := StageProfile{Name: s.Name, Variants: make([]VariantProfile, len(s.Variants))}
 		for j, v := range s.Variants {
-			vo := VariantProfile{Name: v.Name, Configs: make([]Config, len(v.Configs))}
+			vo := VariantProfile{Name: v.Name, LoadSeconds: v.LoadSeconds, Configs: make([]Config, len(v.Configs))}
 			for k, c := range v.Configs {
 				co := Config{Cores: c.Cores, Points: make([]Point, len(c.Points))}
 				for l, pt := range c.Points {

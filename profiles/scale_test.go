@@ -34,6 +34,12 @@ func TestScaledMultipliesLatenciesAndDividesThroughput(t *testing.T) {
 	if o, _ := q.Lookup("detect", "yolov5n", 2, 8); o != other {
 		t.Fatalf("a factor of 1 changed a point: %+v, was %+v", o, other)
 	}
+	// The rest of a variant's profile is kept: how long a replica takes to
+	// load (the simulator's start-up delays come from it).
+	p.Variant("classify", "resnet18").LoadSeconds = 0.25
+	if got := p.Scaled(Uniform(2)).Variant("classify", "resnet18").LoadSeconds; got != 0.25 {
+		t.Fatalf("load_seconds %v after scaling, want 0.25", got)
+	}
 }
 
 func TestScaledKeepsTheProfileValid(t *testing.T) {

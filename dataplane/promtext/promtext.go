@@ -47,6 +47,7 @@ var Help = map[string]string{
 	"ipa_router_dropped_total":            "Pipeline requests dropped, by reason.",
 	"ipa_router_request_duration_seconds": "End-to-end time of a successful pipeline request in the router.",
 	"ipa_router_stage_duration_seconds":   "Wall time of one step of a pipeline request (all its items).",
+	"ipa_router_glue_seconds":             "Time of a pipeline request's glue (decoding, resizing, cropping, post-processing) on the router's goroutines.",
 	// Controller.
 	"ipa_controller_solve_duration_seconds": "Time one solve of the integer program took.",
 	"ipa_controller_solves_total":           "Solves of the adaptation loop, by result.",

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
+
 	"github.com/ipa-serving/ipa/dataplane"
 	"github.com/ipa-serving/ipa/dataplane/glue"
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
@@ -183,6 +185,10 @@ type Pipeline struct {
 	// on the router's own goroutines, summed over requests: CPU the
 	// stages' profiles do not count.
 	glueNanos, glueRequests atomic.Int64
+	// glueTimes, when a router serves the pipeline, is the distribution of
+	// the same per request (ipa_router_glue_seconds): what a calibration
+	// of the simulator takes the glue's spread from.
+	glueTimes *metrics.Histogram
 	// What each step was sent, summed over requests: the requests that
 	// reached it (not failed or dropped before it; one whose earlier step
 	// found nothing reaches it with no rows) and the batch rows of their
@@ -367,6 +373,9 @@ func (p *Pipeline) Run(ctx context.Context, req *Request, deadline time.Time, ti
 	defer func() {
 		p.glueNanos.Add(int64(glue))
 		p.glueRequests.Add(1)
+		if h := p.glueTimes; h != nil {
+			h.Update(glue.Seconds())
+		}
 	}()
 	t0 := time.Now()
 	roots, err := p.glues[0].First(req, p.Stages[0])

@@ -75,6 +75,7 @@ func NewRouter(cfg dataplane.ServerConfig, pipes []*Pipeline, log *slog.Logger, 
 			rp.variantKeys[st.Spec.Name] = st.Spec.Name + "_variant"
 		}
 		rp.arrivals = rp.set.NewCounter(fmt.Sprintf(`ipa_router_arrivals_total{pipeline=%q}`, name))
+		p.glueTimes = rp.set.NewHistogram(fmt.Sprintf(`ipa_router_glue_seconds{pipeline=%q}`, name))
 		for i, st := range p.Stages {
 			// The fan-out's totals (Pipeline.Rows), for a controller that
 			// reads the router through Prometheus.

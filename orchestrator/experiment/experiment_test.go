@@ -478,3 +478,67 @@ func TestGlueAloneIsWhereTheLogsLineMeetsNoLoad(t *testing.T) {
 		t.Errorf("interference -1: %v", err)
 	}
 }
+
+// A metrics snapshot in the calibration (named on its own, or a run
+// directory's metrics.txt) gives the glue its spread: the median's times
+// the histogram's p99 ÷ p50.
+func TestCalibrationTakesTheGluesSpreadFromItsHistogram(t *testing.T) {
+	const snapshot = `# HELP ipa_router_glue_seconds Time of a pipeline request's glue.
+# TYPE ipa_router_glue_seconds untyped
+ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="8.799e-03...1.000e-02"} 50
+ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="1.000e-02...1.136e-02"} 48
+ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="2.783e-02...3.162e-02"} 2
+ipa_router_glue_seconds_bucket{pipeline="other",vmrange="1.000e+00...1.136e+00"} 1000
+ipa_router_glue_seconds_sum{pipeline="classify"} 1.1
+ipa_router_glue_seconds_count{pipeline="classify"} 100
+`
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	snap := write("classify-low.metrics.txt", snapshot)
+	log := write("run.jsonl", `{"time":"2026-01-01T00:00:10Z","observed_rps":5,"glue_seconds":0.01}`+"\n")
+	pipe := simtest.Classify(t, "../..")
+	m, err := calibrated(&File{Calibration: Paths{log, snap}}, pipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// p50: the 50th of 100 samples ends the first bucket (1.000e-02); p99:
+	// the 99th is half-way (geometrically) through the last.
+	p99 := 2.783e-02 * math.Sqrt(3.162e-02/2.783e-02)
+	if want := time.Duration(0.01 * p99 / 1.000e-02 * float64(time.Second)); m.glue != 10*time.Millisecond || absDur(m.glueP99-want) > time.Microsecond {
+		t.Errorf("glue %v, p99 %v; want 10ms and %v", m.glue, m.glueP99, want)
+	}
+	// A run's directory: its metrics.txt joins, as the snapshot did.
+	run := filepath.Join(dir, "run")
+	os.Mkdir(run, 0o755)
+	os.WriteFile(filepath.Join(run, DecisionsFile), []byte(`{"time":"2026-01-01T00:00:10Z","observed_rps":5,"glue_seconds":0.01}`+"\n"), 0o644)
+	os.WriteFile(filepath.Join(run, MetricsFile), []byte(snapshot), 0o644)
+	if m2, err := calibrated(&File{Calibration: Paths{run}}, pipe); err != nil || m2.glueP99 != m.glueP99 {
+		t.Errorf("from a run's directory: p99 %v, %v; want %v", m2.glueP99, err, m.glueP99)
+	}
+	// Without a histogram the glue does not vary.
+	if m3, err := calibrated(&File{Calibration: Paths{log}}, pipe); err != nil || m3.glueP99 != 0 {
+		t.Errorf("without a histogram: p99 %v, %v; want 0", m3.glueP99, err)
+	}
+	for name, body := range map[string]string{
+		"none.metrics.txt":      "ipa_router_glue_seconds_count{pipeline=\"classify\"} 0\n",
+		"malformed.metrics.txt": `ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="1e-2"} 3` + "\n",
+		"negative.metrics.txt":  `ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="2e-2...1e-2"} 3` + "\n",
+	} {
+		if _, err := calibrated(&File{Calibration: Paths{log, write(name, body)}}, pipe); err == nil {
+			t.Errorf("%s: calibrated", name)
+		}
+	}
+}
+
+func absDur(d time.Duration) time.Duration {
+	if d < 0 {
+		return -d
+	}
+	return d
+}

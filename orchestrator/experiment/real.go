@@ -56,6 +56,8 @@ const (
 	DecisionsFile  = "decisions.jsonl"
 	LoadReportFile = "load-report.json"
 	RecordsFile    = "records.jsonl"
+	// MetricsFile is ipa local's /metrics when a real run's load ended.
+	MetricsFile = "metrics.txt"
 )
 
 // runReal carries one job out on this machine through real and reads back

@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,11 +158,11 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 	machines := make([]machine, len(pipes))
 	if mode == "sim" {
 		for i := range pipes {
-			if machines[i].truth, machines[i].glue, err = calibrated(f, pipes[i]); err != nil {
+			if machines[i], err = calibrated(f, pipes[i]); err != nil {
 				return nil, err
 			}
 			if f.GlueCost > 0 {
-				machines[i].glue = f.GlueCost
+				machines[i].glue, machines[i].glueP99 = f.GlueCost, 0
 			}
 		}
 	}
@@ -252,10 +254,11 @@ func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
 }
 
 // machine is what the simulated stages of a pipeline run at: the profile
-// they take their times from (nil: the pipeline's) and the router's glue.
+// they take their times from (nil: the pipeline's) and the router's glue,
+// its median and 99th percentile (0: always the median).
 type machine struct {
-	truth *profiles.Profile
-	glue  time.Duration
+	truth         *profiles.Profile
+	glue, glueP99 time.Duration
 }
 
 // runOne simulates one job on m and writes its files.
@@ -277,7 +280,7 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth,
 		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
-		GlueCost: m.glue, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
+		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -538,18 +541,35 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // its own takes its step's factor), and the router's glue time per
 // request from what their controllers measured (0 when they logged none):
 // the median; or, with interference (the simulator slows the glue itself
-// beside other work), what the glue takes alone: glueAlone.
-// Without a calibration: nil and 0.
-func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, error) {
+// beside other work), what the glue takes alone: glueAlone. Where the
+// calibration holds the router's glue histogram (a real run's metrics.txt,
+// or such a snapshot named on its own), the glue varies as it did there:
+// its 99th percentile is the median's times the histogram's p99 ÷ p50.
+// Without a calibration: the zero machine.
+func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 	if len(f.Calibration) == 0 {
-		return nil, 0, nil
+		return machine{}, nil
 	}
 	stage, variant := map[string]factor{}, map[[2]string]factor{}
 	var glue []glueSample
+	hist := glueHistogram{}
 	for _, path := range f.Calibration {
+		if isMetricsFile(path) {
+			if err := hist.read(path, pipe.Name); err != nil {
+				return machine{}, err
+			}
+			continue
+		}
 		last, g, err := readCalibration(path)
 		if err != nil {
-			return nil, 0, err
+			return machine{}, err
+		}
+		if dir := runDir(path); dir != "" {
+			if _, err := os.Stat(filepath.Join(dir, MetricsFile)); err == nil {
+				if err := hist.read(filepath.Join(dir, MetricsFile), pipe.Name); err != nil {
+					return machine{}, err
+				}
+			}
 		}
 		glue = append(glue, g...)
 		// By the profile's stage name: the steps' corrections are named by step.
@@ -565,20 +585,108 @@ func calibrated(f *File, pipe sim.Pipeline) (*profiles.Profile, time.Duration, e
 			}
 		}
 	}
-	var perRequest time.Duration
+	var m machine
 	if len(glue) > 0 {
 		sec := glueMedian(glue)
 		if f.Interference > 0 {
 			sec = glueAlone(glue)
 		}
-		perRequest = time.Duration(sec * float64(time.Second))
+		m.glue = time.Duration(sec * float64(time.Second))
 	}
-	return pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
+	if p50, p99, ok := hist.quantiles(); ok && m.glue > 0 && p50 > 0 {
+		m.glueP99 = time.Duration(float64(m.glue) * p99 / p50)
+	}
+	m.truth = pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
 		if x, ok := variant[[2]string{s, v}]; ok {
 			return x.x
 		}
 		return cmp.Or(stage[s].x, 1)
-	}), perRequest, nil
+	})
+	return m, nil
+}
+
+// isMetricsFile tells a metrics snapshot (metrics.txt, or NAME.metrics.txt)
+// from a decision log.
+func isMetricsFile(path string) bool {
+	b := filepath.Base(path)
+	return b == MetricsFile || strings.HasSuffix(b, "."+MetricsFile)
+}
+
+// runDir is path when it is a directory (a run's), else "".
+func runDir(path string) string {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return path
+	}
+	return ""
+}
+
+// glueHistogram sums the router's ipa_router_glue_seconds buckets
+// (VictoriaMetrics' vmrange buckets) of snapshots.
+type glueHistogram map[[2]float64]float64
+
+// read adds the buckets of pipeline's glue histogram in the snapshot at
+// path; a snapshot without them is an error.
+func (h glueHistogram) read(path, pipeline string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("calibration: %w", err)
+	}
+	prefix := fmt.Sprintf(`ipa_router_glue_seconds_bucket{pipeline=%q,vmrange="`, pipeline)
+	found := false
+	for line := range strings.Lines(string(b)) {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		rng, count, ok := strings.Cut(rest, `"} `)
+		lo, hi, ok2 := strings.Cut(rng, "...")
+		if !ok || !ok2 {
+			return fmt.Errorf("calibration %s: malformed bucket %q", path, strings.TrimSpace(line))
+		}
+		l, err1 := strconv.ParseFloat(lo, 64)
+		u, err2 := strconv.ParseFloat(hi, 64)
+		n, err3 := strconv.ParseFloat(strings.TrimSpace(count), 64)
+		if err := errors.Join(err1, err2, err3); err != nil || !(l >= 0 && u > l && n >= 0) {
+			return fmt.Errorf("calibration %s: malformed bucket %q", path, strings.TrimSpace(line))
+		}
+		h[[2]float64{l, u}] += n
+		found = true
+	}
+	if !found {
+		return fmt.Errorf("calibration %s: no ipa_router_glue_seconds of pipeline %q (a snapshot of ipa local's /metrics after a load)", path, pipeline)
+	}
+	return nil
+}
+
+// quantiles returns the median and the 99th percentile, each interpolated
+// geometrically within its bucket; ok is false without samples.
+func (h glueHistogram) quantiles() (p50, p99 float64, ok bool) {
+	type bucket struct{ lo, hi, n float64 }
+	var bs []bucket
+	total := 0.0
+	for k, n := range h {
+		bs = append(bs, bucket{k[0], k[1], n})
+		total += n
+	}
+	if total == 0 {
+		return 0, 0, false
+	}
+	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.lo, b.lo) })
+	q := func(p float64) float64 {
+		want, cum := p*total, 0.0
+		for _, b := range bs {
+			if b.n > 0 && cum+b.n >= want {
+				f := (want - cum) / b.n
+				if b.lo == 0 {
+					return b.hi * f
+				}
+				return b.lo * math.Pow(b.hi/b.lo, f)
+			}
+			cum += b.n
+		}
+		return bs[len(bs)-1].hi
+	}
+	return q(0.5), q(0.99), true
 }
 
 // glueSample is one interval of a calibration log: the router's mean glue

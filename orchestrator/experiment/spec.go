@@ -79,7 +79,11 @@ type File struct {
 	// the real one does; and the router's glue cost is the median of what
 	// they measured (glue_seconds), or with Interference what the glue
 	// takes alone (where their glue times against their load meet no
-	// load), unless glue_cost is set. Empty: the stages run as profiled.
+	// load), unless glue_cost is set. An entry may also be a snapshot of
+	// ipa local's /metrics (NAME.metrics.txt; a run directory's
+	// metrics.txt is read with its log): its ipa_router_glue_seconds
+	// histogram gives the glue its spread (p99 ÷ p50). Empty: the stages
+	// run as profiled.
 	Calibration Paths         `yaml:"calibration"`
 	SwitchDelay time.Duration `yaml:"switch_delay"`
 

@@ -44,8 +44,9 @@
 //     are applied in order.
 //
 //   - The router's glue (decode, resize) delays each request by GlueCost
-//     before its first stage, and the controller reserves cores for it as
-//     in ipa local (OverheadObserver).
+//     (or a draw from a log-normal fitted to GlueCost and GlueP99) before
+//     its first stage, and the controller reserves cores for it as in ipa
+//     local (OverheadObserver).
 //
 //   - The machine (Options.Cores): the replicas' batches and the glue share
 //     its cores, as threads do (processor sharing, cpu.go): a replica with c
@@ -61,8 +62,7 @@
 //
 // Not modelled: network hops; without Options.Cores, CPU contention (the
 // glue is then a delay); with it, the engines' own slowdown beside the glue
-// (their profiles and calibrations were measured beside it) and the glue's
-// spread (it takes GlueCost of work every time).
+// (their profiles and calibrations were measured beside it).
 //
 // Output: the decision log (orchestrator.Decision lines) and a
 // loadgen.Result, whose report and records are written by loadgen exactly

@@ -160,8 +160,10 @@ type Options struct {
 	Adapt *Adaptation
 
 	// GlueCost is the router's time per request before its first stage
-	// (its work at full speed when Cores is set).
-	GlueCost time.Duration
+	// (its work at full speed when Cores is set): the median, every time
+	// unless GlueP99 is larger, when each request's is drawn from a
+	// log-normal fitted to both (as the stages' batch times).
+	GlueCost, GlueP99 time.Duration
 	// Cores, when positive, is the machine's: the replicas' batches and the
 	// router's glue share them (processor sharing, see cpu), so a batch or
 	// a glue takes longer while more threads have work than there are
@@ -239,9 +241,13 @@ type sim struct {
 	// fractions.
 	stepReached, stepRows []int64
 	fanRNG                *rand.Rand
-	actions               []orchestrator.Action
-	batches               uint64
-	err                   error
+	// glueRNG draws each request's glue from glueDist (a random stream of
+	// its own: runs without a spread keep their other streams).
+	glueRNG  *rand.Rand
+	glueDist logNormal
+	actions  []orchestrator.Action
+	batches  uint64
+	err      error
 
 	ran map[ranKey]*orchestrator.BatchStats // batches since the controller's last look (batches.go)
 
@@ -333,7 +339,7 @@ func newSim(opt Options) (*sim, error) {
 		return nil, errors.New("sim: no load")
 	case opt.SLA <= 0:
 		return nil, errors.New("sim: the SLA must be positive")
-	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.StartupOverhead < 0:
+	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.GlueP99 < 0 || opt.StartupOverhead < 0:
 		return nil, errors.New("sim: delays and glue cost must not be negative")
 	case opt.Cores < 0:
 		return nil, errors.New("sim: the machine's cores must not be negative")
@@ -361,6 +367,8 @@ func newSim(opt Options) (*sim, error) {
 		rng:         rand.New(rand.NewPCG(opt.Seed, 0x5e7)),
 		svc:         services{prof: cmp.Or(opt.TrueProfile, opt.Pipeline.Profiles), cache: map[serviceKey]logNormal{}},
 		fanRNG:      rand.New(rand.NewPCG(opt.Seed, 0xfa7)),
+		glueRNG:     rand.New(rand.NewPCG(opt.Seed, 0x91e)),
+		glueDist:    fitLogNormal(opt.GlueCost.Seconds(), opt.GlueP99.Seconds()),
 		stepRows:    make([]int64, len(opt.Pipeline.Steps)),
 		stepReached: make([]int64, len(opt.Pipeline.Steps)),
 	}
@@ -486,10 +494,18 @@ func (s *sim) arrive(at time.Duration) {
 		return
 	}
 	if s.opt.GlueCost > 0 {
-		s.loop.at(at+s.opt.GlueCost, func() { s.enter(r) })
+		s.loop.at(at+s.glueWork(), func() { s.enter(r) })
 		return
 	}
 	s.enter(r)
+}
+
+// glueWork is one request's glue: GlueCost, or a draw when it varies.
+func (s *sim) glueWork() time.Duration {
+	if s.glueDist.sigma == 0 {
+		return s.opt.GlueCost
+	}
+	return s.glueDist.draw(s.glueRNG)
 }
 
 // glue starts the glue of waiting requests while a processor is free.
@@ -499,7 +515,7 @@ func (s *sim) glue() {
 		s.glueWait[0] = nil
 		s.glueWait = s.glueWait[1:]
 		s.gluing++
-		s.cpu.run(s.opt.GlueCost, 1, true, func(took time.Duration) {
+		s.cpu.run(s.glueWork(), 1, true, func(took time.Duration) {
 			s.gluing--
 			s.glueTook += took
 			s.glueN++

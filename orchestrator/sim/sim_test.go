@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -400,5 +401,44 @@ func TestSimulatedFanoutIsPlannedFor(t *testing.T) {
 	none, _ := run(0.001) // almost never an item: answered at once
 	if r := none.Load.Report(); r.Succeeded != r.Sent || r.Latency.P99 > 0.01 {
 		t.Errorf("no rows: %d of %d answered, p99 %.3f s", r.Succeeded, r.Sent, r.Latency.P99)
+	}
+}
+
+// TestGlueVariesAsItsPercentilesSay: with GlueP99 each request's glue is
+// drawn around GlueCost, so at a light load the latency's median stays
+// and its tail grows by about the glue's; the same seed, the same draws.
+func TestGlueVariesAsItsPercentilesSay(t *testing.T) {
+	load, err := loadgen.ParseSteps("600s@5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(p99 time.Duration) loadgen.Report {
+		opt := classifyOptions(t, load, nil)
+		opt.Adapt = nil
+		opt.Cores, opt.GlueCost, opt.GlueP99 = 2, 10*time.Millisecond, p99
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.Load.Report()
+	}
+	fixed, varied := run(0), run(25*time.Millisecond)
+	if again := run(25 * time.Millisecond); again.Latency != varied.Latency {
+		t.Fatalf("the same seed drew other glues: %+v, then %+v", varied.Latency, again.Latency)
+	}
+	// A log-normal of median 10 ms and p99 25 ms has σ = ln 2.5 / 2.326 and
+	// a mean of 10 ms × exp(σ²/2) = 10.81 ms: the latency's mean moves by
+	// that 0.81 ms; its tail by less than the glue's own 15 ms (a sum's
+	// tail is not the sum of the tails).
+	dmean, dp50, dp99 := varied.Latency.Mean-fixed.Latency.Mean, varied.Latency.P50-fixed.Latency.P50, varied.Latency.P99-fixed.Latency.P99
+	t.Logf("mean +%.2f ms, p50 %+.1f ms, p99 %+.1f ms", 1000*dmean, 1000*dp50, 1000*dp99)
+	if dmean < 0.0004 || dmean > 0.0012 || math.Abs(dp50) > 0.002 || dp99 < 0.002 || dp99 > 0.015 {
+		t.Fatalf("a glue of p50 10 ms, p99 25 ms moved the latency's mean by %.2f ms, p50 by %.1f ms and p99 by %.1f ms; want 0.4–1.2, about 0 and 2–15 ms",
+			1000*dmean, 1000*dp50, 1000*dp99)
+	}
+	bad := classifyOptions(t, load, nil)
+	bad.GlueP99 = -1
+	if _, err := sim.Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("a negative GlueP99: %v", err)
 	}
 }
