@@ -27,7 +27,8 @@ type BatchTotal struct {
 // observed keeps a stage's BatchTotals, exposed on /metrics as the
 // counter pair ipa_stage_batches_total and
 // ipa_stage_batch_engine_seconds_total{stage,variant,cores,rows}, for a
-// remote controller through Prometheus. A series is made on its first batch
+// remote controller through Prometheus, and the histogram
+// ipa_stage_batch_engine_seconds of the same labels. A series is made on its first batch
 // (the only allocation); after that recording a batch allocates nothing.
 type observed struct {
 	mu    sync.Mutex // guards cells and makes each pair of counters move together
@@ -44,6 +45,11 @@ type observedKey struct {
 type observedCell struct {
 	count   *metrics.Counter
 	seconds *metrics.FloatCounter
+	// times is the distribution of the same batches' engine times
+	// (ipa_stage_batch_engine_seconds, vmrange buckets): what a
+	// calibration of the simulator takes a variant's speed and spread in
+	// serving from.
+	times *metrics.Histogram
 }
 
 // observe records one successful batch of rows computed in d on a replica
@@ -60,11 +66,13 @@ func (m *stageMetrics) observe(variant string, cores, rows int, d time.Duration)
 		}
 		l := fmt.Sprintf(`{stage=%q,variant=%q,cores="%d",rows="%d"}`, o.stage, variant, cores, rows)
 		c = &observedCell{count: o.set.GetOrCreateCounter("ipa_stage_batches_total" + l),
-			seconds: o.set.GetOrCreateFloatCounter("ipa_stage_batch_engine_seconds_total" + l)}
+			seconds: o.set.GetOrCreateFloatCounter("ipa_stage_batch_engine_seconds_total" + l),
+			times:   o.set.GetOrCreateHistogram("ipa_stage_batch_engine_seconds" + l)}
 		o.cells[k] = c
 	}
 	c.count.Inc()
 	c.seconds.Add(d.Seconds())
+	c.times.Update(d.Seconds())
 }
 
 // BatchTotals returns what the stage computed since it started, per

@@ -62,6 +62,7 @@ var Help = map[string]string{
 	// The online profile correction (a stage's measurements, the
 	// controller's factors; orchestrator/correction.go).
 	"ipa_stage_batches_total":                 "Batches the stage computed, by variant, cores per replica and rows per batch.",
+	"ipa_stage_batch_engine_seconds":          "Engine time of one batch (the time in the model), by variant, cores and rows.",
 	"ipa_stage_batch_engine_seconds_total":    "Time in the model of the batches of ipa_stage_batches_total.",
 	"ipa_controller_profile_correction":       "Factor on the profile's latencies the plan uses for a stage's variant (1: as profiled), learned from the stages' engine times.",
 	"ipa_controller_profile_evidence_batches": "Batches of a stage's variant behind its profile correction.",

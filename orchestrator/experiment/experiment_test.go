@@ -3,6 +3,7 @@ package experiment
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -541,4 +542,49 @@ func absDur(d time.Duration) time.Duration {
 		return -d
 	}
 	return d
+}
+
+// A snapshot's engine histograms set the variants they measured: a point
+// with enough batches takes the median and p99 measured in serving, the
+// variant's other points its speed, whatever the logs' corrections say;
+// a series of too few batches, or of another pipeline, changes nothing.
+func TestCalibrationTakesTheEnginesFromTheirHistograms(t *testing.T) {
+	pipe := simtest.Classify(t, "../..")
+	var b strings.Builder
+	bucket := func(variant string, rows int, lo, hi string, n int) {
+		fmt.Fprintf(&b, "ipa_stage_batch_engine_seconds_bucket{stage=\"classify\",variant=%q,cores=\"1\",rows=\"%d\",vmrange=\"%s...%s\"} %d\n", variant, rows, lo, hi, n)
+	}
+	// 100 batches: the median (the 50th) is 5/6 through the first bucket,
+	// the p99 (the 99th) at the end of the second.
+	bucket("squeezenet", 1, "8.799e-03", "1.000e-02", 60)
+	bucket("squeezenet", 1, "1.000e-02", "1.136e-02", 39)
+	bucket("squeezenet", 1, "2.783e-02", "3.162e-02", 1)
+	bucket("resnet50", 1, "1.000e+00", "1.136e+00", 99) // too few: the log's factor stays
+	fmt.Fprintf(&b, "ipa_stage_batch_engine_seconds_bucket{stage=\"other\",variant=\"squeezenet\",cores=\"1\",rows=\"1\",vmrange=\"1.000e+00...1.136e+00\"} 500\n")
+	dir := t.TempDir()
+	snap := filepath.Join(dir, "light.metrics.txt")
+	log := filepath.Join(dir, "run.jsonl")
+	os.WriteFile(snap, []byte(b.String()), 0o644)
+	os.WriteFile(log, []byte(`{"time":"2026-01-01T00:00:10Z","corrections":[{"stage":"classify","factor":1,"evidence_batches":1000,"variants":[{"variant":"squeezenet","factor":3,"evidence_batches":1000},{"variant":"resnet50","factor":2,"evidence_batches":1000}]}]}`+"\n"), 0o644)
+	m, err := calibrated(&File{Calibration: Paths{log, snap}}, pipe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p50, p99 := 8.799e-03*math.Pow(1.000e-02/8.799e-03, 50.0/60), 1.136e-02
+	got, err := m.truth.Lookup("classify", "squeezenet", 1, 1)
+	if err != nil || math.Abs(got.LatencyP50-p50) > 1e-9 || math.Abs(got.LatencyP99-p99) > 1e-9 {
+		t.Errorf("squeezenet batch 1: %+v, %v; want p50 %v, p99 %v from the histogram", got, err, p50, p99)
+	}
+	prof, _ := pipe.Profiles.Lookup("classify", "squeezenet", 1, 1)
+	for _, batch := range []int{2, 4} {
+		want, err1 := pipe.Profiles.Lookup("classify", "squeezenet", 1, batch)
+		got, err2 := m.truth.Lookup("classify", "squeezenet", 1, batch)
+		if err1 == nil && err2 == nil && math.Abs(got.LatencyP50/want.LatencyP50-p50/prof.LatencyP50) > 1e-6 {
+			t.Errorf("squeezenet batch %d: ×%.3f of the profile, want the measured speed ×%.3f", batch, got.LatencyP50/want.LatencyP50, p50/prof.LatencyP50)
+		}
+	}
+	r, _ := pipe.Profiles.Lookup("classify", "resnet50", 1, 1)
+	if got, _ := m.truth.Lookup("classify", "resnet50", 1, 1); math.Abs(got.LatencyP50-2*r.LatencyP50) > 1e-9 {
+		t.Errorf("resnet50 (99 batches only): p50 %v, want the log's ×2 of %v", got.LatencyP50, r.LatencyP50)
+	}
 }

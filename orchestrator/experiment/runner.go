@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -542,9 +541,13 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // request from what their controllers measured (0 when they logged none):
 // the median; or, with interference (the simulator slows the glue itself
 // beside other work), what the glue takes alone: glueAlone. Where the
-// calibration holds the router's glue histogram (a real run's metrics.txt,
-// or such a snapshot named on its own), the glue varies as it did there:
-// its 99th percentile is the median's times the histogram's p99 ÷ p50.
+// calibration holds snapshots of ipa local's /metrics (a real run's
+// metrics.txt, or such a snapshot named on its own), the glue varies as it
+// did there (its 99th percentile is the median's times the router's glue
+// histogram's p99 ÷ p50), and a variant whose engine times they hold
+// (ipa_stage_batch_engine_seconds, minEngineSamples batches of a shape at
+// least) runs at the speed its median says, whatever the logs' corrections,
+// each measured point taking the median and p99 measured in serving.
 // Without a calibration: the zero machine.
 func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 	if len(f.Calibration) == 0 {
@@ -552,10 +555,10 @@ func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 	}
 	stage, variant := map[string]factor{}, map[[2]string]factor{}
 	var glue []glueSample
-	hist := glueHistogram{}
+	snap := newSnapshot()
 	for _, path := range f.Calibration {
 		if isMetricsFile(path) {
-			if err := hist.read(path, pipe.Name); err != nil {
+			if err := snap.read(path, pipe); err != nil {
 				return machine{}, err
 			}
 			continue
@@ -566,7 +569,7 @@ func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 		}
 		if dir := runDir(path); dir != "" {
 			if _, err := os.Stat(filepath.Join(dir, MetricsFile)); err == nil {
-				if err := hist.read(filepath.Join(dir, MetricsFile), pipe.Name); err != nil {
+				if err := snap.read(filepath.Join(dir, MetricsFile), pipe); err != nil {
 					return machine{}, err
 				}
 			}
@@ -593,8 +596,11 @@ func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 		}
 		m.glue = time.Duration(sec * float64(time.Second))
 	}
-	if p50, p99, ok := hist.quantiles(); ok && m.glue > 0 && p50 > 0 {
+	if p50, p99, _, ok := snap.glue.quantiles(); ok && m.glue > 0 && p50 > 0 {
 		m.glueP99 = time.Duration(float64(m.glue) * p99 / p50)
+	}
+	for v, x := range snap.engineSpeeds(pipe.Profiles) {
+		variant[v] = factor{x, math.Inf(1)}
 	}
 	m.truth = pipe.Profiles.Scaled(func(s, v string, _, _ int) float64 {
 		if x, ok := variant[[2]string{s, v}]; ok {
@@ -602,6 +608,7 @@ func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 		}
 		return cmp.Or(stage[s].x, 1)
 	})
+	snap.setEngineTimes(m.truth)
 	return m, nil
 }
 
@@ -618,75 +625,6 @@ func runDir(path string) string {
 		return path
 	}
 	return ""
-}
-
-// glueHistogram sums the router's ipa_router_glue_seconds buckets
-// (VictoriaMetrics' vmrange buckets) of snapshots.
-type glueHistogram map[[2]float64]float64
-
-// read adds the buckets of pipeline's glue histogram in the snapshot at
-// path; a snapshot without them is an error.
-func (h glueHistogram) read(path, pipeline string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("calibration: %w", err)
-	}
-	prefix := fmt.Sprintf(`ipa_router_glue_seconds_bucket{pipeline=%q,vmrange="`, pipeline)
-	found := false
-	for line := range strings.Lines(string(b)) {
-		rest, ok := strings.CutPrefix(line, prefix)
-		if !ok {
-			continue
-		}
-		rng, count, ok := strings.Cut(rest, `"} `)
-		lo, hi, ok2 := strings.Cut(rng, "...")
-		if !ok || !ok2 {
-			return fmt.Errorf("calibration %s: malformed bucket %q", path, strings.TrimSpace(line))
-		}
-		l, err1 := strconv.ParseFloat(lo, 64)
-		u, err2 := strconv.ParseFloat(hi, 64)
-		n, err3 := strconv.ParseFloat(strings.TrimSpace(count), 64)
-		if err := errors.Join(err1, err2, err3); err != nil || !(l >= 0 && u > l && n >= 0) {
-			return fmt.Errorf("calibration %s: malformed bucket %q", path, strings.TrimSpace(line))
-		}
-		h[[2]float64{l, u}] += n
-		found = true
-	}
-	if !found {
-		return fmt.Errorf("calibration %s: no ipa_router_glue_seconds of pipeline %q (a snapshot of ipa local's /metrics after a load)", path, pipeline)
-	}
-	return nil
-}
-
-// quantiles returns the median and the 99th percentile, each interpolated
-// geometrically within its bucket; ok is false without samples.
-func (h glueHistogram) quantiles() (p50, p99 float64, ok bool) {
-	type bucket struct{ lo, hi, n float64 }
-	var bs []bucket
-	total := 0.0
-	for k, n := range h {
-		bs = append(bs, bucket{k[0], k[1], n})
-		total += n
-	}
-	if total == 0 {
-		return 0, 0, false
-	}
-	slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.lo, b.lo) })
-	q := func(p float64) float64 {
-		want, cum := p*total, 0.0
-		for _, b := range bs {
-			if b.n > 0 && cum+b.n >= want {
-				f := (want - cum) / b.n
-				if b.lo == 0 {
-					return b.hi * f
-				}
-				return b.lo * math.Pow(b.hi/b.lo, f)
-			}
-			cum += b.n
-		}
-		return bs[len(bs)-1].hi
-	}
-	return q(0.5), q(0.99), true
 }
 
 // glueSample is one interval of a calibration log: the router's mean glue

@@ -15,13 +15,13 @@ import (
 // two single-core replicas on two cores takes half as long again, and so do
 // the replicas' batches, as on the machine.
 //
-// Beyond the share, interference: a memory-bound job (the glue: decoding
-// and resizing an image streams through memory) takes 1 + interference
-// times longer while another job runs beside it. On this machine a glue
-// beside a squeezenet engine, a core each, takes ×1.24 (six rounds,
-// ×0.99–1.46), and the engine ×1.23; two engines beside each other ×1.02
-// (see Options.Interference). The engines' share is not modelled: their
-// times come from profiles (and calibrations) measured beside the glue.
+// Beyond the share, interference: while a memory-bound job (the glue:
+// decoding and resizing an image streams through memory) runs beside
+// another, both take 1 + interference times longer. On this machine a glue
+// beside a squeezenet engine, a core each, takes ×1.24–1.29 (medians of
+// six rounds, ×0.99–1.46), and the engine ×1.23–1.29; two engines beside
+// each other ×1.02, so engines alone do not interfere (see
+// Options.Interference).
 type cpu struct {
 	l            *loop
 	cores        float64
@@ -45,10 +45,11 @@ type job struct {
 }
 
 // rateOf is how fast j progresses: its share of the cores, slowed by the
-// interference if it is memory-bound and runs beside another job.
+// interference if it is memory-bound and runs beside another job, or runs
+// beside a memory-bound one.
 func (c *cpu) rateOf(j *job) float64 {
 	r := c.rate()
-	if j.memory && len(c.jobs) > 1 {
+	if (j.memory && len(c.jobs) > 1) || (!j.memory && c.memory > 0) {
 		r /= 1 + c.interference
 	}
 	return r

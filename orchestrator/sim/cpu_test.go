@@ -27,12 +27,15 @@ func TestCPUSharesTheCores(t *testing.T) {
 		// take 10 (done at 15), then B's last 5 alone (done at 20).
 		{"staggered on one core", 1, 0, []start{{0, 10 * ms, 1, false}, {5 * ms, 10 * ms, 1, false}}, []time.Duration{15 * ms, 15 * ms}},
 		// A two-core batch and a glue on two cores: three threads, each at
-		// 2/3, the glue at 1/1.25 of that beside the batch, so it takes
-		// 10 × 1.5 × 1.25 = 18.75 ms; the batch, 12.5 ms done by then, ends
-		// its 87.5 alone.
-		{"a glue beside a two-core batch", 2, 0.25, []start{{0, 100 * ms, 2, false}, {0, 10 * ms, 1, true}}, []time.Duration{106250 * time.Microsecond, 18750 * time.Microsecond}},
-		// On a core each, only the glue slows: 10 ms × 1.25.
-		{"a glue beside an engine", 2, 0.25, []start{{0, 100 * ms, 1, false}, {0, 10 * ms, 1, true}}, []time.Duration{100 * ms, 12500 * time.Microsecond}},
+		// 2/3, both at 1/1.25 of that beside each other, so the glue takes
+		// 10 × 1.5 × 1.25 = 18.75 ms; the batch, 10 ms done by then, ends
+		// its 90 alone.
+		{"a glue beside a two-core batch", 2, 0.25, []start{{0, 100 * ms, 2, false}, {0, 10 * ms, 1, true}}, []time.Duration{108750 * time.Microsecond, 18750 * time.Microsecond}},
+		// On a core each, both slow while both run: the glue takes
+		// 10 × 1.25 ms, the engine 10 of its 100 ms × 1.25, the rest alone.
+		{"a glue beside an engine", 2, 0.25, []start{{0, 100 * ms, 1, false}, {0, 10 * ms, 1, true}}, []time.Duration{102500 * time.Microsecond, 12500 * time.Microsecond}},
+		// Engines beside engines do not interfere.
+		{"two engines", 2, 0.25, []start{{0, 100 * ms, 1, false}, {0, 10 * ms, 1, false}}, []time.Duration{100 * ms, 10 * ms}},
 		{"a glue alone", 2, 0.25, []start{{0, 10 * ms, 1, true}}, []time.Duration{10 * ms}},
 	} {
 		t.Run(c.name, func(t *testing.T) {

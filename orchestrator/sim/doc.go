@@ -51,8 +51,8 @@
 //   - The machine (Options.Cores): the replicas' batches and the glue share
 //     its cores, as threads do (processor sharing, cpu.go): a replica with c
 //     cores is c threads, a glue one, at most Cores glues at once (the
-//     router's goroutines on GOMAXPROCS processors); a glue beside other
-//     work takes 1 + Options.Interference times longer. The controller is
+//     router's goroutines on GOMAXPROCS processors); a glue and what runs
+//     beside it take 1 + Options.Interference times longer. The controller is
 //     told the glue time as measured, so it reserves cores when the glue
 //     slows, as ipa local's does.
 //
@@ -61,8 +61,7 @@
 //     the controller as the real router counts them.
 //
 // Not modelled: network hops; without Options.Cores, CPU contention (the
-// glue is then a delay); with it, the engines' own slowdown beside the glue
-// (their profiles and calibrations were measured beside it).
+// glue is then a delay).
 //
 // Output: the decision log (orchestrator.Decision lines) and a
 // loadgen.Result, whose report and records are written by loadgen exactly

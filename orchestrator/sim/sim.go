@@ -175,9 +175,12 @@ type Options struct {
 	// takes its drawn time and the glue GlueCost, whatever else runs.
 	Cores int
 	// Interference, on a shared machine, is how much longer the router's
-	// glue takes while another job (a batch, another request's glue) runs
-	// beside it, a core each: 1 + Interference times its time alone (the
-	// glue streams through memory; see cpu). Zero: none.
+	// glue and whatever runs beside it (a batch, another request's glue)
+	// take while they run together, a core each: 1 + Interference times
+	// their time alone (the glue streams through memory; see cpu). The
+	// stages' times should then be their times alone (a calibration's
+	// engine histograms at a light load), or the slowdown counts twice.
+	// Zero: none.
 	Interference float64
 	// StartupDelay is how long new replicas (or replicas with other
 	// cores) take to load; SwitchDelay how long a variant switch takes.
