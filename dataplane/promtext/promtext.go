@@ -173,6 +173,13 @@ func Merge(text string) string {
 		if len(f.samples) == 0 {
 			continue
 		}
+		if f.typ == "" || f.typ == "untyped" {
+			// The library's own histograms (vmrange buckets) are untyped:
+			// each of their series (…_bucket, …_sum, …_count) is a family
+			// of its own to Prometheus, with the histogram's help.
+			writeUntyped(&b, name, f.samples)
+			continue
+		}
 		b.WriteString("# HELP " + name + " " + escapeHelp(help(name)) + "\n")
 		if f.typ == "gauge" && strings.HasSuffix(name, "_total") {
 			f.typ = "counter"
@@ -185,6 +192,27 @@ func Merge(text string) string {
 		}
 	}
 	return b.String()
+}
+
+// writeUntyped writes the samples of untyped family name grouped by their
+// own names, each group a family with name's help text.
+func writeUntyped(b *strings.Builder, name string, samples []string) {
+	var names []string
+	by := map[string][]string{}
+	for _, s := range samples {
+		n := sampleName(s)
+		if _, ok := by[n]; !ok {
+			names = append(names, n)
+		}
+		by[n] = append(by[n], s)
+	}
+	for _, n := range names {
+		b.WriteString("# HELP " + n + " " + escapeHelp(help(name)) + "\n")
+		b.WriteString("# TYPE " + n + " untyped\n")
+		for _, s := range by[n] {
+			b.WriteString(s + "\n")
+		}
+	}
 }
 
 func rename(name string) string {
