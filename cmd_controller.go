@@ -11,7 +11,6 @@ import (
 	"os"
 	goruntime "runtime"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
@@ -149,11 +148,7 @@ type localObserver struct {
 	pipeline string
 	stages   []*dataplane.Stage
 	batches  *orchestrator.BatchDeltas
-
-	mu         sync.Mutex // guards lastTotal, lastN, perRequest
-	lastTotal  time.Duration
-	lastN      int64
-	perRequest float64
+	glue     orchestrator.PerRequest
 }
 
 // OverheadSeconds implements orchestrator.OverheadObserver: the mean glue
@@ -164,13 +159,7 @@ func (o *localObserver) OverheadSeconds(context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if n > o.lastN {
-		o.perRequest = (total - o.lastTotal).Seconds() / float64(n-o.lastN)
-	}
-	o.lastTotal, o.lastN = total, n
-	return o.perRequest, nil
+	return o.glue.Mean(total, n), nil
 }
 
 // Fanout implements orchestrator.FanoutObserver: per step, the requests

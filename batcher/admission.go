@@ -28,9 +28,10 @@ import (
 //   - Without samples there is no prediction, and Decide admits.
 //   - A request with nothing ahead of it (no queued row, a replica idle) is
 //     always admitted: there is no wait to predict, and whether its own batch
-//     fits the deadline is the worker's call (Late), with the batch in hand.
-//   - It refuses only when the predicted completion is after the deadline:
-//     no fraction of the budget is held back.
+//     fits the deadline is the worker's call (Fit), with the batch in hand.
+//   - It refuses only when the predicted completion is after the time left
+//     it is given: what is held back for what the stage does not see is
+//     the caller's (Usable).
 
 // estimatorSamples is how many service times are kept per batch size.
 const estimatorSamples = 16
@@ -158,7 +159,7 @@ type Prediction struct {
 	// their mean without the largest sample), spread over the replicas.
 	// Service is that batch's own run at its bound (the 90th percentile,
 	// or the newest sample if longer), what the worker will require of it
-	// (Late).
+	// (Fit).
 	Wait, Service time.Duration
 }
 
@@ -221,19 +222,6 @@ func (e *Estimator[K]) Predict(k K, a Ahead) (Prediction, bool) {
 	return e.predictLocked(k, a)
 }
 
-// Late reports whether a batch of rows that starts now on k would end after
-// left, by the bound of the recent service times of such batches (their
-// 90th percentile, or the newest if longer):
-// the worker's check on the batch it holds, so that what it computes is
-// rarely late (at the median, half the batches that just fit would be).
-// Without evidence it reports false.
-func (e *Estimator[K]) Late(k K, rows int, left time.Duration) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	t, ok := e.serviceLocked(e.classes[k], rows, e.now(), high)
-	return ok && t > left
-}
-
 // Usable returns the time a stage plans with for a request that arrived at
 // arrived, with deadline, at now: the time left less a twentieth of its
 // whole budget, for what the stage does not see: the time the request spent
@@ -264,8 +252,10 @@ const (
 // Fit decides, for the calls a worker holds, which to compute now, so that
 // as many rows as can end by their deadlines do. Call i has rows[i] rows
 // and left[i] until its deadline (math.MaxInt64 for none), in queue order.
-// A batch of n rows is taken to end after the bound of such batches (as
-// Late); when the whole batch would end late for some calls, a smaller
+// A batch of n rows is taken to end after the bound of the recent service
+// times of such batches (their 90th percentile, or the newest if longer),
+// so that what a worker computes is rarely late (at the median, half the
+// batches that just fit would be); when the whole batch would end late for some calls, a smaller
 // batch may end in time for them: Fit takes the batch size that computes
 // the most rows in time (the smaller on a tie, as it ends sooner), and in
 // it the calls, in queue order, that end in time and fit its rows (a call
@@ -324,8 +314,8 @@ func (e *Estimator[K]) Fit(k K, rows []int, left []time.Duration, fate []Fate) b
 
 // Service returns the median and the bound (the 90th percentile, or the
 // newest if longer) of the recent service times of batches of rows on k
-// (see Late), and false when there is no
-// evidence for them.
+// (what Fit judges a batch by), and false when there is no evidence for
+// them.
 func (e *Estimator[K]) Service(k K, rows int) (typical, bound time.Duration, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()

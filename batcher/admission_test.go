@@ -54,7 +54,7 @@ func TestEstimatorWithoutEvidenceAdmits(t *testing.T) {
 	if v, _ := e.Decide("b", Ahead{Rows: 1000, Size: 1, MaxBatch: 4, Replicas: 1}, ms); v != Admit {
 		t.Errorf("evidence of variant a judged a request on b: %v, want admit", v)
 	}
-	if e.Late("b", 4, ms) {
+	if late(e, "b", 4, ms) {
 		t.Error("Late on b from a's evidence")
 	}
 	// A failed batch is no evidence.
@@ -167,7 +167,7 @@ func TestEstimatorIgnoresAMinorityOfStalls(t *testing.T) {
 	for i := range estimatorSamples {
 		ran(e1, c, "a", 4, map[bool]time.Duration{true: 700 * ms, false: 50 * ms}[i == 7])
 	}
-	if typical, bound, _ := e1.Service("a", 4); typical != 50*ms || bound != 50*ms || e1.Late("a", 4, 60*ms) {
+	if typical, bound, _ := e1.Service("a", 4); typical != 50*ms || bound != 50*ms || late(e1, "a", 4, 60*ms) {
 		t.Errorf("one stall in 16: median %s, bound %s, want both 50ms and a batch in time with 60 ms left", typical, bound)
 	}
 	// A majority of slow batches is the stage's speed now.
@@ -229,14 +229,21 @@ func TestEstimatorInterpolatesBatchSizes(t *testing.T) {
 	}
 }
 
+// late reports whether the worker's check (Fit) answers a lone call of rows
+// on k, with left until its deadline, late.
+func late(e *Estimator[string], k string, rows int, left time.Duration) bool {
+	var fate [1]Fate
+	return e.Fit(k, []int{rows}, []time.Duration{left}, fate[:]) && fate[0] == Late
+}
+
 func TestEstimatorLate(t *testing.T) {
 	c := newFakeClock()
 	e := NewEstimator[string](c, 0)
-	if e.Late("a", 4, 0) {
+	if late(e, "a", 4, 0) {
 		t.Error("Late without evidence")
 	}
 	ran(e, c, "a", 4, 50*ms)
-	if !e.Late("a", 4, 49*ms) || e.Late("a", 4, 50*ms) {
+	if !late(e, "a", 4, 49*ms) || late(e, "a", 4, 50*ms) {
 		t.Error("a 50 ms batch: want late with 49 ms left, in time with 50 ms")
 	}
 }
@@ -305,7 +312,7 @@ func TestEstimatorBoundFollowsTheNewestSample(t *testing.T) {
 	if typical, bound, _ := e.Service("a", 4); typical != 40*ms || bound != 55*ms {
 		t.Errorf("after a 55 ms batch: median %s, bound %s; want 40ms, 55ms", typical, bound)
 	}
-	if !e.Late("a", 4, 50*ms) {
+	if !late(e, "a", 4, 50*ms) {
 		t.Error("50 ms left after a 55 ms batch: want late")
 	}
 	if v, p := e.Decide("a", Ahead{Rows: 4, Size: 1, MaxBatch: 4, Replicas: 1}, time.Second); v != Admit || p.Service != 55*ms {

@@ -122,10 +122,11 @@ func TestNoRaceEstimatorDoesNotAllocate(t *testing.T) {
 		e.End(e.Begin(k, 4), true)
 		e.End(e.Begin(k, 1), true)
 	}
+	rows, left, fate := []int{1, 2}, []time.Duration{time.Second, time.Second}, make([]Fate, 2)
 	allocs := testing.AllocsPerRun(1000, func() {
 		slot := e.Begin(k, 4)
 		e.Decide(k, Ahead{Rows: 9, Size: 1, MaxBatch: 4, Replicas: 2}, time.Second)
-		e.Late(k, 3, time.Second)
+		e.Fit(k, rows, left, fate)
 		e.End(slot, true)
 	})
 	if allocs != 0 {

@@ -63,6 +63,17 @@ func TestSimulatorPredictsARealRun(t *testing.T) {
 			}
 		}
 	}
+	// The real run keeps ipa local's /metrics, which a calibration reads:
+	// the router's glue times and the stage's engine times, as histograms.
+	if m, err := os.ReadFile(filepath.Join(out, "real", "runs", "classify", "step", "ipa", experiment.MetricsFile)); err != nil {
+		t.Errorf("real run: %v", err)
+	} else {
+		for _, want := range []string{`ipa_router_glue_seconds_bucket{pipeline="classify",vmrange=`, `ipa_stage_batch_engine_seconds_bucket{stage="classify",variant=`} {
+			if !strings.Contains(string(m), want) {
+				t.Errorf("the real run's %s has no %s…", experiment.MetricsFile, want)
+			}
+		}
+	}
 	js, jerr := os.ReadFile(filepath.Join(out, "fidelity.json"))
 	if jerr != nil {
 		t.Fatalf("no comparison: %v (ipa experiment: %v)", jerr, err)

@@ -33,6 +33,29 @@ type OverheadObserver interface {
 	OverheadSeconds(ctx context.Context) (float64, error)
 }
 
+// PerRequest turns running totals of a time spent per request (the router's
+// glue: total time, requests) into what an OverheadObserver reports: the
+// mean per request since the previous call, or the previous mean when no
+// request came in between (0 before any). Safe for concurrent use.
+type PerRequest struct {
+	mu    sync.Mutex
+	total time.Duration
+	n     int64
+	mean  float64
+}
+
+// Mean returns the mean per request between the previous totals and total
+// over n requests, and remembers them.
+func (p *PerRequest) Mean(total time.Duration, n int64) float64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n > p.n {
+		p.mean = (total - p.total).Seconds() / float64(n-p.n)
+	}
+	p.total, p.n = total, n
+	return p.mean
+}
+
 // FanoutObserver is implemented by observers that know how many items
 // (batch rows) one pipeline request brings to each step: the text lines of
 // a page at the recognizer. Fanout returns, per step in pipeline order, the

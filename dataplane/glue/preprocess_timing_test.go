@@ -86,7 +86,7 @@ func BenchmarkGlueBesideAnEngine(b *testing.B) {
 		engineBeside := <-took
 		var stop2 atomic.Bool
 		go engine(&stop2, took)
-		time.Sleep(time.Duration(50) * alone)
+		time.Sleep(50 * alone)
 		stop2.Store(true)
 		engineAlone := <-took
 		glueX = append(glueX, float64(beside)/float64(alone))

@@ -511,7 +511,7 @@ ipa_router_glue_seconds_count{pipeline="classify"} 100
 	// p50: the 50th of 100 samples ends the first bucket (1.000e-02); p99:
 	// the 99th is half-way (geometrically) through the last.
 	p99 := 2.783e-02 * math.Sqrt(3.162e-02/2.783e-02)
-	if want := time.Duration(0.01 * p99 / 1.000e-02 * float64(time.Second)); m.glue != 10*time.Millisecond || absDur(m.glueP99-want) > time.Microsecond {
+	if want := time.Duration(0.01 * p99 / 1.000e-02 * float64(time.Second)); m.glue != 10*time.Millisecond || (m.glueP99-want).Abs() > time.Microsecond {
 		t.Errorf("glue %v, p99 %v; want 10ms and %v", m.glue, m.glueP99, want)
 	}
 	// A run's directory: its metrics.txt joins, as the snapshot did.
@@ -535,13 +535,6 @@ ipa_router_glue_seconds_count{pipeline="classify"} 100
 			t.Errorf("%s: calibrated", name)
 		}
 	}
-}
-
-func absDur(d time.Duration) time.Duration {
-	if d < 0 {
-		return -d
-	}
-	return d
 }
 
 // A snapshot's engine histograms set the variants they measured: a point

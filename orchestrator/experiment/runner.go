@@ -684,7 +684,7 @@ func keepMost[K comparable](m map[K]factor, k K, x factor) {
 // decisions.jsonl when it is a run's directory): the profile corrections at
 // its end and the glue times it logged. A log with neither is an error.
 func readCalibration(path string) ([]orchestrator.StageCorrection, []glueSample, error) {
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+	if runDir(path) != "" {
 		path = filepath.Join(path, DecisionsFile)
 	}
 	fh, err := os.Open(path)

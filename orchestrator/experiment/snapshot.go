@@ -39,8 +39,8 @@ func newSnapshot() *snapshot {
 
 // Histograms a snapshot is read for.
 const (
-	glueBuckets   = "ipa_router_glue_seconds_bucket{"
-	engineBuckets = "ipa_stage_batch_engine_seconds_bucket{"
+	glueBuckets   = "ipa_router_glue_seconds_bucket"
+	engineBuckets = "ipa_stage_batch_engine_seconds_bucket"
 )
 
 // read adds the buckets of pipe's glue histogram (ipa_router_glue_seconds)
@@ -54,7 +54,7 @@ func (s *snapshot) read(path string, pipe sim.Pipeline) error {
 	found := false
 	for line := range strings.Lines(string(b)) {
 		name, rest, ok := strings.Cut(line, "{")
-		if !ok || (name+"{" != glueBuckets && name+"{" != engineBuckets) {
+		if !ok || (name != glueBuckets && name != engineBuckets) {
 			continue
 		}
 		labels, count, err := parseSample(rest)
@@ -65,7 +65,7 @@ func (s *snapshot) read(path string, pipe sim.Pipeline) error {
 		if err != nil {
 			return fmt.Errorf("calibration %s: %w: %q", path, err, strings.TrimSpace(line))
 		}
-		if name+"{" == glueBuckets {
+		if name == glueBuckets {
 			if labels["pipeline"] == pipe.Name {
 				s.glue[rng] += count
 				found = true

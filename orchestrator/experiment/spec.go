@@ -62,10 +62,10 @@ type File struct {
 
 	// The simulated data plane. The simulated machine has core_capacity
 	// cores, shared by the replicas' batches and the router's glue
-	// (processor sharing); Interference is how much longer every job takes
-	// while a glue runs beside another (sim.Options.Interference; default
-	// 0; measure it with `go test -run XXX -bench GlueBesideAnEngine
-	// -benchtime 6x ./dataplane/glue`).
+	// (processor sharing); Interference is how much longer a glue and
+	// whatever runs beside it take while they run together
+	// (sim.Options.Interference; default 0; measure it with `go test -run
+	// XXX -bench GlueBesideAnEngine -benchtime 6x ./dataplane/glue`).
 	GlueCost     time.Duration `yaml:"glue_cost"`
 	Interference float64       `yaml:"interference"`
 	StartupDelay string        `yaml:"startup_delay"` // local (default), kubernetes or a duration
@@ -82,8 +82,10 @@ type File struct {
 	// load), unless glue_cost is set. An entry may also be a snapshot of
 	// ipa local's /metrics (NAME.metrics.txt; a run directory's
 	// metrics.txt is read with its log): its ipa_router_glue_seconds
-	// histogram gives the glue its spread (p99 ÷ p50). Empty: the stages
-	// run as profiled.
+	// histogram gives the glue its spread (p99 ÷ p50), and its
+	// ipa_stage_batch_engine_seconds histograms give each variant they
+	// measured its speed and spread in serving, over the logs' corrections
+	// (calibrated). Empty: the stages run as profiled.
 	Calibration Paths         `yaml:"calibration"`
 	SwitchDelay time.Duration `yaml:"switch_delay"`
 

@@ -257,13 +257,13 @@ type sim struct {
 	// cpu is the shared machine (Options.Cores; nil: none); gluing is how
 	// many glues run on it, glueWait the requests waiting for a processor
 	// to run theirs. glueTook and glueN sum the glue times it measured;
-	// glueSeen is what the controller was last told, and the totals then.
-	cpu                  *cpu
-	gluing               int
-	glueWait             []*request
-	glueTook, glueAtLook time.Duration
-	glueN, glueNAtLook   int64
-	glueSeen             float64
+	// glueMean tells the controller, as ipa local's observer does.
+	cpu      *cpu
+	gluing   int
+	glueWait []*request
+	glueTook time.Duration
+	glueN    int64
+	glueMean orchestrator.PerRequest
 
 	// onBatch, when set (tests), sees every batch a replica takes: when,
 	// and the sequence numbers in it.

@@ -340,14 +340,8 @@ func (o observer) Fanout(context.Context) (reached, rows []int64, err error) {
 // (the previous mean when no request came), GlueCost before the first.
 func (o observer) OverheadSeconds(context.Context) (float64, error) {
 	s := o.s
-	if s.cpu == nil {
+	if s.cpu == nil || s.glueN == 0 {
 		return s.opt.GlueCost.Seconds(), nil
 	}
-	if s.glueN > s.glueNAtLook {
-		s.glueSeen = (s.glueTook - s.glueAtLook).Seconds() / float64(s.glueN-s.glueNAtLook)
-	} else if s.glueNAtLook == 0 {
-		s.glueSeen = s.opt.GlueCost.Seconds()
-	}
-	s.glueAtLook, s.glueNAtLook = s.glueTook, s.glueN
-	return s.glueSeen, nil
+	return s.glueMean.Mean(s.glueTook, s.glueN), nil
 }
