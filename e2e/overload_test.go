@@ -38,8 +38,8 @@ func overloadSeconds(t *testing.T) int {
 // time that came back during the overload, per second, against capacity,
 // or with bursts what the SLA lets a burst at the start of each second
 // use: capacity × SLA / 1 s) at least each case's floor; and from one
-// second after the overload no 429 and the median latency within the light
-// load's p99.
+// second after the overload no 429 and the median latency within twice the
+// light load's p99.
 func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.T) {
 	overload := overloadSeconds(t)
 	addr := freeAddr(t)
@@ -118,8 +118,15 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 				lateNow := metric(t, addr, `ipa_stage_answered_late_total{stage="classify"}`)
 				t.Logf("computed after their deadline, by the stage's count: %.0f", lateNow-lateBefore)
 				lateBefore = lateNow
-				if rec.status[http.StatusTooManyRequests] > 0 || rec.ok == 0 || rec.p50 > base.p99 {
-					t.Errorf("from 1 s after the overload: %v, p50 %s; want no 429 (nothing queued ahead), p50 within the light load's p99 %s",
+				// Work left queued by the overload would hold the light
+				// load's median at hundreds of milliseconds (a 1 s SLA
+				// admits up to a second of it); a busy machine only
+				// stretches it: CI once saw a median of 55 ms from 1 s
+				// after, against a p99 of 39 ms before and 31 ms in the
+				// first second after, with no 429. So the median is held
+				// to twice the light load's p99.
+				if rec.status[http.StatusTooManyRequests] > 0 || rec.ok == 0 || rec.p50 > 2*base.p99 {
+					t.Errorf("from 1 s after the overload: %v, p50 %s; want no 429 (nothing queued ahead), p50 within twice the light load's p99 %s",
 						rec.status, rec.p50, base.p99)
 				}
 			})
