@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 type BenchCmd struct {
 	Models      RepoFlags     `embed:"" prefix:"models."`
 	Stage       string        `default:"classify" help:"Stage to measure served vs raw."`
-	Variants    []string      `default:"resnet50,squeezenet" help:"Variants to measure served vs raw."`
+	Variants    []string      `default:"resnet50,squeezenet" help:"Variants to measure served vs raw; none: skip."`
 	Threads     int           `default:"1" help:"Intra-op threads (cores) of the one replica and of the raw loop."`
 	Conns       int           `default:"2" help:"Connections of the external client (wrk -c) for served throughput."`
 	Duration    time.Duration `default:"4s" help:"Length of each raw and served throughput run."`
@@ -48,6 +49,7 @@ func (c *BenchCmd) Run(g *Globals) error {
 	if g.ORT.Lib != "" {
 		childArgs = append(childArgs, "--ort.lib", g.ORT.Lib)
 	}
+	variants := slices.DeleteFunc(slices.Clone(c.Variants), func(v string) bool { return v == "none" })
 	var hops [][2]string
 	for _, h := range c.Hops {
 		if h == "none" {
@@ -61,7 +63,7 @@ func (c *BenchCmd) Run(g *Globals) error {
 	}
 	ctx := signalContext(g.Logger())
 	rep, err := bench.Run(ctx, bench.Config{Exe: exe, ServerExe: c.ServerExe, ChildArgs: childArgs, Repo: repo, ModelsDir: c.Models.Dir,
-		Stage: c.Stage, Variants: c.Variants, Threads: c.Threads, Conns: c.Conns, Duration: c.Duration,
+		Stage: c.Stage, Variants: variants, Threads: c.Threads, Conns: c.Conns, Duration: c.Duration,
 		Hops: hops, HopDuration: c.HopDuration, Rounds: c.Rounds, Progress: progress})
 	if err != nil {
 		return err
