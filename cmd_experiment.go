@@ -28,7 +28,7 @@ type ExperimentCmd struct {
 	Parallel int       `help:"Runs at once (0: GOMAXPROCS)."`
 	Format   string    `default:"svg" enum:"svg,png" help:"Format of the figures: ${enum}."`
 	Progress bool      `default:"true" negatable:"" help:"Show a progress bar on a terminal."`
-	Reuse    bool      `name:"reuse-real" help:"Modes real and fidelity: take the real runs already under --out (each run's decisions.jsonl, records.jsonl and load-report.json, for the same window and SLA) instead of running them again; the simulated runs and the comparison are made anew (to calibrate the simulator against runs that took minutes)."`
+	Reuse    bool      `name:"reuse-real" help:"Modes real and fidelity: take the real runs already under --out (each run's decisions.jsonl, records.jsonl and load-report.json, for the same window and SLA) instead of running them again, and run only those that have no directory there yet (to resume, or to add a window); the simulated runs and the comparison are made anew (to calibrate the simulator against runs that took minutes)."`
 }
 
 // Run runs the matrix and writes everything.

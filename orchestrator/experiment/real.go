@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -75,7 +76,7 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	}
 	dir := filepath.Join(out, "runs", pipe.Name, window, fileName(j.system.Name))
 	start := time.Now()
-	if env.ReuseReal {
+	if _, err := os.Stat(dir); env.ReuseReal && (env.Real == nil || !errors.Is(err, fs.ErrNotExist)) {
 		ds, reqs, loadStart, sla, err := ReadRun(dir)
 		if err == nil {
 			err = sameRun(reqs, sla, pipe.SLA, j.load)
