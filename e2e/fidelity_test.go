@@ -16,10 +16,8 @@ import (
 // and simulated with the same loop, seed and arrivals. Its tolerances are
 // the short run's own (a 100-second run has ~1,000 requests, so its p99 is
 // the 10th-slowest answer, and the first interval's start differs by the
-// time ipa local takes to load); the 20-minute runs under
-// experiments/results/ are held to the issue's targets. The simulated run
-// takes the real run's engine times (twin_engines), so that a machine
-// slower or faster than the one profiled is not what is compared.
+// time ipa local takes to load); the 20-minute runs under docs/fidelity/ are
+// held to the issue's targets.
 const fidelityShort = `
 name: fidelity-short
 mode: fidelity
@@ -40,7 +38,6 @@ fidelity:
   p99: 0.5             # relative
   violations_pp: 3     # percentage points
   cost: 0.25           # relative
-  twin_engines: true   # the simulated run at the real run's engine speed
 `
 
 // TestSimulatorPredictsARealRun runs `ipa experiment` in mode fidelity as a
@@ -86,9 +83,6 @@ func TestSimulatorPredictsARealRun(t *testing.T) {
 		t.Fatalf("fidelity.json: %v, %d rows", err, len(rows))
 	}
 	r := rows[0]
-	if r.Engines != "twin" {
-		t.Errorf("the simulated run took the engine times of the %s, want its real twin's (twin_engines)", r.Engines)
-	}
 	if r.SimRequests != r.RealRequests {
 		t.Errorf("the same seed offered %d requests simulated and %d real", r.SimRequests, r.RealRequests)
 	}

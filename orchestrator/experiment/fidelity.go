@@ -1,7 +1,6 @@
 package experiment
 
 import (
-	"cmp"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -41,9 +40,6 @@ type FidelityRow struct {
 	PlanAgreement float64 `json:"plan_agreement"`
 	SimChanges    int     `json:"sim_changes"`
 	RealChanges   int     `json:"real_changes"`
-	// Engines is "twin" when the simulated run took its real twin's
-	// engine times (Tolerances.TwinEngines), "calibration" otherwise.
-	Engines string `json:"engines"`
 	// Outside lists the tolerances this run misses ("" when within all).
 	Outside string `json:"outside,omitempty"`
 }
@@ -74,7 +70,7 @@ func Compare(runs []*Run, tol Tolerances) ([]FidelityRow, error) {
 			SimViolationsPct: s.Row.ViolationsPct, RealViolationsPct: r.Row.ViolationsPct,
 			ViolationsPP: s.Row.ViolationsPct - r.Row.ViolationsPct,
 			SimCost:      s.Row.Cost, RealCost: r.Row.Cost, CostErr: relErr(s.Row.Cost, r.Row.Cost),
-			PlanAgreement: agreement(s, r), SimChanges: s.Row.Changes, RealChanges: r.Row.Changes, Engines: cmp.Or(s.Engines, "calibration")}
+			PlanAgreement: agreement(s, r), SimChanges: s.Row.Changes, RealChanges: r.Row.Changes}
 		var miss []string
 		if !(math.Abs(row.P99Err) <= tol.P99) {
 			miss = append(miss, fmt.Sprintf("p99 %+.0f%% (±%.0f%%)", 100*row.P99Err, 100*tol.P99))
@@ -145,15 +141,15 @@ func samePlan(a, b models.StageConfig) bool {
 // WriteFidelityMarkdown writes the comparison as a Markdown table.
 func WriteFidelityMarkdown(w io.Writer, rows []FidelityRow) error {
 	var b strings.Builder
-	b.WriteString("| pipeline | window | system | engines | p99 sim / real (s) | Δ | violations sim / real (%) | Δ pp | cost sim / real | Δ | plans agree | changes sim / real | verdict |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| pipeline | window | system | p99 sim / real (s) | Δ | violations sim / real (%) | Δ pp | cost sim / real | Δ | plans agree | changes sim / real | verdict |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		verdict := "within"
 		if r.Outside != "" {
 			verdict = "outside: " + r.Outside
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %.3f / %.3f | %+.0f%% | %.2f / %.2f | %+.2f | %.2f / %.2f | %+.0f%% | %.0f%% | %d / %d | %s |\n",
-			r.Pipeline, r.Window, r.System, r.Engines, r.SimP99, r.RealP99, 100*r.P99Err, r.SimViolationsPct, r.RealViolationsPct,
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f / %.3f | %+.0f%% | %.2f / %.2f | %+.2f | %.2f / %.2f | %+.0f%% | %.0f%% | %d / %d | %s |\n",
+			r.Pipeline, r.Window, r.System, r.SimP99, r.RealP99, 100*r.P99Err, r.SimViolationsPct, r.RealViolationsPct,
 			r.ViolationsPP, r.SimCost, r.RealCost, 100*r.CostErr, 100*r.PlanAgreement, r.SimChanges, r.RealChanges, verdict)
 	}
 	_, err := io.WriteString(w, b.String())
@@ -165,12 +161,12 @@ func WriteFidelityCSV(w io.Writer, rows []FidelityRow) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"pipeline", "window", "system", "sim_requests", "real_requests", "sim_p99_seconds", "real_p99_seconds", "p99_rel_error",
 		"sim_violations_pct", "real_violations_pct", "violations_pp", "sim_cost_cores", "real_cost_cores", "cost_rel_error",
-		"plan_agreement", "sim_changes", "real_changes", "engines", "outside"})
+		"plan_agreement", "sim_changes", "real_changes", "outside"})
 	g := func(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 	for _, r := range rows {
 		cw.Write([]string{r.Pipeline, r.Window, r.System, strconv.Itoa(r.SimRequests), strconv.Itoa(r.RealRequests), g(r.SimP99), g(r.RealP99), g(r.P99Err),
 			g(r.SimViolationsPct), g(r.RealViolationsPct), g(r.ViolationsPP), g(r.SimCost), g(r.RealCost), g(r.CostErr),
-			g(r.PlanAgreement), strconv.Itoa(r.SimChanges), strconv.Itoa(r.RealChanges), r.Engines, r.Outside})
+			g(r.PlanAgreement), strconv.Itoa(r.SimChanges), strconv.Itoa(r.RealChanges), r.Outside})
 	}
 	cw.Flush()
 	return cw.Error()

@@ -65,9 +65,6 @@ type Run struct {
 	Decisions []orchestrator.Decision `json:"-"`
 	Start     time.Time               `json:"-"`
 	Row       Row                     `json:"-"`
-	// Engines is "twin" when a simulated run took its real twin's engine
-	// times (Tolerances.TwinEngines), else "".
-	Engines   string `json:"-"`
 	Intervals []report.Interval
 	// PAS and Cost per interval, as the run's configuration had them.
 	PAS, Cost []float64 `json:"-"`
@@ -114,29 +111,21 @@ type job struct {
 func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) {
 	switch f.Mode {
 	case "real":
-		return execute(ctx, f, env, out, "real", "")
+		return execute(ctx, f, env, out, "real")
 	case "fidelity":
-		// The real runs first: with Fidelity.TwinEngines each simulated run
-		// takes its twin's engine times.
-		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real", "")
+		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim")
 		if err != nil {
 			return nil, err
 		}
-		twins := ""
-		if f.Fidelity.TwinEngines {
-			twins = filepath.Join(out, "real")
-		}
-		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim", twins)
+		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real")
 		return append(sims, reals...), err
 	}
-	return execute(ctx, f, env, out, "sim", "")
+	return execute(ctx, f, env, out, "sim")
 }
 
 // execute runs the matrix in one mode. Real runs go one at a time: each
-// has the machine to itself. twins, when set, is where the real runs of
-// the same matrix are: a simulated run whose twin kept its metrics.txt
-// takes the engine times it holds (File.Fidelity.TwinEngines).
-func execute(ctx context.Context, f *File, env Env, out, mode, twins string) ([]*Run, error) {
+// has the machine to itself.
+func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, error) {
 	if mode == "real" && env.Real == nil && !env.ReuseReal {
 		return nil, errors.New("mode real is not available here")
 	}
@@ -167,17 +156,13 @@ func execute(ctx context.Context, f *File, env Env, out, mode, twins string) ([]
 	}
 	// The machine the simulated runs of each pipeline run on, read once.
 	machines := make([]machine, len(pipes))
-	machineOf := func(pipe sim.Pipeline, twin string) (machine, error) {
-		m, err := calibratedWith(f, pipe, twin)
-		if f.GlueCost > 0 {
-			m.glue, m.glueP99 = f.GlueCost, 0
-		}
-		return m, err
-	}
 	if mode == "sim" {
 		for i := range pipes {
-			if machines[i], err = machineOf(pipes[i], ""); err != nil {
+			if machines[i], err = calibrated(f, pipes[i]); err != nil {
 				return nil, err
+			}
+			if f.GlueCost > 0 {
+				machines[i].glue, machines[i].glueP99 = f.GlueCost, 0
 			}
 		}
 	}
@@ -209,18 +194,10 @@ func execute(ctx context.Context, f *File, env Env, out, mode, twins string) ([]
 		wg.Go(func() {
 			for i := range next {
 				j := jobs[i]
-				switch m, twin := machines[j.pipe], twinMetrics(twins, pipes[j.pipe], f, j); {
-				case mode == "real":
+				if mode == "real" {
 					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env, out)
-				case twin != "":
-					if m, errs[i] = machineOf(pipes[j.pipe], twin); errs[i] == nil {
-						runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out)
-						if errs[i] == nil {
-							runs[i].Engines = "twin"
-						}
-					}
-				default:
-					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out)
+				} else {
+					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], machines[j.pipe], j, solver, env.Predictor, proc, startup, out)
 				}
 				mu.Lock()
 				done++
@@ -556,20 +533,6 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 	return pipe, nil
 }
 
-// twinMetrics is the metrics.txt the real twin of job j kept under twins
-// (the real runs' directory), or "" when there is none (no twins, or a real
-// run from before the runner kept one).
-func twinMetrics(twins string, pipe sim.Pipeline, f *File, j job) string {
-	if twins == "" {
-		return ""
-	}
-	path := filepath.Join(twins, "runs", pipe.Name, f.Windows[j.window].Name, fileName(j.system.Name), MetricsFile)
-	if _, err := os.Stat(path); err != nil {
-		return ""
-	}
-	return path
-}
-
 // calibrated returns what f's calibration (File.Calibration), real runs'
 // decision logs, says of this machine: the profile the simulated stages of
 // pipe run at, the pipeline's scaled per step and variant by the
@@ -587,14 +550,8 @@ func twinMetrics(twins string, pipe sim.Pipeline, f *File, j job) string {
 // least) runs at the speed its median says, whatever the logs' corrections,
 // each measured point taking the median and p99 measured in serving.
 // Without a calibration: the zero machine.
-func calibrated(f *File, pipe sim.Pipeline) (machine, error) { return calibratedWith(f, pipe, "") }
-
-// calibratedWith is calibrated, the engine times in the snapshot at twin
-// (a real run's metrics.txt; "": none) taking the place of the
-// calibration's for every shape it measured in at least minEngineSamples
-// batches: the machine's speed while that run ran.
-func calibratedWith(f *File, pipe sim.Pipeline, twin string) (machine, error) {
-	if len(f.Calibration) == 0 && twin == "" {
+func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
+	if len(f.Calibration) == 0 {
 		return machine{}, nil
 	}
 	stage, variant := map[string]factor{}, map[[2]string]factor{}
@@ -642,17 +599,6 @@ func calibratedWith(f *File, pipe sim.Pipeline, twin string) (machine, error) {
 	}
 	if p50, p99, _, ok := snap.glue.quantiles(); ok && m.glue > 0 && p50 > 0 {
 		m.glueP99 = time.Duration(float64(m.glue) * p99 / p50)
-	}
-	if twin != "" {
-		t := newSnapshot()
-		if err := t.read(twin, pipe); err != nil {
-			return machine{}, err
-		}
-		for k, h := range t.engines {
-			if _, _, n, _ := h.quantiles(); n >= minEngineSamples {
-				snap.engines[k] = h
-			}
-		}
 	}
 	for v, x := range snap.engineSpeeds(pipe.Profiles) {
 		variant[v] = factor{x, math.Inf(1)}

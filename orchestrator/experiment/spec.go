@@ -111,16 +111,6 @@ type Tolerances struct {
 	// PlanAgreement is the least share of intervals whose configurations
 	// agree (0: not checked).
 	PlanAgreement float64 `yaml:"plan_agreement" json:"plan_agreement"`
-	// TwinEngines makes each simulated run take the engine times its real
-	// twin measured (the ipa_stage_batch_engine_seconds histograms of its
-	// metrics.txt; a twin from before the runner kept one takes the
-	// calibration's) in place of the calibration's, for every shape the
-	// twin ran in at least 100 batches: the machine's speed during that
-	// run, which on a shared VM drifts by some percent from hour to hour
-	// (and a p99 near ρ = 0.5 by about two and a half times that). The
-	// comparison then tests what the simulator models (queues, batching,
-	// shared cores, the glue, the controller), not the machine's drift.
-	TwinEngines bool `yaml:"twin_engines" json:"twin_engines"`
 }
 
 // PipelineRef names a pipeline (built-in or a spec file) and its profile
