@@ -76,7 +76,12 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	}
 	dir := filepath.Join(out, "runs", pipe.Name, window, fileName(j.system.Name))
 	start := time.Now()
-	if _, err := os.Stat(dir); env.ReuseReal && (env.Real == nil || !errors.Is(err, fs.ErrNotExist)) {
+	reuse := env.ReuseReal
+	if reuse && env.Real != nil {
+		_, err := os.Stat(dir)
+		reuse = !errors.Is(err, fs.ErrNotExist) // a run never made here runs now
+	}
+	if reuse {
 		ds, reqs, loadStart, sla, err := ReadRun(dir)
 		if err == nil {
 			err = sameRun(reqs, sla, pipe.SLA, j.load)
