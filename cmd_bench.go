@@ -82,7 +82,7 @@ func (c *BenchCmd) Run(g *Globals) error {
 // loop of --conns connections on one OS thread, like wrk -t1; it prints its
 // result as JSON.
 type BenchClientCmd struct {
-	URL          []string      `required:"" sep:"none" help:"Infer URL; repeated: one request in flight, to each URL in turn, and a p50 per URL."`
+	URL          []string      `required:"" sep:"none" help:"Infer URL; repeated: one request in flight, to each URL in turn (a new random order each cycle), and a p50 per URL."`
 	Body         string        `required:"" type:"existingfile" help:"File holding the request body."`
 	HeaderLength int           `default:"-1" help:"Inference-Header-Content-Length of the body (-1: none)."`
 	Conns        int           `default:"1" help:"Connections, one request in flight on each."`

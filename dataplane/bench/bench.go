@@ -199,9 +199,10 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 		for i, h := range hops {
 			row := &rep.Hops[i]
-			// One request in flight, to each path in turn: the paths share
+			// One request in flight, to each path in turn (in a new random
+			// order each cycle): the paths share
 			// the machine's noise request by request.
-			r.step("round %d/%d hop %s (%d KB): direct, bare proxy and ipa router in turn, one request in flight (%s)",
+			r.step("round %d/%d hop %s (%d KB): direct, bare proxy and ipa router in turn (shuffled), one request in flight (%s)",
 				round, cfg.Rounds, row.Stage, row.Bytes/1000, 3*cfg.HopDuration)
 			res, err := r.client(ctx, []string{h.direct, h.proxy, h.route}, h.body, h.hlen, 1, 3*cfg.HopDuration)
 			if err != nil {

@@ -47,8 +47,9 @@ func (r *Report) Print(w io.Writer) {
 			us(medianD(h.Route)), us(slices.Min(diff)), us(medianD(diff)), per)
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "\nrouter hop: one request in flight from `ipa bench-client`, in turn straight to `ipa stage`, through a bare fasthttp\n"+
-		"reverse proxy (`ipa bench-proxy`) and through `ipa router` (tensor glue, one step); %d rounds of %s (%s per path).\n"+
+	fmt.Fprintf(w, "\nrouter hop: one request in flight from `ipa bench-client`, in turn (a new random order each\n"+
+		"cycle) straight to `ipa stage`, through a bare fasthttp reverse proxy (`ipa bench-proxy`) and through `ipa router`\n"+
+		"(tensor glue, one step); %d rounds of %s (%s per path).\n"+
 		"target: router p50 ≤ bare proxy p50 + %s.\n", c.Rounds, 3*c.HopDuration, c.HopDuration, HopTarget)
 }
 
