@@ -58,13 +58,19 @@ type LoadPattern struct {
 
 // load builds the offered load the flags ask for, with its slot length.
 func (c *LoadPattern) load() (loadgen.Load, time.Duration, error) {
+	switch {
+	case c.Duration < 0:
+		return nil, 0, fmt.Errorf("--duration %s: give a positive duration (0: the pattern's end)", c.Duration)
+	case c.Total < 0:
+		return nil, 0, fmt.Errorf("--total %d: give a positive number of requests (0: no limit)", c.Total)
+	}
 	switch c.Pattern {
 	case "constant":
 		if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {
 			return nil, 0, fmt.Errorf("--rate %v: give a positive number of requests per second", c.Rate)
 		}
 		if c.Duration <= 0 && c.Total <= 0 {
-			return nil, 0, errors.New("--pattern constant has no end: set --duration (e.g. 60s) or --total")
+			return nil, 0, errors.New("--pattern constant has no end: set --duration (e.g. 60s) or --total (a window of the trace is --pattern trace with --start and --end)")
 		}
 		return loadgen.Constant(c.Rate), time.Second, nil
 	case "step":
@@ -148,9 +154,6 @@ func (c *LoadCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "load")
 	if c.MaxInflight < 1 {
 		return fmt.Errorf("--max-inflight %d: give at least 1", c.MaxInflight)
-	}
-	if c.Total < 0 || c.Duration < 0 {
-		return errors.New("--total and --duration cannot be negative")
 	}
 	load, slot, err := c.load()
 	if err != nil {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestSimulateCLIRendersWithReport runs what a user runs: ipa simulate on
@@ -41,5 +44,35 @@ func TestSimulateCLIRendersWithReport(t *testing.T) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() == 0 {
 			t.Fatalf("ipa report did not render %s: %v", f, err)
 		}
+	}
+}
+
+// TestSimulateCLIRefusesLoadsItCannotHold: a mistyped rate or a bad
+// duration is a one-line error at once, not a run that fills the memory.
+func TestSimulateCLIRefusesLoadsItCannotHold(t *testing.T) {
+	base := []string{"simulate", "--pipeline", "classify", "--models.dir", t.TempDir(), "--controller.profile", classifyProfile, "--out", t.TempDir()}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rate", "1e9", "--duration", "10s"}, "schedules 10000000000 requests, more than --max-requests 10000000"},
+		{[]string{"--rate", "5", "--duration", "10s", "--max-requests", "49"}, "schedules 50 requests"},
+		{[]string{"--rate", "5", "--duration=-10s"}, "--duration -10s: give a positive duration"},
+		{[]string{"--rate", "5", "--total=-3"}, "--total -3: give a positive number"},
+		{[]string{"--rate", "5", "--duration", "10s", "--max-requests=-1"}, "--max-requests -1"},
+		{[]string{"--start", "1", "--end", "5"}, "--pattern trace with --start and --end"},
+	} {
+		start := time.Now()
+		err := runCLI(t, append(slices.Clone(base), c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: err %v, want one line with %q", c.args, err, c.want)
+		}
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%v: took %s to refuse", c.args, d)
+		}
+	}
+	// At the limit it runs.
+	if err := runCLI(t, append(slices.Clone(base), "--rate", "5", "--duration", "10s", "--max-requests", "50")...); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -26,8 +27,8 @@ type SolveCmd struct {
 	Pipeline     PipelineFlags `embed:""`
 	Profile      string        `placeholder:"FILE" help:"Profile file written by 'ipa profile' (required without --problem)."`
 	Rate         *float64      `help:"Arrival rate λ in requests per second (required without --problem; 0 for no load)."`
-	SLA          time.Duration `help:"End-to-end SLA (default: the pipeline's)."`
-	DeriveSLA    float64       `name:"derive-sla" help:"Derive the SLA from the profile as the paper did, with this factor (e.g. 5); overrides --sla."`
+	SLA          time.Duration `help:"End-to-end SLA, positive (default, or 0: the pipeline's)."`
+	DeriveSLA    float64       `name:"derive-sla" help:"Derive the SLA from the profile as the paper did, with this positive factor (e.g. 5); overrides --sla."`
 	Alpha        float64       `default:"1" help:"Weight of accuracy."`
 	Beta         float64       `default:"0.05" help:"Weight of cost (cores)."`
 	Gamma        float64       `default:"1e-6" help:"Weight of the sum of batch sizes (tie-break toward small batches)."`
@@ -63,6 +64,9 @@ func (c *SolveCmd) run(out io.Writer) error {
 	plan, solveErr := optimizer.Solve(p, s, time.Now)
 	if solveErr != nil && !errors.Is(solveErr, optimizer.ErrInfeasible) {
 		return solveErr
+	}
+	if len(plan.Stages) == 0 && solveErr != nil {
+		return solveErr // no plan at all, not even a fallback: only the reason
 	}
 	if c.Output == "json" {
 		enc := json.NewEncoder(out)
@@ -134,6 +138,12 @@ func (c *SolveCmd) problem() (*optimizer.Problem, error) {
 	}
 	for i := range p.Stages {
 		p.Stages[i].Fanout = fan[i] // Validate bounds it
+	}
+	switch {
+	case c.SLA < 0:
+		return nil, fmt.Errorf("--sla %s: give a positive duration (or leave it out for the pipeline's, %s)", c.SLA, spec.SLA)
+	case c.DeriveSLA < 0 || math.IsNaN(c.DeriveSLA) || math.IsInf(c.DeriveSLA, 0):
+		return nil, fmt.Errorf("--derive-sla %g: give a positive factor, e.g. 5 (or leave it out)", c.DeriveSLA)
 	}
 	if c.SLA > 0 {
 		p.SLA = c.SLA

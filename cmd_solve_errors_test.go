@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipa-serving/ipa/optimizer"
 )
@@ -90,11 +92,18 @@ func TestSolveCommandFailsWithOneLineOnBadInput(t *testing.T) {
 		{"fanout negative", SolveCmd{Problem: edit(func(d map[string]any) { d["stages"].([]any)[0].(map[string]any)["fanout"] = -2 })}, "fanout -2 must be"},
 		{"fanout of no step", SolveCmd{Profile: "builtin:ocr", Rate: &rate, Fanout: []string{"lines=4"}, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, `has no step "lines"`},
 		{"fanout not a number", SolveCmd{Profile: "builtin:ocr", Rate: &rate, Fanout: []string{"rec=many"}, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "want STEP=ITEMS"},
+		{"negative --sla", SolveCmd{Profile: "builtin:ocr", Rate: &rate, SLA: -time.Second, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "--sla -1s: give a positive duration"},
+		{"negative --derive-sla", SolveCmd{Profile: "builtin:ocr", Rate: &rate, DeriveSLA: -5, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "--derive-sla -5: give a positive factor"},
+		{"NaN --derive-sla", SolveCmd{Profile: "builtin:ocr", Rate: &rate, DeriveSLA: math.NaN(), Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "--derive-sla NaN"},
+		{"no plan at all", SolveCmd{Profile: "builtin:ocr", Rate: &rate, CoreCapacity: 1, Pipeline: PipelineFlags{Pipeline: "ocr"}, Models: RepoFlags{Dir: modelsDir(t)}}, "cannot hold even the smallest configuration"},
 	} {
 		var out bytes.Buffer
 		err := c.cmd.run(&out)
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: err = %v, want one line with %q", c.name, err, c.want)
+		}
+		if c.name == "no plan at all" && out.Len() > 0 {
+			t.Errorf("no plan at all: printed %q besides the error", out.String())
 		}
 		if c.name == "infeasible" && (!errors.Is(err, optimizer.ErrInfeasible) || !strings.Contains(out.String(), "INFEASIBLE")) {
 			t.Errorf("infeasible: err %v, output %s", err, out.String())

@@ -199,6 +199,10 @@ type Options struct {
 	Start time.Time
 	// Decisions receives the decision log (may be nil).
 	Decisions io.Writer
+	// Progress, if set, is called every few thousand events with the
+	// virtual time reached and the load's end (its last slot, or
+	// Duration).
+	Progress func(now, end time.Duration)
 }
 
 // Result is a finished simulated run.
@@ -309,7 +313,12 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 		}
 	}
 	s.nextArrival()
-	if !s.loop.run(func() bool { return ctx.Err() != nil || s.err != nil }) {
+	if !s.loop.run(func() bool {
+		if opt.Progress != nil {
+			opt.Progress(s.loop.now, s.horizon)
+		}
+		return ctx.Err() != nil || s.err != nil
+	}) {
 		if s.err != nil {
 			return nil, s.err
 		}
