@@ -44,8 +44,7 @@ type SimulateCmd struct {
 	Slowdown    float64 `name:"slowdown" default:"1" help:"The stages take this many times the profile's times (a machine slower than it was profiled on); the controller plans with the profile and corrects it unless --controller.no-correct."`
 	TrueProfile string  `name:"true-profile" placeholder:"FILE" help:"Draw the stages' service times from this profile rather than the one the controller plans with (--slowdown scales it)."`
 
-	Progress    bool  `default:"true" negatable:"" help:"Show a progress bar (virtual seconds) on a terminal."`
-	MaxRequests int64 `name:"max-requests" default:"10000000" help:"Refuse a load that schedules more requests than this (0: no limit): the simulator keeps every request's record, about 500 bytes each."`
+	Progress bool `default:"true" negatable:"" help:"Show a progress bar (virtual seconds) on a terminal."`
 
 	Out        string `default:"sim" help:"Directory for decisions.jsonl (unless --controller.decision-log names another file; the simulator writes it anew), load-report.json and records.jsonl (render with ipa report)."`
 	PlotDir    string `name:"plot-dir" placeholder:"DIR" help:"Also render ipa load's plots here."`
@@ -120,12 +119,6 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	if err != nil {
 		return err
 	}
-	if n := expected(load, slot, c.Duration, c.Total); c.MaxRequests > 0 && n > c.MaxRequests {
-		return fmt.Errorf("this load schedules %d requests, more than --max-requests %d: the simulator keeps a record of each (about %.3g GB here); shorten it (--duration, --total, --end, a higher --damping) or raise --max-requests",
-			n, c.MaxRequests, float64(n)*recordBytes/1e9)
-	} else if c.MaxRequests < 0 {
-		return fmt.Errorf("--max-requests %d: give a positive number (0: no limit)", c.MaxRequests)
-	}
 	proc, err := loadgen.ParseProcess(c.Arrivals)
 	if err != nil {
 		return err
@@ -199,10 +192,6 @@ func (c *SimulateCmd) progress(opt *sim.Options) (stop func()) {
 		}
 	}
 }
-
-// recordBytes is about what the simulator holds per request (measured: a
-// million requests at 1e5/s for 10 s peaked at 504 MB).
-const recordBytes = 500
 
 // trueProfile is what the simulated stages take: --true-profile (or the
 // planning profile) scaled by --slowdown; nil when that is the planning

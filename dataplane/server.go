@@ -39,6 +39,32 @@ type ServerConfig struct {
 	Timeout       time.Duration `name:"timeout" default:"0s" help:"Default deadline for requests that carry none, counted from their arrival (0: none)."`
 }
 
+// Validate refuses negative limits and timeouts (a zero one means the
+// default, or none): a negative read timeout would let a client trickle
+// a request for ever.
+func (c ServerConfig) Validate() error {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"max-body-size", int64(c.MaxBodySize)}, {"max-body-memory", int64(c.MaxBodyMemory)}, {"max-header-size", int64(c.MaxHeaderSize)},
+		{"max-conns", int64(c.MaxConns)}, {"max-conns-per-ip", int64(c.MaxConnsPerIP)},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("--http.%s %d: give a positive number (0: the default)", f.name, f.v)
+		}
+	}
+	for _, f := range []struct {
+		name string
+		d    time.Duration
+	}{{"read-timeout", c.ReadTimeout}, {"write-timeout", c.WriteTimeout}, {"idle-timeout", c.IdleTimeout}, {"timeout", c.Timeout}} {
+		if f.d < 0 {
+			return fmt.Errorf("--http.%s %s: give a positive duration (0: none)", f.name, f.d)
+		}
+	}
+	return nil
+}
+
 // AdminConfig guards the admin API (see Check).
 type AdminConfig struct {
 	// Token and TokenFile give the bearer token admin calls need (see
