@@ -32,6 +32,14 @@ type ExperimentCmd struct {
 }
 
 // Run runs the matrix and writes everything.
+// Validate refuses a negative --parallel while the flags are parsed.
+func (c *ExperimentCmd) Validate() error {
+	if c.Parallel < 0 {
+		return fmt.Errorf("--parallel %d: give a positive number of runs at once (0: GOMAXPROCS)", c.Parallel)
+	}
+	return nil
+}
+
 func (c *ExperimentCmd) Run(g *Globals) error {
 	log := g.Logger().With("role", "experiment")
 	fh, err := os.Open(c.File)

@@ -5,11 +5,11 @@ import (
 	"testing"
 )
 
-// TestServingCommandsRefuseNegativeHTTPLimits: every serving role refuses
-// a negative limit or timeout while parsing its flags (a negative read
-// timeout would let a client trickle a request for ever), before it loads
-// a model or listens.
-func TestServingCommandsRefuseNegativeHTTPLimits(t *testing.T) {
+// TestCommandsRefuseNegativeLimits: every serving role refuses a negative
+// limit or timeout while parsing its flags (a negative read timeout would
+// let a client trickle a request for ever), before it loads a model or
+// listens; so does ipa experiment a negative --parallel.
+func TestCommandsRefuseNegativeLimits(t *testing.T) {
 	for _, c := range []struct {
 		args []string
 		want string
@@ -19,6 +19,7 @@ func TestServingCommandsRefuseNegativeHTTPLimits(t *testing.T) {
 		{[]string{"router", "--pipeline", "classify", "--endpoints", "classify=127.0.0.1:1", "--http.idle-timeout=-2s"}, "--http.idle-timeout -2s"},
 		{[]string{"local", "--http.max-conns=-5"}, "--http.max-conns -5"},
 		{[]string{"local", "--http.timeout=-1s"}, "--http.timeout -1s"},
+		{[]string{"experiment", "experiments/paper.yaml", "--parallel=-1"}, "--parallel -1: give a positive number"},
 	} {
 		var cli CLI
 		_, err := parseCLI(t, &cli, c.args...)
