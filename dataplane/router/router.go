@@ -1,6 +1,7 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -473,7 +474,7 @@ func dropReason(err error) string {
 
 // isJSONBody reports whether body looks like a V2 JSON request.
 func isJSONBody(b []byte) bool {
-	for _, c := range b {
+	for _, c := range bytes.TrimPrefix(b, []byte("\ufeff")) { // a UTF-8 byte order mark, then white space
 		switch c {
 		case ' ', '\t', '\r', '\n':
 			continue

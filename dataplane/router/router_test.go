@@ -221,3 +221,24 @@ func grep(s, sub string) string {
 }
 
 var clsCfg = models.StageConfig{Variant: "cls-mobile-v2", MaxBatch: 4, MaxWait: 2 * time.Millisecond, Replicas: 1, Cores: 1}
+
+// TestJSONBodiesAreToldFromImages: a V2 JSON request (after white space,
+// or a UTF-8 byte order mark some encoders write) from a raw image body.
+func TestJSONBodiesAreToldFromImages(t *testing.T) {
+	for body, want := range map[string]bool{
+		`{"inputs":[]}`:         true,
+		" \r\n\t{}":             true,
+		"\ufeff{\"inputs\":[]}": true,
+		"\ufeff \n{}":           true,
+		"\x89PNG\r\n\x1a\n":     false,
+		"\xff\xd8\xff\xe0":      false,
+		"":                      false,
+		"\ufeff":                false,
+		"[]":                    false,
+		"\ufeff\ufeff{}":        false,
+	} {
+		if got := isJSONBody([]byte(body)); got != want {
+			t.Errorf("isJSONBody(%q) = %v, want %v", body, got, want)
+		}
+	}
+}

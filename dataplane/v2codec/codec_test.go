@@ -262,6 +262,9 @@ func TestDecodeInferRequestBinary(t *testing.T) {
 	// Single binary input.
 	body, n := withBinary(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}]}`, x.Data)
 	f(body, n, x)
+	// With a byte order mark in the JSON header (counted in its length).
+	body, n = withBinary("\ufeff"+`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}}]}`, x.Data)
+	f(body, n, x)
 	// Several binary inputs, in order, BYTES among them.
 	body, n = withBinary(`{"inputs":[{"name":"x","datatype":"FP32","shape":[1,3],"parameters":{"binary_data_size":12}},`+
 		`{"name":"s","datatype":"BYTES","shape":[2],"parameters":{"binary_data_size":15}},`+
@@ -308,6 +311,8 @@ func TestDecodeInferRequestParameters(t *testing.T) {
 	f(`{"parameters":{"deadline":1735830245123456789},`+in+`}`,
 		InferRequest{Deadline: time.Unix(0, 1735830245123456789)})
 	f(`{"parameters":{"binary_data_output":true,"other":[1,{}]},`+in+`}`, InferRequest{BinaryOutputs: true})
+	// A UTF-8 byte order mark before the JSON is ignored (RFC 8259 allows it).
+	f("\ufeff"+`{"id":"bom",`+in+`}`, InferRequest{ID: "bom"})
 	// Per-output binary_data overrides the request-level default either way.
 	f(`{"parameters":{"binary_data_output":true},"outputs":[{"name":"a"},{"name":"b","parameters":{"binary_data":false}}],`+in+`}`,
 		InferRequest{BinaryOutputs: true, Outputs: []RequestedOutput{{"a", true}, {"b", false}}})
@@ -342,6 +347,10 @@ func TestDecodeInferRequestErrors(t *testing.T) {
 
 	// The whole request.
 	j(`{"inputs":[`, "cannot parse the JSON request")
+	j("\ufeff\ufeff{}", "cannot parse the JSON request") // one mark is skipped, not any number
+	// A header length that takes in binary bytes says so.
+	hdr := `{"inputs":[{"name":"x","datatype":"UINT8","shape":[2],"parameters":{"binary_data_size":2}}]}`
+	f([]byte(hdr+"\x01\x02"), len(hdr)+1, "go on after the JSON object; is that the JSON header's length?")
 	j(``, "cannot parse the JSON request")
 	j(`[]`, "must be a JSON object, not array")
 	j(`{"id":5,"inputs":[]}`, `"id" must be a string, not number`)

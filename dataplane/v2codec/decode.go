@@ -1,6 +1,7 @@
 package v2codec
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,8 +22,14 @@ func (d *decoder) parse(body []byte, headerLen int, what string) (*fastjson.Obje
 	if err != nil {
 		return nil, nil, err
 	}
+	// RFC 8259 lets a parser ignore a byte order mark, which some
+	// clients' UTF-8 encoders write.
+	jsonPart = bytes.TrimPrefix(jsonPart, utf8BOM)
 	root, err := d.p.ParseBytes(jsonPart)
 	if err != nil {
+		if headerLen >= 0 && strings.Contains(err.Error(), "unexpected tail") {
+			return nil, nil, d.errorf("cannot parse the JSON %s: its %d bytes (Inference-Header-Content-Length) go on after the JSON object; is that the JSON header's length? (%s)", what, headerLen, err)
+		}
 		return nil, nil, d.errorf("cannot parse the JSON %s: %s", what, err)
 	}
 	obj, err := root.Object()
@@ -31,6 +38,9 @@ func (d *decoder) parse(body []byte, headerLen int, what string) (*fastjson.Obje
 	}
 	return obj, binPart, nil
 }
+
+// utf8BOM is the byte order mark a JSON part may start with.
+var utf8BOM = []byte("\ufeff")
 
 // decoder is the scratch shared by request and response decoding.
 type decoder struct {
