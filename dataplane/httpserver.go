@@ -2,6 +2,8 @@ package dataplane
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"errors"
 	"fmt"
 	"io"
@@ -54,7 +56,11 @@ const (
 // process's): a request that would exceed it is answered 503 with
 // Retry-After. The handler sees the whole body through ctx.PostBody as
 // before; the buffer is pooled and reused once the handler returns, so a
-// handler must not keep the body (fasthttp's own contract).
+// handler must not keep the body (fasthttp's own contract). A body sent
+// with Content-Encoding gzip or deflate (Triton's clients compress so) is
+// decoded before the handler, into a buffer reserved the same way; its
+// decoded size is held to cfg.MaxBodySize (413), a corrupt one is 400 and
+// another encoding 415.
 //
 // Errors are V2 errors ({"error": …}) with the status that says what
 // happened, and never echo the request: a read timeout is 408, a header
@@ -173,6 +179,7 @@ const (
 	refusedFraming        = "framing"
 	refusedMalformed      = "malformed"
 	refusedIncomplete     = "incomplete"
+	refusedEncoding       = "content_encoding"
 )
 
 var (
@@ -181,7 +188,7 @@ var (
 )
 
 func init() {
-	for _, r := range []string{refusedBodyMemory, refusedBodyTooLarge, refusedReadTimeout, refusedHeaderTooLarge, refusedFraming, refusedMalformed, refusedIncomplete} {
+	for _, r := range []string{refusedBodyMemory, refusedBodyTooLarge, refusedReadTimeout, refusedHeaderTooLarge, refusedFraming, refusedMalformed, refusedIncomplete, refusedEncoding} {
 		refused[r] = metrics.NewCounter(fmt.Sprintf(`ipa_http_refused_total{reason=%q}`, r))
 	}
 	metrics.NewGauge("ipa_http_request_body_bytes", func() float64 { return float64(bodyBytes.Load()) })
@@ -197,31 +204,86 @@ func (g *bodyGuard) serve(ctx *fasthttp.RequestCtx) {
 		g.refuse(ctx, fasthttp.StatusBadRequest, refusedFraming, "request has both Content-Length and Transfer-Encoding; send one (RFC 9112 section 6.3)")
 		return
 	}
-	stream := ctx.RequestBodyStream()
-	if stream == nil {
-		g.next(ctx)
-		return
-	}
-	n := ctx.Request.Header.ContentLength() // -1: chunked
-	if n > g.maxBody {
-		g.refuse(ctx, fasthttp.StatusRequestEntityTooLarge, refusedBodyTooLarge, g.tooLarge())
-		return
-	}
-	b, err := g.read(stream, n)
-	if err != nil {
-		g.release(b)
-		g.readError(ctx, err)
-		return
-	}
-	if b == nil {
+	// b is the body when this guard read it: nil when it is empty, or when
+	// fasthttp read it whole before the handler (no stream).
+	var b *bodyBuffer
+	if stream := ctx.RequestBodyStream(); stream != nil {
+		n := ctx.Request.Header.ContentLength() // -1: chunked
+		if n > g.maxBody {
+			g.refuse(ctx, fasthttp.StatusRequestEntityTooLarge, refusedBodyTooLarge, g.tooLarge())
+			return
+		}
+		var err error
+		if b, err = g.read(stream, n); err != nil {
+			g.release(b)
+			g.readError(ctx, err)
+			return
+		}
 		ctx.Request.ResetBody()
-		g.next(ctx)
-		return
+		if b != nil {
+			ctx.Request.SetBodyRaw(b.b)
+		}
 	}
-	ctx.Request.SetBodyRaw(b.b)
+	if enc := ctx.Request.Header.ContentEncoding(); len(enc) > 0 && !bytes.EqualFold(enc, []byte("identity")) {
+		d, err := g.decompress(enc, ctx.Request.Body())
+		ctx.Request.ResetBody()
+		g.release(b)
+		if err != nil {
+			g.release(d)
+			g.readError(ctx, err)
+			return
+		}
+		b = d
+		ctx.Request.Header.Del(fasthttp.HeaderContentEncoding)
+		if b != nil {
+			ctx.Request.SetBodyRaw(b.b)
+		}
+	}
 	g.next(ctx)
-	ctx.Request.ResetBody()
-	g.release(b)
+	if b != nil {
+		ctx.Request.ResetBody()
+		g.release(b)
+	}
+}
+
+// encodingError is a request body that its Content-Encoding cannot decode;
+// its text is fixed or comes from compress/gzip and compress/zlib, which
+// quote no byte of the body.
+type encodingError struct {
+	status int
+	msg    string
+}
+
+func (e *encodingError) Error() string { return e.msg }
+
+// decompress decodes a body of Content-Encoding enc (gzip or deflate, as
+// Triton's clients send them) into a buffer reserved like any body: it
+// grows as it fills, and one over --http.max-body-size is refused. An
+// empty body stays empty (nil).
+func (g *bodyGuard) decompress(enc, src []byte) (*bodyBuffer, error) {
+	name := strings.ToLower(strings.TrimSpace(string(enc)))
+	if len(src) == 0 {
+		return nil, nil
+	}
+	var r io.Reader
+	var err error
+	switch name {
+	case "gzip", "x-gzip":
+		r, err = gzip.NewReader(bytes.NewReader(src))
+	case "deflate":
+		r, err = zlib.NewReader(bytes.NewReader(src))
+	default:
+		return nil, &encodingError{fasthttp.StatusUnsupportedMediaType, fmt.Sprintf("Content-Encoding %.40q is not supported: send the body as it is, or gzip or deflate it", name)}
+	}
+	if err == nil {
+		var b *bodyBuffer
+		b, err = g.read(r, -1)
+		if err == nil || errors.Is(err, fasthttp.ErrBodyTooLarge) || errors.Is(err, errBodyMemory) {
+			return b, err
+		}
+		g.release(b)
+	}
+	return nil, &encodingError{fasthttp.StatusBadRequest, fmt.Sprintf("request body is not valid %s data (Content-Encoding: %s): %v", name, name, err)}
 }
 
 // read reads the body of declared length n (-1: chunked) from r. A nil
@@ -310,7 +372,10 @@ func (g *bodyGuard) readError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var ne net.Error
 	var chunk fasthttp.ErrBrokenChunk
+	var enc *encodingError
 	switch {
+	case errors.As(err, &enc):
+		g.refuse(ctx, enc.status, refusedEncoding, enc.msg)
 	case errors.Is(err, errBodyMemory):
 		ctx.Response.Header.Set("Retry-After", "1")
 		g.refuse(ctx, fasthttp.StatusServiceUnavailable, refusedBodyMemory,

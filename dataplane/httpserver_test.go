@@ -3,6 +3,8 @@ package dataplane
 import (
 	"bufio"
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
@@ -229,6 +231,74 @@ func TestBodiesReachTheHandlerWhole(t *testing.T) {
 	a = send(t, addr, "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", 20*time.Millisecond, chunks...)
 	if a.status != 200 || string(a.body) != want || a.closed {
 		t.Fatalf("chunked, in pieces: %d %q (closed %v)", a.status, a.body, a.closed)
+	}
+}
+
+// TestCompressedBodiesAreDecodedWithinTheLimits: a gzip or deflate body
+// (Content-Encoding, as Triton's clients send it) reaches the handler
+// decoded, without the header, declared or chunked, small or large; one
+// that decodes past --http.max-body-size is 413 (a zip bomb), a corrupt one
+// 400, another encoding 415, and the decoded bodies' memory is returned.
+func TestCompressedBodiesAreDecodedWithinTheLimits(t *testing.T) {
+	var sawEncoding atomic.Int64
+	addr, g := startGuarded(t, ServerConfig{MaxBodySize: 1 << 20}, func(ctx *fasthttp.RequestCtx) {
+		if e := string(ctx.Request.Header.ContentEncoding()); e != "" && e != "identity" {
+			sawEncoding.Add(1)
+		}
+		okHandler(ctx)
+	})
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := gzip.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	zl := func(b []byte) []byte {
+		var buf bytes.Buffer
+		w := zlib.NewWriter(&buf)
+		w.Write(b)
+		w.Close()
+		return buf.Bytes()
+	}
+	post := func(what, enc string, body []byte) answer {
+		return send(t, addr, fmt.Sprintf("POST /x HTTP/1.1\r\nHost: a\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s", enc, len(body), body), 0)
+	}
+	for _, n := range []int{0, 10, 5000, 70000, 602112, 1 << 20} {
+		body := make([]byte, n)
+		for i := range body {
+			body[i] = byte(i % 251)
+		}
+		sum := sha256.Sum256(body)
+		want := fmt.Sprintf("%d %x", n, sum)
+		for enc, c := range map[string][]byte{"gzip": gz(body), "x-gzip": gz(body), "deflate": zl(body), "GZIP": gz(body), "identity": body} {
+			if a := post(enc, enc, c); a.status != 200 || string(a.body) != want {
+				t.Fatalf("%d bytes, %s: %d %q, want %q", n, enc, a.status, a.body, want)
+			}
+		}
+	}
+	// Chunked and compressed.
+	body := bytes.Repeat([]byte("tensor "), 40000)
+	c := gz(body)
+	sum := sha256.Sum256(body)
+	a := send(t, addr, fmt.Sprintf("POST /x HTTP/1.1\r\nHost: a\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(c), c), 0)
+	if want := fmt.Sprintf("%d %x", len(body), sum); a.status != 200 || string(a.body) != want {
+		t.Fatalf("chunked gzip: %d %q", a.status, a.body)
+	}
+	if sawEncoding.Load() != 0 {
+		t.Fatalf("the handler saw Content-Encoding %d times: it gets the decoded body", sawEncoding.Load())
+	}
+	// 4 MiB of zeros in about 4 KB: past the 1 MiB limit once decoded.
+	post("bomb", "gzip", gz(make([]byte, 4<<20))).wantError(t, "gzip bomb", 413, "--http.max-body-size")
+	post("corrupt", "gzip", []byte("not gzip at all")).wantError(t, "corrupt gzip", 400, "not valid gzip data")
+	post("truncated", "deflate", zl(body)[:100]).wantError(t, "truncated deflate", 400, "not valid deflate data")
+	post("brotli", "br", []byte("whatever")).wantError(t, "brotli", 415, `Content-Encoding "br" is not supported`)
+	deadline := time.Now().Add(5 * time.Second)
+	for g.inUse.Load() != 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := g.inUse.Load(); n != 0 {
+		t.Fatalf("%d bytes of body memory still reserved after the requests", n)
 	}
 }
 
