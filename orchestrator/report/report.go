@@ -42,6 +42,9 @@ func ReadDecisions(r io.Reader) ([]orchestrator.Decision, error) {
 		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
 			return nil, fmt.Errorf("decision log line %d: %w", n, err)
 		}
+		if d.Time.IsZero() {
+			return nil, fmt.Errorf(`decision log line %d has no "time": a decision log is what ipa local --controller.decision-log, ipa controller or ipa simulate write`, n)
+		}
 		out = append(out, d)
 	}
 	return out, sc.Err()
@@ -55,6 +58,9 @@ func ReadRequests(r io.Reader) ([]Request, error) {
 		var q Request
 		if err := json.Unmarshal(sc.Bytes(), &q); err != nil {
 			return nil, fmt.Errorf("records line %d: %w", n, err)
+		}
+		if q.Outcome == "" {
+			return nil, fmt.Errorf(`records line %d has no "outcome": records are what ipa load --records or ipa simulate write`, n)
 		}
 		out = append(out, q)
 	}

@@ -47,3 +47,23 @@ func TestBuildAssignsRequestsToTheirIntervalAndCountsViolations(t *testing.T) {
 		t.Fatalf("%s is not an SVG", files[0])
 	}
 }
+
+// TestReadersRefuseLinesThatAreNotTheirs: a JSON object that is not a
+// decision (no time) or a record (no outcome) is an error naming its line,
+// not an empty interval that renders as a blank plot.
+func TestReadersRefuseLinesThatAreNotTheirs(t *testing.T) {
+	good := `{"time":"2026-12-03T10:00:00Z","observed_rps":3}` + "\n"
+	if ds, err := ReadDecisions(strings.NewReader(good)); err != nil || len(ds) != 1 {
+		t.Fatalf("a decision: %v, %v", ds, err)
+	}
+	if _, err := ReadDecisions(strings.NewReader(good + "{}\n")); err == nil || !strings.Contains(err.Error(), `line 2 has no "time"`) {
+		t.Fatalf("{} as a decision: %v", err)
+	}
+	rec := `{"sent_seconds":1.5,"latency_seconds":0.2,"outcome":"ok"}` + "\n"
+	if rs, err := ReadRequests(strings.NewReader(rec)); err != nil || len(rs) != 1 {
+		t.Fatalf("a record: %v, %v", rs, err)
+	}
+	if _, err := ReadRequests(strings.NewReader(rec + good)); err == nil || !strings.Contains(err.Error(), `line 2 has no "outcome"`) {
+		t.Fatalf("a decision as a record: %v", err)
+	}
+}
