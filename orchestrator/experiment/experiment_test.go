@@ -207,41 +207,10 @@ func TestFidelityPlumbing(t *testing.T) {
 	for _, slow := range []float64{1, 2} {
 		env := testEnv(t)
 		calls := 0
+		fake := simulatedReal(env, startup, slow)
 		env.Real = func(ctx context.Context, r RealRun) error {
 			calls++
-			pipe, _ := env.Resolve(r.Pipeline, r.Profile)
-			pipe.Steps = append([]sim.Step(nil), pipe.Steps...)
-			for i, s := range r.Initial {
-				if s.Step != pipe.Steps[i].Name {
-					t.Fatalf("step %d is %q, want %q", i, s.Step, pipe.Steps[i].Name)
-				}
-				pipe.Steps[i].Initial = s.Config
-			}
-			if r.Model != pipe.Name || r.Body != "page.png" || r.SLA != pipe.SLA {
-				t.Fatalf("run %+v", r)
-			}
-			problem := pipe.Problem(r.Alpha, r.Beta, r.ScalingCap, r.CoreCapacity)
-			problem.Baseline = r.Baseline
-			pred, err := env.Predictor(r.Predictor)
-			if err != nil {
-				return err
-			}
-			proc, err := loadgen.ParseProcess(r.Arrivals)
-			if err != nil {
-				return err
-			}
-			var log bytes.Buffer
-			res, err := sim.Run(ctx, startup.options(sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
-				Adapt: &sim.Adaptation{Config: r.Loop, Problem: problem, Solver: env.Solvers[r.Solver], Predictor: pred,
-					Off: r.Baseline == optimizer.Fixed},
-				Decisions: &log}))
-			if err != nil {
-				return err
-			}
-			for i := range res.Load.Records {
-				res.Load.Records[i].Latency = time.Duration(float64(res.Load.Records[i].Latency) * slow)
-			}
-			return writeRun(r.Dir, res, log.Bytes())
+			return fake(ctx, r)
 		}
 		dir := t.TempDir()
 		runs, err := Execute(context.Background(), f, env, dir)
@@ -295,6 +264,147 @@ func TestFidelityPlumbing(t *testing.T) {
 		}
 		if rows2, err := Compare(resumed, f.Fidelity); err != nil || !reflect.DeepEqual(rows, rows2) {
 			t.Errorf("resumed: %v\n%+v\nwant\n%+v", err, rows2, rows)
+		}
+	}
+}
+
+// simulatedReal is a real runner that simulates each run on env's
+// pipeline, its latencies times slow, and writes it as a real run would.
+func simulatedReal(env Env, startup startup, slow float64) func(context.Context, RealRun) error {
+	return func(ctx context.Context, r RealRun) error {
+		pipe, _ := env.Resolve(r.Pipeline, r.Profile)
+		pipe.Steps = append([]sim.Step(nil), pipe.Steps...)
+		for i, s := range r.Initial {
+			if s.Step != pipe.Steps[i].Name {
+				return fmt.Errorf("step %d is %q, want %q", i, s.Step, pipe.Steps[i].Name)
+			}
+			pipe.Steps[i].Initial = s.Config
+		}
+		if r.Model != pipe.Name || r.Body != "page.png" || r.SLA != pipe.SLA {
+			return fmt.Errorf("run %+v", r)
+		}
+		problem := pipe.Problem(r.Alpha, r.Beta, r.ScalingCap, r.CoreCapacity)
+		problem.Baseline = r.Baseline
+		pred, err := env.Predictor(r.Predictor)
+		if err != nil {
+			return err
+		}
+		proc, err := loadgen.ParseProcess(r.Arrivals)
+		if err != nil {
+			return err
+		}
+		var log bytes.Buffer
+		res, err := sim.Run(ctx, startup.options(sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
+			Adapt: &sim.Adaptation{Config: r.Loop, Problem: problem, Solver: env.Solvers[r.Solver], Predictor: pred,
+				Off: r.Baseline == optimizer.Fixed},
+			Decisions: &log}))
+		if err != nil {
+			return err
+		}
+		for i := range res.Load.Records {
+			res.Load.Records[i].Latency = time.Duration(float64(res.Load.Records[i].Latency) * slow)
+		}
+		return writeRun(r.Dir, res, log.Bytes())
+	}
+}
+
+// TestProbesCalibrateEachSimulatedTwin: with a probe, mode fidelity runs
+// the real side first, each run after a light run of every variant it may
+// serve (ipa: each offered one; fa2-low: its pinned one), and each
+// simulated twin takes its engines from its own probes: a machine three
+// times slower in its probes is three times slower in its simulation. A
+// real run reused without its probes is an error naming what to do.
+func TestProbesCalibrateEachSimulatedTwin(t *testing.T) {
+	const file = `
+name: probed
+mode: fidelity
+seed: 3
+core_capacity: 6
+pipelines:
+  - name: classify
+    body: page.png
+windows:
+  - name: flat
+    rate: 4
+    duration: 60s
+systems: [ipa, fa2-low]
+probe: {rate: 2, duration: 80s}
+`
+	f, err := Parse(strings.NewReader(file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startup, _ := f.startup()
+	env := testEnv(t)
+	pipe, _ := env.Resolve("classify", "")
+	var offered []string
+	for _, v := range pipe.Stages[0].Variants {
+		offered = append(offered, v.Name)
+	}
+	fake := simulatedReal(env, startup, 1)
+	var calls []string
+	const slow = 3
+	env.Real = func(ctx context.Context, r RealRun) error {
+		calls = append(calls, r.Name)
+		if !strings.Contains(r.Name, " probe ") {
+			return fake(ctx, r)
+		}
+		c := r.Initial[0].Config
+		if r.Baseline != optimizer.Fixed || len(r.Load) != 80 || r.Load[0] != 2 || c.MaxBatch != 1 || c.Replicas != 1 ||
+			filepath.Base(r.Dir) != "classify-"+c.Variant || filepath.Base(filepath.Dir(r.Dir)) != ProbeDir {
+			return fmt.Errorf("probe %+v", r)
+		}
+		pt, err := pipe.Profiles.Lookup("classify", c.Variant, c.Cores, 1)
+		if err != nil {
+			return err
+		}
+		lo := slow * pt.LatencyP50
+		return os.WriteFile(filepath.Join(r.Dir, MetricsFile), fmt.Appendf(nil,
+			"ipa_stage_batch_engine_seconds_bucket{stage=\"classify\",variant=%q,cores=\"%d\",rows=\"1\",vmrange=\"%.6e...%.6e\"} 150\n",
+			c.Variant, c.Cores, lo, lo*1.001), 0o644)
+	}
+	dir := t.TempDir()
+	runs, err := Execute(context.Background(), f, env, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, v := range offered {
+		want = append(want, "classify/flat/ipa probe classify/"+v)
+	}
+	want = append(want, "classify/flat/ipa")
+	fa2, _, _ := configure(pipe, System{Kind: "fa2-low"}, nil)
+	want = append(want, "classify/flat/fa2-low probe classify/"+fa2.Steps[0].Initial.Variant, "classify/flat/fa2-low")
+	if !slices.Equal(calls, want) {
+		t.Fatalf("real runs\n%q\nwant\n%q", calls, want)
+	}
+	rows, err := Compare(runs, f.Fidelity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		// The real side ran at the profile's speed, the twin at its probes'.
+		if r.P99Err < slow-1.5 {
+			t.Errorf("%s/%s: sim p99 ×%.2f of the real one, want about ×%d (its probes)", r.Window, r.System, 1+r.P99Err, slow)
+		}
+	}
+	env.Real, env.ReuseReal = nil, true
+	if again, err := Execute(context.Background(), f, env, dir); err != nil {
+		t.Fatal(err)
+	} else if rows2, err := Compare(again, f.Fidelity); err != nil || !reflect.DeepEqual(rows, rows2) {
+		t.Errorf("reusing the probed runs: %v\n%+v\nwant\n%+v", err, rows2, rows)
+	}
+	os.Remove(filepath.Join(dir, "real", "runs", "classify", "flat", "fa2-low", ProbeDir, "classify-"+fa2.Steps[0].Initial.Variant, MetricsFile))
+	if _, err := Execute(context.Background(), f, env, dir); err == nil || !strings.Contains(err.Error(), "has no probe of classify/") {
+		t.Errorf("a reused run without its probe: %v", err)
+	}
+	for _, bad := range []string{"mode: sim", "probe: {rate: 2, duration: 30s}", "probe: {rate: 0, duration: 80s}", "probe: {rate: 2}"} {
+		text := strings.Replace(strings.Replace(file, "probe: {rate: 2, duration: 80s}", bad, 1), "mode: fidelity", "", strings.Count(bad, "mode"))
+		if !strings.Contains(bad, "probe") {
+			text = strings.Replace(file, "mode: fidelity", bad, 1)
+		}
+		if _, err := Parse(strings.NewReader(text)); err == nil || !strings.Contains(err.Error(), "probe") {
+			t.Errorf("%s: %v, want an error about the probe", bad, err)
 		}
 	}
 }

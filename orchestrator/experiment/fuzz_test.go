@@ -15,7 +15,7 @@ import (
 // FuzzParse: any bytes give a File or an error, never a panic; a file that
 // parses has its defaults filled in.
 func FuzzParse(f *testing.F) {
-	for _, name := range []string{"../../experiments/paper.yaml", "../../experiments/fidelity.yaml"} {
+	for _, name := range []string{"../../experiments/paper.yaml", "../../experiments/fidelity.yaml", "../../experiments/fidelity-probed.yaml"} {
 		b, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)

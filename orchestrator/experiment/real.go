@@ -1,6 +1,7 @@
 package experiment
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -97,13 +98,13 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	rr := RealRun{Name: name, Pipeline: ref.Name, Model: pipe.Name, Profile: ref.Profile, Body: ref.Body, SLA: pipe.SLA,
-		Baseline: baseline, Alpha: j.system.Alpha, Beta: j.system.Beta, ScalingCap: f.ScalingCap, CoreCapacity: f.CoreCapacity,
-		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
-		Predictor: f.Predictor, Solver: f.Solver, Load: j.load, Arrivals: f.Arrivals, Seed: f.Seed, Dir: dir}
-	for _, s := range pipe.Steps {
-		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
+	if f.Probe != nil {
+		if err := runProbes(ctx, f, pipe, ref, baseline, env, name, dir); err != nil {
+			return nil, err
+		}
 	}
+	rr := newRealRun(f, pipe, ref, name, dir, j.load)
+	rr.Baseline, rr.Alpha, rr.Beta = baseline, j.system.Alpha, j.system.Beta
 	if err := env.Real(ctx, rr); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
@@ -112,6 +113,83 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return realResult(f, pipe, j, window, dir, ds, reqs, loadStart, sla, start)
+}
+
+// newRealRun returns the run of load on pipe (configured for its system)
+// into dir, with the file's loop, its controller off (baseline fixed).
+func newRealRun(f *File, pipe sim.Pipeline, ref PipelineRef, name, dir string, load loadgen.Counts) RealRun {
+	rr := RealRun{Name: name, Pipeline: ref.Name, Model: pipe.Name, Profile: ref.Profile, Body: ref.Body, SLA: pipe.SLA,
+		Baseline: optimizer.Fixed, ScalingCap: f.ScalingCap, CoreCapacity: f.CoreCapacity,
+		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
+		Predictor: f.Predictor, Solver: f.Solver, Load: load, Arrivals: f.Arrivals, Seed: f.Seed, Dir: dir}
+	for _, s := range pipe.Steps {
+		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
+	}
+	return rr
+}
+
+// ProbeDir is the directory, in a real run's, of its probes (File.Probe):
+// one directory per step and variant, STEP-VARIANT.
+const ProbeDir = "probe"
+
+// probeVariants returns, per step of pipe (configured for a system of
+// baseline b), the variants a run may serve: every offered one where the
+// controller may switch them (ipa, rim), else the one it starts with.
+func probeVariants(pipe sim.Pipeline, b optimizer.Baseline) [][]string {
+	out := make([][]string, len(pipe.Steps))
+	for i, s := range pipe.Steps {
+		if b == optimizer.Full || b == optimizer.Switch {
+			for _, v := range pipe.Stages[i].Variants {
+				out[i] = append(out[i], v.Name)
+			}
+			continue
+		}
+		out[i] = []string{s.Initial.Variant}
+	}
+	return out
+}
+
+// runProbes runs f.Probe, one real run per step and variant a run of pipe
+// (configured for its system, of baseline b) may serve, into dir/probe/:
+// the variant alone at batch 1 on one replica of its fewest cores, the
+// other steps as the run starts them, the controller off.
+func runProbes(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, b optimizer.Baseline, env Env, name, dir string) error {
+	for i, vs := range probeVariants(pipe, b) {
+		step := pipe.Steps[i]
+		for _, v := range vs {
+			cores := 1
+			if vp := pipe.Profiles.Variant(cmp.Or(step.Profile, step.Name), v); vp != nil && len(vp.Cores()) > 0 {
+				cores = vp.Cores()[0]
+			}
+			pd := filepath.Join(dir, ProbeDir, step.Name+"-"+v)
+			if err := os.MkdirAll(pd, 0o755); err != nil {
+				return err
+			}
+			rr := newRealRun(f, pipe, ref, fmt.Sprintf("%s probe %s/%s", name, step.Name, v), pd, f.Probe.load())
+			rr.Initial[i].Config = models.StageConfig{Variant: v, MaxBatch: 1, Replicas: 1, Cores: cores}
+			if err := env.Real(ctx, rr); err != nil {
+				return fmt.Errorf("%s: probe of %s/%s: %w", name, step.Name, v, err)
+			}
+		}
+	}
+	return nil
+}
+
+// probeSnapshots returns the metrics snapshots of the probes of the real
+// run in dir, one per step and variant a run of pipe (configured, of
+// baseline b) may serve; an error names a probe missing.
+func probeSnapshots(pipe sim.Pipeline, b optimizer.Baseline, dir string) ([]string, error) {
+	var out []string
+	for i, vs := range probeVariants(pipe, b) {
+		for _, v := range vs {
+			p := filepath.Join(dir, ProbeDir, pipe.Steps[i].Name+"-"+v, MetricsFile)
+			if _, err := os.Stat(p); err != nil {
+				return nil, fmt.Errorf("the real run in %s has no probe of %s/%s (%w): was it run without probe? Run it again, or remove probe from the file", dir, pipe.Steps[i].Name, v, err)
+			}
+			out = append(out, p)
+		}
+	}
+	return out, nil
 }
 
 // sameRun checks that a real run read back is one of the load: the same SLA,

@@ -111,21 +111,32 @@ type job struct {
 func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) {
 	switch f.Mode {
 	case "real":
-		return execute(ctx, f, env, out, "real")
+		return execute(ctx, f, env, out, "real", "")
 	case "fidelity":
-		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim")
+		if f.Probe != nil {
+			// The simulated runs take their engines from the real runs'
+			// probes: the real side first.
+			reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real", "")
+			if err != nil {
+				return nil, err
+			}
+			sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim", filepath.Join(out, "real"))
+			return append(sims, reals...), err
+		}
+		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim", "")
 		if err != nil {
 			return nil, err
 		}
-		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real")
+		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real", "")
 		return append(sims, reals...), err
 	}
-	return execute(ctx, f, env, out, "sim")
+	return execute(ctx, f, env, out, "sim", "")
 }
 
 // execute runs the matrix in one mode. Real runs go one at a time: each
-// has the machine to itself.
-func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, error) {
+// has the machine to itself. probes, in mode sim, is the output directory
+// of the real runs whose probes calibrate each simulated twin (File.Probe).
+func execute(ctx context.Context, f *File, env Env, out, mode, probes string) ([]*Run, error) {
 	if mode == "real" && env.Real == nil && !env.ReuseReal {
 		return nil, errors.New("mode real is not available here")
 	}
@@ -196,8 +207,10 @@ func execute(ctx context.Context, f *File, env Env, out, mode string) ([]*Run, e
 				j := jobs[i]
 				if mode == "real" {
 					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env, out)
+				} else if m, err := jobMachine(f, pipes[j.pipe], machines[j.pipe], j, probes); err != nil {
+					errs[i] = err
 				} else {
-					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], machines[j.pipe], j, solver, env.Predictor, proc, startup, out)
+					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out)
 				}
 				mu.Lock()
 				done++
@@ -251,6 +264,31 @@ func (f *File) loads(defaultTrace string) ([]loadgen.Counts, error) {
 		}
 	}
 	return out, nil
+}
+
+// jobMachine is the machine j runs on: its pipeline's, or with probes (the
+// real runs' output directory) the calibration with the engine times its
+// real twin's probes measured.
+func jobMachine(f *File, pipe sim.Pipeline, m machine, j job, probes string) (machine, error) {
+	if probes == "" {
+		return m, nil
+	}
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
+	pipe, baseline, err := configure(pipe, j.system, j.load)
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	snaps, err := probeSnapshots(pipe, baseline, filepath.Join(probes, "runs", pipe.Name, f.Windows[j.window].Name, fileName(j.system.Name)))
+	if err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	if m, err = calibrated(f, pipe, snaps...); err != nil {
+		return m, fmt.Errorf("%s: %w", name, err)
+	}
+	if f.GlueCost > 0 {
+		m.glue, m.glueP99 = f.GlueCost, 0
+	}
+	return m, nil
 }
 
 // machine is what the simulated stages of a pipeline run at: the profile
@@ -549,9 +587,12 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // (ipa_stage_batch_engine_seconds, minEngineSamples batches of a shape at
 // least) runs at the speed its median says, whatever the logs' corrections,
 // each measured point taking the median and p99 measured in serving.
-// Without a calibration: the zero machine.
-func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
-	if len(f.Calibration) == 0 {
+// Snapshots of probes (File.Probe), if given, replace the calibration's
+// engine times of every variant and batch shape they measured in at least
+// minEngineSamples batches; a variant a probe did not measure so is an
+// error. Without a calibration or probes: the zero machine.
+func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
+	if len(f.Calibration) == 0 && len(probes) == 0 {
 		return machine{}, nil
 	}
 	stage, variant := map[string]factor{}, map[[2]string]factor{}
@@ -587,6 +628,21 @@ func calibrated(f *File, pipe sim.Pipeline) (machine, error) {
 			for _, v := range c.Variants {
 				keepMost(variant, [2]string{prof, v.Variant}, factor{v.Factor, v.Evidence})
 			}
+		}
+	}
+	for _, path := range probes {
+		ps := newSnapshot()
+		if err := ps.read(path, pipe); err != nil {
+			return machine{}, err
+		}
+		measured := false
+		for k, h := range ps.engines {
+			if _, _, n, ok := h.quantiles(); ok && n >= minEngineSamples {
+				snap.engines[k], measured = h, true
+			}
+		}
+		if !measured {
+			return machine{}, fmt.Errorf("probe %s: no variant measured in %d batches or more (a probe's rate × duration too small, or its run failed)", path, minEngineSamples)
 		}
 	}
 	var m machine

@@ -18,6 +18,11 @@ import (
 // engine times from: below it, a 99th percentile is one or two batches.
 const minEngineSamples = 100
 
+// probeRequests is the fewest requests a probe (File.Probe) may send a
+// variant: a Poisson count of mean 160 falls below minEngineSamples about
+// once in a million probes.
+const probeRequests = 160
+
 // snapshot is what calibration snapshots (ipa local's /metrics after a
 // load: a real run's metrics.txt) hold of one pipeline: the router's glue
 // times and the stages' engine times, as histograms.

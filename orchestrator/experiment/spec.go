@@ -95,6 +95,37 @@ type File struct {
 
 	// Fidelity are the tolerances of mode fidelity.
 	Fidelity Tolerances `yaml:"fidelity"`
+
+	// Probe (modes real and fidelity) measures, right before each real
+	// run, every variant the run's system may serve (ipa and rim: each
+	// offered variant; fa2, static and off: the pinned ones) alone at
+	// batch 1 on one replica of its fewest cores, the other steps as the
+	// run starts them, for Duration at Rate requests a second: each probe
+	// is a real run of its own under the run's directory
+	// (probe/STEP-VARIANT/, its metrics.txt kept). The simulated twin of
+	// the run (mode fidelity) takes the engine times of the variants its
+	// probes measured from them, over the calibration's: the machine of
+	// the minutes before the run, not of the hour the calibration was
+	// taken (an engine's median moves by a few percent from one hour to
+	// the next, which a p99 at 45 % utilisation amplifies about 2.5
+	// times). Mode fidelity then runs the real side first.
+	Probe *Probe `yaml:"probe"`
+}
+
+// Probe is a light load that measures each variant a real run may use,
+// right before it (File.Probe).
+type Probe struct {
+	Rate     float64       `yaml:"rate"`
+	Duration time.Duration `yaml:"duration"`
+}
+
+// load is the probe's arrivals per second.
+func (p *Probe) load() loadgen.Counts {
+	out := make(loadgen.Counts, int(p.Duration/time.Second))
+	for i := range out {
+		out[i] = p.Rate
+	}
+	return out
 }
 
 // Tolerances bound how far a simulated run may be from the same run on
@@ -195,6 +226,17 @@ func (f *File) validate() error {
 		return errors.New("glue_cost and switch_delay must not be negative")
 	case !(f.Interference >= 0 && f.Interference <= 10):
 		return fmt.Errorf("interference %v: give the slowdown beside the glue as a fraction in [0, 10], e.g. 0.3", f.Interference)
+	}
+	if p := f.Probe; p != nil {
+		switch n := p.Rate * p.Duration.Seconds(); {
+		case f.Mode == "sim":
+			return errors.New("probe measures this machine before each real run: modes real and fidelity (or remove probe)")
+		case !(p.Rate > 0 && p.Rate <= 1000) || p.Duration < time.Second:
+			return fmt.Errorf("probe: rate %v and duration %s: give a light rate (e.g. 2) and a duration of seconds (e.g. 80s)", p.Rate, p.Duration)
+		case n < probeRequests:
+			return fmt.Errorf("probe: rate × duration = %.0f requests; a variant's engine times are taken from %d batches at least, so send %d or more (e.g. rate 2, duration %s)",
+				n, minEngineSamples, probeRequests, time.Duration(probeRequests/2)*time.Second)
+		}
 	}
 	if _, err := loadgen.ParseProcess(f.Arrivals); err != nil {
 		return err
