@@ -398,13 +398,9 @@ probe: {rate: 2, duration: 80s}
 	if _, err := Execute(context.Background(), f, env, dir); err == nil || !strings.Contains(err.Error(), "has no probe of classify/") {
 		t.Errorf("a reused run without its probe: %v", err)
 	}
-	for _, bad := range []string{"mode: sim", "probe: {rate: 2, duration: 30s}", "probe: {rate: 0, duration: 80s}", "probe: {rate: 2}"} {
-		text := strings.Replace(strings.Replace(file, "probe: {rate: 2, duration: 80s}", bad, 1), "mode: fidelity", "", strings.Count(bad, "mode"))
-		if !strings.Contains(bad, "probe") {
-			text = strings.Replace(file, "mode: fidelity", bad, 1)
-		}
-		if _, err := Parse(strings.NewReader(text)); err == nil || !strings.Contains(err.Error(), "probe") {
-			t.Errorf("%s: %v, want an error about the probe", bad, err)
+	for _, bad := range [][2]string{{"mode: fidelity", "mode: sim"}, {"duration: 80s", "duration: 30s"}, {"rate: 2,", "rate: 0,"}, {", duration: 80s", ""}} {
+		if _, err := Parse(strings.NewReader(strings.Replace(file, bad[0], bad[1], 1))); err == nil || !strings.Contains(err.Error(), "probe") {
+			t.Errorf("%q for %q: %v, want an error about the probe", bad[1], bad[0], err)
 		}
 	}
 }

@@ -129,8 +129,14 @@ func newRealRun(f *File, pipe sim.Pipeline, ref PipelineRef, name, dir string, l
 }
 
 // ProbeDir is the directory, in a real run's, of its probes (File.Probe):
-// one directory per step and variant, STEP-VARIANT.
+// one directory per step and variant, STEP-VARIANT (probeDir).
 const ProbeDir = "probe"
+
+// probeDir is the directory of the probe of step's variant in the real run
+// in dir.
+func probeDir(dir, step, variant string) string {
+	return filepath.Join(dir, ProbeDir, step+"-"+variant)
+}
 
 // probeVariants returns, per step of pipe (configured for a system of
 // baseline b), the variants a run may serve: every offered one where the
@@ -161,7 +167,7 @@ func runProbes(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef,
 			if vp := pipe.Profiles.Variant(cmp.Or(step.Profile, step.Name), v); vp != nil && len(vp.Cores()) > 0 {
 				cores = vp.Cores()[0]
 			}
-			pd := filepath.Join(dir, ProbeDir, step.Name+"-"+v)
+			pd := probeDir(dir, step.Name, v)
 			if err := os.MkdirAll(pd, 0o755); err != nil {
 				return err
 			}
@@ -182,7 +188,7 @@ func probeSnapshots(pipe sim.Pipeline, b optimizer.Baseline, dir string) ([]stri
 	var out []string
 	for i, vs := range probeVariants(pipe, b) {
 		for _, v := range vs {
-			p := filepath.Join(dir, ProbeDir, pipe.Steps[i].Name+"-"+v, MetricsFile)
+			p := filepath.Join(probeDir(dir, pipe.Steps[i].Name, v), MetricsFile)
 			if _, err := os.Stat(p); err != nil {
 				return nil, fmt.Errorf("the real run in %s has no probe of %s/%s (%w): was it run without probe? Run it again, or remove probe from the file", dir, pipe.Steps[i].Name, v, err)
 			}

@@ -119,12 +119,9 @@ type Probe struct {
 	Duration time.Duration `yaml:"duration"`
 }
 
-// load is the probe's arrivals per second.
+// load is the probe's arrivals per second: a constant-rate window's.
 func (p *Probe) load() loadgen.Counts {
-	out := make(loadgen.Counts, int(p.Duration/time.Second))
-	for i := range out {
-		out[i] = p.Rate
-	}
+	out, _ := (&Window{Rate: p.Rate, Duration: p.Duration}).load(nil, 0, 1) // a rate window has no error
 	return out
 }
 
