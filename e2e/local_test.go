@@ -22,6 +22,7 @@ import (
 	"github.com/ipa-serving/ipa/dataplane/v2codec"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/orchestrator/report"
+	"github.com/ipa-serving/ipa/profiles"
 )
 
 func freeAddr(t *testing.T) string {
@@ -145,9 +146,15 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 // not, by construction, whatever the speed and the load of the machine; at
 // most stepOverload times the first (on a quiet machine the second core
 // doubles the capacity), and at most stepHighMax, what the controller's
-// plans carry by the profile with its margin (1.1). The static
-// configuration must be overloaded by at least stepLeast for a clear
-// difference.
+// plans carry by the profile with its margin (1.1), times how much faster
+// than the profile this machine is: the controller corrects its profile
+// online by the engine times the stage measures (on by default), so that
+// on a faster machine its plans carry that much more (on one ORT twice as
+// fast as the profile's, the initial configuration serves 172/s and the
+// corrected plan for the high phase, shufflenet ×2, 412/s). The static
+// configuration's capacity through the router over the profile's for it
+// is a lower bound of that speed. The static configuration must be
+// overloaded by at least stepLeast for a clear difference.
 const (
 	stepLow             = 3
 	stepOverload        = 1.5
@@ -216,9 +223,19 @@ stages:
 		adapted += capacity(t, addr, 2*time.Second) / 2
 		patchStage(t, addr, "classify", `{"variant":"squeezenet","replicas":1}`)
 	}
-	high := min(int(stepOverload*static), int((static+adapted)/2), stepHighMax)
-	t.Logf("here the initial configuration serves %.0f/s, shufflenet ×2 %.0f/s (adding its replica took %s): the high phase sends %d/s (%s)",
-		static, adapted, took.Round(time.Millisecond), high, stepPattern(high))
+	b, _ := profiles.Measured("classify")
+	prof, err := profiles.Load(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt, err := prof.Lookup("classify", "squeezenet", 1, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	speed := max(1, static/pt.Throughput)
+	high := min(int(stepOverload*static), int((static+adapted)/2), int(stepHighMax*speed))
+	t.Logf("here the initial configuration serves %.0f/s (the profile: %.0f/s), shufflenet ×2 %.0f/s (adding its replica took %s): the high phase sends %d/s (%s)",
+		static, pt.Throughput, adapted, took.Round(time.Millisecond), high, stepPattern(high))
 	if float64(high) < stepLeast*static {
 		t.Fatalf("on this machine now two replicas serve %.0f/s, one %.0f/s: no room to show what adaptation does", adapted, static)
 	}
