@@ -37,23 +37,7 @@ func (rr realRunner) run(ctx context.Context, r experiment.RealRun) error {
 	if err != nil {
 		return err
 	}
-	local := []string{"local", "--pipeline", r.Pipeline, "--http.listen-addr", addr,
-		"--controller", "--controller.decision-log", filepath.Join(r.Dir, experiment.DecisionsFile),
-		"--controller.interval", r.Loop.Interval.String(), "--controller.history", strconv.Itoa(r.Loop.History),
-		"--controller.margin", ftoa(r.Loop.Margin), "--controller.switch-cost", ftoa(r.Loop.SwitchCost),
-		"--controller.predictor", r.Predictor, "--controller.solver", r.Solver,
-		"--controller.alpha", ftoa(r.Alpha), "--controller.beta", ftoa(r.Beta),
-		"--controller.core-capacity", strconv.Itoa(r.CoreCapacity), "--controller.scaling-cap", strconv.Itoa(r.ScalingCap)}
-	if r.Baseline != "" {
-		local = append(local, "--controller.baseline", string(r.Baseline))
-	}
-	if r.Profile != "" {
-		local = append(local, "--controller.profile", r.Profile)
-	}
-	for _, s := range r.Initial {
-		local = append(local, "--initial", s.Step+"="+s.Config.Short())
-	}
-	local = append(local, rr.models...)
+	local := rr.localArgs(r, addr)
 	logf, err := os.Create(filepath.Join(r.Dir, "local.log"))
 	if err != nil {
 		return err
@@ -222,3 +206,32 @@ func freeLoopbackAddr() (string, error) {
 }
 
 func ftoa(x float64) string { return strconv.FormatFloat(x, 'g', -1, 64) }
+
+// localArgs is the command line of ipa local for r, listening on addr: the
+// file's loop, optimizer and initial configuration, as its simulated twin
+// runs them.
+func (rr realRunner) localArgs(r experiment.RealRun, addr string) []string {
+	local := []string{"local", "--pipeline", r.Pipeline, "--http.listen-addr", addr,
+		"--controller", "--controller.decision-log", filepath.Join(r.Dir, experiment.DecisionsFile),
+		"--controller.interval", r.Loop.Interval.String(), "--controller.history", strconv.Itoa(r.Loop.History),
+		"--controller.margin", ftoa(r.Loop.Margin), "--controller.switch-cost", ftoa(r.Loop.SwitchCost),
+		"--controller.predictor", r.Predictor, "--controller.solver", r.Solver,
+		"--controller.alpha", ftoa(r.Alpha), "--controller.beta", ftoa(r.Beta),
+		"--controller.core-capacity", strconv.Itoa(r.CoreCapacity), "--controller.scaling-cap", strconv.Itoa(r.ScalingCap)}
+	if r.Probe {
+		local = append(local, "--stage.preload", "active")
+	}
+	if !r.Loop.Correct {
+		local = append(local, "--controller.no-correct")
+	}
+	if r.Baseline != "" {
+		local = append(local, "--controller.baseline", string(r.Baseline))
+	}
+	if r.Profile != "" {
+		local = append(local, "--controller.profile", r.Profile)
+	}
+	for _, s := range r.Initial {
+		local = append(local, "--initial", s.Step+"="+s.Config.Short())
+	}
+	return append(local, rr.models...)
+}

@@ -3,6 +3,7 @@ package experiment
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -347,10 +348,13 @@ probe: {rate: 2, duration: 80s}
 	env.Real = func(ctx context.Context, r RealRun) error {
 		calls = append(calls, r.Name)
 		if !strings.Contains(r.Name, " probe ") {
+			if r.Probe {
+				return fmt.Errorf("run %s marked a probe", r.Name)
+			}
 			return fake(ctx, r)
 		}
 		c := r.Initial[0].Config
-		if r.Baseline != optimizer.Fixed || len(r.Load) != 80 || r.Load[0] != 2 || c.MaxBatch != 1 || c.Replicas != 1 ||
+		if !r.Probe || r.Baseline != optimizer.Fixed || len(r.Load) != 80 || r.Load[0] != 2 || c.MaxBatch != 1 || c.Replicas != 1 ||
 			filepath.Base(r.Dir) != "classify-"+c.Variant || filepath.Base(filepath.Dir(r.Dir)) != ProbeDir {
 			return fmt.Errorf("probe %+v", r)
 		}
@@ -387,6 +391,23 @@ probe: {rate: 2, duration: 80s}
 		if r.P99Err < slow-1.5 {
 			t.Errorf("%s/%s: sim p99 ×%.2f of the real one, want about ×%d (its probes)", r.Window, r.System, 1+r.P99Err, slow)
 		}
+	}
+	// The simulated controller corrects its profile as ipa local's does
+	// (on by default), by what its slower stages measure.
+	b, err := os.ReadFile(filepath.Join(dir, "sim", "runs", "classify", "flat", "ipa", DecisionsFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last struct {
+		Corrections []orchestrator.StageCorrection
+	}
+	for line := range strings.Lines(string(b)) {
+		if err := json.Unmarshal([]byte(line), &last); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(last.Corrections) != 1 || last.Corrections[0].Factor < 2 {
+		t.Errorf("the simulated controller's last corrections %+v; want the stage ~%d× slower than its profile", last.Corrections, slow)
 	}
 	env.Real, env.ReuseReal = nil, true
 	if again, err := Execute(context.Background(), f, env, dir); err != nil {
@@ -699,5 +720,37 @@ func TestCalibrationTakesTheEnginesFromTheirHistograms(t *testing.T) {
 	r, _ := pipe.Profiles.Lookup("classify", "resnet50", 1, 1)
 	if got, _ := m.truth.Lookup("classify", "resnet50", 1, 1); math.Abs(got.LatencyP50-2*r.LatencyP50) > 1e-9 {
 		t.Errorf("resnet50 (99 batches only): p50 %v, want the log's ×2 of %v", got.LatencyP50, r.LatencyP50)
+	}
+}
+
+// TestProbesSetTheGlue: the probes' glue histograms, together, give the
+// simulated router its glue (their median, varying to their p99) over the
+// calibration's, once they hold minEngineSamples requests; fewer leave the
+// calibration's glue.
+func TestProbesSetTheGlue(t *testing.T) {
+	pipe, _ := testEnv(t).Resolve("classify", "")
+	dir := t.TempDir()
+	probe := func(name string, lines ...string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	glue := func(lo, hi string, n int) string {
+		return fmt.Sprintf(`ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="%s...%s"} %d`, lo, hi, n)
+	}
+	a := probe("a.metrics.txt", glue("4.642e-03", "5.000e-03", 60), glue("1.000e-02", "1.136e-02", 5),
+		`ipa_router_glue_seconds_bucket{pipeline="other",vmrange="1.000e+00...1.136e+00"} 500`)
+	b := probe("b.metrics.txt", glue("4.642e-03", "5.000e-03", 50))
+	m, err := calibrated(&File{}, pipe, a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.glue < 4642*time.Microsecond || m.glue > 5*time.Millisecond || m.glueP99 < 10*time.Millisecond || m.glueP99 > 11360*time.Microsecond {
+		t.Errorf("glue %s, p99 %s; want in 4.6–5 ms, p99 in 10–11.4 ms (the probes' together)", m.glue, m.glueP99)
+	}
+	if m, err := calibrated(&File{}, pipe, a); err != nil || m.glue != 0 || m.glueP99 != 0 {
+		t.Errorf("one probe of %d requests set the glue to %s (p99 %s), %v; want the calibration's (none)", 65, m.glue, m.glueP99, err)
 	}
 }

@@ -45,6 +45,10 @@ type RealRun struct {
 	Arrivals                 string
 	Seed                     uint64
 	Dir                      string
+	// Probe marks a probe (File.Probe): its stage loads only the variant it
+	// runs (ipa local --stage.preload active), so that no other variant
+	// loads beside what it measures.
+	Probe bool
 }
 
 // StepConfig is one step's configuration.
@@ -120,7 +124,7 @@ func runReal(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, j
 func newRealRun(f *File, pipe sim.Pipeline, ref PipelineRef, name, dir string, load loadgen.Counts) RealRun {
 	rr := RealRun{Name: name, Pipeline: ref.Name, Model: pipe.Name, Profile: ref.Profile, Body: ref.Body, SLA: pipe.SLA,
 		Baseline: optimizer.Fixed, ScalingCap: f.ScalingCap, CoreCapacity: f.CoreCapacity,
-		Loop:      orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
+		Loop:      f.loop(),
 		Predictor: f.Predictor, Solver: f.Solver, Load: load, Arrivals: f.Arrivals, Seed: f.Seed, Dir: dir}
 	for _, s := range pipe.Steps {
 		rr.Initial = append(rr.Initial, StepConfig{Step: s.Name, Config: s.Initial})
@@ -173,6 +177,7 @@ func runProbes(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef,
 			}
 			rr := newRealRun(f, pipe, ref, fmt.Sprintf("%s probe %s/%s", name, step.Name, v), pd, f.Probe.load())
 			rr.Initial[i].Config = models.StageConfig{Variant: v, MaxBatch: 1, Replicas: 1, Cores: cores}
+			rr.Probe = true
 			if err := env.Real(ctx, rr); err != nil {
 				return fmt.Errorf("%s: probe of %s/%s: %w", name, step.Name, v, err)
 			}

@@ -316,7 +316,7 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth,
-		Adapt: &sim.Adaptation{Config: orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost},
+		Adapt: &sim.Adaptation{Config: f.loop(),
 			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
 		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
@@ -591,8 +591,13 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // engine times of every variant and batch shape they measured in at least
 // minEngineSamples batches; a variant its probe measured in fewer (one too
 // slow to keep up with the probe's rate, whose requests the stage refused)
-// keeps the calibration's. Without a calibration or probes: the zero
-// machine.
+// keeps the calibration's. The probes' glue histograms, together, replace
+// the calibration's glue where they hold minEngineSamples requests: the
+// glue takes their median, and varies to their 99th percentile (a probe
+// runs one variant at a low rate, so its glue is the glue alone, what the
+// simulator slows itself with interference; without interference the
+// calibration's median was the glue under its runs' load). Without a
+// calibration or probes: the zero machine.
 func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 	if len(f.Calibration) == 0 && len(probes) == 0 {
 		return machine{}, nil
@@ -632,10 +637,14 @@ func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 			}
 		}
 	}
+	probeGlue := histogram{}
 	for _, path := range probes {
 		ps := newSnapshot()
 		if err := ps.read(path, pipe); err != nil {
 			return machine{}, err
+		}
+		for r, c := range ps.glue {
+			probeGlue[r] += c
 		}
 		for k, h := range ps.engines {
 			if _, _, n, ok := h.quantiles(); ok && n >= minEngineSamples {
@@ -653,6 +662,9 @@ func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 	}
 	if p50, p99, _, ok := snap.glue.quantiles(); ok && m.glue > 0 && p50 > 0 {
 		m.glueP99 = time.Duration(float64(m.glue) * p99 / p50)
+	}
+	if p50, p99, n, ok := probeGlue.quantiles(); ok && n >= minEngineSamples && p50 > 0 {
+		m.glue, m.glueP99 = time.Duration(p50*float64(time.Second)), time.Duration(p99*float64(time.Second))
 	}
 	for v, x := range snap.engineSpeeds(pipe.Profiles) {
 		variant[v] = factor{x, math.Inf(1)}

@@ -32,6 +32,7 @@ import (
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
 	"github.com/ipa-serving/ipa/models"
 	"github.com/ipa-serving/ipa/models/yamlx"
+	"github.com/ipa-serving/ipa/orchestrator"
 	"github.com/ipa-serving/ipa/orchestrator/sim"
 )
 
@@ -51,14 +52,17 @@ type File struct {
 	Arrivals string `yaml:"arrivals"`
 
 	// The loop and the optimizer, shared by every system.
-	Interval     time.Duration `yaml:"interval"`      // default 10s
-	History      int           `yaml:"history"`       // default 120
-	Margin       float64       `yaml:"margin"`        // default 1.1
-	SwitchCost   *float64      `yaml:"switch_cost"`   // default 0.01, as ipa's controller; 0 disables
-	Predictor    string        `yaml:"predictor"`     // default lstm
-	Solver       string        `yaml:"solver"`        // default exact
-	CoreCapacity int           `yaml:"core_capacity"` // required
-	ScalingCap   int           `yaml:"scaling_cap"`   // default 16
+	Interval   time.Duration `yaml:"interval"`    // default 10s
+	History    int           `yaml:"history"`     // default 120
+	Margin     float64       `yaml:"margin"`      // default 1.1
+	SwitchCost *float64      `yaml:"switch_cost"` // default 0.01, as ipa's controller; 0 disables
+	// Correct is the controller's online profile correction (default true,
+	// as ipa local's; orchestrator.Config.Correct), simulated and real.
+	Correct      *bool  `yaml:"correct"`
+	Predictor    string `yaml:"predictor"`     // default lstm
+	Solver       string `yaml:"solver"`        // default exact
+	CoreCapacity int    `yaml:"core_capacity"` // required
+	ScalingCap   int    `yaml:"scaling_cap"`   // default 16
 
 	// The simulated data plane. The simulated machine has core_capacity
 	// cores, shared by the replicas' batches and the router's glue
@@ -202,9 +206,19 @@ func Parse(r io.Reader) (*File, error) {
 	if f.SwitchCost == nil {
 		f.SwitchCost = new(0.01)
 	}
+	if f.Correct == nil {
+		f.Correct = new(true)
+	}
 	f.Interval, f.History, f.ScalingCap = cmp.Or(f.Interval, 10*time.Second), cmp.Or(f.History, 120), cmp.Or(f.ScalingCap, 16)
 	f.Fidelity.P99, f.Fidelity.ViolationsPP, f.Fidelity.Cost = cmp.Or(f.Fidelity.P99, 0.15), cmp.Or(f.Fidelity.ViolationsPP, 1), cmp.Or(f.Fidelity.Cost, 0.10)
 	return &f, f.validate()
+}
+
+// loop is the controller's configuration of every run of f, simulated and
+// real (ipa local's defaults for what f does not set).
+func (f *File) loop() orchestrator.Config {
+	return orchestrator.Config{Interval: f.Interval, History: f.History, Margin: f.Margin, SwitchCost: *f.SwitchCost, Correct: *f.Correct,
+		CorrectHalfLife: orchestrator.DefaultCorrectHalfLife, CorrectMin: orchestrator.DefaultCorrectMin, CorrectMax: orchestrator.DefaultCorrectMax}
 }
 
 func (f *File) validate() error {
