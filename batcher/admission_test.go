@@ -231,6 +231,46 @@ func TestEstimatorInterpolatesBatchSizes(t *testing.T) {
 
 // late reports whether the worker's check (Fit) answers a lone call of rows
 // on k, with left until its deadline, late.
+// While freshBatches batches ran in the last freshEvidence, a batch size
+// that did not is stale, and one whose batches there were each faster than
+// the median of its older ones takes those alone: after an overload's slow
+// batches of 4, a light load of single rows at 7 ms is not refused as too
+// short for a batch of 4 taking 200 ms (the batch of 4 is estimated from
+// the fresh single rows, scaled by rows, or from its own fresh batch). One
+// fresh batch fewer, or a fresh batch of 4 as slow as the old ones, keeps
+// the overload's batches.
+func TestEstimatorForgetsAStaleBatchSize(t *testing.T) {
+	for _, c := range []struct {
+		fresh          int           // batches of 1 row at 7 ms
+		four           time.Duration // a batch of 4 among the fresh ones, if not 0
+		typical, bound time.Duration // of a batch of 4
+	}{
+		{freshBatches, 0, 28 * ms, 28 * ms},
+		{freshBatches - 1, 0, 200 * ms, 200 * ms},
+		{freshBatches, 200 * ms, 200 * ms, 200 * ms},
+		{freshBatches, 30 * ms, 30 * ms, 30 * ms},
+	} {
+		clock := newFakeClock()
+		e := NewEstimator[string](clock, 0)
+		for range estimatorSamples {
+			ran(e, clock, "a", 4, 200*ms) // the overload
+		}
+		clock.Advance(1500 * ms)
+		if c.four > 0 {
+			ran(e, clock, "a", 4, c.four)
+		}
+		for range c.fresh {
+			ran(e, clock, "a", 1, 7*ms)
+			clock.Advance(3 * ms)
+		}
+		typical, bound, _ := e.Service("a", 4)
+		v, _ := e.Decide("a", Ahead{Rows: 1, Size: 1, MaxBatch: 4, Replicas: 1}, 150*ms)
+		if typical != c.typical || bound != c.bound || (v == Admit) != (c.bound < 150*ms) {
+			t.Errorf("%+v: a batch of 4 takes %s (bound %s), a request behind one row with 150 ms left: %v", c, typical, bound, v)
+		}
+	}
+}
+
 func late(e *Estimator[string], k string, rows int, left time.Duration) bool {
 	var fate [1]Fate
 	return e.Fit(k, []int{rows}, []time.Duration{left}, fate[:]) && fate[0] == Late
