@@ -12,16 +12,16 @@ import (
 )
 
 // fidelityShort is the CI's real-against-simulated check: one short step
-// window of the classify pipeline (four of its variants, PIPELINE), served
-// by ipa local with the controller and simulated with the same loop, seed
-// and arrivals. Before the real run a probe measures each variant alone on
-// this machine (160 requests at batch 1), and the simulated twin runs at
-// the speeds the probes measured: the shipped profile is of another
-// machine (on one twice as fast, the simulation without the probes
-// predicted a p99 ×3.9 the real one's). Its tolerances are the short run's
-// own (a 100-second run has ~1,000 requests, so its p99 is the
-// 10th-slowest answer, and the first interval's start differs by the time
-// ipa local takes to load); the 20-minute runs under
+// window of the classify pipeline (four of its variants: classifyFour, at
+// PIPELINE), served by ipa local with the controller and simulated with
+// the same loop, seed and arrivals. Before the real run a probe measures
+// each variant alone on this machine (160 requests at batch 1), and the
+// simulated twin runs at the speeds the probes measured: the shipped
+// profile is of another machine (on one twice as fast, the simulation
+// without the probes predicted a p99 ×3.9 the real one's). Its tolerances
+// are the short run's own (a 100-second run has ~1,000 requests, so its
+// p99 is the 10th-slowest answer, and the first interval's start differs
+// by the time ipa local takes to load); the 20-minute runs under
 // experiments/results/ are held to the issue's targets.
 const fidelityShort = `
 name: fidelity-short
@@ -47,19 +47,6 @@ fidelity:
   cost: 0.25           # relative
 `
 
-// fidelityPipeline is the built-in classify pipeline offering the four
-// variants the plans move between, so that the probes take a minute and a
-// half, not four.
-const fidelityPipeline = `name: classify
-sla: 1s
-stages:
-  - name: classify
-    model: classify
-    variants: [squeezenet, shufflenet, inception-v2, resnet50]
-    image: {resize: shorter-side, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}
-    initial: {variant: squeezenet, max_batch: 4, max_wait: 2ms, replicas: 1, cores: 1}
-`
-
 // TestSimulatorPredictsARealRun runs `ipa experiment` in mode fidelity as a
 // user would and checks that it wrote both sides and found the simulation
 // within the tolerances (exit 0); on failure it prints the comparison.
@@ -68,10 +55,7 @@ func TestSimulatorPredictsARealRun(t *testing.T) {
 		t.Skip("two minutes of real load")
 	}
 	dir := t.TempDir()
-	spec := filepath.Join(dir, "classify.yaml")
-	if err := os.WriteFile(spec, []byte(fidelityPipeline), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	spec := writeClassifyFour(t, dir)
 	file := filepath.Join(dir, "fidelity.yaml")
 	if err := os.WriteFile(file, []byte(strings.Replace(fidelityShort, "PIPELINE", spec, 1)), 0o644); err != nil {
 		t.Fatal(err)

@@ -133,6 +133,30 @@ func TestBinaryNeedsOnlyGlibc(t *testing.T) {
 	}
 }
 
+// classifyFour is the built-in classify pipeline offering only the four
+// variants the plans move between: the other five would load in the
+// background for a minute on a busy 2-core machine, competing with the
+// load for the CPU (and a probe of each would take minutes).
+const classifyFour = `name: classify
+sla: 1s
+stages:
+  - name: classify
+    model: classify
+    variants: [squeezenet, shufflenet, inception-v2, resnet50]
+    input: image-imagenet
+    initial: {variant: squeezenet, max_batch: 4, max_wait: 2ms, replicas: 1, cores: 1}
+`
+
+// writeClassifyFour writes classifyFour into dir and returns its path.
+func writeClassifyFour(t *testing.T, dir string) string {
+	t.Helper()
+	spec := filepath.Join(dir, "classify.yaml")
+	if err := os.WriteFile(spec, []byte(classifyFour), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
+
 // The step load of TestControllerAdaptsLocalPipelineToAStepLoad: low,
 // high, low again. The high rate is not a constant: the test measures, on
 // this machine, now, through the router (capacity), what the spec's
@@ -192,21 +216,7 @@ func stepPattern(high int) string {
 func TestControllerAdaptsLocalPipelineToAStepLoad(t *testing.T) {
 	bin := ipaBin
 	dir := t.TempDir()
-	// The classify pipeline offering the four variants the plans move
-	// between; the others would load in the background for a minute on a
-	// busy 2-core machine, competing with the load for the CPU.
-	spec := filepath.Join(dir, "classify.yaml")
-	if err := os.WriteFile(spec, []byte(`name: classify
-sla: 1s
-stages:
-  - name: classify
-    model: classify
-    variants: [squeezenet, shufflenet, inception-v2, resnet50]
-    input: image-imagenet
-    initial: {variant: squeezenet, max_batch: 4, max_wait: 2ms, replicas: 1, cores: 1}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	spec := writeClassifyFour(t, dir)
 
 	// The static configuration: its capacity on this machine now, then
 	// the step load derived from it.

@@ -3,7 +3,6 @@ package experiment
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -394,19 +393,11 @@ probe: {rate: 2, duration: 80s}
 	}
 	// The simulated controller corrects its profile as ipa local's does
 	// (on by default), by what its slower stages measure.
-	b, err := os.ReadFile(filepath.Join(dir, "sim", "runs", "classify", "flat", "ipa", DecisionsFile))
-	if err != nil {
-		t.Fatal(err)
+	ds, _, _, _, err := ReadRun(filepath.Join(dir, "sim", "runs", "classify", "flat", "ipa"))
+	if err != nil || len(ds) == 0 {
+		t.Fatalf("the simulated run's decisions: %v, %d", err, len(ds))
 	}
-	var last struct {
-		Corrections []orchestrator.StageCorrection
-	}
-	for line := range strings.Lines(string(b)) {
-		if err := json.Unmarshal([]byte(line), &last); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if len(last.Corrections) != 1 || last.Corrections[0].Factor < 2 {
+	if last := ds[len(ds)-1]; len(last.Corrections) != 1 || last.Corrections[0].Factor < 2 {
 		t.Errorf("the simulated controller's last corrections %+v; want the stage ~%d× slower than its profile", last.Corrections, slow)
 	}
 	env.Real, env.ReuseReal = nil, true
