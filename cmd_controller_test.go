@@ -188,8 +188,12 @@ func TestControllerSeesRouterArrivalsThroughPrometheus(t *testing.T) {
 	if d.Observed > 1.3*rate || d.PeakSeen > 1.5*rate {
 		t.Errorf("observed %.1f/s (peak %.1f/s) for %d/s sent", d.Observed, d.PeakSeen, rate)
 	}
-	if d.Plan == nil || d.Plan.Throughput < rate || d.Plan.Cost <= idle.Plan.Cost {
-		t.Errorf("plan at %.1f/s: %+v; idle plan %+v: want a plan that serves the load on more cores", d.Observed, d.Plan, idle.Plan)
+	// The plan must serve the step that the idle plan could not. Whether it
+	// buys cores (inception-v2 on 4) or a faster variant on the one it has
+	// (shufflenet) is the objective's call: at 40/s the two differ by 0.005,
+	// and a prediction 5 % above 40/s tips it (CI saw 42/s).
+	if d.Plan == nil || d.Plan.Throughput < rate || idle.Plan.Throughput >= rate {
+		t.Errorf("plan at %.1f/s: %+v; idle plan %+v: want a plan that serves the load the idle one cannot", d.Observed, d.Plan, idle.Plan)
 	}
 	t.Logf("idle plan %d cores (%v); at %.1f/s observed (peak %.1f): %d cores, throughput %.0f/s (%v)",
 		idle.Plan.Cost, idle.Plan.Stages, d.Observed, d.PeakSeen, d.Plan.Cost, d.Plan.Throughput, d.Plan.Stages)
