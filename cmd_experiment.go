@@ -104,7 +104,7 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		env.Real = realRunner{exe: exe, models: models, progress: tty, log: log.Info}.run
 		env.ReuseReal = c.Reuse
 		if f.Mode == "fidelity" {
-			total *= 2
+			total *= 3 // simulated, real, and the real plans replayed
 		}
 	}
 	if tty && f.Mode == "sim" {
@@ -122,7 +122,7 @@ func (c *ExperimentCmd) Run(g *Globals) error {
 		return err
 	}
 	var outside []string
-	for _, mode := range []string{"sim", "real"} {
+	for _, mode := range []string{"sim", "real", "replay"} {
 		var these []*experiment.Run
 		for _, r := range runs {
 			if r.Mode == mode {

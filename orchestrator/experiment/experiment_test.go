@@ -217,7 +217,7 @@ func TestFidelityPlumbing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if calls != 14 || len(runs) != 28 {
+		if calls != 14 || len(runs) != 42 { // simulated, real, replayed
 			t.Fatalf("%d real runs, %d runs", calls, len(runs))
 		}
 		rows, err := Compare(runs, f.Fidelity)
@@ -232,6 +232,13 @@ func TestFidelityPlumbing(t *testing.T) {
 			}
 			if slow == 2 && (r.P99Err > -0.49 || !strings.Contains(r.Outside, "p99")) {
 				t.Errorf("a machine twice as slow is not reported: %+v", r)
+			}
+			// The real run's own plans, replayed: the simulated run itself
+			// when the real run is one, half as slow as a machine twice as
+			// slow.
+			if !r.Replayed || slow == 1 && (math.Abs(r.ReplayP99Err) > 1e-4 || r.ReplayViolationsPP != 0) ||
+				slow == 2 && r.ReplayP99Err > -0.49 {
+				t.Errorf("slow %g: the real plans replayed: %+v", slow, r)
 			}
 		}
 		// --reuse-real: the real runs read back, none run again, the same

@@ -42,17 +42,31 @@ type FidelityRow struct {
 	RealChanges   int     `json:"real_changes"`
 	// Outside lists the tolerances this run misses ("" when within all).
 	Outside string `json:"outside,omitempty"`
+	// Replayed is whether the real run was also replayed (mode replay: its
+	// controller's configurations served by the simulator at its times);
+	// ReplayP99 and ReplayViolationsPct are then that simulation's, and
+	// ReplayP99Err, ReplayViolationsPP their errors against the real run:
+	// the simulator's latency apart from any difference in the plans.
+	// The tolerances judge the closed loop (Sim…) alone.
+	Replayed            bool    `json:"replayed,omitempty"`
+	ReplayP99           float64 `json:"replay_p99_seconds,omitempty"`
+	ReplayP99Err        float64 `json:"replay_p99_rel_error,omitempty"`
+	ReplayViolationsPct float64 `json:"replay_violations_pct,omitempty"`
+	ReplayViolationsPP  float64 `json:"replay_violations_pp,omitempty"`
 }
 
 // Compare pairs every simulated run with the real run of the same
-// pipeline, window and system and checks tol. A run without its pair is an
-// error.
+// pipeline, window and system and checks tol, and adds the real run's
+// replay where runs hold one. A run without its real pair is an error.
 func Compare(runs []*Run, tol Tolerances) ([]FidelityRow, error) {
 	type key struct{ p, w, s string }
-	real := map[key]*Run{}
+	real, replay := map[key]*Run{}, map[key]*Run{}
 	for _, r := range runs {
-		if r.Mode == "real" {
+		switch r.Mode {
+		case "real":
 			real[key{r.Pipeline, r.Window, r.System}] = r
+		case "replay":
+			replay[key{r.Pipeline, r.Window, r.System}] = r
 		}
 	}
 	var out []FidelityRow
@@ -71,6 +85,10 @@ func Compare(runs []*Run, tol Tolerances) ([]FidelityRow, error) {
 			ViolationsPP: s.Row.ViolationsPct - r.Row.ViolationsPct,
 			SimCost:      s.Row.Cost, RealCost: r.Row.Cost, CostErr: relErr(s.Row.Cost, r.Row.Cost),
 			PlanAgreement: agreement(s, r), SimChanges: s.Row.Changes, RealChanges: r.Row.Changes}
+		if p := replay[key{s.Pipeline, s.Window, s.System}]; p != nil {
+			row.Replayed, row.ReplayP99, row.ReplayP99Err = true, p.Row.P99, relErr(p.Row.P99, r.Row.P99)
+			row.ReplayViolationsPct, row.ReplayViolationsPP = p.Row.ViolationsPct, p.Row.ViolationsPct-r.Row.ViolationsPct
+		}
 		var miss []string
 		if !(math.Abs(row.P99Err) <= tol.P99) {
 			miss = append(miss, fmt.Sprintf("p99 %+.0f%% (±%.0f%%)", 100*row.P99Err, 100*tol.P99))
@@ -141,16 +159,20 @@ func samePlan(a, b models.StageConfig) bool {
 // WriteFidelityMarkdown writes the comparison as a Markdown table.
 func WriteFidelityMarkdown(w io.Writer, rows []FidelityRow) error {
 	var b strings.Builder
-	b.WriteString("| pipeline | window | system | p99 sim / real (s) | Δ | violations sim / real (%) | Δ pp | cost sim / real | Δ | plans agree | changes sim / real | verdict |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| pipeline | window | system | p99 sim / real (s) | Δ | violations sim / real (%) | Δ pp | cost sim / real | Δ | plans agree | changes sim / real | verdict | real plans replayed: p99 (s), Δ; violations (%), Δ pp |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		verdict := "within"
 		if r.Outside != "" {
 			verdict = "outside: " + r.Outside
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.3f / %.3f | %+.0f%% | %.2f / %.2f | %+.2f | %.2f / %.2f | %+.0f%% | %.0f%% | %d / %d | %s |\n",
+		replayed := "–"
+		if r.Replayed {
+			replayed = fmt.Sprintf("%.3f, %+.0f%%; %.2f, %+.2f", r.ReplayP99, 100*r.ReplayP99Err, r.ReplayViolationsPct, r.ReplayViolationsPP)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f / %.3f | %+.0f%% | %.2f / %.2f | %+.2f | %.2f / %.2f | %+.0f%% | %.0f%% | %d / %d | %s | %s |\n",
 			r.Pipeline, r.Window, r.System, r.SimP99, r.RealP99, 100*r.P99Err, r.SimViolationsPct, r.RealViolationsPct,
-			r.ViolationsPP, r.SimCost, r.RealCost, 100*r.CostErr, 100*r.PlanAgreement, r.SimChanges, r.RealChanges, verdict)
+			r.ViolationsPP, r.SimCost, r.RealCost, 100*r.CostErr, 100*r.PlanAgreement, r.SimChanges, r.RealChanges, verdict, replayed)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -161,12 +183,14 @@ func WriteFidelityCSV(w io.Writer, rows []FidelityRow) error {
 	cw := csv.NewWriter(w)
 	cw.Write([]string{"pipeline", "window", "system", "sim_requests", "real_requests", "sim_p99_seconds", "real_p99_seconds", "p99_rel_error",
 		"sim_violations_pct", "real_violations_pct", "violations_pp", "sim_cost_cores", "real_cost_cores", "cost_rel_error",
-		"plan_agreement", "sim_changes", "real_changes", "outside"})
+		"plan_agreement", "sim_changes", "real_changes", "outside",
+		"replayed", "replay_p99_seconds", "replay_p99_rel_error", "replay_violations_pct", "replay_violations_pp"})
 	g := func(x float64) string { return strconv.FormatFloat(x, 'g', 6, 64) }
 	for _, r := range rows {
 		cw.Write([]string{r.Pipeline, r.Window, r.System, strconv.Itoa(r.SimRequests), strconv.Itoa(r.RealRequests), g(r.SimP99), g(r.RealP99), g(r.P99Err),
 			g(r.SimViolationsPct), g(r.RealViolationsPct), g(r.ViolationsPP), g(r.SimCost), g(r.RealCost), g(r.CostErr),
-			g(r.PlanAgreement), strconv.Itoa(r.SimChanges), strconv.Itoa(r.RealChanges), r.Outside})
+			g(r.PlanAgreement), strconv.Itoa(r.SimChanges), strconv.Itoa(r.RealChanges), r.Outside,
+			strconv.FormatBool(r.Replayed), g(r.ReplayP99), g(r.ReplayP99Err), g(r.ReplayViolationsPct), g(r.ReplayViolationsPP)})
 	}
 	cw.Flush()
 	return cw.Error()
@@ -178,7 +202,7 @@ func WriteFidelityCSV(w io.Writer, rows []FidelityRow) error {
 func WriteFidelityJSON(w io.Writer, rows []FidelityRow) error {
 	clean := slices.Clone(rows)
 	for i := range clean {
-		for _, x := range []*float64{&clean[i].P99Err, &clean[i].CostErr} {
+		for _, x := range []*float64{&clean[i].P99Err, &clean[i].CostErr, &clean[i].ReplayP99Err} {
 			if math.IsInf(*x, 0) || math.IsNaN(*x) {
 				*x = math.MaxFloat64
 			}

@@ -111,32 +111,46 @@ type job struct {
 func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) {
 	switch f.Mode {
 	case "real":
-		return execute(ctx, f, env, out, "real", "")
+		return execute(ctx, f, env, out, "real", "", nil)
 	case "fidelity":
+		var sims, reals []*Run
+		var err error
+		probes := ""
 		if f.Probe != nil {
 			// The simulated runs take their engines from the real runs'
 			// probes: the real side first.
-			reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real", "")
-			if err != nil {
+			probes = filepath.Join(out, "real")
+			if reals, err = execute(ctx, f, env, probes, "real", "", nil); err != nil {
 				return nil, err
 			}
-			sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim", filepath.Join(out, "real"))
-			return append(sims, reals...), err
+			if sims, err = execute(ctx, f, env, filepath.Join(out, "sim"), "sim", probes, nil); err != nil {
+				return nil, err
+			}
+		} else {
+			if sims, err = execute(ctx, f, env, filepath.Join(out, "sim"), "sim", "", nil); err != nil {
+				return nil, err
+			}
+			if reals, err = execute(ctx, f, env, filepath.Join(out, "real"), "real", "", nil); err != nil {
+				return nil, err
+			}
 		}
-		sims, err := execute(ctx, f, env, filepath.Join(out, "sim"), "sim", "")
+		// Each real run's plans, replayed on its simulated twin's machine:
+		// the simulator's latency apart from the two controllers' plans.
+		replays, err := execute(ctx, f, env, filepath.Join(out, "replay"), "replay", probes, reals)
 		if err != nil {
 			return nil, err
 		}
-		reals, err := execute(ctx, f, env, filepath.Join(out, "real"), "real", "")
-		return append(sims, reals...), err
+		return slices.Concat(sims, reals, replays), nil
 	}
-	return execute(ctx, f, env, out, "sim", "")
+	return execute(ctx, f, env, out, "sim", "", nil)
 }
 
 // execute runs the matrix in one mode. Real runs go one at a time: each
-// has the machine to itself. probes, in mode sim, is the output directory
-// of the real runs whose probes calibrate each simulated twin (File.Probe).
-func execute(ctx context.Context, f *File, env Env, out, mode, probes string) ([]*Run, error) {
+// has the machine to itself. probes, in modes sim and replay, is the
+// output directory of the real runs whose probes calibrate each simulated
+// twin (File.Probe). Mode replay simulates each of reals with its
+// recorded plans (sim.Adaptation.Replay) in place of the controller.
+func execute(ctx context.Context, f *File, env Env, out, mode, probes string, reals []*Run) ([]*Run, error) {
 	if mode == "real" && env.Real == nil && !env.ReuseReal {
 		return nil, errors.New("mode real is not available here")
 	}
@@ -167,7 +181,7 @@ func execute(ctx context.Context, f *File, env Env, out, mode, probes string) ([
 	}
 	// The machine the simulated runs of each pipeline run on, read once.
 	machines := make([]machine, len(pipes))
-	if mode == "sim" {
+	if mode != "real" {
 		for i := range pipes {
 			if machines[i], err = calibrated(f, pipes[i]); err != nil {
 				return nil, err
@@ -209,6 +223,8 @@ func execute(ctx context.Context, f *File, env Env, out, mode, probes string) ([
 					runs[i], errs[i] = runReal(ctx, f, pipes[j.pipe], f.Pipelines[j.pipe], j, env, out)
 				} else if m, err := jobMachine(f, pipes[j.pipe], machines[j.pipe], j, probes); err != nil {
 					errs[i] = err
+				} else if mode == "replay" {
+					runs[i], errs[i] = replayOne(ctx, f, pipes[j.pipe], m, j, reals, proc, startup, out)
 				} else {
 					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out)
 				}
@@ -313,17 +329,46 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 	}
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
+	return simulateJob(ctx, f, pipe, m, j, "sim", &sim.Adaptation{Config: f.loop(),
+		Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed}, proc, startup, out)
+}
+
+// replayOne simulates the real run of job j, taken from reals, with the
+// configurations its controller applied, when it applied them.
+func replayOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, reals []*Run,
+	proc loadgen.Process, startup startup, out string) (*Run, error) {
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
+	i := slices.IndexFunc(reals, func(r *Run) bool {
+		return r.Pipeline == pipe.Name && r.Window == f.Windows[j.window].Name && r.System == j.system.Name
+	})
+	if i < 0 {
+		return nil, fmt.Errorf("%s: no real run to replay", name)
+	}
+	pipe, _, err := configure(pipe, j.system, j.load)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	replay := sim.ReplayOf(reals[i].Decisions, reals[i].Start)
+	if len(replay) == 0 {
+		return nil, fmt.Errorf("%s: the real run logged no configuration to replay", name)
+	}
+	return simulateJob(ctx, f, pipe, m, j, "replay", &sim.Adaptation{Config: f.loop(), Replay: replay}, proc, startup, out)
+}
+
+// simulateJob runs one job of pipe (configured for its system) on m under
+// adapt, and writes its files.
+func simulateJob(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, mode string, adapt *sim.Adaptation,
+	proc loadgen.Process, startup startup, out string) (*Run, error) {
+	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
-		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth,
-		Adapt: &sim.Adaptation{Config: f.loop(),
-			Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed},
+		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth, Adapt: adapt,
 		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Mode: "sim", Sim: res, Decisions: res.Decisions, Start: res.Load.Start}
+	r := &Run{Pipeline: pipe.Name, Window: f.Windows[j.window].Name, System: j.system.Name, Mode: mode, Sim: res, Decisions: res.Decisions, Start: res.Load.Start}
 	reqs := make([]report.Request, len(res.Load.Records))
 	for i, rec := range res.Load.Records {
 		reqs[i] = report.Request{Sent: rec.Sent.Seconds(), Latency: rec.Latency.Seconds(), Outcome: rec.Kind.String()}

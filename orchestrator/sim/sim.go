@@ -100,6 +100,34 @@ type Adaptation struct {
 	// predicted load (baseline fixed), so that the run has a decision log
 	// to render; it never applies anything.
 	Off bool
+	// Replay, when set, stands in for the controller: at each entry's time
+	// the stages are given its configurations through the same actuator the
+	// controller uses (start-up and switch delays included); nothing is
+	// observed, predicted or solved. Given the decision log of a recorded
+	// run, it serves that run's plans at that run's times, so that the
+	// simulated latency can be compared with the recorded one apart from
+	// any difference between the two controllers' plans.
+	Replay []Replayed
+}
+
+// Replayed is one configuration of a recorded run.
+type Replayed struct {
+	// At is the time since the load began.
+	At time.Duration
+	// Configs are the steps' configurations from then on, in step order.
+	Configs []models.StageConfig
+}
+
+// ReplayOf returns the configurations a decision log applied, each at its
+// decision's time since start.
+func ReplayOf(ds []orchestrator.Decision, start time.Time) []Replayed {
+	out := make([]Replayed, 0, len(ds))
+	for _, d := range ds {
+		if len(d.Applied) > 0 {
+			out = append(out, Replayed{At: d.Time.Sub(start), Configs: d.Applied})
+		}
+	}
+	return out
 }
 
 // Pipeline is what the simulator knows of a pipeline.
@@ -284,6 +312,23 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 		return nil, err
 	}
 	s.onBatch = onBatch
+	if opt.Adapt != nil && opt.Adapt.Replay != nil {
+		res := &Result{}
+		for _, r := range opt.Adapt.Replay {
+			if len(r.Configs) != len(s.stages) {
+				return nil, fmt.Errorf("sim: replay at %v: %d configurations for %d steps", r.At, len(r.Configs), len(s.stages))
+			}
+			for i, c := range r.Configs {
+				if err := c.Validate(); err != nil {
+					return nil, fmt.Errorf("sim: replay at %v: step %q: %w", r.At, s.stages[i].name, err)
+				}
+			}
+			if r.At >= 0 && r.At <= s.horizon {
+				s.loop.at(r.At, func() { res.Decisions = append(res.Decisions, s.replay(ctx, r.Configs)) })
+			}
+		}
+		return s.finish(ctx, res, wall)
+	}
 	var ctl *orchestrator.Controller
 	if opt.Adapt != nil && !opt.Adapt.Off {
 		ctl, err = orchestrator.New(opt.Adapt.Config, opt.Adapt.Problem, orchestrator.Options{
@@ -312,6 +357,12 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 			s.loop.at(iv, step)
 		}
 	}
+	return s.finish(ctx, res, wall)
+}
+
+// finish runs the simulation to its end and fills res.
+func (s *sim) finish(ctx context.Context, res *Result, wall time.Time) (*Result, error) {
+	opt := s.opt
 	s.nextArrival()
 	if !s.loop.run(func() bool {
 		if opt.Progress != nil {
@@ -440,13 +491,7 @@ func newSim(opt Options) (*sim, error) {
 func (s *sim) observe(ctx context.Context) orchestrator.Decision {
 	a := s.opt.Adapt
 	d := orchestrator.Decision{Time: s.loop.Now()}
-	rates, _ := observer{s}.Rates(ctx, a.Config.History)
-	if n := min(int(a.Config.Interval/time.Second), len(rates)); n > 0 {
-		for _, r := range rates[len(rates)-n:] {
-			d.Observed += r / float64(n)
-			d.PeakSeen = max(d.PeakSeen, r)
-		}
-	}
+	rates := s.observed(ctx, &d)
 	d.Predicted = a.Predictor.Predict(rates) * a.Config.Margin
 	current, _ := actuator{s}.Current(ctx)
 	p := a.Problem
@@ -462,6 +507,45 @@ func (s *sim) observe(ctx context.Context) orchestrator.Decision {
 		d.Plan = &plan
 	}
 	d.Applied = current
+	if s.opt.Decisions != nil {
+		if b, err := json.Marshal(d); err == nil {
+			s.opt.Decisions.Write(append(b, '\n'))
+		}
+	}
+	return d
+}
+
+// observed fills d's observed load, the mean and peak of the last
+// interval, as the controller does, and returns the rates of the history.
+func (s *sim) observed(ctx context.Context, d *orchestrator.Decision) []float64 {
+	a := s.opt.Adapt
+	rates, _ := observer{s}.Rates(ctx, a.Config.History)
+	if n := min(int(a.Config.Interval/time.Second), len(rates)); n > 0 {
+		for _, r := range rates[len(rates)-n:] {
+			d.Observed += r / float64(n)
+			d.PeakSeen = max(d.PeakSeen, r)
+		}
+	}
+	return rates
+}
+
+// replay applies a recorded decision's configurations where they differ
+// from the running ones, and logs it as the controller would.
+func (s *sim) replay(ctx context.Context, cfgs []models.StageConfig) orchestrator.Decision {
+	d := orchestrator.Decision{Time: s.loop.Now(), Actions: actuator{s}.TakeActions()}
+	s.observed(ctx, &d)
+	current, _ := actuator{s}.Current(ctx)
+	for i, c := range cfgs {
+		if c == current[i] {
+			continue
+		}
+		if err := (actuator{s}).Apply(ctx, i, c); err != nil {
+			d.Error = fmt.Sprintf("stage %q: %v", s.stages[i].name, err)
+			continue
+		}
+		d.Changes = append(d.Changes, orchestrator.Change{Stage: s.stages[i].name, From: current[i], To: c})
+	}
+	d.Applied, _ = actuator{s}.Current(ctx)
 	if s.opt.Decisions != nil {
 		if b, err := json.Marshal(d); err == nil {
 			s.opt.Decisions.Write(append(b, '\n'))

@@ -89,6 +89,71 @@ func TestSimulateIsDeterministic(t *testing.T) {
 	}
 }
 
+// TestReplayServesTheRecordedPlans: a run's own decision log, replayed in
+// place of its controller, serves the same requests at the same latencies
+// (the plans are applied at the same times through the same actuator), on
+// a shared machine too; a log shifted by one interval does not, and a
+// malformed entry is refused.
+func TestReplayServesTheRecordedPlans(t *testing.T) {
+	for _, cores := range []int{0, 2} {
+		opt := classifyOptions(t, stepLoad(t), nil)
+		opt.Cores, opt.Interference = cores, 0.25
+		closed, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		replay := sim.ReplayOf(closed.Decisions, closed.Load.Start)
+		changes := 0
+		for _, d := range closed.Decisions {
+			changes += len(d.Changes)
+		}
+		if len(replay) != len(closed.Decisions) || changes < 2 {
+			t.Fatalf("%d cores: %d configurations to replay of %d decisions, %d changes: want every decision, and changes", cores, len(replay), len(closed.Decisions), changes)
+		}
+		run := func(r []sim.Replayed) *sim.Result {
+			t.Helper()
+			o := opt
+			o.Adapt = &sim.Adaptation{Config: opt.Adapt.Config, Replay: r}
+			res, err := sim.Run(context.Background(), o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+		replayed := run(replay)
+		if !slices.Equal(closed.Load.Records, replayed.Load.Records) {
+			t.Errorf("%d cores: the replayed plans served other latencies than the run they came from", cores)
+		}
+		got := 0
+		for i, d := range replayed.Decisions {
+			got += len(d.Changes)
+			if !slices.Equal(d.Applied, closed.Decisions[i].Applied) || d.Observed != closed.Decisions[i].Observed {
+				t.Errorf("%d cores: replayed decision %d applied %v at %.1f/s, the run %v at %.1f/s", cores, i, d.Applied, d.Observed, closed.Decisions[i].Applied, closed.Decisions[i].Observed)
+			}
+		}
+		if got != changes {
+			t.Errorf("%d cores: replay made %d changes, the run %d", cores, got, changes)
+		}
+		late := slices.Clone(replay)
+		for i := range late {
+			late[i].At += opt.Adapt.Config.Interval
+		}
+		if slices.Equal(closed.Load.Records, run(late).Load.Records) {
+			t.Errorf("%d cores: plans applied an interval late served the same latencies", cores)
+		}
+	}
+	opt := classifyOptions(t, stepLoad(t), nil)
+	for _, bad := range [][]sim.Replayed{
+		{{At: time.Second}},
+		{{At: time.Second, Configs: []models.StageConfig{{Variant: "resnet50", MaxBatch: 0, Replicas: 1, Cores: 1}}}},
+	} {
+		opt.Adapt = &sim.Adaptation{Config: opt.Adapt.Config, Replay: bad}
+		if _, err := sim.Run(context.Background(), opt); err == nil || !strings.Contains(err.Error(), "replay at 1s") {
+			t.Errorf("replaying %+v: %v, want an error about it", bad, err)
+		}
+	}
+}
+
 // TestSharedMachineSlowsTheGlueAndTheControllerSeesIt: on two cores with
 // two single-core replicas busy, the router's glue shares the cores and
 // interferes, so requests take longer than with the glue as a fixed delay,
