@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -64,7 +65,7 @@ func TestSimulatorPredictsARealRun(t *testing.T) {
 	cmd := exec.Command(ipaBin, "experiment", file, "--out", out, "--models.dir", modelsDir(t), "--no-progress")
 	b, err := cmd.CombinedOutput()
 	t.Logf("ipa experiment:\n%s", b)
-	for _, mode := range []string{"sim", "real"} {
+	for _, mode := range []string{"sim", "real", "replay"} {
 		for _, f := range []string{experiment.DecisionsFile, experiment.RecordsFile, experiment.LoadReportFile} {
 			if _, err := os.Stat(filepath.Join(out, mode, "runs", "classify", "step", "ipa", f)); err != nil {
 				t.Errorf("%s run: %v", mode, err)
@@ -102,6 +103,16 @@ func TestSimulatorPredictsARealRun(t *testing.T) {
 	}
 	if err != nil || r.Outside != "" {
 		t.Fatalf("the simulation is outside its tolerances (%v): %s", err, r.Outside)
+	}
+	// The real run's plans, replayed on the simulated stages, within the
+	// same p99 tolerance: the serving model apart from the plans.
+	parsed, perr := experiment.Parse(strings.NewReader(strings.Replace(fidelityShort, "PIPELINE", spec, 1)))
+	if perr != nil {
+		t.Fatal(perr)
+	}
+	if tolP99 := parsed.Fidelity.P99; !r.Replayed || !(math.Abs(r.ReplayP99Err) <= tolP99) {
+		t.Errorf("the real plans replayed: %v, p99 %.3f s against %.3f (%+.0f %%, want within ±%.0f %%)",
+			r.Replayed, r.ReplayP99, r.RealP99, 100*r.ReplayP99Err, 100*tolP99)
 	}
 	if !strings.Contains(string(b), "fidelity (simulated against real)") {
 		t.Errorf("no comparison table printed")
