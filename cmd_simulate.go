@@ -13,6 +13,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/ipa-serving/ipa/dataplane/loadgen"
+	"github.com/ipa-serving/ipa/orchestrator/experiment"
 	"github.com/ipa-serving/ipa/orchestrator/sim"
 	"github.com/ipa-serving/ipa/profiles"
 	"github.com/ipa-serving/ipa/runtime/repobuild"
@@ -31,6 +32,7 @@ type SimulateCmd struct {
 	MaxQueue    int           `name:"batch.max-queue" default:"1024" help:"Most rows queued per stage before requests are rejected with 429."`
 
 	Adapt   bool            `name:"controller" default:"true" negatable:"" help:"Adapt with the controller (--no-controller: keep the initial configuration; the loop only logs it)."`
+	Replay  string          `name:"replay" placeholder:"RUN_DIR" help:"Serve a recorded run's plans in place of the controller: the configurations its decisions.jsonl applied, each at its decision's time since the run's load began (load-report.json), through the same start-up and switch delays. RUN_DIR is a run of ipa local with --controller.decision-log and ipa load --report --records into one directory, or one of ipa experiment's runs; give the run's own load flags and seed. Its latencies against the run's are the simulator's apart from the plans."`
 	Control ControllerFlags `embed:"" prefix:"controller."`
 
 	Glue      time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
@@ -132,6 +134,17 @@ func (c *SimulateCmd) Run(g *Globals) error {
 		StartupFromProfile: fromProfile, StartupOverhead: overhead}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err
+	}
+	if c.Replay != "" {
+		ds, _, start, _, err := experiment.ReadRun(c.Replay)
+		if err != nil {
+			return fmt.Errorf("--replay: %w", err)
+		}
+		replay := sim.ReplayOf(ds, start)
+		if len(replay) == 0 {
+			return fmt.Errorf("--replay: %s logs no applied configuration", filepath.Join(c.Replay, experiment.DecisionsFile))
+		}
+		opt.Adapt = &sim.Adaptation{Config: opt.Adapt.Config, Replay: replay}
 	}
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
