@@ -3,6 +3,7 @@ package experiment
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -750,5 +751,67 @@ func TestProbesSetTheGlue(t *testing.T) {
 	}
 	if m, err := calibrated(&File{}, pipe, a); err != nil || m.glue != 0 || m.glueP99 != 0 {
 		t.Errorf("one probe of %d requests set the glue to %s (p99 %s), %v; want the calibration's (none)", 65, m.glue, m.glueP99, err)
+	}
+}
+
+// TestReplayStartsFromWhatRanWhenTheLoadBegan: a real run whose controller
+// changed the configuration before the load began is replayed from that
+// configuration, not from the system's initial one.
+func TestReplayStartsFromWhatRanWhenTheLoadBegan(t *testing.T) {
+	f, err := Parse(strings.NewReader(`
+name: early
+seed: 5
+core_capacity: 6
+mode: fidelity
+pipelines:
+  - name: classify
+    body: page.png
+windows:
+  - name: flat
+    rate: 10
+    duration: 40s
+systems: ["static:resnet50/1/2/1"]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startup, _ := f.startup()
+	env := testEnv(t)
+	fake := simulatedReal(env, startup, 1)
+	early := models.StageConfig{Variant: "squeezenet", MaxBatch: 1, Replicas: 1, Cores: 1}
+	env.Real = func(ctx context.Context, r RealRun) error {
+		if err := fake(ctx, r); err != nil {
+			return err
+		}
+		path := filepath.Join(r.Dir, DecisionsFile)
+		ds, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		d, _ := json.Marshal(orchestrator.Decision{Time: sim.Epoch.Add(-5 * time.Second), Applied: []models.StageConfig{early}})
+		return os.WriteFile(path, append(append(d, '\n'), ds...), 0o644)
+	}
+	runs, err := Execute(context.Background(), f, env, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var real, replay *Run
+	for _, r := range runs {
+		switch r.Mode {
+		case "real":
+			real = r
+		case "replay":
+			replay = r
+		}
+	}
+	if real == nil || replay == nil || len(replay.Decisions) < 2 {
+		t.Fatalf("runs %v", runs)
+	}
+	if !slices.Equal(real.Initial, []models.StageConfig{early}) || real.Decisions[0].Time.Before(real.Start) {
+		t.Errorf("real run: initial %v, first decision at %v (load at %v)", real.Initial, real.Decisions[0].Time, real.Start)
+	}
+	first, second := replay.Decisions[0], replay.Decisions[1]
+	if !first.Time.Equal(replay.Start) || first.Applied[0] != early || second.Applied[0].Variant != "resnet50" {
+		t.Errorf("replay: %v at %v, then %v; want %v from the start, then resnet50", first.Applied, first.Time.Sub(replay.Start), second.Applied, early)
 	}
 }

@@ -228,11 +228,17 @@ func realResult(f *File, pipe sim.Pipeline, j job, window, dir string, ds []orch
 	// decisions before the load's first second (and after its end) are
 	// not part of the run the simulator replays.
 	end := loadStart.Add(time.Duration(len(j.load))*time.Second + f.Interval/2)
+	var initial []models.StageConfig // what ran when the load began, if the controller changed it before
+	for _, d := range ds {
+		if d.Time.Before(loadStart) && len(d.Applied) > 0 {
+			initial = d.Applied
+		}
+	}
 	ds = slices.DeleteFunc(ds, func(d orchestrator.Decision) bool { return d.Time.Before(loadStart) || d.Time.After(end) })
 	if len(ds) == 0 {
 		return nil, fmt.Errorf("%s: the controller logged no decision during the load (see %s)", name, dir)
 	}
-	r := &Run{Pipeline: pipe.Name, Window: window, System: j.system.Name, Mode: "real", Decisions: ds, Start: loadStart}
+	r := &Run{Pipeline: pipe.Name, Window: window, System: j.system.Name, Mode: "real", Decisions: ds, Start: loadStart, Initial: initial}
 	r.summarize(pipe, reqs, loadStart, sla, time.Since(start))
 	return r, nil
 }

@@ -64,7 +64,11 @@ type Run struct {
 	// load; Start is when the load's first second began.
 	Decisions []orchestrator.Decision `json:"-"`
 	Start     time.Time               `json:"-"`
-	Row       Row                     `json:"-"`
+	// Initial is, for a real run whose controller changed the
+	// configuration before the load began, what ran when it began (nil:
+	// the system's initial configuration).
+	Initial   []models.StageConfig `json:"-"`
+	Row       Row                  `json:"-"`
 	Intervals []report.Interval
 	// PAS and Cost per interval, as the run's configuration had them.
 	PAS, Cost []float64 `json:"-"`
@@ -349,6 +353,9 @@ func replayOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	replay := sim.ReplayOf(reals[i].Decisions, reals[i].Start)
+	if reals[i].Initial != nil {
+		replay = append([]sim.Replayed{{Configs: reals[i].Initial}}, replay...)
+	}
 	if len(replay) == 0 {
 		return nil, fmt.Errorf("%s: the real run logged no configuration to replay", name)
 	}

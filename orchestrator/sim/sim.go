@@ -112,7 +112,8 @@ type Adaptation struct {
 
 // Replayed is one configuration of a recorded run.
 type Replayed struct {
-	// At is the time since the load began.
+	// At is the time since the load began; a configuration from before it
+	// (a controller that started first) runs from the start.
 	At time.Duration
 	// Configs are the steps' configurations from then on, in step order.
 	Configs []models.StageConfig
@@ -323,8 +324,8 @@ func run(ctx context.Context, opt Options, onBatch func(time.Duration, []int)) (
 					return nil, fmt.Errorf("sim: replay at %v: step %q: %w", r.At, s.stages[i].name, err)
 				}
 			}
-			if r.At >= 0 && r.At <= s.horizon {
-				s.loop.at(r.At, func() { res.Decisions = append(res.Decisions, s.replay(ctx, r.Configs)) })
+			if r.At <= s.horizon {
+				s.loop.at(max(r.At, 0), func() { res.Decisions = append(res.Decisions, s.replay(ctx, r.Configs)) })
 			}
 		}
 		return s.finish(ctx, res, wall)
