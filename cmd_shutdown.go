@@ -154,6 +154,10 @@ type countedConn struct {
 	closed atomic.Bool
 }
 
+// NetConn returns the connection it counts (dataplane.Arrival asks its
+// socket when a request arrived).
+func (c *countedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *countedConn) Close() error {
 	if !c.closed.Swap(true) {
 		c.l.open.Add(-1)

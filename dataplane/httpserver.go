@@ -68,17 +68,34 @@ const (
 // Content-Length together with Transfer-Encoding 400 (request smuggling),
 // any other malformed request 400 with a fixed text. Each of those answers
 // closes the connection.
-func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *fasthttp.Server {
+//
+// Connections are accepted through a listener of ours (HTTPServer.Serve):
+// it refuses a client's connections past cfg.MaxConnsPerIP with 429, as
+// fasthttp would, and lets Arrival ask each connection's socket when its
+// request arrived.
+func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *HTTPServer {
 	srv, _ := newHTTPServer(cfg, handler, log)
 	return srv
 }
 
-func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) (*fasthttp.Server, *bodyGuard) {
+// HTTPServer is fasthttp's server, serving through a listener of ours.
+type HTTPServer struct {
+	*fasthttp.Server
+	most, perIP int
+}
+
+// Serve accepts connections on ln until Shutdown: past the per-client limit
+// refused (429), the others served with their sockets at hand (Arrival).
+func (s *HTTPServer) Serve(ln net.Listener) error {
+	return s.Server.Serve(newConnListener(ln, s.most, s.perIP))
+}
+
+func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) (*HTTPServer, *bodyGuard) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := newBodyGuard(cfg, handler, log)
-	return &fasthttp.Server{
+	return &HTTPServer{most: orDefault(cfg.MaxConns, DefaultMaxConns), perIP: orDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP), Server: &fasthttp.Server{
 		Handler:                      g.serve,
 		ErrorHandler:                 g.readError,
 		Name:                         "ipa",
@@ -89,28 +106,10 @@ func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
-		Concurrency:                  orDefault(cfg.MaxConns, DefaultMaxConns),
-		MaxConnsPerIP:                orDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP),
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true, // fasthttp's error texts leave out the request's bytes
 		Logger:                       fasthttpLogger{log},
-	}, g
-}
-
-// Arrival returns when the request arrived, the instant its deadline counts
-// from. It is fasthttp's ctx.Time(): the moment the server called the
-// handler, which (StreamRequestBody) is once the header and the first
-// 8 KiB of the body were read, before the rest of the body is. The upload
-// of the body therefore counts against the deadline; the header's own
-// transfer does not, which for an ordinary client is part of the first read
-// (microseconds), and for a client trickling its header is bounded by
-// --http.read-timeout, which runs from the first byte. A ctx that no
-// server filled in (a handler called directly) arrives now.
-func Arrival(ctx *fasthttp.RequestCtx) time.Time {
-	if t := ctx.Time(); !t.IsZero() {
-		return t
-	}
-	return time.Now()
+	}}, g
 }
 
 func orDefault(v, def int) int {
@@ -180,6 +179,8 @@ const (
 	refusedMalformed      = "malformed"
 	refusedIncomplete     = "incomplete"
 	refusedEncoding       = "content_encoding"
+	refusedConnsPerIP     = "conns_per_ip"
+	refusedConns          = "conns"
 )
 
 var (
@@ -188,7 +189,7 @@ var (
 )
 
 func init() {
-	for _, r := range []string{refusedBodyMemory, refusedBodyTooLarge, refusedReadTimeout, refusedHeaderTooLarge, refusedFraming, refusedMalformed, refusedIncomplete, refusedEncoding} {
+	for _, r := range []string{refusedBodyMemory, refusedBodyTooLarge, refusedReadTimeout, refusedHeaderTooLarge, refusedFraming, refusedMalformed, refusedIncomplete, refusedEncoding, refusedConnsPerIP, refusedConns} {
 		refused[r] = metrics.NewCounter(fmt.Sprintf(`ipa_http_refused_total{reason=%q}`, r))
 	}
 	metrics.NewGauge("ipa_http_request_body_bytes", func() float64 { return float64(bodyBytes.Load()) })

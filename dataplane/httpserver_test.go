@@ -436,20 +436,31 @@ func TestConnectionLimits(t *testing.T) {
 		{ServerConfig{MaxConns: 3}, 3, 503},
 	} {
 		addr := startHTTP(t, tc.cfg, okHandler)
+		var open []net.Conn
 		for range tc.open {
 			c, err := net.Dial("tcp", addr)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
+			open = append(open, c)
 			// A request answered shows the connection is being served.
 			io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
 			if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
 				t.Fatalf("%+v: connection within the limit: %v %v", tc.cfg, resp, err)
 			}
 		}
-		if a := send(t, addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0); a.status != tc.status {
-			t.Fatalf("%+v: one connection more: %d %s, want %d", tc.cfg, a.status, a.body, tc.status)
+		if a := send(t, addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0); a.status != tc.status || a.err == "" {
+			t.Fatalf("%+v: one connection more: %d %s, want %d and a V2 error", tc.cfg, a.status, a.body, tc.status)
+		}
+		// A connection closed gives its place back.
+		open[0].Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for a := send(t, addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0); a.status != 200; a = send(t, addr, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%+v: after one connection closed: %d %s, want 200", tc.cfg, a.status, a.body)
+			}
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 }

@@ -90,7 +90,7 @@ type Server struct {
 	names   []string
 	log     *slog.Logger
 	version string
-	srv     *fasthttp.Server
+	srv     *HTTPServer
 	drain   Drainer
 	// awaitUntil is when readiness stops waiting for the controller's plan
 	// (zero: not waiting); configured is set by the first admin POST.

@@ -33,7 +33,7 @@ type Router struct {
 	names   []string
 	log     *slog.Logger
 	version string
-	srv     *fasthttp.Server
+	srv     *dataplane.HTTPServer
 	drain   dataplane.Drainer
 	// extra serves paths the router does not know (ipa local mounts the
 	// stages' admin API and models there); nil means 404.

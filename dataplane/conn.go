@@ -1,0 +1,186 @@
+package dataplane
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Arrival returns when the request arrived, the instant its deadline counts
+// from: the earlier of two clocks.
+//
+// fasthttp's ctx.Time() is the moment the server called the handler, which
+// (StreamRequestBody) is once the header and the first 8 KiB of the body
+// were read, before the rest of the body is: the upload of the body counts
+// against the deadline. It does not see the time a request waited in the
+// kernel before the server read its first byte, which under a burst is
+// most of it: 676 requests of 600 KB sent at once to a stage on two cores
+// waited up to 90 ms each for the server to reach them (measured with this
+// clock), and a request reached last that counted its deadline from there
+// was answered "in time" by the stage, late for its client.
+//
+// So on Linux, for a connection accepted by HTTPServer.Serve, the kernel's
+// clock too: when its socket last received data (TCP_INFO's
+// tcpi_last_data_recv, to the millisecond), asked when the handler asks.
+// With one request at a time on a connection (HTTP/1.1), the last data
+// received is this request's, so that instant is no earlier than its first
+// byte arrived: the deadline never counts time the request was not there.
+// A request still being uploaded when the handler started arrives at
+// ctx.Time(), as before. A ctx that no server filled in (a handler called
+// directly) arrives now.
+func Arrival(ctx *fasthttp.RequestCtx) time.Time {
+	t := ctx.Time()
+	if t.IsZero() {
+		t = time.Now()
+	}
+	if c, ok := ctx.Conn().(*servedConn); ok && c.fd >= 0 {
+		if k, ok := lastDataReceived(c.fd); ok && k.Before(t) {
+			return k
+		}
+	}
+	return t
+}
+
+// connListener accepts the connections of an HTTPServer: it refuses the
+// connections past most (0: no limit) with 503 and a client's past perIP
+// with 429, each with a V2 error, and keeps each served TCP connection's
+// socket for Arrival. (fasthttp's own per-IP limit would hide the
+// connection behind a wrapper of its own, and its refusals are plain text.)
+type connListener struct {
+	net.Listener
+	most, perIP int
+	mu          sync.Mutex
+	total       int
+	open        map[netip.Addr]int
+}
+
+func newConnListener(ln net.Listener, most, perIP int) *connListener {
+	return &connListener{Listener: ln, most: most, perIP: perIP, open: map[netip.Addr]int{}}
+}
+
+// Accept returns the next connection within the limits.
+func (l *connListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		ip := clientIP(c.RemoteAddr())
+		if refuse := l.admit(ip); refuse != nil {
+			go refuse(c)
+			continue
+		}
+		return &servedConn{Conn: c, l: l, ip: ip, fd: socketOf(c)}, nil
+	}
+}
+
+// admit counts a connection from ip in, or returns how to refuse it: past
+// the server's limit 503, past its client's 429.
+func (l *connListener) admit(ip netip.Addr) func(net.Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.most > 0 && l.total >= l.most {
+		return refuseTotal
+	}
+	if l.perIP > 0 && ip.IsValid() {
+		if l.open[ip] >= l.perIP {
+			return refusePerIP
+		}
+		l.open[ip]++
+	}
+	l.total++
+	return nil
+}
+
+func (l *connListener) closed(ip netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.total--
+	if l.perIP > 0 && ip.IsValid() {
+		if l.open[ip]--; l.open[ip] <= 0 {
+			delete(l.open, ip)
+		}
+	}
+}
+
+func refuseTotal(c net.Conn) {
+	refused[refusedConns].Inc()
+	rejectConn(c, "503 Service Unavailable", "the server serves too many connections (--http.max-conns); retry later")
+}
+
+func refusePerIP(c net.Conn) {
+	refused[refusedConnsPerIP].Inc()
+	rejectConn(c, "429 Too Many Requests", "too many connections from your address (--http.max-conns-per-ip); reuse a connection or retry later")
+}
+
+// rejectConn answers a connection status with msg as a V2 error and closes
+// it, within a second whatever the client does (it reads nothing of the
+// request).
+func rejectConn(c net.Conn, status, msg string) {
+	body := `{"error":` + strconv.Quote(msg) + `}`
+	c.SetDeadline(time.Now().Add(time.Second))
+	c.Write([]byte("HTTP/1.1 " + status + "\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: " +
+		strconv.Itoa(len(body)) + "\r\n\r\n" + body))
+	c.Close()
+}
+
+// clientIP is the address a connection came from (invalid when it is not
+// an IP connection).
+func clientIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ip, _ := netip.AddrFromSlice(ta.IP)
+		return ip.Unmap()
+	}
+	return netip.Addr{}
+}
+
+// servedConn is an accepted connection, counted against its client's
+// limit until it closes, and its socket (-1: none to ask), which stays open
+// as long as the connection is.
+type servedConn struct {
+	net.Conn
+	l      *connListener
+	ip     netip.Addr
+	fd     int
+	closes atomic.Bool
+}
+
+// NetConn returns the connection it wraps.
+func (c *servedConn) NetConn() net.Conn { return c.Conn }
+
+func (c *servedConn) Close() error {
+	if !c.closes.Swap(true) {
+		c.l.closed(c.ip)
+	}
+	return c.Conn.Close()
+}
+
+// socketOf returns the socket of a TCP connection, looking through
+// wrappers that return what they wrap with NetConn (as crypto/tls does);
+// -1 when there is none, or the kernel cannot be asked.
+func socketOf(c net.Conn) int {
+	for canAskKernel {
+		if tc, ok := c.(*net.TCPConn); ok {
+			raw, err := tc.SyscallConn()
+			if err != nil {
+				return -1
+			}
+			fd := -1
+			if err := raw.Control(func(s uintptr) { fd = int(s) }); err != nil {
+				return -1
+			}
+			return fd
+		}
+		w, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			break
+		}
+		c = w.NetConn()
+	}
+	return -1
+}
