@@ -441,3 +441,41 @@ func TestRepositoryIndexShowsWhatIsLoaded(t *testing.T) {
 		t.Errorf("after the switch: %s, want both READY (a stays loaded)", got)
 	}
 }
+
+// Background loads give way to serving: a replica added while the others
+// compute loads the variant it runs at once, and the rest only once the
+// replicas have spare time again.
+func TestBackgroundLoadsWaitWhileTheReplicasAreBusy(t *testing.T) {
+	r := newFakeRig(true)
+	s := r.stage(t, models.StageConfig{Variant: "a", MaxBatch: 1, Replicas: 1, Cores: 1}, 16)
+	waitLoads(t, s, "a", "b")
+	// Keep the one replica computing (the gated engine holds its batch).
+	done := make(chan error, 1)
+	go func() {
+		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
+		if err == nil {
+			res.Release()
+		}
+		done <- err
+	}()
+	dataplanetest.WaitFor(t, 5*time.Second, func() error {
+		if r.entered.Load() == 0 {
+			return errors.New("the batch has not started")
+		}
+		return nil
+	})
+	if _, err := s.Reconfigure(models.StageConfig{Variant: "a", MaxBatch: 1, Replicas: 2, Cores: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Busy: one of two replicas computing all the time is half the time.
+	time.Sleep(3 * time.Second)
+	v := s.Loads()
+	if len(v.Replicas) != 2 || !slices.Equal(v.Replicas[1].Loaded, []string{"a"}) {
+		t.Fatalf("while a batch computes: %+v; want the new replica serving a and nothing else loaded", v)
+	}
+	r.gate <- struct{}{} // the batch ends: the replicas are idle
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitLoads(t, s, "a", "b")
+}

@@ -82,6 +82,9 @@ type Stage struct {
 	kick     chan struct{} // wakes the background loader; buffered 1
 	fg       atomic.Int32  // loads a Reconfigure waits for
 	loadingN atomic.Int32  // sessions loading now
+	// running counts the batches computing now, on every replica: the
+	// background loader waits while they keep the replicas busy.
+	running atomic.Int32
 
 	mu       sync.Mutex // guards replicas, nextID, closed, target, gen, cancelPending, spare
 	replicas []*replica

@@ -120,7 +120,9 @@ func (s *Stage) runGroup(r *replica, eng mlrt.Engine, group []*call) {
 		in = r.concat(group, rows)
 	}
 	start := s.clock.Now()
+	s.running.Add(1)
 	out, err := eng.Run(context.Background(), in)
+	s.running.Add(-1)
 	dur := s.clock.Now().Sub(start)
 	s.m.batch(variant, rows, dur)
 	if err == nil {
