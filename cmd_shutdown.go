@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"sync/atomic"
 	"time"
 
 	"github.com/ipa-serving/ipa/dataplane"
@@ -22,6 +21,9 @@ type httpServer interface {
 type drainingServer interface {
 	httpServer
 	StartDraining()
+	// OpenConns is how many connections it serves now, counted until
+	// each closes (after the listener closed too).
+	OpenConns() int
 }
 
 // answerWindow is how long after the grace period the server waits for
@@ -78,11 +80,10 @@ func stagesWork(stages []*dataplane.Stage) stopWork {
 //
 // logArgs describe what is served.
 func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv drainingServer, sc dataplane.ShutdownConfig, work stopWork, logArgs ...any) error {
-	inner, err := net.Listen("tcp", addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen: %w", err)
 	}
-	ln := &countingListener{Listener: inner}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("serving", append([]any{"addr", ln.Addr().String()}, logArgs...)...)
@@ -112,13 +113,13 @@ func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv draini
 	defer icancel()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for ln.open.Load() > 0 && idle.Err() == nil {
+	for srv.OpenConns() > 0 && idle.Err() == nil {
 		select {
 		case <-idle.Done():
 		case <-tick.C:
 		}
 	}
-	if n := ln.open.Load(); n > 0 {
+	if n := srv.OpenConns(); n > 0 {
 		log.Info("closing the connections still open", "connections", n)
 	}
 	if work.close != nil {
@@ -131,36 +132,4 @@ func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv draini
 	}
 	log.Info("stopped", "drain_seconds", time.Since(start).Seconds())
 	return err
-}
-
-// countingListener counts its connections that are open.
-type countingListener struct {
-	net.Listener
-	open atomic.Int64
-}
-
-func (l *countingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	l.open.Add(1)
-	return &countedConn{Conn: c, l: l}, nil
-}
-
-type countedConn struct {
-	net.Conn
-	l      *countingListener
-	closed atomic.Bool
-}
-
-// NetConn returns the connection it counts (dataplane.Arrival asks its
-// socket when a request arrived).
-func (c *countedConn) NetConn() net.Conn { return c.Conn }
-
-func (c *countedConn) Close() error {
-	if !c.closed.Swap(true) {
-		c.l.open.Add(-1)
-	}
-	return c.Conn.Close()
 }

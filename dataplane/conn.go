@@ -164,7 +164,10 @@ func (c *servedConn) Close() error {
 // wrappers that return what they wrap with NetConn (as crypto/tls does);
 // -1 when there is none, or the kernel cannot be asked.
 func socketOf(c net.Conn) int {
-	for canAskKernel {
+	if !canAskKernel {
+		return -1
+	}
+	for {
 		if tc, ok := c.(*net.TCPConn); ok {
 			raw, err := tc.SyscallConn()
 			if err != nil {
@@ -178,9 +181,8 @@ func socketOf(c net.Conn) int {
 		}
 		w, ok := c.(interface{ NetConn() net.Conn })
 		if !ok {
-			break
+			return -1
 		}
 		c = w.NetConn()
 	}
-	return -1
 }

@@ -70,8 +70,9 @@ const (
 // closes the connection.
 //
 // Connections are accepted through a listener of ours (HTTPServer.Serve):
-// it refuses a client's connections past cfg.MaxConnsPerIP with 429, as
-// fasthttp would, and lets Arrival ask each connection's socket when its
+// it refuses connections past cfg.MaxConns (503) and a client's past
+// cfg.MaxConnsPerIP (429) with V2 errors, counts those it serves
+// (OpenConns), and lets Arrival ask each connection's socket when its
 // request arrived.
 func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) *HTTPServer {
 	srv, _ := newHTTPServer(cfg, handler, log)
@@ -82,12 +83,27 @@ func NewHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 type HTTPServer struct {
 	*fasthttp.Server
 	most, perIP int
+	conns       atomic.Pointer[connListener] // set by Serve
 }
 
-// Serve accepts connections on ln until Shutdown: past the per-client limit
-// refused (429), the others served with their sockets at hand (Arrival).
+// Serve accepts connections on ln until Shutdown: past the limits refused
+// (503, 429), the others served with their sockets at hand (Arrival).
 func (s *HTTPServer) Serve(ln net.Listener) error {
-	return s.Server.Serve(newConnListener(ln, s.most, s.perIP))
+	l := newConnListener(ln, s.most, s.perIP)
+	s.conns.Store(l)
+	return s.Server.Serve(l)
+}
+
+// OpenConns is how many connections the server serves now (0 before
+// Serve); they stay counted after the listener closes, until each closes.
+func (s *HTTPServer) OpenConns() int {
+	l := s.conns.Load()
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
 }
 
 func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.Logger) (*HTTPServer, *bodyGuard) {

@@ -450,14 +450,7 @@ func TestBackgroundLoadsWaitWhileTheReplicasAreBusy(t *testing.T) {
 	s := r.stage(t, models.StageConfig{Variant: "a", MaxBatch: 1, Replicas: 1, Cores: 1}, 16)
 	waitLoads(t, s, "a", "b")
 	// Keep the one replica computing (the gated engine holds its batch).
-	done := make(chan error, 1)
-	go func() {
-		res, err := s.Infer(context.Background(), dataplanetest.Input(1, 2), time.Time{})
-		if err == nil {
-			res.Release()
-		}
-		done <- err
-	}()
+	done := inferAsync(s, 1)
 	dataplanetest.WaitFor(t, 5*time.Second, func() error {
 		if r.entered.Load() == 0 {
 			return errors.New("the batch has not started")

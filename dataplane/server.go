@@ -122,6 +122,9 @@ func (s *Server) StartDraining() { s.drain.Start() }
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error { return s.srv.Serve(ln) }
 
+// OpenConns is how many connections the server serves now.
+func (s *Server) OpenConns() int { return s.srv.OpenConns() }
+
 // Shutdown stops accepting connections and waits for open requests.
 func (s *Server) Shutdown(ctx context.Context) error { return s.srv.ShutdownWithContext(ctx) }
 

@@ -102,6 +102,9 @@ func (r *Router) StartDraining() { r.drain.Start() }
 // Serve accepts connections on ln until Shutdown.
 func (r *Router) Serve(ln net.Listener) error { return r.srv.Serve(ln) }
 
+// OpenConns is how many connections the router serves now.
+func (r *Router) OpenConns() int { return r.srv.OpenConns() }
+
 // Shutdown stops accepting connections and waits for open requests.
 func (r *Router) Shutdown(ctx context.Context) error {
 	err := r.srv.ShutdownWithContext(ctx)
