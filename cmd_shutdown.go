@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -68,7 +69,8 @@ func stagesWork(stages []*dataplane.Stage) stopWork {
 //     and every response carries Connection: close (sc.Linger long), so
 //     that load balancers and keep-alive clients leave before the listener
 //     closes;
-//  2. the listener closes (new connections are refused); the requests in
+//  2. the listener closes (new connections are refused, those the kernel
+//     had queued are accepted and answered first); the requests in
 //     flight and queued are computed and answered (work.drain,
 //     sc.GracePeriod at most), and each keep-alive connection closes after
 //     its next answer (503, Connection: close) or when its client closes
@@ -80,7 +82,7 @@ func stagesWork(stages []*dataplane.Stage) stopWork {
 //
 // logArgs describe what is served.
 func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv drainingServer, sc dataplane.ShutdownConfig, work stopWork, logArgs ...any) error {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := dataplane.Listen(addr)
 	if err != nil {
 		return fmt.Errorf("cannot listen: %w", err)
 	}
@@ -96,7 +98,7 @@ func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv draini
 		log.Error("server failed", "err", err)
 	}
 	start := time.Now()
-	ln.Close()
+	ln.Close() // what the kernel queued is accepted (and answered 503) first
 	grace, cancel := context.WithTimeout(context.Background(), sc.GracePeriod)
 	defer cancel()
 	drained := make(chan struct{})
@@ -127,7 +129,7 @@ func serveDrained(ctx context.Context, log *slog.Logger, addr string, srv draini
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), answerWindow)
 	defer scancel()
-	if serr := srv.Shutdown(sctx); serr != nil {
+	if serr := srv.Shutdown(sctx); serr != nil && !errors.Is(serr, net.ErrClosed) { // the listener is closed already
 		log.Warn("connections still open at exit", "err", serr)
 	}
 	log.Info("stopped", "drain_seconds", time.Since(start).Seconds())

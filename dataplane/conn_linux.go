@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"net"
+	"os"
 	"syscall"
 	"time"
 	"unsafe"
@@ -23,4 +25,30 @@ func lastDataReceived(fd int) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	return now.Add(-time.Duration(info.Last_data_recv) * time.Millisecond), true
+}
+
+// acceptQueued accepts a connection the kernel has queued on ln without
+// waiting (nil when there is none), whatever ln's deadline.
+func acceptQueued(ln *net.TCPListener) net.Conn {
+	raw, err := ln.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	var c net.Conn
+	raw.Control(func(fd uintptr) {
+		for {
+			nfd, _, err := unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+			if err == unix.EINTR || err == unix.ECONNABORTED {
+				continue // interrupted, or a client that left while queued
+			}
+			if err != nil {
+				return
+			}
+			f := os.NewFile(uintptr(nfd), "")
+			c, _ = net.FileConn(f) // a duplicate: f closes
+			f.Close()
+			return
+		}
+	})
+	return c
 }
