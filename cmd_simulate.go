@@ -34,6 +34,7 @@ type SimulateCmd struct {
 	Adapt   bool            `name:"controller" default:"true" negatable:"" help:"Adapt with the controller (--no-controller: keep the initial configuration; the loop only logs it)."`
 	Replay  string          `name:"replay" placeholder:"RUN_DIR" help:"Serve a recorded run's plans in place of the controller: the configurations its decisions.jsonl applied, each at its decision's time since the run's load began (load-report.json), through the same start-up and switch delays. RUN_DIR is a run of ipa local with --controller.decision-log and ipa load --report --records into one directory, or one of ipa experiment's runs; give the run's own load flags and seed. Its latencies against the run's are the simulator's apart from the plans."`
 	Control ControllerFlags `embed:"" prefix:"controller."`
+	Started time.Time       `name:"started" placeholder:"TIME" help:"Wall time the load begins at (RFC 3339 with fractions, as a real run's load-report.json has it in started). The router counts arrivals per second of the wall clock, so the start's fraction of a second decides which arrivals share a second in what the predictor sees, and with a bursty load the plans. Default: a fixed epoch; with --replay, the run's own start."`
 
 	Glue      time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
 	GlueP99   time.Duration `name:"glue-p99" default:"0s" help:"The glue's 99th percentile: each request's glue is then drawn from a log-normal fitted to --glue-cost (the median) and this (ipa local's ipa_router_glue_seconds shows both). 0: always --glue-cost."`
@@ -131,7 +132,7 @@ func (c *SimulateCmd) Run(g *Globals) error {
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
 		GlueCost: c.Glue, GlueP99: c.GlueP99, Cores: c.Machine, Interference: c.Interfere, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
-		StartupFromProfile: fromProfile, StartupOverhead: overhead}
+		StartupFromProfile: fromProfile, StartupOverhead: overhead, Start: c.Started}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err
 	}
@@ -145,6 +146,9 @@ func (c *SimulateCmd) Run(g *Globals) error {
 			return fmt.Errorf("--replay: %s logs no applied configuration", filepath.Join(c.Replay, experiment.DecisionsFile))
 		}
 		opt.Adapt = &sim.Adaptation{Config: opt.Adapt.Config, Replay: replay}
+		if opt.Start.IsZero() {
+			opt.Start = start
+		}
 	}
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err

@@ -221,6 +221,13 @@ func TestFidelityPlumbing(t *testing.T) {
 		if calls != 14 || len(runs) != 42 { // simulated, real, replayed
 			t.Fatalf("%d real runs, %d runs", calls, len(runs))
 		}
+		// Each simulated twin starts when its real run's load began, so its
+		// router counts the same wall-clock seconds.
+		for _, r := range runs {
+			if !r.Start.Equal(realStart) {
+				t.Errorf("%s/%s/%s (%s) began at %v, want the real run's %v", r.Pipeline, r.Window, r.System, r.Mode, r.Start, realStart)
+			}
+		}
 		rows, err := Compare(runs, f.Fidelity)
 		if err != nil {
 			t.Fatal(err)
@@ -278,6 +285,10 @@ func TestFidelityPlumbing(t *testing.T) {
 
 // simulatedReal is a real runner that simulates each run on env's
 // pipeline, its latencies times slow, and writes it as a real run would.
+// realStart is when simulatedReal's loads begin: 0.4 s into a second, as a
+// real load begins anywhere in one.
+var realStart = sim.Epoch.Add(400 * time.Millisecond)
+
 func simulatedReal(env Env, startup startup, slow float64) func(context.Context, RealRun) error {
 	return func(ctx context.Context, r RealRun) error {
 		pipe, _ := env.Resolve(r.Pipeline, r.Profile)
@@ -305,7 +316,7 @@ func simulatedReal(env Env, startup startup, slow float64) func(context.Context,
 		res, err := sim.Run(ctx, startup.options(sim.Options{Pipeline: pipe, Load: r.Load, Process: proc, Seed: r.Seed,
 			Adapt: &sim.Adaptation{Config: r.Loop, Problem: problem, Solver: env.Solvers[r.Solver], Predictor: pred,
 				Off: r.Baseline == optimizer.Fixed},
-			Decisions: &log}))
+			Decisions: &log, Start: realStart}))
 		if err != nil {
 			return err
 		}

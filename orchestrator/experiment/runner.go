@@ -124,19 +124,15 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 			// The simulated runs take their engines from the real runs'
 			// probes: the real side first.
 			probes = filepath.Join(out, "real")
-			if reals, err = execute(ctx, f, env, probes, "real", "", nil); err != nil {
-				return nil, err
-			}
-			if sims, err = execute(ctx, f, env, filepath.Join(out, "sim"), "sim", probes, nil); err != nil {
-				return nil, err
-			}
-		} else {
-			if sims, err = execute(ctx, f, env, filepath.Join(out, "sim"), "sim", "", nil); err != nil {
-				return nil, err
-			}
-			if reals, err = execute(ctx, f, env, filepath.Join(out, "real"), "real", "", nil); err != nil {
-				return nil, err
-			}
+		}
+		// The real side first: each simulated twin starts when its real
+		// run's load began (sim.Options.Start), so that the router counts
+		// its arrivals in the same wall-clock seconds.
+		if reals, err = execute(ctx, f, env, filepath.Join(out, "real"), "real", "", nil); err != nil {
+			return nil, err
+		}
+		if sims, err = execute(ctx, f, env, filepath.Join(out, "sim"), "sim", probes, reals); err != nil {
+			return nil, err
 		}
 		// Each real run's plans, replayed on its simulated twin's machine:
 		// the simulator's latency apart from the two controllers' plans.
@@ -153,7 +149,8 @@ func Execute(ctx context.Context, f *File, env Env, out string) ([]*Run, error) 
 // has the machine to itself. probes, in modes sim and replay, is the
 // output directory of the real runs whose probes calibrate each simulated
 // twin (File.Probe). Mode replay simulates each of reals with its
-// recorded plans (sim.Adaptation.Replay) in place of the controller.
+// recorded plans (sim.Adaptation.Replay) in place of the controller; mode
+// sim starts each run that has a twin in reals when the twin's load began.
 func execute(ctx context.Context, f *File, env Env, out, mode, probes string, reals []*Run) ([]*Run, error) {
 	if mode == "real" && env.Real == nil && !env.ReuseReal {
 		return nil, errors.New("mode real is not available here")
@@ -230,7 +227,7 @@ func execute(ctx context.Context, f *File, env Env, out, mode, probes string, re
 				} else if mode == "replay" {
 					runs[i], errs[i] = replayOne(ctx, f, pipes[j.pipe], m, j, reals, proc, startup, out)
 				} else {
-					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out)
+					runs[i], errs[i] = runOne(ctx, f, pipes[j.pipe], m, j, solver, env.Predictor, proc, startup, out, twin(f, pipes[j.pipe], j, reals))
 				}
 				mu.Lock()
 				done++
@@ -319,9 +316,21 @@ type machine struct {
 	glue, glueP99 time.Duration
 }
 
-// runOne simulates one job on m and writes its files.
+// twin is the run of reals that is job j's (nil: none).
+func twin(f *File, pipe sim.Pipeline, j job, reals []*Run) *Run {
+	i := slices.IndexFunc(reals, func(r *Run) bool {
+		return r.Pipeline == pipe.Name && r.Window == f.Windows[j.window].Name && r.System == j.system.Name
+	})
+	if i < 0 {
+		return nil
+	}
+	return reals[i]
+}
+
+// runOne simulates one job on m and writes its files; with real, its real
+// twin, it starts when the twin's load began.
 func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, solver optimizer.Solver,
-	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string) (*Run, error) {
+	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string, real *Run) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	pred, err := predictor(f.Predictor)
 	if err != nil {
@@ -333,8 +342,12 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 	}
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
+	var start time.Time
+	if real != nil {
+		start = real.Start
+	}
 	return simulateJob(ctx, f, pipe, m, j, "sim", &sim.Adaptation{Config: f.loop(),
-		Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed}, proc, startup, out)
+		Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed}, proc, startup, out, start)
 }
 
 // replayOne simulates the real run of job j, taken from reals, with the
@@ -342,35 +355,33 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 func replayOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, reals []*Run,
 	proc loadgen.Process, startup startup, out string) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
-	i := slices.IndexFunc(reals, func(r *Run) bool {
-		return r.Pipeline == pipe.Name && r.Window == f.Windows[j.window].Name && r.System == j.system.Name
-	})
-	if i < 0 {
+	real := twin(f, pipe, j, reals)
+	if real == nil {
 		return nil, fmt.Errorf("%s: no real run to replay", name)
 	}
 	pipe, _, err := configure(pipe, j.system, j.load)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	replay := sim.ReplayOf(reals[i].Decisions, reals[i].Start)
-	if reals[i].Initial != nil {
-		replay = append([]sim.Replayed{{Configs: reals[i].Initial}}, replay...)
+	replay := sim.ReplayOf(real.Decisions, real.Start)
+	if real.Initial != nil {
+		replay = append([]sim.Replayed{{Configs: real.Initial}}, replay...)
 	}
 	if len(replay) == 0 {
 		return nil, fmt.Errorf("%s: the real run logged no configuration to replay", name)
 	}
-	return simulateJob(ctx, f, pipe, m, j, "replay", &sim.Adaptation{Config: f.loop(), Replay: replay}, proc, startup, out)
+	return simulateJob(ctx, f, pipe, m, j, "replay", &sim.Adaptation{Config: f.loop(), Replay: replay}, proc, startup, out, real.Start)
 }
 
 // simulateJob runs one job of pipe (configured for its system) on m under
-// adapt, and writes its files.
+// adapt, starting at start (zero: sim.Epoch), and writes its files.
 func simulateJob(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, mode string, adapt *sim.Adaptation,
-	proc loadgen.Process, startup startup, out string) (*Run, error) {
+	proc loadgen.Process, startup startup, out string, start time.Time) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth, Adapt: adapt,
-		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log,
+		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log, Start: start,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)

@@ -224,7 +224,9 @@ type Options struct {
 	// MaxQueue is each stage's --batch.max-queue; MaxInflight the load
 	// generator's --max-inflight (0: the defaults).
 	MaxQueue, MaxInflight int
-	// Start is the virtual wall time of the start (zero: Epoch).
+	// Start is the virtual wall time of the start (zero: Epoch). Its
+	// fraction of a second is where the router's per-second counts begin
+	// (perSec): to simulate a real run, give its load's start.
 	Start time.Time
 	// Decisions receives the decision log (may be nil).
 	Decisions io.Writer
@@ -271,7 +273,13 @@ type sim struct {
 	inflight int
 	budget   time.Duration // from arrival to the deadline
 	lastDone time.Duration
-	perSec   []int64 // router arrivals per second
+	// perSec counts the router's arrivals per second of the wall clock,
+	// as dataplane/router.RateCounter does (Unix seconds): perSec[0] is
+	// the second the load began in, so a load that began 0.4 s into a
+	// second has a first bin of 0.6 s, and every bin straddles two of the
+	// load's seconds. That phase decides what the predictor sees of a
+	// bursty load, and with it plans at a threshold (see second).
+	perSec []int64
 	// Per step, the requests that reached it and the rows the router sent
 	// it (router.Pipeline.Rows), and the random stream of the fan-outs'
 	// fractions.
@@ -570,6 +578,13 @@ func (s *sim) nextArrival() {
 	})
 }
 
+// second is the index in perSec of the wall-clock second that holds the
+// virtual time at: seconds since the one the load began in (Options.Start's
+// fraction of a second is the phase).
+func (s *sim) second(at time.Duration) int {
+	return int((at + time.Duration(s.loop.epoch.Nanosecond())) / time.Second)
+}
+
 // arrive is the load generator sending a request and the router taking it.
 func (s *sim) arrive(at time.Duration) {
 	seq := len(s.records)
@@ -579,7 +594,7 @@ func (s *sim) arrive(at time.Duration) {
 		return
 	}
 	s.inflight++
-	sec := int(at / time.Second)
+	sec := s.second(at)
 	for len(s.perSec) <= sec {
 		s.perSec = append(s.perSec, 0)
 	}

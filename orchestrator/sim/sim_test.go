@@ -507,3 +507,40 @@ func TestGlueVariesAsItsPercentilesSay(t *testing.T) {
 		t.Fatalf("a negative GlueP99: %v", err)
 	}
 }
+
+// TestTheRouterCountsWallClockSeconds: the simulated router counts its
+// arrivals per second of the virtual wall clock, as dataplane/router's
+// RateCounter counts Unix seconds, so where in a second the load began
+// changes what the controller sees of a bursty load: 20 requests in every
+// other second of the load, evenly spaced, are seen as peaks of 20 when the
+// load began on a second, 15 when it began a quarter into one, 10 at half.
+func TestTheRouterCountsWallClockSeconds(t *testing.T) {
+	load := make(loadgen.Counts, 40)
+	for i := range load {
+		if i%2 == 0 {
+			load[i] = 20
+		}
+	}
+	for _, c := range []struct {
+		phase time.Duration
+		peak  float64
+	}{{0, 20}, {250 * time.Millisecond, 15}, {500 * time.Millisecond, 10}, {750 * time.Millisecond, 15}} {
+		opt := classifyOptions(t, load, nil)
+		opt.Process, opt.Start = loadgen.Equal, sim.Epoch.Add(c.phase)
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Decisions) < 3 {
+			t.Fatalf("phase %v: %d decisions, want 4", c.phase, len(res.Decisions))
+		}
+		for _, d := range res.Decisions[1:3] { // whole intervals inside the load
+			if d.PeakSeen != c.peak {
+				t.Errorf("phase %v: decision at %v saw a peak of %v requests/s, want %v", c.phase, d.Time.Sub(opt.Start), d.PeakSeen, c.peak)
+			}
+			if !d.Time.Equal(opt.Start.Add(d.Time.Sub(opt.Start).Round(10 * time.Second))) {
+				t.Errorf("phase %v: decision at %v, not on the load's interval", c.phase, d.Time.Sub(opt.Start))
+			}
+		}
+	}
+}

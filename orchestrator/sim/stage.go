@@ -316,7 +316,7 @@ type observer struct{ s *sim }
 
 func (o observer) Rates(_ context.Context, n int) ([]float64, error) {
 	n = min(n, routerRateSeconds-1)
-	now := int(o.s.loop.now / time.Second)
+	now := o.s.second(o.s.loop.now)
 	out := make([]float64, n)
 	for j := range n {
 		if sec := now - n + j; sec >= 0 && sec < len(o.s.perSec) {
