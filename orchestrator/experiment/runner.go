@@ -327,10 +327,10 @@ func twin(f *File, pipe sim.Pipeline, j job, reals []*Run) *Run {
 	return reals[i]
 }
 
-// runOne simulates one job on m and writes its files; with real, its real
-// twin, it starts when the twin's load began.
+// runOne simulates one job on m and writes its files; with realRun, its
+// real twin, it starts when the twin's load began.
 func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, solver optimizer.Solver,
-	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string, real *Run) (*Run, error) {
+	predictor func(string) (orchestrator.Predictor, error), proc loadgen.Process, startup startup, out string, realRun *Run) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
 	pred, err := predictor(f.Predictor)
 	if err != nil {
@@ -343,8 +343,8 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 	problem := pipe.Problem(j.system.Alpha, j.system.Beta, f.ScalingCap, f.CoreCapacity)
 	problem.Baseline = baseline
 	var start time.Time
-	if real != nil {
-		start = real.Start
+	if realRun != nil {
+		start = realRun.Start
 	}
 	return simulateJob(ctx, f, pipe, m, j, "sim", &sim.Adaptation{Config: f.loop(),
 		Problem: problem, Solver: solver, Predictor: pred, Off: baseline == optimizer.Fixed}, proc, startup, out, start)
@@ -355,22 +355,22 @@ func runOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, s
 func replayOne(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j job, reals []*Run,
 	proc loadgen.Process, startup startup, out string) (*Run, error) {
 	name := fmt.Sprintf("%s/%s/%s", pipe.Name, f.Windows[j.window].Name, j.system.Name)
-	real := twin(f, pipe, j, reals)
-	if real == nil {
+	realRun := twin(f, pipe, j, reals)
+	if realRun == nil {
 		return nil, fmt.Errorf("%s: no real run to replay", name)
 	}
 	pipe, _, err := configure(pipe, j.system, j.load)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
-	replay := sim.ReplayOf(real.Decisions, real.Start)
-	if real.Initial != nil {
-		replay = append([]sim.Replayed{{Configs: real.Initial}}, replay...)
+	replay := sim.ReplayOf(realRun.Decisions, realRun.Start)
+	if realRun.Initial != nil {
+		replay = append([]sim.Replayed{{Configs: realRun.Initial}}, replay...)
 	}
 	if len(replay) == 0 {
 		return nil, fmt.Errorf("%s: the real run logged no configuration to replay", name)
 	}
-	return simulateJob(ctx, f, pipe, m, j, "replay", &sim.Adaptation{Config: f.loop(), Replay: replay}, proc, startup, out, real.Start)
+	return simulateJob(ctx, f, pipe, m, j, "replay", &sim.Adaptation{Config: f.loop(), Replay: replay}, proc, startup, out, realRun.Start)
 }
 
 // simulateJob runs one job of pipe (configured for its system) on m under
