@@ -369,12 +369,46 @@ func TestSIGTERMOnAStageAnswersEveryRequest(t *testing.T) {
 			t.Errorf("answer %q: want only 503 server is shutting down", b)
 		}
 	}
-	if o.ok != before {
-		t.Errorf("%d requests sent before the signal, %d answered 200: the queued ones must be computed", before, o.ok)
-	}
-	if log := readLog(t, logFile); !strings.Contains(log, "stage drained") {
+	log := readLog(t, logFile)
+	if !strings.Contains(log, "stage drained") {
 		t.Errorf("the stage did not log that it drained its queue")
 	}
+	// The signal is delivered asynchronously: a request sent after
+	// Signal returned but before the stage turned its admission off is
+	// queued and computed like the others (CI saw 2 of 571). So: every
+	// request sent before the signal is answered 200, and a 200 sent
+	// after it was sent before the stage logged that it was draining.
+	draining := logTime(t, log, "draining: readiness off")
+	late := 0
+	for _, s := range shots {
+		if s.err == nil && s.status == 200 && s.start.After(draining.Add(5*time.Millisecond)) {
+			late++
+		}
+	}
+	if o.ok < before || late != 0 {
+		t.Errorf("%d requests sent before the signal, %d answered 200, %d of them sent after the stage began draining at %s: the queued ones must be computed and the later ones refused",
+			before, o.ok, late, draining.Format(time.StampMicro))
+	}
+}
+
+// logTime returns the time of the first slog line of log that contains msg.
+func logTime(t *testing.T, log, msg string) time.Time {
+	t.Helper()
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, msg) {
+			continue
+		}
+		f := strings.Fields(strings.TrimSpace(line))
+		if len(f) > 0 && strings.HasPrefix(f[0], "time=") {
+			at, err := time.Parse(time.RFC3339Nano, strings.TrimPrefix(f[0], "time="))
+			if err != nil {
+				t.Fatalf("log line %q: %v", line, err)
+			}
+			return at
+		}
+	}
+	t.Fatalf("no log line with %q in:\n%s", msg, log)
+	return time.Time{}
 }
 
 // routerSetup starts two ocr-cls stages and a router in front of them,
