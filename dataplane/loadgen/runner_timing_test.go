@@ -36,14 +36,19 @@ func runAt(t testing.TB, url string, rate float64, total, maxInflight int) Repor
 
 // TestGeneratorKeepsUpWith2000RequestsPerSecond is the floor that cannot
 // flake on a busy two-core machine, even under -race: 2,000 requests at
-// 2,000/s must all succeed, none dropped for client overload, within 5 s.
+// 2,000/s must all succeed within 5 s. The in-flight cap is the whole run:
+// the endpoint shares the process (and, under make test, the two cores with
+// other packages' tests), and CI once saw it stall long enough for 1,024
+// requests to be in flight (29 dropped for client overload, send lag p99
+// 300 ms) — a stall of the endpoint, not of the generator, which is what
+// the 5 s bound and the sends' lag measure.
 // BenchmarkGenerator measures the real figure (target ≥ 5,000/s).
 func TestGeneratorKeepsUpWith2000RequestsPerSecond(t *testing.T) {
 	url := trivialEndpoint(t)
-	rep := runAt(t, url, 2000, 2000, 1024)
+	rep := runAt(t, url, 2000, 2000, 2000)
 	t.Logf("%d requests in %.3f s: %.0f req/s succeeded; send lag p99 %.2f ms", rep.Sent, rep.DurationSeconds, rep.ThroughputRPS, rep.SendLag.P99*1000)
-	if rep.Succeeded != 2000 || rep.DurationSeconds > 5 {
-		t.Fatalf("succeeded %d of 2000 in %.2f s; dropped %v failed %v", rep.Succeeded, rep.DurationSeconds, rep.DroppedByReason, rep.FailedByReason)
+	if rep.Succeeded != 2000 || rep.DurationSeconds > 5 || rep.SendLag.P99 > 2 {
+		t.Fatalf("succeeded %d of 2000 in %.2f s, send lag p99 %.2f s; dropped %v failed %v", rep.Succeeded, rep.DurationSeconds, rep.SendLag.P99, rep.DroppedByReason, rep.FailedByReason)
 	}
 }
 
