@@ -38,6 +38,7 @@ type SimulateCmd struct {
 
 	Glue      time.Duration `name:"glue-cost" default:"0s" help:"The router's time per request before its first stage (image decode and resize; ipa local measures it); the controller reserves cores for it."`
 	GlueP99   time.Duration `name:"glue-p99" default:"0s" help:"The glue's 99th percentile: each request's glue is then drawn from a log-normal fitted to --glue-cost (the median) and this (ipa local's ipa_router_glue_seconds shows both). 0: always --glue-cost."`
+	Hop       time.Duration `name:"hop-cost" default:"0s" help:"Added to every answer's latency at the client: the time a request spends between processes (uploads, the tensors' trips to the stages, answers), on no modelled core. ipa experiment measures it from its probes: a light load's client latency less the router's glue and the stages' queue and engine times."`
 	Startup   string        `name:"startup-delay" default:"local" help:"Time new replicas take to load: local (the profile's load_seconds of the variant a new replica runs; 5.2 s where it has none, measured by ipa local), kubernetes (12 s more: pod start-up SLO 5 s + startup- and readiness-probe periods) or a duration (always)."`
 	Machine   int           `name:"machine-cores" default:"0" help:"The machine's cores, shared by the replicas' batches and the router's glue (processor sharing: beyond as many busy threads as cores, each runs slower; the controller sees the glue time as measured). 0: not modelled, every batch and glue takes its own time."`
 	Interfere float64       `name:"interference" default:"0" help:"With --machine-cores: how much longer every job takes while the router's glue runs beside another (0.3: 30 % longer; measure it with go test -run XXX -bench GlueBesideAnEngine -benchtime 6x ./dataplane/glue)."`
@@ -131,7 +132,7 @@ func (c *SimulateCmd) Run(g *Globals) error {
 		return fmt.Errorf("--startup-delay: %w", err)
 	}
 	opt := sim.Options{Pipeline: pipe, SLA: c.SLA, Load: load, Process: proc, Slot: slot, Duration: c.Duration, Total: c.Total, Seed: c.Seed,
-		GlueCost: c.Glue, GlueP99: c.GlueP99, Cores: c.Machine, Interference: c.Interfere, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
+		GlueCost: c.Glue, GlueP99: c.GlueP99, HopCost: c.Hop, Cores: c.Machine, Interference: c.Interfere, StartupDelay: startup, SwitchDelay: c.Switch, MaxQueue: c.MaxQueue, MaxInflight: c.MaxInflight, TrueProfile: truth,
 		StartupFromProfile: fromProfile, StartupOverhead: overhead, Start: c.Started}
 	if opt.Adapt, err = c.Control.adaptation(pipe, c.Adapt); err != nil {
 		return err

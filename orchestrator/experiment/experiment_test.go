@@ -826,3 +826,77 @@ systems: ["static:resnet50/1/2/1"]
 		t.Errorf("replay: %v at %v, then %v; want %v from the start, then resnet50", first.Applied, first.Time.Sub(replay.Start), second.Applied, early)
 	}
 }
+
+// TestProbesSetTheHop: a real probe (testdata: squeezenet at 4 req/s for
+// 40 s in the steady-low/fa2-low run of experiments/fidelity-grid.yaml)
+// measured 14.48 ms per request at its client, of which the router's glue
+// took 8.34 ms, the stage's queue 0.02 ms and its engine 4.74 ms: the hop
+// is the 1.38 ms left, and the machine calibrated from that probe carries
+// it. A step with more items than requests is taken whole as the router
+// timed it; a probe of too few requests, or a snapshot without its load
+// report, gives no hop.
+func TestProbesSetTheHop(t *testing.T) {
+	pipe, _ := testEnv(t).Resolve("classify", "")
+	real := filepath.Join("testdata", "probe-classify-squeezenet", MetricsFile)
+	hop, ok, err := probeHop(real, pipe)
+	if err != nil || !ok || hop < 1370*time.Microsecond || hop > 1390*time.Microsecond {
+		t.Errorf("hop of the real probe: %v, %v, %v; want 1.37–1.39 ms", hop, ok, err)
+	}
+	m, err := calibrated(&File{}, pipe, real)
+	if err != nil || m.hop != hop {
+		t.Errorf("calibrated from the probe: hop %v, %v; want %v", m.hop, err, hop)
+	}
+
+	write := func(dir, report string, lines ...string) string {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if report != "" {
+			if err := os.WriteFile(filepath.Join(dir, LoadReportFile), []byte(report), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		p := filepath.Join(dir, MetricsFile)
+		if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	report := func(n int, mean float64) string {
+		return fmt.Sprintf(`{"succeeded": %d, "latency_seconds": {"mean": %g}}`, n, mean)
+	}
+	snap := []string{
+		`ipa_router_glue_seconds_bucket{pipeline="classify",vmrange="4.642e-03...5.000e-03"} 200`,
+		`ipa_router_glue_seconds_sum{pipeline="classify"} 1`, // 5 ms
+		`ipa_router_glue_seconds_count{pipeline="classify"} 200`,
+		`ipa_router_stage_duration_seconds_sum{pipeline="classify",stage="classify"} 4`, // 20 ms
+		`ipa_router_stage_duration_seconds_count{pipeline="classify",stage="classify"} 200`,
+		`ipa_stage_batch_engine_seconds_sum{stage="classify",variant="squeezenet",cores="1",rows="1"} 1`, // 100 × 10 ms
+		`ipa_stage_batch_engine_seconds_count{stage="classify",variant="squeezenet",cores="1",rows="1"} 100`,
+		`ipa_stage_batch_engine_seconds_sum{stage="classify",variant="squeezenet",cores="1",rows="2"} 1.5`, // 50 × 30 ms, 2 rows each
+		`ipa_stage_batch_engine_seconds_count{stage="classify",variant="squeezenet",cores="1",rows="2"} 50`,
+		`ipa_stage_queue_wait_seconds_sum{stage="classify"} 0.4`, // 2 ms
+	}
+	dir := t.TempDir()
+	// Rows wait 10 ms (100 rows) or 30 ms (100 rows): 20 ms; 30 − 5 − 2 − 20 = 3 ms.
+	one := write(filepath.Join(dir, "one"), report(200, 0.030), append(snap, `ipa_stage_queue_wait_seconds_count{stage="classify"} 200`)...)
+	if hop, ok, err := probeHop(one, pipe); err != nil || !ok || hop < 2999*time.Microsecond || hop > 3001*time.Microsecond {
+		t.Errorf("one item a request: hop %v, %v, %v; want 3 ms", hop, ok, err)
+	}
+	// 400 waits for 200 requests: the step is the router's 20 ms, 30 − 5 − 20 = 5 ms.
+	fan := write(filepath.Join(dir, "fan"), report(200, 0.030), append(snap, `ipa_stage_queue_wait_seconds_count{stage="classify"} 400`)...)
+	if hop, ok, err := probeHop(fan, pipe); err != nil || !ok || hop < 4999*time.Microsecond || hop > 5001*time.Microsecond {
+		t.Errorf("a fan-out: hop %v, %v, %v; want 5 ms", hop, ok, err)
+	}
+	few := write(filepath.Join(dir, "few"), report(minEngineSamples-1, 0.030), snap...)
+	alone := write(filepath.Join(dir, "alone"), "", snap...)
+	for name, p := range map[string]string{"too few requests": few, "no load report": alone} {
+		if hop, ok, err := probeHop(p, pipe); err != nil || ok || hop != 0 {
+			t.Errorf("%s: hop %v, %v, %v; want none", name, hop, ok, err)
+		}
+	}
+	bad := write(filepath.Join(dir, "bad"), "{", snap...)
+	if _, _, err := probeHop(bad, pipe); err == nil {
+		t.Errorf("a malformed load report gave no error")
+	}
+}

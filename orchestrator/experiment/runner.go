@@ -314,6 +314,7 @@ func jobMachine(f *File, pipe sim.Pipeline, m machine, j job, probes string) (ma
 type machine struct {
 	truth         *profiles.Profile
 	glue, glueP99 time.Duration
+	hop           time.Duration // sim.Options.HopCost
 }
 
 // twin is the run of reals that is job j's (nil: none).
@@ -381,7 +382,7 @@ func simulateJob(ctx context.Context, f *File, pipe sim.Pipeline, m machine, j j
 	var log bytes.Buffer
 	res, err := sim.Run(ctx, startup.options(sim.Options{
 		Pipeline: pipe, Load: j.load, Process: proc, Seed: f.Seed, TrueProfile: m.truth, Adapt: adapt,
-		GlueCost: m.glue, GlueP99: m.glueP99, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log, Start: start,
+		GlueCost: m.glue, GlueP99: m.glueP99, HopCost: m.hop, Cores: f.CoreCapacity, Interference: f.Interference, SwitchDelay: f.SwitchDelay, Decisions: &log, Start: start,
 	}))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
@@ -659,8 +660,9 @@ func withFanout(pipe sim.Pipeline, fan map[string]float64) (sim.Pipeline, error)
 // glue takes their median, and varies to their 99th percentile (a probe
 // runs one variant at a low rate, so its glue is the glue alone, what the
 // simulator slows itself with interference; without interference the
-// calibration's median was the glue under its runs' load). Without a
-// calibration or probes: the zero machine.
+// calibration's median was the glue under its runs' load). The probes also
+// give the hops between processes (probeHop; their median), which nothing
+// else measures. Without a calibration or probes: the zero machine.
 func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 	if len(f.Calibration) == 0 && len(probes) == 0 {
 		return machine{}, nil
@@ -701,10 +703,16 @@ func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 		}
 	}
 	probeGlue := histogram{}
+	var hops []time.Duration
 	for _, path := range probes {
 		ps := newSnapshot()
 		if err := ps.read(path, pipe); err != nil {
 			return machine{}, err
+		}
+		if hop, ok, err := probeHop(path, pipe); err != nil {
+			return machine{}, err
+		} else if ok {
+			hops = append(hops, hop)
 		}
 		for r, c := range ps.glue {
 			probeGlue[r] += c
@@ -729,6 +737,7 @@ func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 	if p50, p99, n, ok := probeGlue.quantiles(); ok && n >= minEngineSamples && p50 > 0 {
 		m.glue, m.glueP99 = time.Duration(p50*float64(time.Second)), time.Duration(p99*float64(time.Second))
 	}
+	m.hop = medianHop(hops)
 	for v, x := range snap.engineSpeeds(pipe.Profiles) {
 		variant[v] = factor{x, math.Inf(1)}
 	}

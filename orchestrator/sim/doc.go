@@ -60,8 +60,12 @@
 //     average (a page's text lines), counted by the simulated router for
 //     the controller as the real router counts them.
 //
-// Not modelled: network hops; without Options.Cores, CPU contention (the
-// glue is then a delay).
+//   - The hops between processes (uploads, answers, the router's work
+//     outside its glue) add Options.HopCost to every answer's latency at
+//     the client, a constant that uses no modelled core.
+//
+// Not modelled: hops that vary with the load; without Options.Cores, CPU
+// contention (the glue is then a delay).
 //
 // Output: the decision log (orchestrator.Decision lines) and a
 // loadgen.Result, whose report and records are written by loadgen exactly

@@ -193,6 +193,14 @@ type Options struct {
 	// unless GlueP99 is larger, when each request's is drawn from a
 	// log-normal fitted to both (as the stages' batch times).
 	GlueCost, GlueP99 time.Duration
+	// HopCost is what a request spends between the processes, on none of
+	// the modelled cores: the client's upload to the router, the router's
+	// to each stage (a 600 KB tensor over loopback) and the answers back,
+	// and the router's work outside its glue (decoding the request,
+	// encoding the answer). It is added to each answer's latency at the
+	// client, after the router's deadline (which counts from the request's
+	// arrival at the router). Zero: none.
+	HopCost time.Duration
 	// Cores, when positive, is the machine's: the replicas' batches and the
 	// router's glue share them (processor sharing, see cpu), so a batch or
 	// a glue takes longer while more threads have work than there are
@@ -411,8 +419,8 @@ func newSim(opt Options) (*sim, error) {
 		return nil, errors.New("sim: no load")
 	case opt.SLA <= 0:
 		return nil, errors.New("sim: the SLA must be positive")
-	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.GlueP99 < 0 || opt.StartupOverhead < 0:
-		return nil, errors.New("sim: delays and glue cost must not be negative")
+	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.GlueP99 < 0 || opt.HopCost < 0 || opt.StartupOverhead < 0:
+		return nil, errors.New("sim: delays, glue and hop costs must not be negative")
 	case opt.Cores < 0:
 		return nil, errors.New("sim: the machine's cores must not be negative")
 	case !(opt.Interference >= 0 && opt.Interference <= 10):
@@ -682,10 +690,10 @@ func (s *sim) answer(r *request, out loadgen.Outcome) {
 	}
 	r.answered = true
 	rec := &s.records[r.seq]
-	rec.Latency = s.loop.now - r.sent
+	rec.Latency = s.loop.now - r.sent + s.opt.HopCost
 	rec.Outcome = out
 	s.inflight--
-	s.lastDone = max(s.lastDone, s.loop.now)
+	s.lastDone = max(s.lastDone, s.loop.now+s.opt.HopCost)
 }
 
 func (s *sim) drop(r *request, status int, reason string) {

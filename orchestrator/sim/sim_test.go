@@ -544,3 +544,55 @@ func TestTheRouterCountsWallClockSeconds(t *testing.T) {
 		}
 	}
 }
+
+// TestHopCostAddsToEveryAnswerAtTheClient: the hops between processes
+// delay every answer by HopCost at the client and change nothing else the
+// run does: the same requests succeed, the controller makes the same
+// decisions, and an SLA the hop pushes a request past counts it late.
+func TestHopCostAddsToEveryAnswerAtTheClient(t *testing.T) {
+	load, err := loadgen.ParseSteps("60s@5,60s@40")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(hop time.Duration) (*sim.Result, []byte) {
+		var log bytes.Buffer
+		opt := classifyOptions(t, load, &log)
+		opt.HopCost = hop
+		res, err := sim.Run(context.Background(), opt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res, log.Bytes()
+	}
+	base, baseLog := run(0)
+	hop, hopLog := run(2 * time.Millisecond)
+	if !bytes.Equal(baseLog, hopLog) {
+		t.Errorf("a hop cost changed the controller's decisions")
+	}
+	if len(base.Load.Records) != len(hop.Load.Records) || len(base.Load.Records) == 0 {
+		t.Fatalf("%d requests, then %d with a hop", len(base.Load.Records), len(hop.Load.Records))
+	}
+	for i, b := range base.Load.Records {
+		h := hop.Load.Records[i]
+		if h.Outcome != b.Outcome || h.Latency != b.Latency+2*time.Millisecond {
+			t.Fatalf("request %d: %v in %v without the hop, %v in %v with 2 ms: want the same outcome 2 ms later",
+				i, b.Outcome, b.Latency, h.Outcome, h.Latency)
+		}
+	}
+	// An SLA between a request's latency without the hop and with it: it
+	// is in time without, late with.
+	k := slices.IndexFunc(base.Load.Records, func(r loadgen.Record) bool { return r.Kind == loadgen.Succeeded })
+	sla := base.Load.Records[k].Latency + time.Millisecond
+	base.Load.SLA, hop.Load.SLA = sla, sla
+	if b, h := *base.Load.Report().SLAAttainment, *hop.Load.Report().SLAAttainment; h >= b {
+		t.Errorf("SLA %v: attainment %.4f without the hop, %.4f with 2 ms: want lower", sla, b, h)
+	}
+	if hop.Load.Report().DurationSeconds < base.Load.Report().DurationSeconds {
+		t.Errorf("the run with hops ended earlier")
+	}
+	bad := classifyOptions(t, load, nil)
+	bad.HopCost = -time.Millisecond
+	if _, err := sim.Run(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "negative") {
+		t.Fatalf("a negative HopCost: %v", err)
+	}
+}
