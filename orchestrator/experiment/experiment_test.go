@@ -329,8 +329,9 @@ func simulatedReal(env Env, startup startup, slow float64) func(context.Context,
 
 // TestProbesCalibrateEachSimulatedTwin: with a probe, mode fidelity runs
 // the real side first, each run after a light run of every variant it may
-// serve (ipa: each offered one; fa2-low: its pinned one), and each
-// simulated twin takes its engines from its own probes: a machine three
+// serve (ipa: each offered one; fa2-low: its pinned one, longer, so that
+// its glue is measured in glueRequests), and each simulated twin takes
+// its engines from its own probes: a machine three
 // times slower in its probes is three times slower in its simulation. A
 // real run reused without its probes is an error naming what to do.
 func TestProbesCalibrateEachSimulatedTwin(t *testing.T) {
@@ -371,8 +372,15 @@ probe: {rate: 2, duration: 80s}
 			}
 			return fake(ctx, r)
 		}
+		// ipa's probes send 80 s × 2/s × each offered variant (over
+		// glueRequests together); fa2-low's one probe lasts until it sent
+		// glueRequests.
+		seconds := 80
+		if strings.Contains(r.Name, "fa2-low") {
+			seconds = glueRequests / 2
+		}
 		c := r.Initial[0].Config
-		if !r.Probe || r.Baseline != optimizer.Fixed || len(r.Load) != 80 || r.Load[0] != 2 || c.MaxBatch != 1 || c.Replicas != 1 ||
+		if !r.Probe || r.Baseline != optimizer.Fixed || len(r.Load) != seconds || r.Load[0] != 2 || c.MaxBatch != 1 || c.Replicas != 1 ||
 			filepath.Base(r.Dir) != "classify-"+c.Variant || filepath.Base(filepath.Dir(r.Dir)) != ProbeDir {
 			return fmt.Errorf("probe %+v", r)
 		}

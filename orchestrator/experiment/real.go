@@ -162,8 +162,14 @@ func probeVariants(pipe sim.Pipeline, b optimizer.Baseline) [][]string {
 // runProbes runs f.Probe, one real run per step and variant a run of pipe
 // (configured for its system, of baseline b) may serve, into dir/probe/:
 // the variant alone at batch 1 on one replica of its fewest cores, the
-// other steps as the run starts them, the controller off.
+// other steps as the run starts them, the controller off; each for
+// f.Probe.loadFor(the number of probes).
 func runProbes(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef, b optimizer.Baseline, env Env, name, dir string) error {
+	n := 0
+	for _, vs := range probeVariants(pipe, b) {
+		n += len(vs)
+	}
+	load := f.Probe.loadFor(n)
 	for i, vs := range probeVariants(pipe, b) {
 		step := pipe.Steps[i]
 		for _, v := range vs {
@@ -175,7 +181,7 @@ func runProbes(ctx context.Context, f *File, pipe sim.Pipeline, ref PipelineRef,
 			if err := os.MkdirAll(pd, 0o755); err != nil {
 				return err
 			}
-			rr := newRealRun(f, pipe, ref, fmt.Sprintf("%s probe %s/%s", name, step.Name, v), pd, f.Probe.load())
+			rr := newRealRun(f, pipe, ref, fmt.Sprintf("%s probe %s/%s", name, step.Name, v), pd, load)
 			rr.Initial[i].Config = models.StageConfig{Variant: v, MaxBatch: 1, Replicas: 1, Cores: cores}
 			rr.Probe = true
 			if err := env.Real(ctx, rr); err != nil {

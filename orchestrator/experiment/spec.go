@@ -112,7 +112,9 @@ type File struct {
 	// the minutes before the run, not of the hour the calibration was
 	// taken (an engine's median moves by a few percent from one hour to
 	// the next, which a p99 at 45 % utilisation amplifies about 2.5
-	// times). Mode fidelity then runs the real side first.
+	// times). Mode fidelity then runs the real side first. A run with few
+	// variants to probe probes each longer, so that its probes send
+	// glueRequests together (Probe.loadFor).
 	Probe *Probe `yaml:"probe"`
 }
 
@@ -123,9 +125,23 @@ type Probe struct {
 	Duration time.Duration `yaml:"duration"`
 }
 
-// load is the probe's arrivals per second: a constant-rate window's.
-func (p *Probe) load() loadgen.Counts {
-	out, _ := (&Window{Rate: p.Rate, Duration: p.Duration}).load(nil, 0, 1) // a rate window has no error
+// glueRequests is the fewest requests the probes of one real run send
+// together: the router's glue of the twin varies to their glue's 99th
+// percentile, which 160 requests (one probe) put at their second slowest.
+// On classify's steady-low window under fa2-low (one variant probed, 165
+// requests) the twin's p99 was 30 % under the real one; with the glue's
+// spread as the run itself measured it (5,958 requests), 12 %.
+const glueRequests = 1000
+
+// loadFor is the load of each of n probes of one run, its arrivals per
+// second: a constant-rate window's, made longer (at the same rate) when
+// the n together would send fewer than glueRequests.
+func (p *Probe) loadFor(n int) loadgen.Counts {
+	d := p.Duration
+	if need := time.Duration(math.Ceil(glueRequests/(p.Rate*float64(max(n, 1))))) * time.Second; need > d {
+		d = need
+	}
+	out, _ := (&Window{Rate: p.Rate, Duration: d}).load(nil, 0, 1) // a rate window has no error
 	return out
 }
 
