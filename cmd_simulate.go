@@ -151,6 +151,9 @@ func (c *SimulateCmd) Run(g *Globals) error {
 			opt.Start = start
 		}
 	}
+	if err := opt.Validate(); err != nil { // before any file is created
+		return err
+	}
 	if err := os.MkdirAll(c.Out, 0o755); err != nil {
 		return err
 	}

@@ -75,6 +75,19 @@ func TestSimulateCLIRefusesLoadsItCannotHold(t *testing.T) {
 	if err := runCLI(t, append(slices.Clone(base), "--rate", "5", "--duration", "10s", "--max-requests", "50")...); err != nil {
 		t.Fatal(err)
 	}
+	// Options the simulator refuses leave no output behind (an empty
+	// decisions.jsonl in ./sim was what a negative cost left).
+	for _, bad := range []string{"--hop-cost=-1ms", "--glue-cost=-1ms", "--switch-delay=-1s", "--interference=11"} {
+		out := filepath.Join(t.TempDir(), "out")
+		err := runCLI(t, "simulate", "--pipeline", "classify", "--models.dir", t.TempDir(), "--controller.profile", classifyProfile,
+			"--rate", "5", "--duration", "10s", "--out", out, bad)
+		if err == nil || !strings.HasPrefix(err.Error(), "sim: ") {
+			t.Errorf("%s: err %v, want the simulator's refusal", bad, err)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%s: --out was created (%v)", bad, err)
+		}
+	}
 }
 
 // TestSimulateCLIReplaysARun: --replay serves a recorded run's plans in

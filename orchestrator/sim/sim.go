@@ -406,25 +406,37 @@ func (s *sim) finish(ctx context.Context, res *Result, wall time.Time) (*Result,
 	return res, nil
 }
 
-func newSim(opt Options) (*sim, error) {
+// Validate reports what makes opt unusable (Run checks it too), so that a
+// caller can refuse it before it creates any output.
+func (opt Options) Validate() error {
 	if opt.SLA == 0 {
 		opt.SLA = opt.Pipeline.SLA
 	}
 	switch {
 	case len(opt.Pipeline.Steps) == 0:
-		return nil, errors.New("sim: the pipeline has no steps")
+		return errors.New("sim: the pipeline has no steps")
 	case opt.Pipeline.Profiles == nil:
-		return nil, errors.New("sim: no profile")
+		return errors.New("sim: no profile")
 	case opt.Load == nil:
-		return nil, errors.New("sim: no load")
+		return errors.New("sim: no load")
 	case opt.SLA <= 0:
-		return nil, errors.New("sim: the SLA must be positive")
+		return errors.New("sim: the SLA must be positive")
 	case opt.StartupDelay < 0 || opt.SwitchDelay < 0 || opt.GlueCost < 0 || opt.GlueP99 < 0 || opt.HopCost < 0 || opt.StartupOverhead < 0:
-		return nil, errors.New("sim: delays, glue and hop costs must not be negative")
+		return errors.New("sim: delays, glue and hop costs must not be negative")
 	case opt.Cores < 0:
-		return nil, errors.New("sim: the machine's cores must not be negative")
+		return errors.New("sim: the machine's cores must not be negative")
 	case !(opt.Interference >= 0 && opt.Interference <= 10):
-		return nil, errors.New("sim: the interference must be in [0, 10]")
+		return errors.New("sim: the interference must be in [0, 10]")
+	}
+	return nil
+}
+
+func newSim(opt Options) (*sim, error) {
+	if err := opt.Validate(); err != nil {
+		return nil, err
+	}
+	if opt.SLA == 0 {
+		opt.SLA = opt.Pipeline.SLA
 	}
 	if opt.Slot <= 0 {
 		opt.Slot = time.Second
