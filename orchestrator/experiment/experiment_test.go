@@ -848,8 +848,16 @@ systems: ["static:resnet50/1/2/1"]
 // report, gives no hop.
 func TestProbesSetTheHop(t *testing.T) {
 	pipe, _ := testEnv(t).Resolve("classify", "")
+	// hopOf reads the snapshot at path, as calibrated does, and its hop.
+	hopOf := func(path string) (time.Duration, bool, error) {
+		snap := newSnapshot()
+		if err := snap.read(path, pipe); err != nil {
+			return 0, false, err
+		}
+		return probeHop(path, snap, pipe)
+	}
 	real := filepath.Join("testdata", "probe-classify-squeezenet", MetricsFile)
-	hop, ok, err := probeHop(real, pipe)
+	hop, ok, err := hopOf(real)
 	if err != nil || !ok || hop < 1370*time.Microsecond || hop > 1390*time.Microsecond {
 		t.Errorf("hop of the real probe: %v, %v, %v; want 1.37–1.39 ms", hop, ok, err)
 	}
@@ -891,23 +899,23 @@ func TestProbesSetTheHop(t *testing.T) {
 	dir := t.TempDir()
 	// Rows wait 10 ms (100 rows) or 30 ms (100 rows): 20 ms; 30 − 5 − 2 − 20 = 3 ms.
 	one := write(filepath.Join(dir, "one"), report(200, 0.030), append(snap, `ipa_stage_queue_wait_seconds_count{stage="classify"} 200`)...)
-	if hop, ok, err := probeHop(one, pipe); err != nil || !ok || hop < 2999*time.Microsecond || hop > 3001*time.Microsecond {
+	if hop, ok, err := hopOf(one); err != nil || !ok || hop < 2999*time.Microsecond || hop > 3001*time.Microsecond {
 		t.Errorf("one item a request: hop %v, %v, %v; want 3 ms", hop, ok, err)
 	}
 	// 400 waits for 200 requests: the step is the router's 20 ms, 30 − 5 − 20 = 5 ms.
 	fan := write(filepath.Join(dir, "fan"), report(200, 0.030), append(snap, `ipa_stage_queue_wait_seconds_count{stage="classify"} 400`)...)
-	if hop, ok, err := probeHop(fan, pipe); err != nil || !ok || hop < 4999*time.Microsecond || hop > 5001*time.Microsecond {
+	if hop, ok, err := hopOf(fan); err != nil || !ok || hop < 4999*time.Microsecond || hop > 5001*time.Microsecond {
 		t.Errorf("a fan-out: hop %v, %v, %v; want 5 ms", hop, ok, err)
 	}
 	few := write(filepath.Join(dir, "few"), report(minEngineSamples-1, 0.030), snap...)
 	alone := write(filepath.Join(dir, "alone"), "", snap...)
 	for name, p := range map[string]string{"too few requests": few, "no load report": alone} {
-		if hop, ok, err := probeHop(p, pipe); err != nil || ok || hop != 0 {
+		if hop, ok, err := hopOf(p); err != nil || ok || hop != 0 {
 			t.Errorf("%s: hop %v, %v, %v; want none", name, hop, ok, err)
 		}
 	}
 	bad := write(filepath.Join(dir, "bad"), "{", snap...)
-	if _, _, err := probeHop(bad, pipe); err == nil {
+	if _, _, err := hopOf(bad); err == nil {
 		t.Errorf("a malformed load report gave no error")
 	}
 }

@@ -709,7 +709,7 @@ func calibrated(f *File, pipe sim.Pipeline, probes ...string) (machine, error) {
 		if err := ps.read(path, pipe); err != nil {
 			return machine{}, err
 		}
-		if hop, ok, err := probeHop(path, pipe); err != nil {
+		if hop, ok, err := probeHop(path, ps, pipe); err != nil {
 			return machine{}, err
 		} else if ok {
 			hops = append(hops, hop)

@@ -29,7 +29,34 @@ const probeRequests = 160
 type snapshot struct {
 	glue    histogram
 	engines map[engineKey]histogram
+	// totals are the sums and counts of the series probeHop takes means
+	// of, by family and step ("" for the glue).
+	totals map[totalKey]total
 }
+
+// totalKey names a series summed over its other labels: a family (one of
+// the means below) and the pipeline's step.
+type totalKey struct{ family, step string }
+
+// total is a series' sum and count; for the engine, weighted by rows (a
+// row waits its whole batch: Σ sum × rows and Σ count × rows).
+type total struct{ sum, n float64 }
+
+// mean is the total's sum over its count; ok is false without samples.
+func (t total) mean() (float64, bool) {
+	if t.n <= 0 {
+		return 0, false
+	}
+	return t.sum / t.n, true
+}
+
+// The families whose _sum and _count a snapshot is read for (probeHop).
+const (
+	glueFamily        = "ipa_router_glue_seconds"
+	routerStageFamily = "ipa_router_stage_duration_seconds"
+	queueWaitFamily   = "ipa_stage_queue_wait_seconds"
+	engineFamily      = "ipa_stage_batch_engine_seconds"
+)
 
 // engineKey names one series of engine times: the profile's stage, the
 // variant, cores per replica and rows per batch.
@@ -39,7 +66,7 @@ type engineKey struct {
 }
 
 func newSnapshot() *snapshot {
-	return &snapshot{glue: histogram{}, engines: map[engineKey]histogram{}}
+	return &snapshot{glue: histogram{}, engines: map[engineKey]histogram{}, totals: map[totalKey]total{}}
 }
 
 // Histograms a snapshot is read for.
@@ -59,6 +86,9 @@ func (s *snapshot) read(path string, pipe sim.Pipeline) error {
 	found := false
 	for line := range strings.Lines(string(b)) {
 		name, rest, ok := strings.Cut(line, "{")
+		if ok && s.addTotal(name, rest, pipe) {
+			continue
+		}
 		if !ok || (name != glueBuckets && name != engineBuckets) {
 			continue
 		}
@@ -94,6 +124,50 @@ func (s *snapshot) read(path string, pipe sim.Pipeline) error {
 		return fmt.Errorf("calibration %s: no ipa_router_glue_seconds or ipa_stage_batch_engine_seconds of pipeline %q (a snapshot of ipa local's /metrics after a load)", path, pipe.Name)
 	}
 	return nil
+}
+
+// addTotal adds a _sum or _count sample of the families probeHop uses to
+// s.totals (rest is what follows the sample's brace), reporting whether
+// the sample was one (a malformed one is left to be skipped).
+func (s *snapshot) addTotal(name, rest string, pipe sim.Pipeline) bool {
+	family, isSum := strings.CutSuffix(name, "_sum")
+	if !isSum {
+		var isCount bool
+		if family, isCount = strings.CutSuffix(name, "_count"); !isCount {
+			return false
+		}
+	}
+	switch family {
+	case glueFamily, routerStageFamily, queueWaitFamily, engineFamily:
+	default:
+		return false
+	}
+	labels, x, err := parseSample(rest)
+	if err != nil {
+		return true
+	}
+	if p, ok := labels["pipeline"]; ok && p != pipe.Name {
+		return true // another pipeline's
+	}
+	k := totalKey{family: family, step: labels["stage"]}
+	if family == glueFamily {
+		k.step = ""
+	}
+	if family == engineFamily {
+		rows, err := strconv.Atoi(labels["rows"])
+		if err != nil || rows < 1 {
+			return true
+		}
+		x *= float64(rows)
+	}
+	t := s.totals[k]
+	if isSum {
+		t.sum += x
+	} else {
+		t.n += x
+	}
+	s.totals[k] = t
+	return true
 }
 
 // parseSample reads `k="v",…} count` (what follows a sample's name and
