@@ -511,3 +511,43 @@ func TestBufferSizesArePooledPowersOfTwo(t *testing.T) {
 		putBodyBuffer(b)
 	}
 }
+
+// The handler sees the kernel's connection, not a wrapper: fasthttp sends
+// a response's header and body in one writev only to a *net.TCPConn (a
+// wrapper cost every answer a second write, and its client a second
+// wake-up). The connection's socket is known to Arrival while it is
+// served and forgotten once it closed.
+func TestServedConnectionsAreTheKernelsOwn(t *testing.T) {
+	types := make(chan string, 1)
+	addr := startHTTP(t, ServerConfig{}, func(ctx *fasthttp.RequestCtx) {
+		_, known := sockets.Load(ctx.Conn())
+		types <- fmt.Sprintf("%T %v", ctx.Conn(), known)
+	})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("%v %v", resp, err)
+	}
+	if got := <-types; got != "*net.TCPConn true" {
+		t.Errorf("the handler's connection: %s, want *net.TCPConn true (its socket known)", got)
+	}
+	c.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		n := 0
+		sockets.Range(func(k, _ any) bool {
+			if k.(net.Conn).LocalAddr().String() == addr {
+				n++
+			}
+			return true
+		})
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d closed connections still in the socket map", n)
+		}
+	}
+}
