@@ -37,40 +37,62 @@ func Arrival(ctx *fasthttp.RequestCtx) time.Time {
 	if t.IsZero() {
 		t = time.Now()
 	}
-	if fd, ok := sockets.Load(ctx.Conn()); ok {
-		if k, ok := lastDataReceived(fd.(int)); ok && k.Before(t) {
-			return k
+	if v, ok := served.Load(ctx.Conn()); ok {
+		if fd := v.(*servedConn).fd; fd >= 0 {
+			if k, ok := lastDataReceived(fd); ok && k.Before(t) {
+				return k
+			}
 		}
 	}
 	return t
 }
 
-// sockets maps each connection an HTTPServer serves (Accept returns it
-// until fasthttp reports it closed) to its socket, for Arrival.
-var sockets sync.Map // net.Conn → int
+// servedConn is what the server knows of a connection it serves: the
+// listener whose limits count it, its client's address and its socket
+// (-1: none to ask), which stays open as long as the connection is.
+type servedConn struct {
+	l  *connListener
+	ip netip.Addr
+	fd int
+}
+
+// served holds every connection a connListener returned, from Accept until
+// fasthttp reports it closed (connState).
+var served sync.Map // net.Conn → *servedConn
+
+// connState is every HTTPServer's fasthttp.Server.ConnState: a connection
+// Accept returned is counted out of its listener's limits once fasthttp
+// closed it (or handed it over), once.
+func connState(c net.Conn, st fasthttp.ConnState) {
+	if st != fasthttp.StateClosed && st != fasthttp.StateHijacked {
+		return
+	}
+	if v, ok := served.LoadAndDelete(c); ok {
+		sc := v.(*servedConn)
+		sc.l.closed(sc.ip)
+	}
+}
 
 // connListener accepts the connections of an HTTPServer: it refuses the
 // connections past most (0: no limit) with 503 and a client's past perIP
 // with 429, each with a V2 error, and keeps each served TCP connection's
 // socket for Arrival. The connections it returns are the kernel's own
 // (*net.TCPConn), not wrapped: fasthttp writes a response's header and body
-// with one writev only to those, and a wrapper cost every answer a second
-// write and its client a second wake-up (measured: ~30 µs of the router's
-// hop on a 600 KB tensor). So a connection is counted out when fasthttp
-// reports it closed (connState), not by a Close of ours. (fasthttp's own
-// per-IP limit would hide the connection behind a wrapper of its own, and
-// its refusals are plain text.)
+// with one writev only to those (behind a wrapper every answer took two
+// writes). So a connection is counted out when fasthttp reports it closed
+// (connState), not by a Close of ours. (fasthttp's own per-IP limit would
+// hide the connection behind a wrapper of its own, and its refusals are
+// plain text.)
 type connListener struct {
 	net.Listener
 	most, perIP int
 	mu          sync.Mutex
 	total       int
 	open        map[netip.Addr]int
-	served      map[net.Conn]netip.Addr // counted in, until closed
 }
 
 func newConnListener(ln net.Listener, most, perIP int) *connListener {
-	return &connListener{Listener: ln, most: most, perIP: perIP, open: map[netip.Addr]int{}, served: map[net.Conn]netip.Addr{}}
+	return &connListener{Listener: ln, most: most, perIP: perIP, open: map[netip.Addr]int{}}
 }
 
 // Accept returns the next connection within the limits.
@@ -80,21 +102,19 @@ func (l *connListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		if refuse := l.admit(c); refuse != nil {
+		ip := clientIP(c.RemoteAddr())
+		if refuse := l.admit(ip); refuse != nil {
 			go refuse(c)
 			continue
 		}
-		if fd := socketOf(c); fd >= 0 {
-			sockets.Store(c, fd)
-		}
+		served.Store(c, &servedConn{l: l, ip: ip, fd: socketOf(c)})
 		return c, nil
 	}
 }
 
-// admit counts connection c in, or returns how to refuse it: past the
-// server's limit 503, past its client's 429.
-func (l *connListener) admit(c net.Conn) func(net.Conn) {
-	ip := clientIP(c.RemoteAddr())
+// admit counts a connection from ip in, or returns how to refuse it: past
+// the server's limit 503, past its client's 429.
+func (l *connListener) admit(ip netip.Addr) func(net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.most > 0 && l.total >= l.most {
@@ -107,24 +127,13 @@ func (l *connListener) admit(c net.Conn) func(net.Conn) {
 		l.open[ip]++
 	}
 	l.total++
-	l.served[c] = ip
 	return nil
 }
 
-// connState is the server's fasthttp.Server.ConnState: a connection Accept
-// returned is counted out once fasthttp closed it (or handed it over).
-func (l *connListener) connState(c net.Conn, st fasthttp.ConnState) {
-	if st != fasthttp.StateClosed && st != fasthttp.StateHijacked {
-		return
-	}
-	sockets.Delete(c)
+// closed counts a connection from ip out.
+func (l *connListener) closed(ip netip.Addr) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ip, ok := l.served[c]
-	if !ok {
-		return // counted out already
-	}
-	delete(l.served, c)
 	l.total--
 	if l.perIP > 0 && ip.IsValid() {
 		if l.open[ip]--; l.open[ip] <= 0 {

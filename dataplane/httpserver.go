@@ -111,9 +111,8 @@ func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := newBodyGuard(cfg, handler, log)
-	hs := &HTTPServer{most: orDefault(cfg.MaxConns, DefaultMaxConns), perIP: orDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP)}
-	hs.Server = &fasthttp.Server{
-		ConnState:                    hs.connState,
+	return &HTTPServer{most: orDefault(cfg.MaxConns, DefaultMaxConns), perIP: orDefault(cfg.MaxConnsPerIP, DefaultMaxConnsPerIP), Server: &fasthttp.Server{
+		ConnState:                    connState,
 		Handler:                      g.serve,
 		ErrorHandler:                 g.readError,
 		Name:                         "ipa",
@@ -127,16 +126,7 @@ func newHTTPServer(cfg ServerConfig, handler fasthttp.RequestHandler, log *slog.
 		CloseOnShutdown:              true,
 		SecureErrorLogMessage:        true, // fasthttp's error texts leave out the request's bytes
 		Logger:                       fasthttpLogger{log},
-	}
-	return hs, g
-}
-
-// connState counts a connection out of its listener's limits once fasthttp
-// closed it.
-func (s *HTTPServer) connState(c net.Conn, st fasthttp.ConnState) {
-	if l := s.conns.Load(); l != nil {
-		l.connState(c, st)
-	}
+	}}, g
 }
 
 func orDefault(v, def int) int {
