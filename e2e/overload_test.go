@@ -97,9 +97,13 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 				// battery). CI holds
 				// each case to the floor it keeps on a loaded 2-core machine —
 				// before admission, 2.7 % (1 s) and 6.4 % (200 ms) were in
-				// time — and logs the targets.
+				// time — and logs the targets. The 4-s overload's goodput
+				// varies more than the 60-s battery's: on one quiet machine,
+				// 1 s Poisson gave 83.9–94.4 % in six runs (three before the
+				// last change to the server's connections, three after), where
+				// the 60-s battery gave 96 %; its floor is 0.75.
 				floor := map[string][2]float64{ // in time, goodput ÷ bound
-					"1s/poisson": {0.97, 0.85}, "1s/burst": {0.95, 0.6},
+					"1s/poisson": {0.97, 0.75}, "1s/burst": {0.95, 0.6},
 					"200ms/poisson": {0.9, 0.5}, "200ms/burst": {0, 0},
 				}[fmt.Sprintf("%s/%s", sla, arrivals)]
 				t.Logf("targets: in time %.2f %% (≥ 99 %%: %v), goodput %.1f %% of the bound (≥ 90 %%: %v)",
