@@ -149,10 +149,7 @@ func (s *snapshot) addTotal(name, rest string, pipe sim.Pipeline) bool {
 	if p, ok := labels["pipeline"]; ok && p != pipe.Name {
 		return true // another pipeline's
 	}
-	k := totalKey{family: family, step: labels["stage"]}
-	if family == glueFamily {
-		k.step = ""
-	}
+	k := totalKey{family: family, step: labels["stage"]} // the glue has no stage label: ""
 	if family == engineFamily {
 		rows, err := strconv.Atoi(labels["rows"])
 		if err != nil || rows < 1 {
