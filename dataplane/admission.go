@@ -6,7 +6,10 @@ import (
 	"math"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/ipa-serving/ipa/batcher"
+	"github.com/ipa-serving/ipa/dataplane/v2codec"
 )
 
 // Deadline-aware admission (batcher.Estimator): a request with a deadline is
@@ -85,6 +88,84 @@ func RetryAfter(err error) int {
 		return max(1, int(math.Ceil(ae.Wait.Seconds())))
 	}
 	return 1
+}
+
+// Before is the stage server's Preflight: it refuses, from its header, an
+// inference request that its stage predicts it cannot answer in time, so
+// that its body is dropped as it arrives instead of being read into memory
+// and decoded. The prediction is admitInTime's, with the deadline the
+// headers and the server's --http.timeout give (the body's own "timeout"
+// parameter can only make it earlier, so a refusal stays right), one row,
+// and the requests admitted so whose bodies are still arriving counted
+// ahead: in a burst of requests sent at once, the first that fit are
+// admitted and the rest refused before any body is in. An admitted request
+// is decided again, as every request is, once its body is read (Infer),
+// when its rows are known. Requests without a deadline, for a stage that
+// is not ready, or while draining go on to the handler.
+func (s *Server) Before(ctx *fasthttp.RequestCtx) bool {
+	if s.drain.Draining() {
+		return false
+	}
+	st := s.inferStage(ctx)
+	if st == nil || !st.Ready() {
+		return false
+	}
+	timeout, deadline := ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline)
+	if len(timeout) == 0 && len(deadline) == 0 && s.cfg.Timeout <= 0 {
+		return false // no deadline in the header
+	}
+	arrival := Arrival(ctx)
+	d, err := v2codec.ClientDeadline(timeout, deadline, nil, arrival)
+	if err != nil { // answered 400 by the handler
+		return false
+	}
+	if s.cfg.Timeout > 0 {
+		if def := arrival.Add(s.cfg.Timeout); d.IsZero() || def.Before(d) {
+			d = def
+		}
+	}
+	if d.IsZero() {
+		return false
+	}
+	now := st.clock.Now()
+	if !now.Before(d) {
+		return false // the handler answers 504
+	}
+	cfg := st.cfg.Load()
+	a := st.ahead(cfg.MaxBatch, 1)
+	a.Rows += int(st.promised.Load())
+	v, p := st.est.Decide(estKey{cfg.Variant, cfg.Cores}, a, batcher.Usable(d, arrival, now))
+	if v != batcher.Admit {
+		st.m.refused(reasonCannotMeet)
+		st.m.outcome(outcomeCannotMeet)
+		writeInferError(ctx, &AdmissionError{Stage: st.meta.Name, Busy: v == batcher.RefuseBusy, Wait: p.Wait, Service: p.Service, Left: d.Sub(now)})
+		return true
+	}
+	st.promised.Add(1)
+	ctx.SetUserValue(promiseKey{}, promise{st})
+	return false
+}
+
+// After is the stage server's Preflight: it lets go of the promise of a
+// request Before admitted, if the handler did not (keep).
+func (s *Server) After(ctx *fasthttp.RequestCtx) { keep(ctx) }
+
+// promiseKey is the user value of a request Before admitted: a promise.
+type promiseKey struct{}
+
+// promise is the stage a request was admitted to by Before. (Not the
+// *Stage itself: fasthttp closes the io.Closers among a request's user
+// values once it is done, and a Stage is one.)
+type promise struct{ st *Stage }
+
+// keep lets go of the promise Before made for ctx's request, if any: the
+// request is about to be queued (or refused), and counts in the queue from
+// now on.
+func keep(ctx *fasthttp.RequestCtx) {
+	if p, ok := ctx.UserValue(promiseKey{}).(promise); ok {
+		p.st.promised.Add(-1)
+		ctx.SetUserValue(promiseKey{}, nil)
+	}
 }
 
 // admitInTime decides whether c, with a deadline, is admitted at now; nil

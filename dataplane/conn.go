@@ -31,17 +31,22 @@ import (
 // byte arrived: the deadline never counts time the request was not there.
 // A request still being uploaded when the handler started arrives at
 // ctx.Time(), as before. A ctx that no server filled in (a handler called
-// directly) arrives now.
+// directly) arrives now. Asked again for the same request, Arrival answers
+// the same.
 func Arrival(ctx *fasthttp.RequestCtx) time.Time {
 	t := ctx.Time()
 	if t.IsZero() {
 		t = time.Now()
 	}
 	if v, ok := served.Load(ctx.Conn()); ok {
-		if fd := v.(*servedConn).fd; fd >= 0 {
-			if k, ok := lastDataReceived(fd); ok && k.Before(t) {
-				return k
+		sc := v.(*servedConn)
+		if n := ctx.ConnRequestNum(); sc.request == n {
+			return sc.arrival // asked before, for this request
+		} else if sc.fd >= 0 {
+			if k, ok := lastDataReceived(sc.fd); ok && k.Before(t) {
+				t = k
 			}
+			sc.request, sc.arrival = n, t
 		}
 	}
 	return t
@@ -54,6 +59,13 @@ type servedConn struct {
 	l  *connListener
 	ip netip.Addr
 	fd int
+	// request is the number on the connection (ctx.ConnRequestNum) of
+	// the request whose arrival Arrival found; asked again, for the same
+	// request (after its body was read, the socket's last data is the
+	// body's), it answers the same. Only the connection's goroutine uses
+	// them.
+	request uint64
+	arrival time.Time
 }
 
 // served holds every connection a connListener returned, from Accept until

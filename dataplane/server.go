@@ -112,6 +112,7 @@ func NewServer(cfg ServerConfig, admin AdminConfig, stages []*Stage, log *slog.L
 		s.names = append(s.names, st.Name())
 	}
 	s.srv = NewHTTPServer(cfg, s.drain.Gate(s.Handle), log)
+	s.srv.SetPreflight(s)
 	return s
 }
 
@@ -369,13 +370,10 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 			return
 		}
 	}
+	keep(ctx)
 	res, err := st.Infer(context.Background(), is.req.Inputs, deadline)
 	if err != nil {
-		status, msg := StatusOf(err)
-		if status == fasthttp.StatusTooManyRequests {
-			ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(nil, int64(RetryAfter(err)), 10))
-		}
-		WriteError(ctx, status, msg)
+		writeInferError(ctx, err)
 		return
 	}
 	defer res.Release()
@@ -396,6 +394,17 @@ func (s *Server) infer(ctx *fasthttp.RequestCtx, st *Stage) {
 		r.Binary = append(r.Binary, binary)
 	}
 	WriteInferResponse(ctx, r)
+}
+
+// writeInferError answers an inference request Stage.Infer refused or
+// failed (StatusOf), a 429 with its Retry-After.
+func writeInferError(ctx *fasthttp.RequestCtx, err error) {
+	status, msg := StatusOf(err)
+	if status == fasthttp.StatusTooManyRequests {
+		var n [20]byte
+		ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(n[:0], int64(RetryAfter(err)), 10))
+	}
+	WriteError(ctx, status, msg)
 }
 
 // WriteInferResponse encodes r straight into ctx's response body buffer

@@ -67,7 +67,10 @@ type Stage struct {
 	lm      *loadMetrics
 	limits  *Limits
 	est     *batcher.Estimator[estKey] // deadline-aware admission (admission.go)
-	preload Preload
+	// promised counts the requests admitted from their header whose body
+	// is still arriving (Server.Before), which early decisions count ahead.
+	promised atomic.Int64
+	preload  Preload
 
 	// cfg is read by every worker at the start of every batch.
 	cfg   atomic.Pointer[models.StageConfig]
