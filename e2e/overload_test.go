@@ -54,6 +54,7 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 	}
 	const before, after = 3, 4 // seconds of light load around the overload
 	lateBefore := metric(t, addr, `ipa_stage_answered_late_total{stage="classify"}`)
+	droppedBefore := metric(t, addr, "ipa_http_dropped_bodies_total")
 	for _, sla := range []time.Duration{time.Second, 200 * time.Millisecond} {
 		for _, arrivals := range []string{"poisson", "burst"} {
 			t.Run(fmt.Sprintf("%s/%s", sla, arrivals), func(t *testing.T) {
@@ -122,6 +123,16 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 				lateNow := metric(t, addr, `ipa_stage_answered_late_total{stage="classify"}`)
 				t.Logf("computed after their deadline, by the stage's count: %.0f", lateNow-lateBefore)
 				lateBefore = lateNow
+				// Most refusals are made from the request's header, before
+				// its body is read (Server.Before): their bodies are
+				// dropped, not read into memory and decoded.
+				droppedNow := metric(t, addr, "ipa_http_dropped_bodies_total")
+				refused := ov.status[http.StatusTooManyRequests]
+				t.Logf("bodies dropped unread into memory (refused from the header): %.0f, of %d answered 429 in the overload", droppedNow-droppedBefore, refused)
+				if droppedNow-droppedBefore < float64(refused)/2 {
+					t.Errorf("%.0f bodies dropped, want at least half of the %d requests refused 429 refused from their header", droppedNow-droppedBefore, refused)
+				}
+				droppedBefore = droppedNow
 				// Work left queued by the overload would hold the light
 				// load's median at hundreds of milliseconds (a 1 s SLA
 				// admits up to a second of it); a busy machine only
