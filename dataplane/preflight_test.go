@@ -80,7 +80,14 @@ func TestRequestsAreRefusedFromTheirHeaderWithTheBodiesOnTheirWayCountedAhead(t 
 	if status, body := readAnswer(t, c2, br2); status != http.StatusTooManyRequests || !strings.Contains(body, "queued ahead") {
 		t.Fatalf("with a request admitted ahead: %d %s, want 429 refused from the header", status, body)
 	}
-	// The dropped body left the connection in step: it carries the next one.
+	// A chunked body is dropped to its last chunk.
+	io.WriteString(c2, "POST /v2/models/fake/infer HTTP/1.1\r\nHost: x\r\nIpa-Timeout: 80ms\r\nTransfer-Encoding: chunked\r\n\r\n"+
+		fmt.Sprintf("%x\r\n%s\r\n", 30000, strings.Repeat("z", 30000))+"5\r\nnot V\r\n0\r\n\r\n")
+	if status, body := readAnswer(t, c2, br2); status != http.StatusTooManyRequests {
+		t.Fatalf("chunked, with a request admitted ahead: %d %s, want 429", status, body)
+	}
+	// The dropped bodies left the connection in step: it carries the next
+	// request.
 	io.WriteString(c2, rawRequest("10s", "still not V2"))
 	if status, body := readAnswer(t, c2, br2); status != http.StatusBadRequest {
 		t.Fatalf("next request on the connection of a refused one: %d %s, want 400", status, body)
