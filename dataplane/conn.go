@@ -40,7 +40,7 @@ func Arrival(ctx *fasthttp.RequestCtx) time.Time {
 	}
 	if v, ok := served.Load(ctx.Conn()); ok {
 		sc := v.(*servedConn)
-		if n := ctx.ConnRequestNum(); sc.request == n {
+		if n := ctx.ConnRequestNum(); n != 0 && sc.request == n {
 			return sc.arrival // asked before, for this request
 		} else if sc.fd >= 0 {
 			if k, ok := lastDataReceived(sc.fd); ok && k.Before(t) {

@@ -301,13 +301,13 @@ func (g *bodyGuard) serve(ctx *fasthttp.RequestCtx) {
 
 // dropTurns is how many dropped bodies (Preflight) are read at once; the
 // others wait for a turn, dropWait at most. In a burst of 700 requests of
-// 600 KB, all sent at once, 40 admitted and the rest refused from their
-// headers, the bodies read side by side each arrive at the pace of the
-// whole burst (420 MB), ~100 ms on a 2-core machine; taking turns, the
-// refused ones wait in their sockets (their senders block), and the
-// admitted ones arrive at the pace of their own 24 MB. A turn is not
-// waited for longer than dropWait, so that a client sending slowly while
-// it holds a turn delays the others by that at most.
+// 600 KB sent at once to a stage on a 2-core machine, the bodies read side
+// by side each took ~90 ms to arrive (the whole burst's 420 MB); with
+// refusals from the header and the refused bodies taking turns, the
+// admitted ones were read 4–5 ms after the burst began (the refused wait
+// in their sockets, their senders blocked). A turn is not waited for
+// longer than dropWait, so that clients sending slowly while they hold the
+// turns delay the others by that at most.
 const (
 	dropTurns = 2
 	dropWait  = 100 * time.Millisecond
