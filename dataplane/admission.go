@@ -9,7 +9,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/ipa-serving/ipa/batcher"
-	"github.com/ipa-serving/ipa/dataplane/v2codec"
 )
 
 // Deadline-aware admission (batcher.Estimator): a request with a deadline is
@@ -93,11 +92,11 @@ func RetryAfter(err error) int {
 // Before is the stage server's Preflight: it refuses, from its header, an
 // inference request that its stage predicts it cannot answer in time, so
 // that its body is dropped as it arrives instead of being read into memory
-// and decoded. The prediction is admitInTime's, with the deadline the
-// headers and the server's --http.timeout give (the body's own "timeout"
-// parameter can only make it earlier, so a refusal stays right), one row,
-// and the requests admitted so whose bodies are still arriving counted
-// ahead: in a burst of requests sent at once, the first that fit are
+// and decoded. The prediction is admitInTime's (admitAt), with the
+// deadline the headers and the server's --http.timeout give (deadline; the
+// body's own "timeout" parameter can only make it earlier, so a refusal
+// stays right), one row, and the requests admitted so whose bodies are
+// still arriving counted ahead: in a burst of requests sent at once, the first that fit are
 // admitted and the rest refused before any body is in. An admitted request
 // is decided again, as every request is, once its body is read (Infer),
 // when its rows are known. Requests without a deadline, for a stage that
@@ -110,35 +109,16 @@ func (s *Server) Before(ctx *fasthttp.RequestCtx) bool {
 	if st == nil || !st.Ready() {
 		return false
 	}
-	timeout, deadline := ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline)
-	if len(timeout) == 0 && len(deadline) == 0 && s.cfg.Timeout <= 0 {
-		return false // no deadline in the header
-	}
-	arrival := Arrival(ctx)
-	d, err := v2codec.ClientDeadline(timeout, deadline, nil, arrival)
-	if err != nil { // answered 400 by the handler
-		return false
-	}
-	if s.cfg.Timeout > 0 {
-		if def := arrival.Add(s.cfg.Timeout); d.IsZero() || def.Before(d) {
-			d = def
-		}
-	}
-	if d.IsZero() {
+	d, err := s.deadline(ctx, nil)
+	if err != nil || d.IsZero() { // a bad header is answered 400 by the handler
 		return false
 	}
 	now := st.clock.Now()
 	if !now.Before(d) {
 		return false // the handler answers 504
 	}
-	cfg := st.cfg.Load()
-	a := st.ahead(cfg.MaxBatch, 1)
-	a.Rows += int(st.promised.Load())
-	v, p := st.est.Decide(estKey{cfg.Variant, cfg.Cores}, a, batcher.Usable(d, arrival, now))
-	if v != batcher.Admit {
-		st.m.refused(reasonCannotMeet)
-		st.m.outcome(outcomeCannotMeet)
-		writeInferError(ctx, &AdmissionError{Stage: st.meta.Name, Busy: v == batcher.RefuseBusy, Wait: p.Wait, Service: p.Service, Left: d.Sub(now)})
+	if err := st.admitAt(d, Arrival(ctx), now, 1, int(st.promised.Load())); err != nil {
+		writeInferError(ctx, err)
 		return true
 	}
 	st.promised.Add(1)
@@ -174,13 +154,24 @@ func (s *Stage) admitInTime(c *call, now time.Time) error {
 	if c.deadline.IsZero() {
 		return nil
 	}
+	return s.admitAt(c.deadline, now, now, c.rows, 0)
+}
+
+// admitAt decides whether a request of rows that arrived at arrived, with
+// deadline, joining now the queue with extra rows more ahead of it than
+// are queued, is admitted; nil if so, else the *AdmissionError to answer
+// it with, counted as a refusal.
+func (s *Stage) admitAt(deadline, arrived, now time.Time, rows, extra int) error {
 	cfg := s.cfg.Load()
-	left := c.deadline.Sub(now)
-	v, p := s.est.Decide(estKey{cfg.Variant, cfg.Cores}, s.ahead(cfg.MaxBatch, c.rows), batcher.Usable(c.deadline, now, now))
+	a := s.ahead(cfg.MaxBatch, rows)
+	a.Rows += extra
+	v, p := s.est.Decide(estKey{cfg.Variant, cfg.Cores}, a, batcher.Usable(deadline, arrived, now))
 	if v == batcher.Admit {
 		return nil
 	}
-	return &AdmissionError{Stage: s.meta.Name, Busy: v == batcher.RefuseBusy, Wait: p.Wait, Service: p.Service, Left: left}
+	s.m.refused(reasonCannotMeet)
+	s.m.outcome(outcomeCannotMeet)
+	return &AdmissionError{Stage: s.meta.Name, Busy: v == batcher.RefuseBusy, Wait: p.Wait, Service: p.Service, Left: deadline.Sub(now)}
 }
 
 // ahead describes the queue a request of rows joins now.

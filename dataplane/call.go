@@ -108,8 +108,6 @@ func (s *Stage) Infer(ctx context.Context, in []models.Tensor, deadline time.Tim
 	c.rows, c.deadline, c.enqueued, c.stage = rows, deadline, now, s
 	if err := s.admitInTime(c, now); err != nil {
 		releaseCall(c)
-		s.m.refused(reasonCannotMeet)
-		s.m.outcome(outcomeCannotMeet)
 		return nil, err
 	}
 	if s.runInline(c) {

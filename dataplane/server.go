@@ -459,7 +459,8 @@ func indexRequested(outs []v2codec.RequestedOutput, name string) int {
 
 // deadline combines the server default, the headers and the parameters.
 // Relative ones (Ipa-Timeout, "timeout", --http.timeout) count from the
-// request's arrival (see Arrival: before its body was read).
+// request's arrival (see Arrival: before its body was read). A nil req
+// (the body not read yet) leaves out the parameters.
 func (s *Server) deadline(ctx *fasthttp.RequestCtx, req *v2codec.InferRequest) (time.Time, error) {
 	arrival := Arrival(ctx)
 	d, err := v2codec.ClientDeadline(ctx.Request.Header.Peek(v2codec.HeaderTimeout), ctx.Request.Header.Peek(v2codec.HeaderDeadline), req, arrival)

@@ -130,7 +130,7 @@ func TestOverloadIsRefusedAtArrivalAndWhatIsAdmittedMeetsItsDeadline(t *testing.
 				refused := ov.status[http.StatusTooManyRequests]
 				t.Logf("bodies dropped unread into memory (refused from the header): %.0f, of %d answered 429 in the overload", droppedNow-droppedBefore, refused)
 				if droppedNow-droppedBefore < float64(refused)/2 {
-					t.Errorf("%.0f bodies dropped, want at least half of the %d requests refused 429 refused from their header", droppedNow-droppedBefore, refused)
+					t.Errorf("%.0f bodies dropped, want at least half of the %d answered 429 refused from their header", droppedNow-droppedBefore, refused)
 				}
 				droppedBefore = droppedNow
 				// Work left queued by the overload would hold the light
